@@ -1,0 +1,53 @@
+//! Pieces shared by subcommands: data location, model loading, progress bars.
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use uae_data::{Qasper, Split};
+use uae_encoder::Encoder;
+
+/// `--data-dir` for QASPER, shared by subcommands.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataDir {
+    /// Folder with qasper-{train,dev,test}-v0.3.json[.gz].
+    #[arg(long, env = "UAE_DATA_DIR", default_value = "../shared/data/qasper")]
+    pub data_dir: PathBuf,
+}
+
+impl DataDir {
+    pub fn load(&self, split: Split) -> Result<Qasper> {
+        Qasper::load_split(&self.data_dir, split).with_context(|| format!("loading QASPER {split}"))
+    }
+}
+
+pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
+
+pub fn load_encoder(dir: &Path) -> Result<Encoder> {
+    Encoder::load(dir, &Device::Cpu, false).with_context(|| {
+        format!(
+            "loading bi-encoder from {} (run scripts/fetch-models.sh?)",
+            dir.display()
+        )
+    })
+}
+
+/// A progress bar on stderr with rate and ETA (hidden when stderr is not a terminal
+/// unless UAE_PROGRESS=1).
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}",
+        )
+        .expect("static progress template is valid; this is a bug")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}

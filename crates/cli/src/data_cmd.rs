@@ -1,0 +1,56 @@
+use crate::common::DataDir;
+use anyhow::Result;
+use clap::Subcommand;
+use uae_data::Split;
+
+#[derive(Subcommand)]
+pub enum DataCmd {
+    /// Papers, questions, evaluable questions (with matched text evidence) and
+    /// paragraphs per QASPER split; JSON on stdout with --json.
+    Stats {
+        /// train, dev, test, or all.
+        #[arg(long, default_value = "all")]
+        split: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: DataCmd) -> Result<()> {
+    match cmd {
+        DataCmd::Stats { split, data, json } => {
+            let splits: Vec<Split> = if split == "all" {
+                vec![Split::Train, Split::Dev, Split::Test]
+            } else {
+                vec![split.parse()?]
+            };
+            let mut all = Vec::new();
+            for s in splits {
+                all.push(data.load(s)?.stats());
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!("| split | papers | questions | evaluable | answerable | paragraphs | evidence (text matched / figure-table / all) |");
+                println!("|---|---|---|---|---|---|---|");
+                for s in all {
+                    println!(
+                        "| {} | {} | {} | {} | {} | {} | {} / {} / {} |",
+                        s.split,
+                        s.papers,
+                        s.questions,
+                        s.evaluable_questions,
+                        s.answerable_questions,
+                        s.paragraphs,
+                        s.evidence_matched,
+                        s.evidence_float,
+                        s.evidence_strings
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}

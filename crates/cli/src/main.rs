@@ -1,0 +1,65 @@
+//! `uae`: utility-aligned dense retrieval. One binary over the workspace libraries.
+
+mod bench;
+mod common;
+mod data_cmd;
+mod embed;
+mod eval_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "uae", version, about = "Utility-aligned dense retrieval: label passages with an LLM's answer perplexity, train a bi-encoder on it, search without the LLM.", long_about = None)]
+struct Cli {
+    /// Worker threads for matmuls and kernels (default: all cores; env RAYON_NUM_THREADS).
+    #[arg(long, global = true, env = "UAE_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Inspect datasets.
+    #[command(subcommand)]
+    Data(data_cmd::DataCmd),
+    /// Embed texts from a JSONL file with a bi-encoder.
+    Embed(embed::EmbedArgs),
+    /// Evaluate a retriever (BM25 or a dense model) on QASPER or a BEIR folder.
+    Eval(eval_cmd::EvalArgs),
+    /// Speed benchmarks; each prints one JSON object on stdout.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Some(n) = cli.threads {
+        // Ignored if a pool already exists; nothing has started one yet.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+    let result = match cli.cmd {
+        Cmd::Data(c) => data_cmd::run(c),
+        Cmd::Embed(a) => embed::run(a),
+        Cmd::Eval(a) => eval_cmd::run(a),
+        Cmd::Bench(c) => bench::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! BEIR layout: `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl` (`_id`,
+//! `text`) and `qrels/{split}.tsv` (`query-id  corpus-id  score`, header row).
+//! Retrieval is corpus-wide (no scope).
+
+use crate::{open_maybe_gz, read_jsonl, Collection, Error, Result};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+use std::path::Path;
+use uae_core::{Passage, Query};
+
+#[derive(Deserialize)]
+struct Doc {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(default)]
+    title: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Q {
+    #[serde(rename = "_id")]
+    id: String,
+    text: String,
+}
+
+/// Loads a BEIR-layout folder; passage text is `title + " " + text` when a title exists.
+/// Only queries with at least one qrel of score > 0 in `split` are returned.
+pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
+    let corpus_path = dir.join("corpus.jsonl");
+    let docs: Vec<Doc> = read_jsonl(&corpus_path)?;
+    if docs.is_empty() {
+        return Err(Error::Empty {
+            path: corpus_path,
+            what: "the corpus",
+        });
+    }
+    let ids: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
+    let mut qrels: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
+    for (i, line) in open_maybe_gz(&qrels_path)?.lines().enumerate() {
+        let line = line.map_err(|source| Error::Io {
+            path: qrels_path.clone(),
+            source,
+        })?;
+        let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
+        if line.trim().is_empty() || (i == 0 && cols.first() == Some(&"query-id")) {
+            continue;
+        }
+        let bad = |message: String| Error::Qrels {
+            path: qrels_path.clone(),
+            line: i + 1,
+            message,
+        };
+        let [qid, did, score] = cols[..] else {
+            return Err(bad(format!(
+                "expected 3 tab-separated columns, got {}",
+                cols.len()
+            )));
+        };
+        let score: i64 = score
+            .parse()
+            .map_err(|_| bad(format!("score `{score}` is not an integer")))?;
+        if !ids.contains(did) {
+            return Err(bad(format!("corpus-id `{did}` is not in corpus.jsonl")));
+        }
+        if score > 0 {
+            qrels
+                .entry(qid.to_string())
+                .or_default()
+                .push((did.to_string(), score as u32));
+        }
+    }
+    let queries_path = dir.join("queries.jsonl");
+    let queries: Vec<Q> = read_jsonl(&queries_path)?;
+    let queries: Vec<Query> = queries
+        .into_iter()
+        .filter_map(|q| {
+            qrels.remove(&q.id).map(|gold| Query {
+                id: q.id,
+                text: q.text,
+                scope: None,
+                gold,
+            })
+        })
+        .collect();
+    if queries.is_empty() {
+        return Err(Error::Empty {
+            path: qrels_path,
+            what: "the set of judged queries",
+        });
+    }
+    let passages = docs
+        .into_iter()
+        .map(|d| Passage {
+            text: if d.title.trim().is_empty() {
+                d.text
+            } else {
+                format!("{} {}", d.title, d.text)
+            },
+            id: d.id,
+            scope: None,
+            section: None,
+        })
+        .collect();
+    Ok(Collection {
+        name: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "beir".into()),
+        passages,
+        queries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, corpus: &str, queries: &str, qrels: &str) {
+        std::fs::create_dir_all(dir.join("qrels")).unwrap();
+        std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+        std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+        std::fs::write(dir.join("qrels/test.tsv"), qrels).unwrap();
+    }
+
+    #[test]
+    fn loads_a_small_beir_folder() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "{\"_id\":\"d1\",\"title\":\"T\",\"text\":\"one\"}\n{\"_id\":\"d2\",\"text\":\"two\"}\n",
+            "{\"_id\":\"q1\",\"text\":\"which?\"}\n{\"_id\":\"q2\",\"text\":\"unjudged\"}\n",
+            "query-id\tcorpus-id\tscore\nq1\td2\t1\nq1\td1\t0\n",
+        );
+        let c = load_beir(d.path(), "test").unwrap();
+        assert_eq!(c.passages[0].text, "T one");
+        assert_eq!(c.queries.len(), 1);
+        assert_eq!(c.queries[0].gold, vec![("d2".to_string(), 1)]);
+    }
+
+    #[test]
+    fn malformed_inputs_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "{\"_id\":\"d1\"}\n", "", "");
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(
+            e.contains("corpus.jsonl:1") && e.contains("missing field `text`"),
+            "{e}"
+        );
+        write(d.path(), "", "", "");
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(e.contains("corpus is empty"), "{e}");
+        write(
+            d.path(),
+            "{\"_id\":\"d1\",\"text\":\"x\"}\n",
+            "",
+            "q1\td9\t1\n",
+        );
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(e.contains("test.tsv:1") && e.contains("d9"), "{e}");
+        write(d.path(), "not json\n", "", "");
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(e.contains("corpus.jsonl:1"), "{e}");
+    }
+}

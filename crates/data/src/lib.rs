@@ -1,0 +1,31 @@
+//! Data loading: QASPER v0.3 (official JSON, plain or gzip) and BEIR-layout corpora,
+//! turned into `uae-core` passages and queries.
+
+mod beir;
+mod error;
+mod io;
+mod qasper;
+
+pub use beir::load_beir;
+pub use error::{Error, Result};
+pub use io::{open_maybe_gz, read_jsonl};
+pub use qasper::{
+    default_data_dir, Answer, AnswerKind, Paper, Paragraph, Qasper, QasperStats, Question, Split,
+};
+
+use uae_core::{Passage, Query};
+
+/// A retrieval collection: passages and the queries judged against them.
+#[derive(Debug, Clone)]
+pub struct Collection {
+    pub name: String,
+    pub passages: Vec<Passage>,
+    pub queries: Vec<Query>,
+}
+
+impl Collection {
+    /// Queries that have at least one relevant passage (the ones metrics average over).
+    pub fn evaluable(&self) -> impl Iterator<Item = &Query> {
+        self.queries.iter().filter(|q| !q.gold.is_empty())
+    }
+}

@@ -1,0 +1,188 @@
+//! Scalar building blocks for the fused CPU kernels: a bounds-checked wrapper over
+//! the `gemm` crate, and vectorisable `exp`, `erf` and GELU.
+
+use gemm::Parallelism;
+
+/// A strided matrix view: element (r, c) lives at `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `c[m x n] = (accumulate ? c : 0) + a[m x k] * b[k x n]`, with any row/column strides.
+///
+/// Panics (a bug in the caller, never user input) if a view reaches past its slice.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let reach = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    assert!(
+        reach(m, k, a.rs, a.cs) <= a.data.len(),
+        "sgemm: lhs view out of bounds (bug)"
+    );
+    assert!(
+        reach(k, n, b.rs, b.cs) <= b.data.len(),
+        "sgemm: rhs view out of bounds (bug)"
+    );
+    assert!(
+        reach(m, n, c_rs, 1) <= c.len(),
+        "sgemm: dst view out of bounds (bug)"
+    );
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * c_rs..r * c_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above prove every element the strides can reach lies inside
+    // its slice; `c` is borrowed mutably, so it aliases neither `a` nor `b`.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// e^x to ~1e-7 relative error, written so that loops over it vectorise.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    // Cody-Waite range reduction: x = n ln2 + y, |y| <= ln2 / 2, with ln2 split in a
+    // high part exact in f32 and a low correction, then a degree-7 Taylor polynomial.
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E).round();
+    let y = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + y * (1.0
+            + y * (0.5
+                + y * (1.0 / 6.0
+                    + y * (1.0 / 24.0
+                        + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0)))))));
+    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+}
+
+/// erf(x), Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let s = x.signum();
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    s * (1.0 - poly * exp(-a * a))
+}
+
+/// GELU with the exact (erf) form that BERT uses.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// d GELU / dx = Phi(x) + x * phi(x).
+#[inline(always)]
+pub fn gelu_grad(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_erf_gelu_are_accurate() {
+        for i in -400..400 {
+            let x = i as f32 * 0.05;
+            let e = exp(x);
+            assert!(((e - x.exp()) / x.exp()).abs() < 2e-7, "exp({x})");
+            let want = candle_core::cpu::erf::erf_f64(x as f64) as f32;
+            assert!((erf(x) - want).abs() < 3e-7, "erf({x})");
+        }
+        // Finite difference of gelu against gelu_grad.
+        for i in -60..60 {
+            let x = i as f64 * 0.1;
+            let g = |x: f64| 0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / 2f64.sqrt()));
+            let fd = (g(x + 1e-5) - g(x - 1e-5)) / 2e-5;
+            assert!((gelu_grad(x as f32) as f64 - fd).abs() < 1e-5, "gelu'({x})");
+            assert!((gelu(x as f32) as f64 - g(x)).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn sgemm_with_strides_matches_naive() {
+        // a: 2x3 row-major; b given transposed (3x2 view over a 2x3 buffer).
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5];
+        let mut c = [10.0f32; 4];
+        sgemm(
+            2,
+            2,
+            3,
+            Mat {
+                data: &a,
+                rs: 3,
+                cs: 1,
+            },
+            Mat {
+                data: &bt,
+                rs: 1,
+                cs: 3,
+            },
+            &mut c,
+            2,
+            true,
+            1,
+        );
+        // row0: [1*1+2*0+3*-1, 1*2+2*1+3*0.5] = [-2, 5.5]; row1: [4-6, 8+5+3] = [-2, 16]
+        assert_eq!(c, [8.0, 15.5, 8.0, 26.0]);
+    }
+}

@@ -1,0 +1,351 @@
+//! BERT-family bi-encoder on candle: tokenize, forward (train and inference), pool,
+//! normalise. Reads any sentence-transformers / HF folder (BERT, BGE, MiniLM).
+
+mod kernels;
+mod model;
+pub mod ops;
+
+pub use model::{Bert, BertConfig};
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tokenizers::{Tokenizer, TruncationParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{dir}: model folder has no {file}")]
+    MissingFile { dir: PathBuf, file: &'static str },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: cannot load tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("tokenizing failed: {message}")]
+    Encode { message: String },
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("{path}: unsupported model: {message}")]
+    Unsupported { path: PathBuf, message: String },
+    #[error("sequence of {len} tokens exceeds the model's {max} positions")]
+    TooLong { len: usize, max: usize },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How token vectors become one text vector (sentence-transformers' `1_Pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub enum Pooling {
+    Mean,
+    Cls,
+}
+
+#[derive(Deserialize)]
+struct PoolingFile {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SbertFile {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Module {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Batching knobs for [`Encoder::embed`].
+#[derive(Debug, Clone, Copy, serde::Serialize, Deserialize)]
+pub struct BatchOptions {
+    /// Upper bound on padded tokens per forward pass (`batch * longest`).
+    pub max_tokens: usize,
+    /// Upper bound on texts per forward pass.
+    pub max_batch: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions {
+            max_tokens: 8192,
+            max_batch: 32,
+        }
+    }
+}
+
+/// A right-padded batch of token ids.
+pub struct Batch {
+    /// `[b, s]` u32 token ids.
+    pub ids: Tensor,
+    pub lens: Vec<usize>,
+}
+
+/// A sentence-transformers style bi-encoder: tokenizer + BERT + pooling (+ L2 norm).
+pub struct Encoder {
+    pub model: Bert,
+    tokenizer: Tokenizer,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub max_seq_length: usize,
+    pub dir: PathBuf,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+fn require(dir: &Path, file: &'static str) -> Result<PathBuf> {
+    let p = dir.join(file);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::MissingFile {
+            dir: dir.to_path_buf(),
+            file,
+        })
+    }
+}
+
+impl Encoder {
+    /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json`, and
+    /// optionally `sentence_bert_config.json` (max_seq_length, default 512 capped by
+    /// the model), `1_Pooling/config.json` (default mean) and `modules.json` (L2
+    /// normalisation iff it lists a `Normalize` module).
+    pub fn load(dir: &Path, device: &Device, trainable: bool) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Config {
+                path: dir.to_path_buf(),
+                message: "model folder not found".into(),
+            });
+        }
+        let config_path = require(dir, "config.json")?;
+        let weights = require(dir, "model.safetensors")?;
+        let tok_path = require(dir, "tokenizer.json")?;
+        let config: BertConfig = read_json(&config_path)?;
+        if let Some(mt) = config.model_type.as_deref().filter(|&mt| mt != "bert") {
+            return Err(Error::Unsupported {
+                path: config_path,
+                message: format!(
+                    "model_type `{mt}` (BERT checkpoints such as MiniLM and BGE are supported)"
+                ),
+            });
+        }
+        let sbert = dir.join("sentence_bert_config.json");
+        let max_seq_length = if sbert.is_file() {
+            read_json::<SbertFile>(&sbert)?
+                .max_seq_length
+                .unwrap_or(512)
+        } else {
+            512
+        }
+        .min(config.max_position_embeddings);
+        let pool_path = dir.join("1_Pooling").join("config.json");
+        let pooling = if pool_path.is_file() {
+            let p: PoolingFile = read_json(&pool_path)?;
+            if p.pooling_mode_cls_token {
+                Pooling::Cls
+            } else if p.pooling_mode_mean_tokens {
+                Pooling::Mean
+            } else {
+                return Err(Error::Unsupported {
+                    path: pool_path,
+                    message: "only mean or CLS pooling is supported".into(),
+                });
+            }
+        } else {
+            Pooling::Mean
+        };
+        let modules = dir.join("modules.json");
+        let normalize = if modules.is_file() {
+            read_json::<Vec<Module>>(&modules)?
+                .iter()
+                .any(|m| m.kind.ends_with("Normalize"))
+        } else {
+            false
+        };
+        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Tokenizer {
+            path: tok_path.clone(),
+            message: e.to_string(),
+        })?;
+        // tokenizer.json files often carry their own truncation/padding (MiniLM's: 128);
+        // ours are set explicitly: truncate to max_seq_length, pad ourselves.
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer {
+                path: tok_path.clone(),
+                message: e.to_string(),
+            })?;
+        tokenizer.with_padding(None);
+        let model = Bert::load(config, &weights, device, trainable)?;
+        Ok(Encoder {
+            model,
+            tokenizer,
+            pooling,
+            normalize,
+            max_seq_length,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.model.config.hidden_size
+    }
+
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids with special tokens, truncated to `max_seq_length`.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Encode {
+                message: e.to_string(),
+            })?;
+        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Pads token id lists (right, id 0) into one batch.
+    pub fn batch(&self, seqs: &[&[u32]]) -> Result<Batch> {
+        let s = seqs.iter().map(|x| x.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; seqs.len() * s];
+        for (row, seq) in ids.chunks_mut(s).zip(seqs) {
+            row[..seq.len()].copy_from_slice(seq);
+        }
+        let lens = seqs.iter().map(|x| x.len().max(1)).collect();
+        Ok(Batch {
+            ids: Tensor::from_vec(ids, (seqs.len(), s), self.device())?,
+            lens,
+        })
+    }
+
+    /// Pooled (and, per modules.json, normalised) vectors `[b, h]`; differentiable.
+    pub fn forward_t(&self, batch: &Batch, train: bool) -> Result<Tensor> {
+        let hidden = self.model.forward_t(&batch.ids, &batch.lens, train)?;
+        let (b, s, _) = hidden.dims3()?;
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let mask: Vec<f32> = batch
+                    .lens
+                    .iter()
+                    .flat_map(|&n| (0..s).map(move |j| if j < n { 1.0 / n as f32 } else { 0.0 }))
+                    .collect();
+                let mask = Tensor::from_vec(mask, (b, s, 1), self.device())?;
+                hidden.broadcast_mul(&mask)?.sum(1)?
+            }
+        };
+        if self.normalize {
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            Ok(pooled.broadcast_div(&norm)?)
+        } else {
+            Ok(pooled)
+        }
+    }
+
+    /// Embeds texts (inference): groups them by length into batches within `opts`,
+    /// pads each to its longest member, returns vectors in input order. `progress`
+    /// is called with the number of texts finished so far.
+    pub fn embed_with(
+        &self,
+        texts: &[&str],
+        opts: BatchOptions,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let ids = self.tokenize(texts)?;
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut done = 0;
+        for group in plan_batches(&ids.iter().map(Vec::len).collect::<Vec<_>>(), opts) {
+            let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+            let vecs = self
+                .forward_t(&self.batch(&seqs)?, false)?
+                .to_vec2::<f32>()?;
+            for (&i, v) in group.iter().zip(vecs) {
+                out[i] = v;
+            }
+            done += group.len();
+            progress(done);
+        }
+        Ok(out)
+    }
+
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed_with(texts, BatchOptions::default(), &mut |_| {})
+    }
+}
+
+/// Groups sequence indices into batches: longest first, each batch within
+/// `max_batch` texts and `max_tokens` padded tokens (a single over-long text still
+/// gets a batch of its own).
+pub fn plan_batches(lens: &[usize], opts: BatchOptions) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by(|&a, &b| lens[b].cmp(&lens[a]).then(a.cmp(&b)));
+    let mut batches = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut longest = 0;
+    for i in order {
+        let l = lens[i].max(1);
+        let new_longest = longest.max(l);
+        if !cur.is_empty()
+            && (cur.len() + 1 > opts.max_batch || (cur.len() + 1) * new_longest > opts.max_tokens)
+        {
+            batches.push(std::mem::take(&mut cur));
+            longest = 0;
+        }
+        longest = longest.max(l);
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        batches.push(cur);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_budgets_and_cover_everything() {
+        let lens = [5, 100, 7, 100, 3, 50, 1];
+        let b = plan_batches(
+            &lens,
+            BatchOptions {
+                max_tokens: 200,
+                max_batch: 3,
+            },
+        );
+        let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lens.len()).collect::<Vec<_>>());
+        for batch in &b {
+            let longest = batch.iter().map(|&i| lens[i]).max().unwrap();
+            assert!(batch.len() <= 3 && (batch.len() == 1 || batch.len() * longest <= 200));
+        }
+        assert_eq!(b[0], vec![1, 3]);
+    }
+}

@@ -1,0 +1,283 @@
+//! BERT encoder on candle, trainable.
+//!
+//! Follows HF transformers' `BertModel` (post-LN, absolute positions, exact GELU).
+//! Differences: Q, K and V are one fused projection; attention-probability dropout is
+//! not applied (hidden dropout is, via `candle_nn::Dropout::forward_t`); token type
+//! ids are always 0 (single-segment input).
+
+use crate::ops::{attention, layer_norm, linear};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::ModuleT;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The fields of a HF `config.json` that a BERT encoder needs.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct BertConfig {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_types")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_types() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+struct Layer {
+    q_w: Tensor,
+    q_b: Tensor,
+    k_w: Tensor,
+    k_b: Tensor,
+    v_w: Tensor,
+    v_b: Tensor,
+    /// Q, K, V stacked once at load time for inference-only models.
+    qkv: Option<(Tensor, Tensor)>,
+    o_w: Tensor,
+    o_b: Tensor,
+    ln1_g: Tensor,
+    ln1_b: Tensor,
+    i_w: Tensor,
+    i_b: Tensor,
+    out_w: Tensor,
+    out_b: Tensor,
+    ln2_g: Tensor,
+    ln2_b: Tensor,
+}
+
+/// A BERT encoder: token ids `[b, s]` -> hidden states `[b, s, h]`.
+pub struct Bert {
+    pub config: BertConfig,
+    word: Tensor,
+    pos: Tensor,
+    tok_type: Tensor,
+    emb_ln_g: Tensor,
+    emb_ln_b: Tensor,
+    layers: Vec<Layer>,
+    dropout: candle_nn::Dropout,
+    /// Trainable parameters under their checkpoint names (empty for inference models).
+    vars: Vec<(String, Var)>,
+    device: Device,
+}
+
+struct Loader<'a> {
+    path: &'a Path,
+    tensors: HashMap<String, Tensor>,
+    prefix: &'static str,
+    trainable: bool,
+    vars: Vec<(String, Var)>,
+}
+
+impl Loader<'_> {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let full = format!("{}{}", self.prefix, name);
+        let t = self.tensors.remove(&full).ok_or_else(|| Error::Weights {
+            path: self.path.to_path_buf(),
+            message: format!("missing tensor `{full}`"),
+        })?;
+        if t.dims() != shape {
+            return Err(Error::Weights {
+                path: self.path.to_path_buf(),
+                message: format!(
+                    "tensor `{full}` has shape {:?}, config says {:?}",
+                    t.dims(),
+                    shape
+                ),
+            });
+        }
+        let t = t.to_dtype(DType::F32)?;
+        if self.trainable {
+            let v = Var::from_tensor(&t)?;
+            let t = v.as_tensor().clone();
+            self.vars.push((name.to_string(), v));
+            Ok(t)
+        } else {
+            Ok(t)
+        }
+    }
+}
+
+impl Bert {
+    /// Loads weights from a safetensors file (names with or without a `bert.` prefix).
+    /// With `trainable`, every parameter becomes a `Var` (see [`Bert::vars`]).
+    pub fn load(
+        config: BertConfig,
+        weights: &Path,
+        device: &Device,
+        trainable: bool,
+    ) -> Result<Self> {
+        let act = config.hidden_act.as_str();
+        if !matches!(act, "gelu" | "gelu_python") {
+            return Err(Error::Unsupported {
+                path: weights.to_path_buf(),
+                message: format!("hidden_act `{act}` (only exact `gelu` is implemented)"),
+            });
+        }
+        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+            return Err(Error::Unsupported {
+                path: weights.to_path_buf(),
+                message: "hidden_size must be a multiple of num_attention_heads".into(),
+            });
+        }
+        let tensors =
+            candle_core::safetensors::load(weights, device).map_err(|e| Error::Weights {
+                path: weights.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let mut ld = Loader {
+            path: weights,
+            tensors,
+            prefix,
+            trainable,
+            vars: Vec::new(),
+        };
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let word = ld.get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let pos = ld.get(
+            "embeddings.position_embeddings.weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let tok_type = ld.get(
+            "embeddings.token_type_embeddings.weight",
+            &[config.type_vocab_size, h],
+        )?;
+        let emb_ln_g = ld.get("embeddings.LayerNorm.weight", &[h])?;
+        let emb_ln_b = ld.get("embeddings.LayerNorm.bias", &[h])?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let p = format!("encoder.layer.{l}.");
+            let mut g = |n: &str, shape: &[usize]| ld.get(&format!("{p}{n}"), shape);
+            let mut layer = Layer {
+                q_w: g("attention.self.query.weight", &[h, h])?,
+                q_b: g("attention.self.query.bias", &[h])?,
+                k_w: g("attention.self.key.weight", &[h, h])?,
+                k_b: g("attention.self.key.bias", &[h])?,
+                v_w: g("attention.self.value.weight", &[h, h])?,
+                v_b: g("attention.self.value.bias", &[h])?,
+                qkv: None,
+                o_w: g("attention.output.dense.weight", &[h, h])?,
+                o_b: g("attention.output.dense.bias", &[h])?,
+                ln1_g: g("attention.output.LayerNorm.weight", &[h])?,
+                ln1_b: g("attention.output.LayerNorm.bias", &[h])?,
+                i_w: g("intermediate.dense.weight", &[i, h])?,
+                i_b: g("intermediate.dense.bias", &[i])?,
+                out_w: g("output.dense.weight", &[h, i])?,
+                out_b: g("output.dense.bias", &[h])?,
+                ln2_g: g("output.LayerNorm.weight", &[h])?,
+                ln2_b: g("output.LayerNorm.bias", &[h])?,
+            };
+            if !trainable {
+                layer.qkv = Some(layer.stacked_qkv()?);
+            }
+            layers.push(layer);
+        }
+        let dropout = candle_nn::Dropout::new(config.hidden_dropout_prob as f32);
+        Ok(Bert {
+            vars: ld.vars,
+            config,
+            word,
+            pos,
+            tok_type,
+            emb_ln_g,
+            emb_ln_b,
+            layers,
+            dropout,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Trainable parameters with their checkpoint names (without any `bert.` prefix).
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Hidden states `[b, s, h]` for right-padded ids `[b, s]` (u32) whose sequence `i`
+    /// has `lens[i]` real tokens. `train` turns dropout on.
+    pub fn forward_t(&self, ids: &Tensor, lens: &[usize], train: bool) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let h = self.config.hidden_size;
+        if s > self.config.max_position_embeddings {
+            return Err(Error::TooLong {
+                len: s,
+                max: self.config.max_position_embeddings,
+            });
+        }
+        let we = self
+            .word
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, s, h))?;
+        let pe = self.pos.narrow(0, 0, s)?.unsqueeze(0)?;
+        let te = self.tok_type.narrow(0, 0, 1)?.unsqueeze(0)?;
+        let x = we
+            .broadcast_add(&(pe.broadcast_add(&te)?))?
+            .reshape((b * s, h))?;
+        let x = layer_norm(
+            &x,
+            &self.emb_ln_g,
+            &self.emb_ln_b,
+            self.config.layer_norm_eps,
+        )?;
+        let mut x = self.dropout.forward_t(&x, train)?;
+        let eps = self.config.layer_norm_eps;
+        for layer in &self.layers {
+            let (w, bias) = match &layer.qkv {
+                Some((w, b)) => (w.clone(), b.clone()),
+                None => layer.stacked_qkv()?,
+            };
+            let qkv = linear(&x, &w, &bias, false)?.reshape((b, s, 3 * h))?;
+            let ctx =
+                attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
+            let a = self
+                .dropout
+                .forward_t(&linear(&ctx, &layer.o_w, &layer.o_b, false)?, train)?;
+            let a = layer_norm(&(a + &x)?, &layer.ln1_g, &layer.ln1_b, eps)?;
+            let inter = linear(&a, &layer.i_w, &layer.i_b, true)?;
+            let o = self
+                .dropout
+                .forward_t(&linear(&inter, &layer.out_w, &layer.out_b, false)?, train)?;
+            x = layer_norm(&(o + &a)?, &layer.ln2_g, &layer.ln2_b, eps)?;
+        }
+        Ok(x.reshape((b, s, h))?)
+    }
+}
+
+impl Layer {
+    fn stacked_qkv(&self) -> Result<(Tensor, Tensor)> {
+        Ok((
+            Tensor::cat(&[&self.q_w, &self.k_w, &self.v_w], 0)?,
+            Tensor::cat(&[&self.q_b, &self.k_b, &self.v_b], 0)?,
+        ))
+    }
+}

@@ -1,0 +1,584 @@
+//! Fused, multi-threaded CPU operators for BERT, each with a backward pass, plus
+//! composed candle equivalents that run on any device (and serve as the reference
+//! the fused ones are tested against).
+//!
+//! Why: candle's element-wise CPU ops run on one thread, `softmax_last_dim` and the
+//! fast layer norm have no backward, and per-head attention through candle costs
+//! several transposed copies. Here attention reads the packed `[b, s, 3h]` QKV
+//! projection in place with strided GEMMs, one task per sequence.
+
+use crate::kernels::{exp, gelu, gelu_grad, sgemm, Mat};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
+};
+use rayon::prelude::*;
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: input must be contiguous"),
+    }
+}
+
+fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Whether the fused CPU kernels apply to this tensor.
+fn fused(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+// ---------------------------------------------------------------- linear
+
+/// `x W^T + b` with the bias written by the GEMM epilogue; optional GELU (inference only).
+struct LinearOp {
+    gelu: bool,
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "uae-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (
+            f32s(xs, xl, "linear x")?,
+            f32s(ws, wl, "linear w")?,
+            f32s(bs, bl, "linear b")?,
+        );
+        let (n, k) = xl.shape().dims2()?;
+        let (out, k2) = wl.shape().dims2()?;
+        if k != k2 || b.len() != out {
+            candle_core::bail!("linear: x [{n}, {k}] vs w [{out}, {k2}] vs b [{}]", b.len());
+        }
+        let mut dst = vec![0f32; n * out];
+        dst.par_chunks_mut(out)
+            .for_each(|row| row.copy_from_slice(b));
+        sgemm(
+            n,
+            out,
+            k,
+            Mat {
+                data: x,
+                rs: k,
+                cs: 1,
+            },
+            Mat {
+                data: w,
+                rs: 1,
+                cs: k,
+            },
+            &mut dst,
+            out,
+            true,
+            threads(),
+        );
+        if self.gelu {
+            dst.par_chunks_mut(4096)
+                .for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
+        }
+        Ok((CpuStorage::F32(dst), (n, out).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.gelu {
+            candle_core::bail!("uae-linear with fused GELU is inference-only (this is a bug)");
+        }
+        let dx = g.matmul(w)?;
+        let dw = g.t()?.matmul(x)?;
+        let db = g.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `x [n, in] -> [n, out]` with weight `[out, in]` and bias `[out]`; GELU after it when
+/// `gelu` is set. Differentiable; on CPU the bias (and, without gradients, the GELU)
+/// are fused into the matmul.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Tensor> {
+    if !fused(x) {
+        return linear_reference(x, w, b, gelu_after);
+    }
+    let x = x.contiguous()?;
+    let needs_grad = x.track_op() || w.track_op() || b.track_op();
+    if gelu_after && !needs_grad {
+        return x.apply_op3_no_bwd(w, b, &LinearOp { gelu: true });
+    }
+    let y = x.apply_op3(w, b, LinearOp { gelu: false })?;
+    if gelu_after {
+        gelu_t(&y)
+    } else {
+        Ok(y)
+    }
+}
+
+// ---------------------------------------------------------------- gelu
+
+struct GeluOp;
+struct GeluBwdOp;
+
+impl CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        "uae-gelu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, "gelu")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096))
+            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = gelu(x)));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&g.contiguous()?, &GeluBwdOp)?))
+    }
+}
+
+impl CustomOp2 for GeluBwdOp {
+    fn name(&self) -> &'static str {
+        "uae-gelu-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (f32s(s1, l1, "gelu-bwd x")?, f32s(s2, l2, "gelu-bwd g")?);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
+            .for_each(|(o, (x, g))| {
+                for i in 0..o.len() {
+                    o[i] = g[i] * gelu_grad(x[i]);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// [`linear`] through stock candle ops (any device).
+pub fn linear_reference(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+    if gelu_after {
+        y.gelu_erf()
+    } else {
+        Ok(y)
+    }
+}
+
+/// Exact (erf) GELU, differentiable, parallel on CPU.
+pub fn gelu_t(x: &Tensor) -> Result<Tensor> {
+    if !fused(x) {
+        return x.gelu_erf();
+    }
+    x.contiguous()?.apply_op1(GeluOp)
+}
+
+// ---------------------------------------------------------------- layer norm
+
+struct LayerNormOp {
+    eps: f32,
+}
+struct LayerNormBwdOp {
+    eps: f32,
+}
+
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "uae-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (
+            f32s(xs, xl, "ln x")?,
+            f32s(gs, gl, "ln gamma")?,
+            f32s(bs, bl, "ln beta")?,
+        );
+        let h = gamma.len();
+        if h == 0 || x.len() % h != 0 || beta.len() != h {
+            candle_core::bail!("layer norm: hidden size mismatch");
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h)
+            .zip(x.par_chunks(h))
+            .for_each(|(o, x)| {
+                let (mean, rstd) = moments(x, self.eps);
+                for i in 0..h {
+                    o[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let h = gamma.dim(0)?;
+        let rows = x.elem_count() / h;
+        let all = x.apply_op3_no_bwd(gamma, &g.contiguous()?, &LayerNormBwdOp { eps: self.eps })?;
+        let dx = all.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dgamma = all.narrow(0, rows, 1)?.reshape(h)?;
+        let dbeta = all.narrow(0, rows + 1, 1)?.reshape(h)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+impl CustomOp3 for LayerNormBwdOp {
+    fn name(&self) -> &'static str {
+        "uae-layer-norm-bwd"
+    }
+    /// Output `[rows + 2, h]`: dx rows, then d gamma, then d beta.
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, gout) = (
+            f32s(xs, xl, "ln-bwd x")?,
+            f32s(gs, gl, "ln-bwd gamma")?,
+            f32s(ds, dl, "ln-bwd g")?,
+        );
+        let h = gamma.len();
+        let rows = x.len() / h;
+        let mut out = vec![0f32; (rows + 2) * h];
+        let (dx, tail) = out.split_at_mut(rows * h);
+        dx.par_chunks_mut(h)
+            .zip(x.par_chunks(h).zip(gout.par_chunks(h)))
+            .for_each(|(dx, (x, g))| {
+                let (mean, rstd) = moments(x, self.eps);
+                let (mut m1, mut m2) = (0f32, 0f32);
+                for i in 0..h {
+                    let gg = g[i] * gamma[i];
+                    m1 += gg;
+                    m2 += gg * (x[i] - mean) * rstd;
+                }
+                let (m1, m2) = (m1 / h as f32, m2 / h as f32);
+                for i in 0..h {
+                    let xhat = (x[i] - mean) * rstd;
+                    dx[i] = rstd * (g[i] * gamma[i] - m1 - xhat * m2);
+                }
+            });
+        let (dgamma, dbeta) = x
+            .par_chunks(h)
+            .zip(gout.par_chunks(h))
+            .fold(
+                || (vec![0f32; h], vec![0f32; h]),
+                |(mut dg, mut db), (x, g)| {
+                    let (mean, rstd) = moments(x, self.eps);
+                    for i in 0..h {
+                        dg[i] += g[i] * (x[i] - mean) * rstd;
+                        db[i] += g[i];
+                    }
+                    (dg, db)
+                },
+            )
+            .reduce(
+                || (vec![0f32; h], vec![0f32; h]),
+                |(mut a, mut b), (c, d)| {
+                    a.iter_mut().zip(c).for_each(|(a, c)| *a += c);
+                    b.iter_mut().zip(d).for_each(|(b, d)| *b += d);
+                    (a, b)
+                },
+            );
+        tail[..h].copy_from_slice(&dgamma);
+        tail[h..].copy_from_slice(&dbeta);
+        Ok((CpuStorage::F32(out), (rows + 2, h).into()))
+    }
+}
+
+/// Layer norm over the last dimension, differentiable (unlike candle's fast path).
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused(x) {
+        return layer_norm_reference(x, gamma, beta, eps);
+    }
+    x.contiguous()?
+        .apply_op3(gamma, beta, LayerNormOp { eps: eps as f32 })
+}
+
+/// [`layer_norm`] through stock candle ops (any device).
+pub fn layer_norm_reference(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xhat.broadcast_mul(gamma)?.broadcast_add(beta)
+}
+
+// ---------------------------------------------------------------- attention
+
+/// Multi-head self-attention over a packed `[b, s, 3h]` QKV tensor with right
+/// padding: sequence `i` has `lens[i]` real tokens; padded query rows output 0.
+#[derive(Clone)]
+struct AttentionOp {
+    heads: usize,
+    lens: Vec<usize>,
+    scale: f32,
+}
+
+struct AttentionBwdOp(AttentionOp);
+
+impl AttentionOp {
+    fn dims(&self, l: &Layout) -> Result<(usize, usize, usize, usize)> {
+        let (b, s, h3) = l.shape().dims3()?;
+        if h3 % (3 * self.heads) != 0 || self.lens.len() != b || self.lens.iter().any(|&n| n > s) {
+            candle_core::bail!(
+                "attention: bad shape {:?} for {} heads / lens {:?}",
+                l.shape(),
+                self.heads,
+                self.lens
+            );
+        }
+        Ok((b, s, h3 / 3, h3 / 3 / self.heads))
+    }
+
+    /// Scores `scale * Q K^T` of head `hh` for the first `n` tokens, softmaxed in place.
+    fn probs(&self, qkv: &[f32], h: usize, hh: usize, n: usize, hd: usize, p: &mut [f32]) {
+        let q = Mat {
+            data: &qkv[hh * hd..],
+            rs: 3 * h,
+            cs: 1,
+        };
+        let kt = Mat {
+            data: &qkv[h + hh * hd..],
+            rs: 1,
+            cs: 3 * h,
+        };
+        sgemm(n, n, hd, q, kt, p, n, false, 1);
+        for row in p.chunks_mut(n) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0f32;
+            for v in row.iter_mut() {
+                *v = exp((*v - max) * self.scale);
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "uae-attention"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = f32s(s, l, "attention")?;
+        let (b, seq, h, hd) = self.dims(l)?;
+        let mut out = vec![0f32; b * seq * h];
+        out.par_chunks_mut(seq * h)
+            .zip(qkv.par_chunks(seq * 3 * h))
+            .zip(self.lens.par_iter())
+            .for_each(|((o, qkv), &n)| {
+                let mut p = vec![0f32; n * n];
+                for hh in 0..self.heads {
+                    self.probs(qkv, h, hh, n, hd, &mut p);
+                    let v = Mat {
+                        data: &qkv[2 * h + hh * hd..],
+                        rs: 3 * h,
+                        cs: 1,
+                    };
+                    sgemm(
+                        n,
+                        hd,
+                        n,
+                        Mat {
+                            data: &p,
+                            rs: n,
+                            cs: 1,
+                        },
+                        v,
+                        &mut o[hh * hd..],
+                        h,
+                        false,
+                        1,
+                    );
+                }
+            });
+        Ok((CpuStorage::F32(out), (b, seq, h).into()))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(
+            &g.contiguous()?,
+            &AttentionBwdOp(self.clone()),
+        )?))
+    }
+}
+
+impl CustomOp2 for AttentionBwdOp {
+    fn name(&self) -> &'static str {
+        "uae-attention-bwd"
+    }
+    /// Recomputes the probabilities (as flash attention does) and returns d qkv.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = &self.0;
+        let (qkv, gout) = (
+            f32s(s1, l1, "attention-bwd qkv")?,
+            f32s(s2, l2, "attention-bwd g")?,
+        );
+        let (b, seq, h, hd) = op.dims(l1)?;
+        let mut dqkv = vec![0f32; b * seq * 3 * h];
+        dqkv.par_chunks_mut(seq * 3 * h)
+            .zip(qkv.par_chunks(seq * 3 * h))
+            .zip(gout.par_chunks(seq * h).zip(op.lens.par_iter()))
+            .for_each(|((d, qkv), (go, &n))| {
+                let mut p = vec![0f32; n * n];
+                let mut dp = vec![0f32; n * n];
+                for hh in 0..op.heads {
+                    op.probs(qkv, h, hh, n, hd, &mut p);
+                    let d_o = Mat {
+                        data: &go[hh * hd..],
+                        rs: h,
+                        cs: 1,
+                    };
+                    let pt = Mat {
+                        data: &p,
+                        rs: 1,
+                        cs: n,
+                    };
+                    // dV = P^T dO
+                    sgemm(
+                        n,
+                        hd,
+                        n,
+                        pt,
+                        d_o,
+                        &mut d[2 * h + hh * hd..],
+                        3 * h,
+                        false,
+                        1,
+                    );
+                    // dP = dO V^T
+                    let vt = Mat {
+                        data: &qkv[2 * h + hh * hd..],
+                        rs: 1,
+                        cs: 3 * h,
+                    };
+                    sgemm(n, n, hd, d_o, vt, &mut dp, n, false, 1);
+                    // dS = scale * P o (dP - rowsum(dP o P))
+                    for (dpr, pr) in dp.chunks_mut(n).zip(p.chunks(n)) {
+                        let dot: f32 = dpr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                        dpr.iter_mut()
+                            .zip(pr)
+                            .for_each(|(a, &b)| *a = op.scale * b * (*a - dot));
+                    }
+                    let ds = Mat {
+                        data: &dp,
+                        rs: n,
+                        cs: 1,
+                    };
+                    let dst = Mat {
+                        data: &dp,
+                        rs: 1,
+                        cs: n,
+                    };
+                    // dQ = dS K, dK = dS^T Q
+                    let k = Mat {
+                        data: &qkv[h + hh * hd..],
+                        rs: 3 * h,
+                        cs: 1,
+                    };
+                    let q = Mat {
+                        data: &qkv[hh * hd..],
+                        rs: 3 * h,
+                        cs: 1,
+                    };
+                    sgemm(n, hd, n, ds, k, &mut d[hh * hd..], 3 * h, false, 1);
+                    sgemm(n, hd, n, dst, q, &mut d[h + hh * hd..], 3 * h, false, 1);
+                }
+            });
+        Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
+    }
+}
+
+/// Self-attention: `qkv [b, s, 3h]` (Q, K, V concatenated on the last axis) ->
+/// `[b, s, h]`. Keys past `lens[i]` are masked; outputs at padded positions are 0.
+pub fn attention(qkv: &Tensor, heads: usize, lens: &[usize]) -> Result<Tensor> {
+    let hd = qkv.dim(2)? / 3 / heads.max(1);
+    let scale = 1.0 / (hd as f32).sqrt();
+    if fused(qkv) {
+        let op = AttentionOp {
+            heads,
+            lens: lens.to_vec(),
+            scale,
+        };
+        return qkv.contiguous()?.apply_op1(op);
+    }
+    attention_reference(qkv, heads, lens)
+}
+
+/// [`attention`] through stock candle ops (any device): a large negative additive
+/// mask on padded keys, padded query rows zeroed.
+pub fn attention_reference(qkv: &Tensor, heads: usize, lens: &[usize]) -> Result<Tensor> {
+    let (b, s, h3) = qkv.dims3()?;
+    let h = h3 / 3;
+    let hd = h / heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let split = |i: usize| -> Result<Tensor> {
+        qkv.narrow(2, i * h, h)?
+            .reshape((b, s, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+    let mask: Vec<f32> = lens
+        .iter()
+        .flat_map(|&n| (0..s).map(move |j| if j < n { 0.0 } else { -1e9 }))
+        .collect();
+    let mask = Tensor::from_vec(mask, (b, 1, 1, s), qkv.device())?;
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale as f64)?.broadcast_add(&mask)?;
+    let max = scores.max_keepdim(D::Minus1)?.detach();
+    let e = scores.broadcast_sub(&max)?.exp()?;
+    let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    let ctx = p.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+    let rows: Vec<f32> = lens
+        .iter()
+        .flat_map(|&n| (0..s).map(move |j| if j < n { 1.0 } else { 0.0 }))
+        .collect();
+    ctx.broadcast_mul(&Tensor::from_vec(rows, (b, s, 1), qkv.device())?)
+}

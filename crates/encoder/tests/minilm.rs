@@ -1,0 +1,214 @@
+//! Tests with the real all-MiniLM-L6-v2 fetched by `scripts/fetch-models.sh`.
+
+use candle_core::{Device, Tensor};
+use std::path::PathBuf;
+use uae_encoder::{ops, BatchOptions, Encoder};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn model_dir() -> PathBuf {
+    let d = std::env::var_os("UAE_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/all-MiniLM-L6-v2"));
+    assert!(
+        d.join("model.safetensors").is_file(),
+        "{} missing: run scripts/fetch-models.sh",
+        d.display()
+    );
+    d
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Token ids and embeddings match sentence-transformers on the shared fixtures
+/// (computed by `SentenceTransformer(dir).encode(texts)`, max_seq_length 256).
+#[test]
+fn matches_sentence_transformers_reference() {
+    let enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
+    assert_eq!(enc.max_seq_length, 256);
+    let path = root().join("../shared/fixtures/minilm-reference.json");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = fx["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let ids = enc.tokenize(&texts).unwrap();
+    let vecs = enc.embed(&texts).unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        let want_ids: Vec<u32> = c["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(ids[i], want_ids, "token ids of case {i}");
+        let want: Vec<f32> = c["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let cos = cosine(&vecs[i], &want);
+        assert!(cos >= 0.9999, "case {i}: cosine {cos}");
+    }
+}
+
+/// A batch of mixed lengths (padding, masks, bucketing) equals one text at a time.
+#[test]
+fn batch_equals_single_texts() {
+    let enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
+    let texts = [
+        "short",
+        "A somewhat longer sentence about dense retrieval with utility labels.",
+        "Mid length text here.",
+        &"very long input ".repeat(100),
+        "x",
+    ];
+    let tiny = BatchOptions {
+        max_tokens: 100_000,
+        max_batch: 64,
+    };
+    let batched = enc.embed_with(&texts, tiny, &mut |_| {}).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        let single = enc.embed(&[*t]).unwrap();
+        let diff: f32 = single[0]
+            .iter()
+            .zip(&batched[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "text {i}: max |diff| {diff}");
+    }
+}
+
+fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// The fused CPU operators give the same values and gradients as the composed candle
+/// reference (the path other devices take). The reference runs through a `Var` on a
+/// non-fused path by moving the data through `ops::*_reference`.
+#[test]
+fn fused_ops_match_composed_reference_with_gradients() {
+    let (b, s, h, heads) = (3, 7, 24, 4);
+    let lens = [7, 4, 1];
+    let qkv = candle_core::Var::from_tensor(&rand_tensor(&[b, s, 3 * h], 1)).unwrap();
+    let g = rand_tensor(&[b, s, h], 2);
+    let fused = ops::attention(&qkv, heads, &lens).unwrap();
+    let reference = ops::attention_reference(&qkv, heads, &lens).unwrap();
+    assert!(max_diff(&fused, &reference) < 1e-5);
+    let gf = (&fused * &g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let gr = (&reference * &g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(max_diff(gf.get(&qkv).unwrap(), gr.get(&qkv).unwrap()) < 1e-5);
+
+    let x = candle_core::Var::from_tensor(&rand_tensor(&[5, h], 3)).unwrap();
+    let gamma = candle_core::Var::from_tensor(&(rand_tensor(&[h], 4) + 1.0).unwrap()).unwrap();
+    let beta = candle_core::Var::from_tensor(&rand_tensor(&[h], 5)).unwrap();
+    let w = candle_core::Var::from_tensor(&rand_tensor(&[h, h], 6)).unwrap();
+    let gy = rand_tensor(&[5, h], 7);
+    let run = |fused_path: bool| {
+        let y = if fused_path {
+            let l = ops::linear(&x, &w, &beta, true).unwrap();
+            ops::layer_norm(&l, &gamma, &beta, 1e-12).unwrap()
+        } else {
+            let l = ops::linear_reference(&x, &w, &beta, true).unwrap();
+            ops::layer_norm_reference(&l, &gamma, &beta, 1e-12).unwrap()
+        };
+        let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs: Vec<Tensor> = [&x, &gamma, &beta, &w]
+            .iter()
+            .map(|v| grads.get(v).unwrap().clone())
+            .collect();
+        (y, gs)
+    };
+    let (yf, gf) = run(true);
+    let (yr, gr) = run(false);
+    assert!(max_diff(&yf, &yr) < 1e-4, "{}", max_diff(&yf, &yr));
+    for (a, b) in gf.iter().zip(&gr) {
+        assert!(max_diff(a, b) < 1e-3, "{}", max_diff(a, b));
+    }
+}
+
+/// Every parameter of a trainable model receives a non-zero gradient (no op in the
+/// graph silently stops backprop, as candle's fast LayerNorm would).
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let enc = Encoder::load(&model_dir(), &Device::Cpu, true).unwrap();
+    let ids = enc
+        .tokenize(&["a question about retrieval", "a passage"])
+        .unwrap();
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let batch = enc.batch(&seqs).unwrap();
+    let v = enc.forward_t(&batch, true).unwrap();
+    let w = rand_tensor(&[2, enc.dim()], 9);
+    let grads = (&v * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(enc.model.vars().len(), 5 + 16 * 6);
+    for (name, var) in enc.model.vars() {
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        let n = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // Only used rows of the embedding tables get gradient; the sum is still > 0.
+        assert!(n > 0.0, "{name} has a zero gradient");
+    }
+}
+
+#[test]
+fn model_folder_without_tokenizer_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model_dir().join(f), d.path().join(f)).unwrap();
+    }
+    let e = Encoder::load(d.path(), &Device::Cpu, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains(&d.path().display().to_string()),
+        "{e}"
+    );
+}
