@@ -98,7 +98,14 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round();
+    // Round to nearest with the 1.5 * 2^23 trick: `f32::round` is a libm call that
+    // blocks vectorisation.
+    // The integer n sits in the low mantissa bits of `t`, read without a (saturating,
+    // branchy) float-to-int conversion.
+    const MAGIC: f32 = 12_582_912.0;
+    let t = x * LOG2E + MAGIC;
+    let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let n = t - MAGIC;
     let y = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + y * (1.0
@@ -106,7 +113,145 @@ pub fn exp(x: f32) -> f32 {
                 + y * (1.0 / 6.0
                     + y * (1.0 / 24.0
                         + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0)))))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+    f32::from_bits(((ni + 127) << 23) as u32) * p
+}
+
+/// Defines a slice kernel whose body is compiled once per SIMD instruction set
+/// (AVX-512, AVX2, scalar) and picked at run time by `pulp`: the body is inlined into
+/// a `#[target_feature]` function, so its loops auto-vectorise at full width while the
+/// binary still runs on any x86-64. All arguments share the lifetime `'a`.
+macro_rules! simd_kernel {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<'a>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name<'a>($($arg: $ty),*) {
+            struct Kernel<'a> {
+                $($arg: $ty,)*
+                _life: std::marker::PhantomData<&'a ()>,
+            }
+            impl<'a> pulp::WithSimd for Kernel<'a> {
+                type Output = ();
+                #[inline(always)]
+                fn with_simd<S: pulp::Simd>(self, _simd: S) {
+                    let Kernel { $($arg,)* .. } = self;
+                    $body
+                }
+            }
+            pulp::Arch::new().dispatch(Kernel { $($arg,)* _life: std::marker::PhantomData })
+        }
+    };
+}
+
+simd_kernel! {
+    /// `x <- gelu(x)` element-wise.
+    pub fn gelu_inplace<'a>(x: &'a mut [f32]) {
+        for v in x.iter_mut() {
+            *v = gelu(*v);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `out <- gelu(x)` element-wise.
+    pub fn gelu_into<'a>(out: &'a mut [f32], x: &'a [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = gelu(v);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `out <- g * gelu'(x)` element-wise.
+    pub fn gelu_grad_into<'a>(out: &'a mut [f32], x: &'a [f32], g: &'a [f32]) {
+        for ((o, &v), &gv) in out.iter_mut().zip(x).zip(g) {
+            *o = gv * gelu_grad(v);
+        }
+    }
+}
+
+simd_kernel! {
+    /// Row-wise softmax of `scale * p` for rows of length `n`.
+    pub fn softmax_rows<'a>(p: &'a mut [f32], n: usize, scale: f32) {
+        for row in p.chunks_mut(n.max(1)) {
+            softmax_scaled(row, scale);
+        }
+    }
+}
+
+/// Mean and 1/sqrt(var + eps) of one row (population variance, as LayerNorm uses).
+#[inline(always)]
+pub fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = sum(x) / n;
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] += (c[l] - mean) * (c[l] - mean);
+        }
+    }
+    let var = (rest + sum(&acc)) / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+simd_kernel! {
+    /// LayerNorm of rows of length `h`: `out = (x - mean) * rstd * gamma + beta`.
+    pub fn layer_norm_rows<'a>(out: &'a mut [f32], x: &'a [f32], gamma: &'a [f32], beta: &'a [f32], eps: f32) {
+        let h = gamma.len();
+        for (o, x) in out.chunks_mut(h).zip(x.chunks(h)) {
+            let (mean, rstd) = moments(x, eps);
+            for i in 0..h {
+                o[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
+            }
+        }
+    }
+}
+
+/// Maximum of a slice, in 16 independent lanes so that it vectorises (-inf if empty).
+#[inline]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    rest.iter()
+        .chain(acc.iter())
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// Sum of a slice, in 16 independent lanes so that it vectorises.
+#[inline]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] += c[l];
+        }
+    }
+    rest.iter().sum::<f32>() + acc.iter().sum::<f32>()
+}
+
+/// In-place softmax of `scale * x` over one row.
+#[inline]
+pub fn softmax_scaled(row: &mut [f32], scale: f32) {
+    let m = max(row);
+    for v in row.iter_mut() {
+        *v = exp((*v - m) * scale);
+    }
+    let inv = 1.0 / sum(row);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
 }
 
 /// erf(x), Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
@@ -155,6 +300,23 @@ mod tests {
             assert!((gelu_grad(x as f32) as f64 - fd).abs() < 1e-5, "gelu'({x})");
             assert!((gelu(x as f32) as f64 - g(x)).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut r: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
+        let want: Vec<f64> = {
+            let m = r.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+            let e: Vec<f64> = r.iter().map(|&v| ((v as f64 - m) * 0.5).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|v| v / s).collect()
+        };
+        softmax_scaled(&mut r, 0.5);
+        for (a, b) in r.iter().zip(&want) {
+            assert!((*a as f64 - b).abs() < 1e-6);
+        }
+        assert_eq!(max(&[1.0, 5.0, -2.0]), 5.0);
+        assert_eq!(sum(&[1.0; 40]), 40.0);
     }
 
     #[test]

@@ -136,7 +136,11 @@ impl Bert {
                 message: format!("hidden_act `{act}` (only exact `gelu` is implemented)"),
             });
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(Error::Unsupported {
                 path: weights.to_path_buf(),
                 message: "hidden_size must be a multiple of num_attention_heads".into(),

@@ -7,7 +7,9 @@
 //! several transposed copies. Here attention reads the packed `[b, s, 3h]` QKV
 //! projection in place with strided GEMMs, one task per sequence.
 
-use crate::kernels::{exp, gelu, gelu_grad, sgemm, Mat};
+use crate::kernels::{
+    gelu_grad_into, gelu_inplace, gelu_into, layer_norm_rows, moments, sgemm, softmax_rows, Mat,
+};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
@@ -84,8 +86,7 @@ impl CustomOp3 for LinearOp {
             threads(),
         );
         if self.gelu {
-            dst.par_chunks_mut(4096)
-                .for_each(|c| c.iter_mut().for_each(|v| *v = gelu(*v)));
+            dst.par_chunks_mut(4096).for_each(gelu_inplace);
         }
         Ok((CpuStorage::F32(dst), (n, out).into()))
     }
@@ -142,7 +143,7 @@ impl CustomOp1 for GeluOp {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(4096)
             .zip(x.par_chunks(4096))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = gelu(x)));
+            .for_each(|(o, x)| gelu_into(o, x));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
@@ -165,11 +166,7 @@ impl CustomOp2 for GeluBwdOp {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(4096)
             .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
-            .for_each(|(o, (x, g))| {
-                for i in 0..o.len() {
-                    o[i] = g[i] * gelu_grad(x[i]);
-                }
-            });
+            .for_each(|(o, (x, g))| gelu_grad_into(o, x, g));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -201,13 +198,6 @@ struct LayerNormBwdOp {
     eps: f32,
 }
 
-fn moments(x: &[f32], eps: f32) -> (f32, f32) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
         "uae-layer-norm"
@@ -231,14 +221,9 @@ impl CustomOp3 for LayerNormOp {
             candle_core::bail!("layer norm: hidden size mismatch");
         }
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h)
-            .zip(x.par_chunks(h))
-            .for_each(|(o, x)| {
-                let (mean, rstd) = moments(x, self.eps);
-                for i in 0..h {
-                    o[i] = (x[i] - mean) * rstd * gamma[i] + beta[i];
-                }
-            });
+        out.par_chunks_mut(h * 16)
+            .zip(x.par_chunks(h * 16))
+            .for_each(|(o, x)| layer_norm_rows(o, x, gamma, beta, self.eps));
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
     fn bwd(
@@ -384,16 +369,7 @@ impl AttentionOp {
             cs: 3 * h,
         };
         sgemm(n, n, hd, q, kt, p, n, false, 1);
-        for row in p.chunks_mut(n) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0f32;
-            for v in row.iter_mut() {
-                *v = exp((*v - max) * self.scale);
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
+        softmax_rows(p, n, self.scale);
     }
 }
 

@@ -1,5 +1,7 @@
 //! Tests with the real all-MiniLM-L6-v2 fetched by `scripts/fetch-models.sh`.
 
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
 use candle_core::{Device, Tensor};
 use std::path::PathBuf;
 use uae_encoder::{ops, BatchOptions, Encoder};
