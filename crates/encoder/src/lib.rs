@@ -1,7 +1,6 @@
 //! BERT-family bi-encoder on candle: tokenize, forward (train and inference), pool,
 //! normalise. Reads any sentence-transformers / HF folder (BERT, BGE, MiniLM).
 
-mod kernels;
 mod model;
 pub mod ops;
 

@@ -7,13 +7,13 @@
 //! several transposed copies. Here attention reads the packed `[b, s, 3h]` QKV
 //! projection in place with strided GEMMs, one task per sequence.
 
-use crate::kernels::{
-    gelu_grad_into, gelu_inplace, gelu_into, layer_norm_rows, moments, sgemm, softmax_rows, Mat,
-};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
 use rayon::prelude::*;
+use uae_kernels::{
+    gelu_grad_into, gelu_inplace, gelu_into, layer_norm_rows, moments, sgemm, softmax_rows, Mat,
+};
 
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;

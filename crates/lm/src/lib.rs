@@ -1,1 +1,558 @@
+//! Causal LM scoring on the CPU: llama- and qwen2-architecture models from GGUF
+//! (dequantised to f32 by default, or kept quantised) or from HF safetensors folders.
+//!
+//! The forward pass takes a packed batch of variable-length sequences (no padding at
+//! all: linear layers run on the concatenated tokens, attention per sequence), each
+//! with its own KV cache, and returns log-probabilities only where they are asked
+//! for (the LM head is the costliest single matmul; scoring needs it on answer
+//! positions only). Follows HF transformers' `LlamaForCausalLM` / `Qwen2ForCausalLM`.
+//! GGUF llama q/k weights are stored permuted by llama.cpp, so rotary embeddings
+//! rotate interleaved pairs on them; HF weights and qwen2 GGUF rotate halves.
 
+mod load;
+mod tokenizer;
+
+pub use load::{file_sha256, LmSource};
+
+use candle_core::quantized::QMatMul;
+use rayon::prelude::*;
+use std::path::PathBuf;
+use tokenizers::Tokenizer;
+use uae_kernels::{log_softmax_rows, rms_norm_rows, sgemm, silu_mul_rows, softmax_rows, Mat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("{path}: unsupported model: {message}")]
+    Unsupported { path: PathBuf, message: String },
+    #[error("{path}: missing tensor `{name}`")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("tokenizer: {message}")]
+    Tokenizer { message: String },
+    #[error("bad input: {message}")]
+    Input { message: String },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum RopeStyle {
+    /// Rotate pairs (2i, 2i+1): llama weights as llama.cpp stores them in GGUF.
+    Interleaved,
+    /// Rotate pairs (i, i + d/2): HF checkpoints.
+    Halves,
+}
+
+/// Architecture hyper-parameters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LmConfig {
+    pub arch: String,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    pub context: usize,
+    pub rope: RopeStyle,
+}
+
+/// A linear map `y = x W^T (+ b)` with `W: [out, in]`.
+pub(crate) enum Weight {
+    F32 { w: Vec<f32>, out: usize, inp: usize },
+    Quant { q: QMatMul, out: usize, inp: usize },
+}
+
+impl Weight {
+    fn out(&self) -> usize {
+        match self {
+            Weight::F32 { out, .. } | Weight::Quant { out, .. } => *out,
+        }
+    }
+
+    /// `y[n, out] (+)= x[n, in] W^T`, `y` with row stride `y_rs` (to write a column block).
+    fn apply(
+        &self,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        y_rs: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        match self {
+            Weight::F32 { w, out, inp } => {
+                let threads = rayon::current_num_threads();
+                sgemm(
+                    n,
+                    *out,
+                    *inp,
+                    Mat {
+                        data: x,
+                        rs: *inp,
+                        cs: 1,
+                    },
+                    Mat {
+                        data: w,
+                        rs: 1,
+                        cs: *inp,
+                    },
+                    y,
+                    y_rs,
+                    accumulate,
+                    threads,
+                );
+            }
+            Weight::Quant { q, out, inp } => {
+                let xt = candle_core::Tensor::from_slice(x, (n, *inp), &candle_core::Device::Cpu)?;
+                let r = xt.apply(q)?.flatten_all()?.to_vec1::<f32>()?;
+                for (row, src) in y.chunks_mut(y_rs).zip(r.chunks(*out)) {
+                    for (d, s) in row[..*out].iter_mut().zip(src) {
+                        *d = if accumulate { *d + s } else { *s };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Several weights applied to the same input, outputs side by side (`[q | k | v]`).
+pub(crate) struct Group {
+    parts: Vec<Weight>,
+    bias: Option<Vec<f32>>,
+}
+
+impl Group {
+    fn out(&self) -> usize {
+        self.parts.iter().map(Weight::out).sum()
+    }
+
+    fn apply(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let total = self.out();
+        let mut y = vec![0f32; n * total];
+        if let Some(b) = &self.bias {
+            y.par_chunks_mut(total).for_each(|r| r.copy_from_slice(b));
+        }
+        let mut off = 0;
+        for p in &self.parts {
+            p.apply(x, n, &mut y[off..], total, self.bias.is_some())?;
+            off += p.out();
+        }
+        Ok(y)
+    }
+}
+
+pub(crate) struct Layer {
+    attn_norm: Vec<f32>,
+    qkv: Group,
+    o: Weight,
+    ffn_norm: Vec<f32>,
+    gate_up: Group,
+    down: Weight,
+}
+
+/// Keys and values of the tokens a sequence has seen, per layer (`[len, kv_dim]`).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A causal LM ready to score and generate.
+pub struct CausalLm {
+    pub config: LmConfig,
+    pub(crate) embed: Vec<f32>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: Vec<f32>,
+    /// `None`: tied to the token embedding.
+    pub(crate) head: Option<Weight>,
+    pub tokenizer: Tokenizer,
+    /// sha256 of the weights file (keys label stores).
+    pub model_hash: String,
+    pub eos: Vec<u32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// One sequence to score: log p(targets[i] | context + targets[..i]).
+pub struct ScoreRequest<'a> {
+    pub context: &'a [u32],
+    pub targets: &'a [u32],
+}
+
+impl CausalLm {
+    pub(crate) fn finish(
+        config: LmConfig,
+        embed: Vec<f32>,
+        layers: Vec<Layer>,
+        norm: Vec<f32>,
+        head: Option<Weight>,
+        tokenizer: Tokenizer,
+        model_hash: String,
+        eos: Vec<u32>,
+    ) -> Self {
+        let half = config.head_dim / 2;
+        let max = config.context.min(32_768);
+        let mut cos = vec![0f32; max * half];
+        let mut sin = vec![0f32; max * half];
+        for p in 0..max {
+            for i in 0..half {
+                let theta = (p as f64)
+                    * (config.rope_base as f64).powf(-2.0 * i as f64 / config.head_dim as f64);
+                cos[p * half + i] = theta.cos() as f32;
+                sin[p * half + i] = theta.sin() as f32;
+            }
+        }
+        CausalLm {
+            config,
+            embed,
+            layers,
+            norm,
+            head,
+            tokenizer,
+            model_hash,
+            eos,
+            cos,
+            sin,
+        }
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            k: vec![Vec::new(); self.config.layers],
+            v: vec![Vec::new(); self.config.layers],
+            len: 0,
+        }
+    }
+
+    /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are
+    /// recognised, no BOS/EOS is added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                message: e.to_string(),
+            })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer {
+                message: e.to_string(),
+            })
+    }
+
+    fn rope(&self, x: &mut [f32], heads: usize, pos: usize) {
+        let hd = self.config.head_dim;
+        let half = hd / 2;
+        let (c, s) = (
+            &self.cos[pos * half..(pos + 1) * half],
+            &self.sin[pos * half..(pos + 1) * half],
+        );
+        for h in x.chunks_mut(hd).take(heads) {
+            match self.config.rope {
+                RopeStyle::Interleaved => {
+                    for i in 0..half {
+                        let (a, b) = (h[2 * i], h[2 * i + 1]);
+                        h[2 * i] = a * c[i] - b * s[i];
+                        h[2 * i + 1] = a * s[i] + b * c[i];
+                    }
+                }
+                RopeStyle::Halves => {
+                    for i in 0..half {
+                        let (a, b) = (h[i], h[i + half]);
+                        h[i] = a * c[i] - b * s[i];
+                        h[i + half] = a * s[i] + b * c[i];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs new tokens through the model, appending to each sequence's cache, and
+    /// returns the final hidden states (after the last norm), `[sum of lens, hidden]`.
+    pub fn forward(&self, caches: &mut [KvCache], tokens: &[&[u32]]) -> Result<Vec<f32>> {
+        let c = &self.config;
+        if caches.len() != tokens.len() {
+            return Err(Error::Input {
+                message: "one cache per sequence".into(),
+            });
+        }
+        let (h, hd) = (c.hidden, c.head_dim);
+        let (qd, kvd) = (c.heads * hd, c.kv_heads * hd);
+        let qkv_w = qd + 2 * kvd;
+        let mut starts = Vec::with_capacity(tokens.len());
+        let mut total = 0;
+        for (cache, t) in caches.iter().zip(tokens) {
+            if cache.len + t.len() > self.cos.len() / (hd / 2) {
+                return Err(Error::Input {
+                    message: format!(
+                        "sequence of {} tokens exceeds the context",
+                        cache.len + t.len()
+                    ),
+                });
+            }
+            starts.push(total);
+            total += t.len();
+        }
+        let mut x = vec![0f32; total * h];
+        for (row, &id) in x.chunks_mut(h).zip(tokens.iter().flat_map(|t| t.iter())) {
+            let id = id as usize;
+            if id >= c.vocab {
+                return Err(Error::Input {
+                    message: format!("token id {id} outside the vocabulary"),
+                });
+            }
+            row.copy_from_slice(&self.embed[id * h..(id + 1) * h]);
+        }
+        let mut xn = vec![0f32; total * h];
+        let group = c.heads / c.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (li, layer) in self.layers.iter().enumerate() {
+            xn.par_chunks_mut(h * 8)
+                .zip(x.par_chunks(h * 8))
+                .for_each(|(o, i)| rms_norm_rows(o, i, &layer.attn_norm, c.rms_eps));
+            let mut qkv = layer.qkv.apply(&xn, total)?;
+            // Rotary embeddings on q and k, at each token's absolute position.
+            for (si, t) in tokens.iter().enumerate() {
+                let off = caches[si].len;
+                qkv[starts[si] * qkv_w..(starts[si] + t.len()) * qkv_w]
+                    .par_chunks_mut(qkv_w)
+                    .enumerate()
+                    .for_each(|(r, row)| {
+                        let (q, k) = row.split_at_mut(qd);
+                        self.rope(q, c.heads, off + r);
+                        self.rope(&mut k[..kvd], c.kv_heads, off + r);
+                    });
+            }
+            for (si, t) in tokens.iter().enumerate() {
+                let cache = &mut caches[si];
+                for r in 0..t.len() {
+                    let row = &qkv[(starts[si] + r) * qkv_w..(starts[si] + r + 1) * qkv_w];
+                    cache.k[li].extend_from_slice(&row[qd..qd + kvd]);
+                    cache.v[li].extend_from_slice(&row[qd + kvd..]);
+                }
+            }
+            // Attention, one task per (sequence, head): causal over cache + new tokens.
+            let tasks: Vec<(usize, usize)> = (0..tokens.len())
+                .flat_map(|s| (0..c.heads).map(move |hh| (s, hh)))
+                .collect();
+            let outs: Vec<Vec<f32>> = tasks
+                .par_iter()
+                .map(|&(si, hh)| {
+                    let n = tokens[si].len();
+                    let past = caches[si].len;
+                    let keys = past + n;
+                    let g = hh / group;
+                    let mut p = vec![0f32; n * keys];
+                    let q = Mat {
+                        data: &qkv[starts[si] * qkv_w + hh * hd..],
+                        rs: qkv_w,
+                        cs: 1,
+                    };
+                    let kt = Mat {
+                        data: &caches[si].k[li][g * hd..],
+                        rs: 1,
+                        cs: kvd,
+                    };
+                    sgemm(n, keys, hd, q, kt, &mut p, keys, false, 1);
+                    for (r, row) in p.chunks_mut(keys).enumerate() {
+                        let visible = past + r + 1;
+                        softmax_rows(&mut row[..visible], visible, scale);
+                        row[visible..].fill(0.0);
+                    }
+                    let mut o = vec![0f32; n * hd];
+                    let v = Mat {
+                        data: &caches[si].v[li][g * hd..],
+                        rs: kvd,
+                        cs: 1,
+                    };
+                    sgemm(
+                        n,
+                        hd,
+                        keys,
+                        Mat {
+                            data: &p,
+                            rs: keys,
+                            cs: 1,
+                        },
+                        v,
+                        &mut o,
+                        hd,
+                        false,
+                        1,
+                    );
+                    o
+                })
+                .collect();
+            let mut ctx = vec![0f32; total * qd];
+            for (&(si, hh), o) in tasks.iter().zip(outs) {
+                for (r, src) in o.chunks(hd).enumerate() {
+                    let d = (starts[si] + r) * qd + hh * hd;
+                    ctx[d..d + hd].copy_from_slice(src);
+                }
+            }
+            layer.o.apply(&ctx, total, &mut x, h, true)?;
+            xn.par_chunks_mut(h * 8)
+                .zip(x.par_chunks(h * 8))
+                .for_each(|(o, i)| rms_norm_rows(o, i, &layer.ffn_norm, c.rms_eps));
+            let gu = layer.gate_up.apply(&xn, total)?;
+            let mut act = vec![0f32; total * c.ffn];
+            act.par_chunks_mut(c.ffn * 8)
+                .zip(gu.par_chunks(2 * c.ffn * 8))
+                .for_each(|(o, g)| silu_mul_rows(o, g, c.ffn));
+            layer.down.apply(&act, total, &mut x, h, true)?;
+        }
+        for (cache, t) in caches.iter_mut().zip(tokens) {
+            cache.len += t.len();
+        }
+        xn.par_chunks_mut(h * 8)
+            .zip(x.par_chunks(h * 8))
+            .for_each(|(o, i)| rms_norm_rows(o, i, &self.norm, c.rms_eps));
+        Ok(xn)
+    }
+
+    /// Log-softmax over the vocabulary for hidden rows `[n, hidden]` -> `[n, vocab]`.
+    pub fn log_probs(&self, hidden: &[f32]) -> Result<Vec<f32>> {
+        let (h, vocab) = (self.config.hidden, self.config.vocab);
+        let n = hidden.len() / h;
+        let mut logits = vec![0f32; n * vocab];
+        match &self.head {
+            Some(w) => w.apply(hidden, n, &mut logits, vocab, false)?,
+            None => sgemm(
+                n,
+                vocab,
+                h,
+                Mat {
+                    data: hidden,
+                    rs: h,
+                    cs: 1,
+                },
+                Mat {
+                    data: &self.embed,
+                    rs: 1,
+                    cs: h,
+                },
+                &mut logits,
+                vocab,
+                false,
+                rayon::current_num_threads(),
+            ),
+        }
+        logits
+            .par_chunks_mut(vocab)
+            .for_each(|r| log_softmax_rows(r, vocab));
+        Ok(logits)
+    }
+
+    /// Scores a batch in one packed forward pass: for each request, the log-probability
+    /// of every target token given the context and the targets before it.
+    pub fn score(&self, reqs: &[ScoreRequest]) -> Result<Vec<Vec<f32>>> {
+        for r in reqs {
+            if r.context.is_empty() || r.targets.is_empty() {
+                return Err(Error::Input {
+                    message: "scoring needs a non-empty context and target".into(),
+                });
+            }
+        }
+        let seqs: Vec<Vec<u32>> = reqs
+            .iter()
+            .map(|r| [r.context, &r.targets[..r.targets.len() - 1]].concat())
+            .collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let mut caches: Vec<KvCache> = reqs.iter().map(|_| self.new_cache()).collect();
+        let hidden = self.forward(&mut caches, &refs)?;
+        // Rows that predict targets: positions context-1 .. end of each sequence.
+        let h = self.config.hidden;
+        let mut rows = Vec::new();
+        let mut start = 0;
+        for (r, s) in reqs.iter().zip(&seqs) {
+            let first = start + r.context.len() - 1;
+            rows.extend_from_slice(&hidden[first * h..(start + s.len()) * h]);
+            start += s.len();
+        }
+        let lp = self.log_probs(&rows)?;
+        let vocab = self.config.vocab;
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut row = 0;
+        for r in reqs {
+            out.push(
+                r.targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| lp[(row + i) * vocab + t as usize])
+                    .collect(),
+            );
+            row += r.targets.len();
+        }
+        Ok(out)
+    }
+
+    /// Scores one target by feeding it token by token through the KV cache (slow;
+    /// the reference that [`CausalLm::score`] is tested against).
+    pub fn score_incremental(&self, context: &[u32], targets: &[u32]) -> Result<Vec<f32>> {
+        let mut cache = self.new_cache();
+        let h = self.config.hidden;
+        let hidden = self.forward(std::slice::from_mut(&mut cache), &[context])?;
+        let mut last = hidden[hidden.len() - h..].to_vec();
+        let mut out = Vec::new();
+        for &t in targets {
+            let lp = self.log_probs(&last)?;
+            out.push(lp[t as usize]);
+            last = self.forward(std::slice::from_mut(&mut cache), &[&[t]])?;
+        }
+        Ok(out)
+    }
+
+    /// Greedy decoding with the KV cache: up to `max_new` tokens, stopping at EOS.
+    pub fn generate(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Err(Error::Input {
+                message: "empty prompt".into(),
+            });
+        }
+        let mut cache = self.new_cache();
+        let h = self.config.hidden;
+        let mut hidden = self.forward(std::slice::from_mut(&mut cache), &[prompt])?;
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            let lp = self.log_probs(&hidden[hidden.len() - h..])?;
+            let next = lp
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
+                    if v > b.1 {
+                        (i, v)
+                    } else {
+                        b
+                    }
+                })
+                .0 as u32;
+            if self.eos.contains(&next) {
+                break;
+            }
+            out.push(next);
+            hidden = self.forward(std::slice::from_mut(&mut cache), &[&[next]])?;
+        }
+        Ok(out)
+    }
+}

@@ -1,3 +1,5 @@
+//! CPU compute kernels shared by the encoder and the LM.
+//!
 //! Scalar building blocks for the fused CPU kernels: a bounds-checked wrapper over
 //! the `gemm` crate, and vectorisable `exp`, `erf` and GELU.
 
@@ -346,5 +348,59 @@ mod tests {
         );
         // row0: [1*1+2*0+3*-1, 1*2+2*1+3*0.5] = [-2, 5.5]; row1: [4-6, 8+5+3] = [-2, 16]
         assert_eq!(c, [8.0, 15.5, 8.0, 26.0]);
+    }
+}
+
+simd_kernel! {
+    /// RMSNorm of rows of length `w.len()`: `out = x / sqrt(mean(x^2) + eps) * w`.
+    pub fn rms_norm_rows<'a>(out: &'a mut [f32], x: &'a [f32], w: &'a [f32], eps: f32) {
+        let h = w.len();
+        for (o, x) in out.chunks_mut(h).zip(x.chunks(h)) {
+            let mut acc = [0f32; 16];
+            let chunks = x.chunks_exact(16);
+            let rest: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            for c in chunks {
+                for l in 0..16 {
+                    acc[l] += c[l] * c[l];
+                }
+            }
+            let r = 1.0 / ((rest + sum(&acc)) / h as f32 + eps).sqrt();
+            for i in 0..h {
+                o[i] = x[i] * r * w[i];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// SwiGLU: for rows `[gate (f) | up (f)]` of `gu`, `out = silu(gate) * up`, rows of `f`.
+    pub fn silu_mul_rows<'a>(out: &'a mut [f32], gu: &'a [f32], f: usize) {
+        for (o, row) in out.chunks_mut(f).zip(gu.chunks(2 * f)) {
+            let (g, u) = row.split_at(f);
+            for i in 0..f {
+                o[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// Row-wise log-softmax in place.
+    pub fn log_softmax_rows<'a>(x: &'a mut [f32], n: usize) {
+        for row in x.chunks_mut(n.max(1)) {
+            let m = max(row);
+            let mut acc = [0f32; 16];
+            let chunks = row.chunks_exact(16);
+            let rest: f32 = chunks.remainder().iter().map(|v| exp(v - m)).sum();
+            for c in chunks {
+                for l in 0..16 {
+                    acc[l] += exp(c[l] - m);
+                }
+            }
+            let lse = m + (rest + sum(&acc)).ln();
+            for v in row.iter_mut() {
+                *v -= lse;
+            }
+        }
     }
 }

@@ -1,0 +1,172 @@
+//! Tests with the real SmolLM2-135M-Instruct GGUF fetched by `scripts/fetch-models.sh`.
+
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use uae_lm::{CausalLm, LmSource, ScoreRequest};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn lm() -> &'static CausalLm {
+    static LM: OnceLock<CausalLm> = OnceLock::new();
+    LM.get_or_init(|| {
+        let p = root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(
+            p.is_file(),
+            "{} missing: run scripts/fetch-models.sh",
+            p.display()
+        );
+        CausalLm::load(&LmSource {
+            path: p,
+            quantized: false,
+        })
+        .unwrap()
+    })
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn nll(lp: &[f32]) -> f64 {
+    -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64
+}
+
+/// Token ids equal HF's exactly and the answer NLL is within 0.02 of HF transformers
+/// on the same GGUF (dequantised to f32), per fixture case.
+#[test]
+fn matches_transformers_reference() {
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("../shared/fixtures/smollm2-reference.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(lm().model_hash, fx["sha256"].as_str().unwrap());
+    let cases = fx["cases"].as_array().unwrap();
+    let mut prompts = Vec::new();
+    let mut answers = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let p = lm().encode(c["prompt"].as_str().unwrap()).unwrap();
+        let a = lm().encode(c["answer"].as_str().unwrap()).unwrap();
+        assert_eq!(p, ids(&c["prompt_ids"]), "prompt ids of case {i}");
+        assert_eq!(a, ids(&c["answer_ids"]), "answer ids of case {i}");
+        prompts.push(p);
+        answers.push(a);
+    }
+    let reqs: Vec<ScoreRequest> = prompts
+        .iter()
+        .zip(&answers)
+        .map(|(p, a)| ScoreRequest {
+            context: p,
+            targets: a,
+        })
+        .collect();
+    let got = lm().score(&reqs).unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        let want = c["answer_nll_mean"].as_f64().unwrap();
+        let d = (nll(&got[i]) - want).abs();
+        assert!(
+            d < 0.02,
+            "case {i}: NLL {} vs reference {want}",
+            nll(&got[i])
+        );
+    }
+}
+
+/// One packed pass equals feeding the answer token by token through the KV cache.
+#[test]
+fn one_pass_equals_incremental_decoding() {
+    let p = lm()
+        .encode("<|im_start|>user\nQuestion: What is BM25?<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    let a = lm().encode("A bag-of-words ranking function.").unwrap();
+    let one = lm()
+        .score(&[ScoreRequest {
+            context: &p,
+            targets: &a,
+        }])
+        .unwrap()
+        .remove(0);
+    let inc = lm().score_incremental(&p, &a).unwrap();
+    assert!(
+        (nll(&one) - nll(&inc)).abs() < 1e-3,
+        "{} vs {}",
+        nll(&one),
+        nll(&inc)
+    );
+}
+
+/// A packed batch of different lengths equals each sequence scored alone.
+#[test]
+fn batch_equals_single_sequences() {
+    let texts = [
+        ("Context: short.\n\nQuestion: a?", "yes"),
+        (
+            "Question: why is the sky blue on a clear day?",
+            "Rayleigh scattering of sunlight",
+        ),
+        ("x", "y z"),
+    ];
+    let enc: Vec<(Vec<u32>, Vec<u32>)> = texts
+        .iter()
+        .map(|(p, a)| (lm().encode(p).unwrap(), lm().encode(a).unwrap()))
+        .collect();
+    let reqs: Vec<ScoreRequest> = enc
+        .iter()
+        .map(|(p, a)| ScoreRequest {
+            context: p,
+            targets: a,
+        })
+        .collect();
+    let batch = lm().score(&reqs).unwrap();
+    for (i, r) in reqs.iter().enumerate() {
+        let single = lm()
+            .score(&[ScoreRequest {
+                context: r.context,
+                targets: r.targets,
+            }])
+            .unwrap()
+            .remove(0);
+        for (a, b) in batch[i].iter().zip(&single) {
+            assert!((a - b).abs() < 1e-4, "sequence {i}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    assert!(lm()
+        .score(&[ScoreRequest {
+            context: &[1, 2],
+            targets: &[]
+        }])
+        .is_err());
+    assert!(lm()
+        .score(&[ScoreRequest {
+            context: &[u32::MAX],
+            targets: &[5]
+        }])
+        .is_err());
+    let missing = CausalLm::load(&LmSource {
+        path: root().join("models/nope.gguf"),
+        quantized: false,
+    });
+    assert!(missing.err().unwrap().to_string().contains("nope.gguf"));
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a gguf").unwrap();
+    let e = CausalLm::load(&LmSource {
+        path: junk,
+        quantized: false,
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("junk.gguf") && e.contains("GGUF"), "{e}");
+}
