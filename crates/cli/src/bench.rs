@@ -5,7 +5,6 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 use uae_data::Split;
-use uae_encoder::BatchOptions;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -27,6 +26,47 @@ pub enum BenchCmd {
         #[command(flatten)]
         data: DataDir,
     },
+    /// LLM scoring throughput: sequences of real QASPER text cut to a fixed length,
+    /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
+    Label {
+        #[arg(long, default_value = crate::label_cmd::DEFAULT_LM)]
+        lm: PathBuf,
+        #[arg(long)]
+        quantized: bool,
+        #[arg(long, default_value_t = 32)]
+        sequences: usize,
+        #[arg(long, default_value_t = 256)]
+        tokens: usize,
+        #[arg(long, default_value_t = 16)]
+        answer: usize,
+        /// Batch sizes to measure, comma separated.
+        #[arg(long, default_value = "1,8", value_delimiter = ',')]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Serialize)]
+struct LabelBench {
+    bench: &'static str,
+    lm: String,
+    sequences: usize,
+    tokens_per_sequence: usize,
+    answer_tokens: usize,
+    threads: usize,
+    /// Per batch size: (batch, tokens/s, sequences/s, seconds median).
+    results: Vec<LabelRow>,
+}
+
+#[derive(Serialize)]
+struct LabelRow {
+    batch: usize,
+    tokens_per_s: f64,
+    sequences_per_s: f64,
+    seconds_median: f64,
 }
 
 #[derive(Serialize)]
@@ -50,6 +90,79 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Label {
+            lm,
+            quantized,
+            sequences,
+            tokens,
+            answer,
+            batches,
+            repeats,
+            data,
+        } => {
+            anyhow::ensure!(
+                answer > 0 && answer < tokens,
+                "--answer must be between 1 and --tokens - 1"
+            );
+            let model = uae_lm::CausalLm::load(&uae_lm::LmSource {
+                path: lm.clone(),
+                quantized,
+            })?;
+            let q = data.load(Split::Test)?;
+            let mut seqs: Vec<Vec<u32>> = Vec::new();
+            for p in q.passages() {
+                let ids = model.encode(&p.text)?;
+                if ids.len() >= tokens {
+                    seqs.push(ids[..tokens].to_vec());
+                    if seqs.len() == sequences {
+                        break;
+                    }
+                }
+            }
+            anyhow::ensure!(
+                seqs.len() == sequences,
+                "only {} test paragraphs have {tokens} tokens",
+                seqs.len()
+            );
+            let mut results = Vec::new();
+            for &b in &batches {
+                let mut runs = Vec::new();
+                for r in 0..=repeats.max(1) {
+                    let t = Instant::now();
+                    for chunk in seqs.chunks(b.max(1)) {
+                        let reqs: Vec<uae_lm::ScoreRequest> = chunk
+                            .iter()
+                            .map(|s| uae_lm::ScoreRequest {
+                                context: &s[..tokens - answer],
+                                targets: &s[tokens - answer..],
+                            })
+                            .collect();
+                        std::hint::black_box(model.score(&reqs)?);
+                    }
+                    if r > 0 {
+                        runs.push(t.elapsed().as_secs_f64());
+                    }
+                }
+                let s = median(runs);
+                results.push(LabelRow {
+                    batch: b,
+                    tokens_per_s: (sequences * tokens) as f64 / s,
+                    sequences_per_s: sequences as f64 / s,
+                    seconds_median: s,
+                });
+            }
+            let out = LabelBench {
+                bench: "label",
+                lm: lm.display().to_string(),
+                sequences,
+                tokens_per_sequence: tokens,
+                answer_tokens: answer,
+                threads: rayon::current_num_threads(),
+                results,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         BenchCmd::Embed {
             model,
             passages,
@@ -91,7 +204,6 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 }
             }
             let s = median(runs.clone());
-            let _ = BatchOptions::default();
             let out = EmbedBench {
                 bench: "embed",
                 model: model.display().to_string(),

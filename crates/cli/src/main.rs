@@ -5,6 +5,7 @@ mod common;
 mod data_cmd;
 mod embed;
 mod eval_cmd;
+mod label_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Cmd {
     Embed(embed::EmbedArgs),
     /// Evaluate a retriever (BM25 or a dense model) on QASPER or a BEIR folder.
     Eval(eval_cmd::EvalArgs),
+    /// Score candidate passages by how much they lower the LLM's NLL of the answer.
+    Label(label_cmd::LabelArgs),
     /// Speed benchmarks; each prints one JSON object on stdout.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Data(c) => data_cmd::run(c),
         Cmd::Embed(a) => embed::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
+        Cmd::Label(a) => label_cmd::run(a),
         Cmd::Bench(c) => bench::run(c),
     };
     match result {

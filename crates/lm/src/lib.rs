@@ -65,8 +65,18 @@ pub struct LmConfig {
 
 /// A linear map `y = x W^T (+ b)` with `W: [out, in]`.
 pub(crate) enum Weight {
-    F32 { w: Vec<f32>, out: usize, inp: usize },
-    Quant { q: QMatMul, out: usize, inp: usize },
+    /// `w` holds W^T, `[in, out]` row-major: gemm reads it with unit column stride.
+    /// `w` holds W^T, `[in, out]` row-major, which gemm reads with unit column stride.
+    F32 {
+        w: Vec<f32>,
+        out: usize,
+        inp: usize,
+    },
+    Quant {
+        q: QMatMul,
+        out: usize,
+        inp: usize,
+    },
 }
 
 impl Weight {
@@ -99,8 +109,8 @@ impl Weight {
                     },
                     Mat {
                         data: w,
-                        rs: 1,
-                        cs: *inp,
+                        rs: *out,
+                        cs: 1,
                     },
                     y,
                     y_rs,
@@ -190,6 +200,18 @@ pub struct CausalLm {
     sin: Vec<f32>,
 }
 
+/// Everything a loader produces; [`CausalLm::finish`] adds the rotary tables.
+pub(crate) struct Parts {
+    pub config: LmConfig,
+    pub embed: Vec<f32>,
+    pub layers: Vec<Layer>,
+    pub norm: Vec<f32>,
+    pub head: Option<Weight>,
+    pub tokenizer: Tokenizer,
+    pub model_hash: String,
+    pub eos: Vec<u32>,
+}
+
 /// One sequence to score: log p(targets[i] | context + targets[..i]).
 pub struct ScoreRequest<'a> {
     pub context: &'a [u32],
@@ -197,16 +219,17 @@ pub struct ScoreRequest<'a> {
 }
 
 impl CausalLm {
-    pub(crate) fn finish(
-        config: LmConfig,
-        embed: Vec<f32>,
-        layers: Vec<Layer>,
-        norm: Vec<f32>,
-        head: Option<Weight>,
-        tokenizer: Tokenizer,
-        model_hash: String,
-        eos: Vec<u32>,
-    ) -> Self {
+    pub(crate) fn finish(parts: Parts) -> Self {
+        let Parts {
+            config,
+            embed,
+            layers,
+            norm,
+            head,
+            tokenizer,
+            model_hash,
+            eos,
+        } = parts;
         let half = config.head_dim / 2;
         let max = config.context.min(32_768);
         let mut cos = vec![0f32; max * half];

@@ -1,7 +1,7 @@
 //! Loading weights and configuration from GGUF files and HF safetensors folders.
 
 use crate::tokenizer::{from_gguf, from_json};
-use crate::{CausalLm, Error, Group, Layer, LmConfig, Result, RopeStyle, Weight};
+use crate::{CausalLm, Error, Group, Layer, LmConfig, Parts, Result, RopeStyle, Weight};
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
@@ -39,6 +39,16 @@ pub fn file_sha256(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// `[out, in]` weights become a transposed f32 [`Weight`].
+fn dense(t: &Tensor) -> Result<Weight> {
+    let (out, inp) = t.dims2()?;
+    Ok(Weight::F32 {
+        w: flat(&t.t()?.contiguous()?)?,
+        out,
+        inp,
+    })
 }
 
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
@@ -154,11 +164,7 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
                 inp,
             })
         } else {
-            Ok(Weight::F32 {
-                w: flat(&q.dequantize(&Device::Cpu)?)?,
-                out,
-                inp,
-            })
+            dense(&q.dequantize(&Device::Cpu)?)
         }
     };
     let vecf = |f: &mut std::fs::File, name: &str| -> Result<Vec<f32>> {
@@ -210,34 +216,42 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         e => e,
     })?;
     let hash = file_sha256(path)?;
-    Ok(CausalLm::finish(
-        config, embed, layers, norm, head, tokenizer, hash, eos,
-    ))
+    Ok(CausalLm::finish(Parts {
+        config,
+        embed,
+        layers,
+        norm,
+        head,
+        tokenizer,
+        model_hash: hash,
+        eos,
+    }))
 }
 
-/// Stacks f32 weights into one matrix (one GEMM); quantised ones stay separate.
+/// Stacks f32 weights side by side into one `[in, sum of outs]` matrix (one GEMM);
+/// quantised ones stay separate.
 fn group(parts: Vec<Weight>, bias: Option<Vec<f32>>) -> Group {
-    if parts.iter().all(|p| matches!(p, Weight::F32 { .. })) {
-        let mut w = Vec::new();
-        let (mut out, mut inp) = (0, 0);
-        for p in parts {
-            if let Weight::F32 {
-                w: pw,
-                out: po,
-                inp: pi,
-            } = p
-            {
-                w.extend(pw);
-                out += po;
-                inp = pi;
-            }
+    let all_f32: Option<Vec<(&Vec<f32>, usize, usize)>> = parts
+        .iter()
+        .map(|p| match p {
+            Weight::F32 { w, out, inp } => Some((w, *out, *inp)),
+            Weight::Quant { .. } => None,
+        })
+        .collect();
+    let Some(mats) = all_f32 else {
+        return Group { parts, bias };
+    };
+    let inp = mats[0].2;
+    let out: usize = mats.iter().map(|m| m.1).sum();
+    let mut w = Vec::with_capacity(inp * out);
+    for r in 0..inp {
+        for (m, o, _) in &mats {
+            w.extend_from_slice(&m[r * o..(r + 1) * o]);
         }
-        Group {
-            parts: vec![Weight::F32 { w, out, inp }],
-            bias,
-        }
-    } else {
-        Group { parts, bias }
+    }
+    Group {
+        parts: vec![Weight::F32 { w, out, inp }],
+        bias,
     }
 }
 
@@ -314,14 +328,7 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
             name: name.into(),
         })
     };
-    let w = |t: Tensor| -> Result<Weight> {
-        let (out, inp) = t.dims2()?;
-        Ok(Weight::F32 {
-            w: flat(&t)?,
-            out,
-            inp,
-        })
-    };
+    let w = |t: Tensor| dense(&t);
     let heads = hc.num_attention_heads;
     let config = LmConfig {
         arch: hc.model_type.clone(),
@@ -393,14 +400,14 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
             .collect(),
         _ => Vec::new(),
     };
-    Ok(CausalLm::finish(
+    Ok(CausalLm::finish(Parts {
         config,
         embed,
         layers,
         norm,
         head,
         tokenizer,
-        hex::encode(hasher.finalize()),
+        model_hash: hex::encode(hasher.finalize()),
         eos,
-    ))
+    }))
 }

@@ -1,0 +1,193 @@
+//! End-to-end tests of the `uae` binary: bad input exits non-zero with a one-line
+//! error naming the file, and a labeling run killed with SIGKILL resumes to the same
+//! store as an uninterrupted run.
+
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn uae() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_uae"));
+    c.current_dir(root()).env("RUST_LOG", "warn");
+    c
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let out = uae().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
+    for n in needles {
+        assert!(line.contains(n), "`{line}` should mention `{n}`");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_inputs_exit_non_zero_with_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // Bad JSON in a QASPER file.
+    std::fs::write(p.join("qasper-test-v0.3.json"), "{ not json").unwrap();
+    fails_with(
+        &[
+            "data",
+            "stats",
+            "--split",
+            "test",
+            "--data-dir",
+            p.to_str().unwrap(),
+        ],
+        &["qasper-test-v0.3.json", "JSON"],
+    );
+    // A missing field in a BEIR corpus.
+    std::fs::create_dir_all(p.join("beir/qrels")).unwrap();
+    std::fs::write(p.join("beir/corpus.jsonl"), "{\"_id\": \"d1\"}\n").unwrap();
+    fails_with(
+        &[
+            "eval",
+            "--retriever",
+            "bm25",
+            "--beir",
+            p.join("beir").to_str().unwrap(),
+            "--out",
+            p.join("o").to_str().unwrap(),
+        ],
+        &["corpus.jsonl:1", "text"],
+    );
+    // An empty corpus.
+    std::fs::write(p.join("beir/corpus.jsonl"), "").unwrap();
+    fails_with(
+        &[
+            "eval",
+            "--retriever",
+            "bm25",
+            "--beir",
+            p.join("beir").to_str().unwrap(),
+            "--out",
+            p.join("o").to_str().unwrap(),
+        ],
+        &["corpus.jsonl", "empty"],
+    );
+    // A model folder without tokenizer.json.
+    std::fs::create_dir_all(p.join("model")).unwrap();
+    std::fs::copy(
+        root().join("models/all-MiniLM-L6-v2/config.json"),
+        p.join("model/config.json"),
+    )
+    .unwrap();
+    std::fs::write(p.join("in.jsonl"), "{\"text\": \"hello\"}\n").unwrap();
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            p.join("model").to_str().unwrap(),
+            "--input",
+            p.join("in.jsonl").to_str().unwrap(),
+            "--out",
+            p.join("e.jsonl").to_str().unwrap(),
+        ],
+        &["model", "no"],
+    );
+    // A GGUF that is not one.
+    std::fs::write(p.join("bad.gguf"), "nope").unwrap();
+    fails_with(
+        &[
+            "label",
+            "--limit",
+            "1",
+            "--lm",
+            p.join("bad.gguf").to_str().unwrap(),
+            "--out",
+            p.join("l").to_str().unwrap(),
+        ],
+        &["bad.gguf"],
+    );
+}
+
+fn store(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(dir.join("scores.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["k"].as_str().unwrap().to_string(), l.to_string())
+        })
+        .collect()
+}
+
+/// Kills a labeling run with SIGKILL once some scores are on disk, restarts the same
+/// command, and checks the store and labels equal an uninterrupted run's, bit for bit.
+#[test]
+fn killed_labeling_run_resumes_to_the_same_store() {
+    let d = tempfile::tempdir().unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "label",
+            "--split",
+            "train",
+            "--limit",
+            "3",
+            "--max-batch",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let full = d.path().join("full");
+    assert!(uae().args(args(&full)).status().unwrap().success());
+
+    let killed = d.path().join("killed");
+    let mut child = uae()
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let scores = killed.join("scores.jsonl");
+    let t = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&scores)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= 4 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run finished before it could be killed"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "no scores after 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = store(&killed).len();
+    assert!(
+        partial < store(&full).len(),
+        "the kill came too late to test anything"
+    );
+    assert!(uae().args(args(&killed)).status().unwrap().success());
+    assert_eq!(store(&killed), store(&full));
+    let labels = |dir: &Path| std::fs::read_to_string(dir.join("labels.jsonl")).unwrap();
+    assert_eq!(labels(&killed), labels(&full));
+}
