@@ -58,6 +58,37 @@ pub fn sgemm(
         }
         return;
     }
+    // Split rows into one block per thread, each a single-threaded GEMM: on this
+    // 2-core machine that scales better than gemm's own rayon split (measured with
+    // `cargo run --release -p uae-kernels --example gemm_shapes`).
+    if threads > 1 && m >= 64 * threads {
+        let rows = m.div_ceil(threads);
+        let blocks: Vec<(usize, &mut [f32])> = {
+            let mut out = Vec::new();
+            let mut rest = &mut c[..];
+            let mut r0 = 0;
+            while r0 < m {
+                let r = rows.min(m - r0);
+                let take = if r0 + r < m { r * c_rs } else { rest.len() };
+                let (head, tail) = rest.split_at_mut(take);
+                out.push((r0, head));
+                rest = tail;
+                r0 += r;
+            }
+            out
+        };
+        use rayon::prelude::*;
+        blocks.into_par_iter().for_each(|(r0, cb)| {
+            let r = rows.min(m - r0);
+            let ab = Mat {
+                data: &a.data[r0 * a.rs..],
+                rs: a.rs,
+                cs: a.cs,
+            };
+            sgemm(r, n, k, ab, b, cb, c_rs, accumulate, 1);
+        });
+        return;
+    }
     let par = if threads > 1 {
         Parallelism::Rayon(threads)
     } else {
@@ -319,6 +350,45 @@ mod tests {
         }
         assert_eq!(max(&[1.0, 5.0, -2.0]), 5.0);
         assert_eq!(sum(&[1.0; 40]), 40.0);
+    }
+
+    /// The row-block split (threads > 1) gives the same result as one thread, with
+    /// accumulation, an uneven last block and a strided destination.
+    #[test]
+    fn threaded_row_split_equals_single_thread() {
+        let (m, n, k) = (301, 17, 29);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let c_rs = n + 3;
+        let init: Vec<f32> = (0..m * c_rs).map(|i| (i % 5) as f32).collect();
+        let run = |threads| {
+            let mut c = init.clone();
+            sgemm(
+                m,
+                n,
+                k,
+                Mat {
+                    data: &a,
+                    rs: k,
+                    cs: 1,
+                },
+                Mat {
+                    data: &b,
+                    rs: n,
+                    cs: 1,
+                },
+                &mut c,
+                c_rs,
+                true,
+                threads,
+            );
+            c
+        };
+        assert_eq!(run(1), run(3));
     }
 
     #[test]
