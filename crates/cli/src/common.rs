@@ -32,10 +32,33 @@ pub fn load_encoder(dir: &Path) -> Result<Encoder> {
     })
 }
 
-/// A progress bar on stderr with rate and ETA (hidden when stderr is not a terminal
-/// unless UAE_PROGRESS=1).
+/// A progress bar on stderr with rate and ETA. When stderr is not a terminal (a job
+/// under `nohup`), indicatif draws nothing, so a log line is written every 30 s instead.
 pub fn progress(len: u64, what: &str) -> ProgressBar {
+    use std::io::IsTerminal;
     let pb = ProgressBar::new(len);
+    if !std::io::stderr().is_terminal() {
+        let weak = pb.downgrade();
+        let what = what.to_string();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            let Some(pb) = weak.upgrade() else { break };
+            if pb.is_finished() {
+                break;
+            }
+            let (pos, len) = (pb.position(), pb.length().unwrap_or(0));
+            let rate = pos as f64 / pb.elapsed().as_secs_f64().max(1e-9);
+            let eta = if rate > 0.0 {
+                (len.saturating_sub(pos)) as f64 / rate
+            } else {
+                f64::NAN
+            };
+            tracing::info!(
+                "{what}: {pos}/{len} ({rate:.2}/s, ETA {:.0} min)",
+                eta / 60.0
+            );
+        });
+    }
     pb.set_style(
         ProgressStyle::with_template(
             "{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta}",

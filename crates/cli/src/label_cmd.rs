@@ -161,26 +161,62 @@ pub fn run(a: LabelArgs) -> Result<()> {
     }
     write_json(&mpath, &manifest)?;
 
-    // Rank the paragraphs of the papers involved, by the base encoder and by BM25.
-    let papers: std::collections::BTreeSet<usize> = eligible
+    let cands_path = a.out.join("candidates.jsonl");
+    let items = match read_candidates(&cands_path, &qasper, &eligible)? {
+        Some(items) => {
+            tracing::info!(path = %cands_path.display(), "reusing mined candidates");
+            items
+        }
+        None => {
+            let items = mine_all(&qasper, &eligible, &a.encoder, &cfg)?;
+            write_candidates(&cands_path, &qasper, &items)?;
+            items
+        }
+    };
+    let job = Job {
+        qasper: &qasper,
+        items,
+    };
+    let pb = progress(0, "scoring");
+    let summary = label(&lm, &job, &cfg, &a.out, &mut |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    write_json(&a.out.join("summary.json"), &summary)?;
+    let groups = uae_label::read_labels(&a.out)?;
+    std::fs::write(a.out.join("utility-histogram.svg"), histogram_svg(&groups))?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct MinedRow {
+    question_id: String,
+    candidates: Vec<uae_label::Candidate>,
+}
+
+/// Ranks the paragraphs of the papers involved by the base encoder and BM25, and
+/// mines each question's candidates.
+fn mine_all(
+    qasper: &uae_data::Qasper,
+    eligible: &[usize],
+    encoder: &std::path::Path,
+    cfg: &LabelConfig,
+) -> Result<Vec<(usize, Vec<uae_label::Candidate>)>> {
+    let papers: std::collections::BTreeSet<&str> = eligible
         .iter()
-        .map(|&i| qasper.questions[i].paper)
+        .map(|&i| qasper.questions[i].paper_id.as_str())
         .collect();
     let coll = qasper.collection();
-    let keep: Vec<usize> = coll
+    let passages: Vec<uae_core::Passage> = coll
         .passages
         .iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            p.scope
-                .as_ref()
-                .is_some_and(|s| papers.iter().any(|&i| &qasper.papers[i].id == s))
-        })
-        .map(|(i, _)| i)
+        .filter(|p| p.scope.as_deref().is_some_and(|s| papers.contains(s)))
+        .cloned()
         .collect();
-    let passages: Vec<uae_core::Passage> = keep.iter().map(|&i| coll.passages[i].clone()).collect();
     let ids: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
-    let enc = load_encoder(&a.encoder)?;
+    let enc = load_encoder(encoder)?;
     let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();
     let pb = progress(texts.len() as u64, "mining");
     let vecs = enc.embed_with(&texts, BatchOptions::default(), &mut |n| {
@@ -200,22 +236,54 @@ pub fn run(a: LabelArgs) -> Result<()> {
         let query = &coll.queries[qi];
         let dense = paragraph_numbers(&index.search(qv, scopes.candidates(query), Some(50))?, &ids);
         let sparse = paragraph_numbers(&bm25.search(query, Some(50)), &ids);
-        items.push((qi, mine(&qasper, qi, &dense, &sparse, &cfg)));
+        items.push((qi, mine(qasper, qi, &dense, &sparse, cfg)));
     }
-    drop(enc);
-    let job = Job {
-        qasper: &qasper,
-        items,
-    };
-    let pb = progress(0, "scoring");
-    let summary = label(&lm, &job, &cfg, &a.out, &mut |done, total| {
-        pb.set_length(total as u64);
-        pb.set_position(done as u64);
-    })?;
-    pb.finish_and_clear();
-    write_json(&a.out.join("summary.json"), &summary)?;
-    let groups = uae_label::read_labels(&a.out)?;
-    std::fs::write(a.out.join("utility-histogram.svg"), histogram_svg(&groups))?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
+    Ok(items)
+}
+
+fn write_candidates(
+    path: &std::path::Path,
+    qasper: &uae_data::Qasper,
+    items: &[(usize, Vec<uae_label::Candidate>)],
+) -> Result<()> {
+    let mut s = String::new();
+    for (qi, c) in items {
+        let row = MinedRow {
+            question_id: qasper.questions[*qi].id.clone(),
+            candidates: c.clone(),
+        };
+        s.push_str(&serde_json::to_string(&row)?);
+        s.push('\n');
+    }
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, s).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Candidates mined by an earlier run of the same command (the manifest check has
+/// already established that the config matches); `None` if absent or stale.
+fn read_candidates(
+    path: &std::path::Path,
+    qasper: &uae_data::Qasper,
+    eligible: &[usize],
+) -> Result<Option<Vec<(usize, Vec<uae_label::Candidate>)>>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let rows: Vec<MinedRow> = uae_data::read_jsonl(path)?;
+    if rows.len() != eligible.len()
+        || rows
+            .iter()
+            .zip(eligible)
+            .any(|(r, &qi)| r.question_id != qasper.questions[qi].id)
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        eligible
+            .iter()
+            .copied()
+            .zip(rows.into_iter().map(|r| r.candidates))
+            .collect(),
+    ))
 }

@@ -3,7 +3,71 @@
 use std::time::Instant;
 use uae_kernels::{sgemm, Mat};
 
+fn small() {
+    // Per-head attention in the encoder: Q K^T (128x128x32, K^T strided) and P V.
+    let (s, hd, h3) = (128usize, 32usize, 1152usize);
+    let qkv = vec![0.1f32; s * h3];
+    let mut p = vec![0f32; s * s];
+    let mut o = vec![0f32; s * 384];
+    let reps = 2000;
+    let t = Instant::now();
+    for _ in 0..reps {
+        sgemm(
+            s,
+            s,
+            hd,
+            Mat {
+                data: &qkv,
+                rs: h3,
+                cs: 1,
+            },
+            Mat {
+                data: &qkv[384..],
+                rs: 1,
+                cs: h3,
+            },
+            &mut p,
+            s,
+            false,
+            1,
+        );
+    }
+    let e = t.elapsed().as_secs_f64() / reps as f64;
+    println!(
+        "QK^T 128x128x32 strided: {:.0} GFLOP/s",
+        2.0 * (s * s * hd) as f64 / e / 1e9
+    );
+    let t = Instant::now();
+    for _ in 0..reps {
+        sgemm(
+            s,
+            hd,
+            s,
+            Mat {
+                data: &p,
+                rs: s,
+                cs: 1,
+            },
+            Mat {
+                data: &qkv[768..],
+                rs: h3,
+                cs: 1,
+            },
+            &mut o,
+            384,
+            false,
+            1,
+        );
+    }
+    let e = t.elapsed().as_secs_f64() / reps as f64;
+    println!(
+        "PV 128x32x128 strided: {:.0} GFLOP/s",
+        2.0 * (s * s * hd) as f64 / e / 1e9
+    );
+}
+
 fn main() {
+    small();
     let shapes = [
         (2048, 960, 576),
         (2048, 3072, 576),

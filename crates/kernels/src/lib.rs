@@ -245,7 +245,7 @@ simd_kernel! {
 }
 
 /// Maximum of a slice, in 16 independent lanes so that it vectorises (-inf if empty).
-#[inline]
+#[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 16];
     let chunks = x.chunks_exact(16);
@@ -261,7 +261,7 @@ pub fn max(x: &[f32]) -> f32 {
 }
 
 /// Sum of a slice, in 16 independent lanes so that it vectorises.
-#[inline]
+#[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = x.chunks_exact(16);
@@ -275,7 +275,7 @@ pub fn sum(x: &[f32]) -> f32 {
 }
 
 /// In-place softmax of `scale * x` over one row.
-#[inline]
+#[inline(always)]
 pub fn softmax_scaled(row: &mut [f32], scale: f32) {
     let m = max(row);
     for v in row.iter_mut() {
