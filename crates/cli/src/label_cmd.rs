@@ -190,6 +190,9 @@ pub fn run(a: LabelArgs) -> Result<()> {
     Ok(())
 }
 
+/// Each eligible question (index into the split) with its candidates.
+type Mined = Vec<(usize, Vec<uae_label::Candidate>)>;
+
 #[derive(Serialize, Deserialize)]
 struct MinedRow {
     question_id: String,
@@ -203,7 +206,7 @@ fn mine_all(
     eligible: &[usize],
     encoder: &std::path::Path,
     cfg: &LabelConfig,
-) -> Result<Vec<(usize, Vec<uae_label::Candidate>)>> {
+) -> Result<Mined> {
     let papers: std::collections::BTreeSet<&str> = eligible
         .iter()
         .map(|&i| qasper.questions[i].paper_id.as_str())
@@ -244,7 +247,7 @@ fn mine_all(
 fn write_candidates(
     path: &std::path::Path,
     qasper: &uae_data::Qasper,
-    items: &[(usize, Vec<uae_label::Candidate>)],
+    items: &Mined,
 ) -> Result<()> {
     let mut s = String::new();
     for (qi, c) in items {
@@ -266,7 +269,7 @@ fn read_candidates(
     path: &std::path::Path,
     qasper: &uae_data::Qasper,
     eligible: &[usize],
-) -> Result<Option<Vec<(usize, Vec<uae_label::Candidate>)>>> {
+) -> Result<Option<Mined>> {
     if !path.is_file() {
         return Ok(None);
     }
