@@ -1,0 +1,310 @@
+//! Losses over one training batch of questions and their candidate passages.
+//!
+//! Notation (issue 4): s_ij = cos(E(q_i), E(p_j)) / tau over every passage j of the
+//! batch; C_i are question i's own candidates, B_i the other questions' candidates
+//! (in-batch negatives); pi_i = softmax over C_i of u / tau_u (utility temperature).
+
+use candle_core::{DType, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+/// Which objective to train with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// Utility-modulated InfoNCE: -sum_{j in C_i} pi_ij log softmax_{C_i u B_i}(s_i)_j.
+    Uae,
+    /// Each candidate j a positive weighted by pi_ij, against B_i and the candidates
+    /// of lower utility (LLM-Embedder's stable distillation).
+    UaeListwise,
+    /// KL(pi_i || softmax_{C_i}(s_i)), candidates only (REPLUG LSR / Atlas).
+    Kl,
+    /// InfoNCE with gold evidence as positives, everything else in the batch negative;
+    /// uses no LLM signal.
+    Infonce,
+}
+
+/// The passages of a batch, flattened: passage j belongs to question `owner[j]`.
+pub struct Batch<'a> {
+    pub owner: &'a [usize],
+    pub utility: &'a [f32],
+    pub gold: &'a [bool],
+}
+
+const NEG: f32 = -1e9;
+
+/// Softmax over each question's own candidates of `u / tau_u` -> `[Q, P]` (0 elsewhere).
+fn utility_targets(b: &Batch, questions: usize, tau_u: f32) -> Vec<f32> {
+    let p = b.owner.len();
+    let mut t = vec![0f32; questions * p];
+    for i in 0..questions {
+        let own: Vec<usize> = (0..p).filter(|&j| b.owner[j] == i).collect();
+        let m = own
+            .iter()
+            .map(|&j| b.utility[j] / tau_u)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let z: f32 = own.iter().map(|&j| (b.utility[j] / tau_u - m).exp()).sum();
+        for &j in &own {
+            t[i * p + j] = (b.utility[j] / tau_u - m).exp() / z;
+        }
+    }
+    t
+}
+
+/// The mean loss over the batch's questions. `q`: `[Q, d]`, `p`: `[P, d]`, both
+/// L2-normalised; `tau` scales similarities, `tau_u` utilities. Questions with no
+/// target (no candidates; for `infonce`, no gold) are left out of the mean.
+pub fn batch_loss(
+    kind: LossKind,
+    q: &Tensor,
+    p: &Tensor,
+    b: &Batch,
+    tau: f32,
+    tau_u: f32,
+) -> Result<Tensor> {
+    let (nq, _) = q.dims2()?;
+    let np = b.owner.len();
+    let dev = q.device();
+    let s = (q.matmul(&p.t()?)? / tau as f64)?; // [Q, P]
+    let matrix = |v: Vec<f32>| Tensor::from_vec(v, (nq, np), dev);
+    match kind {
+        LossKind::Uae => {
+            let t = utility_targets(b, nq, tau_u);
+            let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
+            let lsm = candle_nn::ops::log_softmax(&s, D::Minus1)?;
+            let per_q = (matrix(t)? * lsm)?.sum(1)?.neg()?;
+            masked_mean(&per_q, &has)
+        }
+        LossKind::Kl => {
+            let t = utility_targets(b, nq, tau_u);
+            let mut mask = vec![NEG; nq * np];
+            for (j, &i) in b.owner.iter().enumerate() {
+                mask[i * np + j] = 0.0;
+            }
+            let lsm = candle_nn::ops::log_softmax(&s.broadcast_add(&matrix(mask)?)?, D::Minus1)?;
+            // KL = sum t (log t - log q); the entropy term has no gradient but keeps
+            // the value a true KL (0 when the distributions agree).
+            let ent: Vec<f32> = t
+                .iter()
+                .map(|&x| if x > 0.0 { x * x.ln() } else { 0.0 })
+                .collect();
+            let tt = matrix(t)?;
+            let per_q = ((matrix(ent)? - (tt * lsm)?)?).sum(1)?;
+            let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
+            masked_mean(&per_q, &has)
+        }
+        LossKind::Infonce => {
+            // Multi-positive: the mean over gold candidates of -log softmax(s_i)_j.
+            let mut t = vec![0f32; nq * np];
+            let mut has = vec![false; nq];
+            for i in 0..nq {
+                let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
+                for &j in &golds {
+                    t[i * np + j] = 1.0 / golds.len() as f32;
+                }
+                has[i] = !golds.is_empty();
+            }
+            let lsm = candle_nn::ops::log_softmax(&s, D::Minus1)?;
+            let per_q = (matrix(t)? * lsm)?.sum(1)?.neg()?;
+            masked_mean(&per_q, &has)
+        }
+        LossKind::UaeListwise => {
+            let t = utility_targets(b, nq, tau_u);
+            // One row per (question i, own candidate j): visible are j itself, B_i and
+            // own candidates of strictly lower utility.
+            let mut rows = Vec::new();
+            let mut masks = Vec::new();
+            let mut cols = Vec::new();
+            let mut weights = Vec::new();
+            for (j, &i) in b.owner.iter().enumerate() {
+                rows.push(i as u32);
+                cols.push(j as u32);
+                weights.push(t[i * np + j] / (nq as f32));
+                masks.extend((0..np).map(|k| {
+                    let visible = k == j || b.owner[k] != i || b.utility[k] < b.utility[j];
+                    if visible {
+                        0.0
+                    } else {
+                        NEG
+                    }
+                }));
+            }
+            let n = rows.len();
+            if n == 0 {
+                return Tensor::zeros((), DType::F32, dev);
+            }
+            let srows = s.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
+            let lsm = candle_nn::ops::log_softmax(
+                &srows.broadcast_add(&Tensor::from_vec(masks, (n, np), dev)?)?,
+                D::Minus1,
+            )?;
+            let picked = lsm
+                .gather(&Tensor::from_vec(cols, (n, 1), dev)?, 1)?
+                .squeeze(1)?;
+            let questions = (0..nq).filter(|i| b.owner.contains(i)).count().max(1) as f32;
+            // Weights carry 1/Q; rescale to the mean over questions that have candidates.
+            (picked * Tensor::from_vec(weights, n, dev)?)?
+                .sum_all()?
+                .neg()?
+                * (nq as f64 / questions as f64)
+        }
+    }
+}
+
+fn masked_mean(per_q: &Tensor, has: &[bool]) -> Result<Tensor> {
+    let n = has.iter().filter(|&&h| h).count();
+    if n == 0 {
+        return Tensor::zeros((), DType::F32, per_q.device());
+    }
+    let m: Vec<f32> = has
+        .iter()
+        .map(|&h| if h { 1.0 / n as f32 } else { 0.0 })
+        .collect();
+    (per_q * Tensor::from_vec(m, has.len(), per_q.device())?)?.sum_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn unit(v: &[[f32; 2]]) -> Tensor {
+        let flat: Vec<f32> = v
+            .iter()
+            .flat_map(|r| {
+                let n = (r[0] * r[0] + r[1] * r[1]).sqrt();
+                [r[0] / n, r[1] / n]
+            })
+            .collect();
+        Tensor::from_vec(flat, (v.len(), 2), &Device::Cpu).unwrap()
+    }
+
+    fn val(t: Tensor) -> f64 {
+        t.to_scalar::<f32>().unwrap() as f64
+    }
+
+    // One question q = (1, 0); passages p0 = (1, 0), p1 = (0, 1), both its candidates.
+    // With tau = 1: s = [1, 0]; softmax(s) = [0.731059, 0.268941],
+    // log = [-0.313262, -1.313262].
+    // Utilities u = [1, 0], tau_u = 1: pi = [0.731059, 0.268941].
+    fn one_question() -> (Tensor, Tensor) {
+        (unit(&[[1.0, 0.0]]), unit(&[[1.0, 0.0], [0.0, 1.0]]))
+    }
+
+    /// uae = -(0.731059 * -0.313262 + 0.268941 * -1.313262) = 0.582203.
+    #[test]
+    fn uae_by_hand() {
+        let (q, p) = one_question();
+        let b = Batch {
+            owner: &[0, 0],
+            utility: &[1.0, 0.0],
+            gold: &[true, false],
+        };
+        assert!(
+            (val(batch_loss(LossKind::Uae, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.582203).abs() < 1e-5
+        );
+    }
+
+    /// KL(pi || softmax(s)) = 0 when they agree (both [0.731, 0.269] here).
+    #[test]
+    fn kl_is_zero_when_distributions_agree() {
+        let (q, p) = one_question();
+        let b = Batch {
+            owner: &[0, 0],
+            utility: &[1.0, 0.0],
+            gold: &[true, false],
+        };
+        assert!(val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0).unwrap()).abs() < 1e-5);
+        // Utilities [0, 0]: pi = [0.5, 0.5]; KL = 0.5 ln(0.5/0.731059) + 0.5 ln(0.5/0.268941)
+        // = 0.5 * (-0.379885) + 0.5 * 0.620115 = 0.120115.
+        let b = Batch {
+            owner: &[0, 0],
+            utility: &[0.0, 0.0],
+            gold: &[true, false],
+        };
+        assert!(
+            (val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.120115).abs() < 1e-5
+        );
+    }
+
+    /// infonce with p0 gold: -log 0.731059 = 0.313262. An in-batch negative p2 = (0, 1)
+    /// owned by question 1 enters the denominator: s = [1, 0, 0],
+    /// -log(e / (e + 2)) = 0.551445; question 1 has no gold and is left out.
+    #[test]
+    fn infonce_by_hand_with_in_batch_negative() {
+        let (q, p) = one_question();
+        let b = Batch {
+            owner: &[0, 0],
+            utility: &[0.0, 0.0],
+            gold: &[true, false],
+        };
+        assert!(
+            (val(batch_loss(LossKind::Infonce, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.313262).abs()
+                < 1e-5
+        );
+        let q2 = unit(&[[1.0, 0.0], [0.0, 1.0]]);
+        let p3 = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]);
+        let b = Batch {
+            owner: &[0, 0, 1],
+            utility: &[0.0; 3],
+            gold: &[true, false, false],
+        };
+        assert!(
+            (val(batch_loss(LossKind::Infonce, &q2, &p3, &b, 1.0, 1.0).unwrap()) - 0.551445).abs()
+                < 1e-5
+        );
+    }
+
+    /// uae-listwise, one question, u = [1, 0], pi = [0.731059, 0.268941]:
+    /// row for p0 sees p0 and the lower-utility p1: -log 0.731059 = 0.313262;
+    /// row for p1 sees only itself: -log 1 = 0.
+    /// Loss = 0.731059 * 0.313262 + 0.268941 * 0 = 0.229014.
+    #[test]
+    fn listwise_by_hand() {
+        let (q, p) = one_question();
+        let b = Batch {
+            owner: &[0, 0],
+            utility: &[1.0, 0.0],
+            gold: &[true, false],
+        };
+        assert!(
+            (val(batch_loss(LossKind::UaeListwise, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.229014)
+                .abs()
+                < 1e-5
+        );
+    }
+
+    /// Gradients flow to both question and passage embeddings for every loss.
+    #[test]
+    fn losses_are_differentiable() {
+        let q = candle_core::Var::from_tensor(&unit(&[[1.0, 0.2], [0.3, 1.0]])).unwrap();
+        let p =
+            candle_core::Var::from_tensor(&unit(&[[1.0, 0.0], [0.5, 1.0], [0.0, 1.0], [1.0, 1.0]]))
+                .unwrap();
+        let b = Batch {
+            owner: &[0, 0, 1, 1],
+            utility: &[2.0, 0.5, 1.0, -0.5],
+            gold: &[true, false, true, false],
+        };
+        for kind in [
+            LossKind::Uae,
+            LossKind::UaeListwise,
+            LossKind::Kl,
+            LossKind::Infonce,
+        ] {
+            let l = batch_loss(kind, &q, &p, &b, 0.05, 1.0).unwrap();
+            let g = l.backward().unwrap();
+            for v in [&q, &p] {
+                let n = g
+                    .get(v)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(n > 0.0, "{kind:?}");
+            }
+        }
+    }
+}
