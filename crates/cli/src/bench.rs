@@ -196,7 +196,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 let t = Instant::now();
                 for chunk in seqs.chunks(batch) {
                     let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-                    let v = enc.forward_t(&enc.batch(&refs)?, false)?;
+                    let v = enc.forward_t(&enc.batch(&refs)?, None)?;
                     std::hint::black_box(v.to_vec2::<f32>()?);
                 }
                 if r > 0 {

@@ -6,6 +6,7 @@ mod data_cmd;
 mod embed;
 mod eval_cmd;
 mod label_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Cmd {
     Eval(eval_cmd::EvalArgs),
     /// Score candidate passages by how much they lower the LLM's NLL of the answer.
     Label(label_cmd::LabelArgs),
+    /// Fine-tune a bi-encoder on utility labels (or gold evidence, for the ablation).
+    Train(train_cmd::TrainArgs),
     /// Speed benchmarks; each prints one JSON object on stdout.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Embed(a) => embed::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Label(a) => label_cmd::run(a),
+        Cmd::Train(a) => train_cmd::run(a),
         Cmd::Bench(c) => bench::run(c),
     };
     match result {

@@ -239,8 +239,11 @@ impl Encoder {
     }
 
     /// Pooled (and, per modules.json, normalised) vectors `[b, h]`; differentiable.
-    pub fn forward_t(&self, batch: &Batch, train: bool) -> Result<Tensor> {
-        let hidden = self.model.forward_t(&batch.ids, &batch.lens, train)?;
+    /// `dropout_seed`: `Some` for training (seeded dropout), `None` for inference.
+    pub fn forward_t(&self, batch: &Batch, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let hidden = self
+            .model
+            .forward_t(&batch.ids, &batch.lens, dropout_seed)?;
         let (b, s, _) = hidden.dims3()?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
@@ -281,7 +284,7 @@ impl Encoder {
         for group in plan_batches(&ids.iter().map(Vec::len).collect::<Vec<_>>(), opts) {
             let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();
             let vecs = self
-                .forward_t(&self.batch(&seqs)?, false)?
+                .forward_t(&self.batch(&seqs)?, None)?
                 .to_vec2::<f32>()?;
             for (&i, v) in group.iter().zip(vecs) {
                 out[i] = v;

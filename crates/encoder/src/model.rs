@@ -2,13 +2,13 @@
 //!
 //! Follows HF transformers' `BertModel` (post-LN, absolute positions, exact GELU).
 //! Differences: Q, K and V are one fused projection; attention-probability dropout is
-//! not applied (hidden dropout is, via `candle_nn::Dropout::forward_t`); token type
+//! not applied (hidden dropout is, with masks drawn from a seeded generator so that a
+//! resumed training run repeats the same masks); token type
 //! ids are always 0 (single-segment input).
 
 use crate::ops::{attention, layer_norm, linear};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::ModuleT;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -77,7 +77,7 @@ pub struct Bert {
     emb_ln_g: Tensor,
     emb_ln_b: Tensor,
     layers: Vec<Layer>,
-    dropout: candle_nn::Dropout,
+    dropout: f32,
     /// Trainable parameters under their checkpoint names (empty for inference models).
     vars: Vec<(String, Var)>,
     device: Device,
@@ -203,7 +203,7 @@ impl Bert {
             }
             layers.push(layer);
         }
-        let dropout = candle_nn::Dropout::new(config.hidden_dropout_prob as f32);
+        let dropout = config.hidden_dropout_prob as f32;
         Ok(Bert {
             vars: ld.vars,
             config,
@@ -228,8 +228,22 @@ impl Bert {
     }
 
     /// Hidden states `[b, s, h]` for right-padded ids `[b, s]` (u32) whose sequence `i`
-    /// has `lens[i]` real tokens. `train` turns dropout on.
-    pub fn forward_t(&self, ids: &Tensor, lens: &[usize], train: bool) -> Result<Tensor> {
+    /// has `lens[i]` real tokens. `dropout_seed: Some(seed)` is training mode: hidden
+    /// dropout on, its masks a function of the seed; `None` is inference.
+    pub fn forward_t(
+        &self,
+        ids: &Tensor,
+        lens: &[usize],
+        dropout_seed: Option<u64>,
+    ) -> Result<Tensor> {
+        let mut site = 0u64;
+        let mut drop = |x: Tensor| -> Result<Tensor> {
+            site += 1;
+            match dropout_seed {
+                Some(seed) if self.dropout > 0.0 => Ok(dropout(&x, self.dropout, seed, site)?),
+                _ => Ok(x),
+            }
+        };
         let (b, s) = ids.dims2()?;
         let h = self.config.hidden_size;
         if s > self.config.max_position_embeddings {
@@ -253,7 +267,7 @@ impl Bert {
             &self.emb_ln_b,
             self.config.layer_norm_eps,
         )?;
-        let mut x = self.dropout.forward_t(&x, train)?;
+        let mut x = drop(x)?;
         let eps = self.config.layer_norm_eps;
         for layer in &self.layers {
             let (w, bias) = match &layer.qkv {
@@ -263,14 +277,10 @@ impl Bert {
             let qkv = linear(&x, &w, &bias, false)?.reshape((b, s, 3 * h))?;
             let ctx =
                 attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
-            let a = self
-                .dropout
-                .forward_t(&linear(&ctx, &layer.o_w, &layer.o_b, false)?, train)?;
+            let a = drop(linear(&ctx, &layer.o_w, &layer.o_b, false)?)?;
             let a = layer_norm(&(a + &x)?, &layer.ln1_g, &layer.ln1_b, eps)?;
             let inter = linear(&a, &layer.i_w, &layer.i_b, true)?;
-            let o = self
-                .dropout
-                .forward_t(&linear(&inter, &layer.out_w, &layer.out_b, false)?, train)?;
+            let o = drop(linear(&inter, &layer.out_w, &layer.out_b, false)?)?;
             x = layer_norm(&(o + &a)?, &layer.ln2_g, &layer.ln2_b, eps)?;
         }
         Ok(x.reshape((b, s, h))?)
@@ -284,4 +294,27 @@ impl Layer {
             Tensor::cat(&[&self.q_b, &self.k_b, &self.v_b], 0)?,
         ))
     }
+}
+
+/// Inverted dropout with a mask from a SplitMix64 stream keyed by (seed, site).
+fn dropout(x: &Tensor, p: f32, seed: u64, site: u64) -> candle_core::Result<Tensor> {
+    let n = x.elem_count();
+    let mut state = seed ^ site.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let keep = 1.0 / (1.0 - p);
+    let threshold = (p as f64 * (1u64 << 53) as f64) as u64;
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            if (z >> 11) < threshold {
+                0.0
+            } else {
+                keep
+            }
+        })
+        .collect();
+    x * Tensor::from_vec(mask, x.shape(), x.device())?
 }

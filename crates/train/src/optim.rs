@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
     pub beta1: f32,
     pub beta2: f32,
@@ -63,9 +63,7 @@ impl AdamW {
         }
     }
 
-    /// Clips gradients to global L2 norm `clip` (if given) and applies one update at
-    /// learning rate `lr`. Returns the gradient norm before clipping. Parameters
-    /// without a gradient are left alone.
+    /// [`AdamW::step_flat`] with gradients from a backward pass.
     pub fn step(
         &mut self,
         vars: &[(String, Var)],
@@ -80,6 +78,19 @@ impl AdamW {
                 None => None,
             });
         }
+        self.step_flat(vars, gs, lr, clip)
+    }
+
+    /// Clips gradients (flat, aligned with `vars`) to global L2 norm `clip` (if given)
+    /// and applies one update at learning rate `lr`. Returns the gradient norm before
+    /// clipping. Parameters without a gradient are left alone.
+    pub fn step_flat(
+        &mut self,
+        vars: &[(String, Var)],
+        gs: Vec<Option<Vec<f32>>>,
+        lr: f32,
+        clip: Option<f32>,
+    ) -> Result<f32> {
         let norm = gs
             .iter()
             .flatten()

@@ -1,0 +1,475 @@
+//! The training loop: batches of labeled questions, GradCache-style micro-batching,
+//! AdamW, checkpoints that resume exactly, and sentence-transformers export.
+
+use crate::{batch_loss, linear_schedule, AdamW, AdamWConfig, Batch, LossKind};
+use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use uae_encoder::Encoder;
+use uae_label::LabeledGroup;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("no labeled question has candidates to train on")]
+    NoData,
+    #[error(transparent)]
+    Encoder(#[from] uae_encoder::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Training hyper-parameters (written to the checkpoint and `manifest.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub loss: LossKind,
+    pub epochs: usize,
+    /// Questions per optimizer step (their candidates are each other's negatives).
+    pub batch_questions: usize,
+    /// Most candidates per question (highest utility kept).
+    pub max_candidates: usize,
+    /// Texts per forward/backward micro-batch (bounds memory).
+    pub micro_batch: usize,
+    /// Passage truncation for training, in encoder tokens.
+    pub max_passage_tokens: usize,
+    pub lr: f32,
+    pub warmup_fraction: f32,
+    pub adamw: AdamWConfig,
+    pub clip: f32,
+    /// Similarity temperature.
+    pub tau: f32,
+    /// Utility temperature.
+    pub tau_u: f32,
+    pub seed: u64,
+    /// Save a checkpoint every this many steps (and at each epoch end).
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            loss: LossKind::Uae,
+            epochs: 1,
+            batch_questions: 16,
+            max_candidates: 8,
+            micro_batch: 32,
+            max_passage_tokens: 128,
+            lr: 2e-5,
+            warmup_fraction: 0.1,
+            adamw: AdamWConfig::default(),
+            clip: 1.0,
+            tau: 0.05,
+            tau_u: 1.0,
+            seed: 0,
+            checkpoint_every: 50,
+        }
+    }
+}
+
+/// Where a run is: written with each checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    pub epoch: usize,
+    /// Batches of the current epoch already done.
+    pub batch_in_epoch: usize,
+    pub best_metric: Option<f64>,
+    pub config: Option<TrainConfig>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub epoch: usize,
+    pub loss: f32,
+    pub grad_norm: f32,
+    pub lr: f32,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+/// Seeded permutation of `0..n` for an epoch (Fisher-Yates on SplitMix64).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut state = seed ^ (epoch as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ a.wrapping_mul(0xBF58_476D_1CE4_E5B9)
+        ^ b.wrapping_mul(0x94D0_49BB_1331_11EB)
+}
+
+/// Callbacks into the binary: progress, logs, and dev evaluation.
+pub trait Hooks {
+    fn on_step(&mut self, _log: &StepLog, _total_steps: u64) {}
+    /// Scores the model on dev after an epoch (higher is better).
+    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<f64>;
+}
+
+/// Runs (or resumes) training into `out`: `out/ckpt/` (model, optimizer, state),
+/// `out/metrics.jsonl`, and the best model exported to `out/model/`.
+pub fn train(
+    enc: &Encoder,
+    base_dir: &Path,
+    groups: &[LabeledGroup],
+    cfg: &TrainConfig,
+    out: &Path,
+    hooks: &mut dyn Hooks,
+) -> Result<TrainState> {
+    let groups: Vec<&LabeledGroup> = groups.iter().filter(|g| !g.candidates.is_empty()).collect();
+    if groups.is_empty() {
+        return Err(Error::NoData);
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let vars = enc.model.vars().to_vec();
+    let mut opt = AdamW::new(cfg.adamw);
+    let ckpt = out.join("ckpt");
+    let mut state = if ckpt.join("state.json").is_file() {
+        load_checkpoint(&ckpt, &vars, &mut opt, cfg)?
+    } else {
+        TrainState {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        }
+    };
+    let per_epoch = groups.len().div_ceil(cfg.batch_questions);
+    let total = (per_epoch * cfg.epochs) as u64;
+    let warmup = ((total as f32) * cfg.warmup_fraction).round() as u64;
+    let metrics_path = out.join("metrics.jsonl");
+    while state.epoch < cfg.epochs {
+        let order = epoch_order(groups.len(), cfg.seed, state.epoch);
+        while state.batch_in_epoch < per_epoch {
+            let t = std::time::Instant::now();
+            let b = state.batch_in_epoch;
+            let idx =
+                &order[b * cfg.batch_questions..((b + 1) * cfg.batch_questions).min(groups.len())];
+            let batch: Vec<&LabeledGroup> = idx.iter().map(|&i| groups[i]).collect();
+            let lr = linear_schedule(state.step, warmup, total, cfg.lr);
+            let (loss, norm, tokens) = step(
+                enc,
+                &vars,
+                &mut opt,
+                &batch,
+                cfg,
+                lr,
+                mix(cfg.seed, state.step, 0),
+            )?;
+            state.step += 1;
+            state.batch_in_epoch += 1;
+            let log = StepLog {
+                step: state.step,
+                epoch: state.epoch,
+                loss,
+                grad_norm: norm,
+                lr,
+                tokens,
+                seconds: t.elapsed().as_secs_f64(),
+            };
+            append_line(
+                &metrics_path,
+                &serde_json::to_string(&log).expect("logs serialise; this is a bug"),
+            )?;
+            hooks.on_step(&log, total);
+            if state.step % cfg.checkpoint_every == 0 && state.batch_in_epoch < per_epoch {
+                save_checkpoint(&ckpt, &vars, &opt, &state)?;
+            }
+        }
+        let metric = hooks.evaluate(enc, state.epoch)?;
+        append_line(
+            &metrics_path,
+            &serde_json::json!({"epoch": state.epoch, "step": state.step, "dev_metric": metric})
+                .to_string(),
+        )?;
+        if state.best_metric.is_none_or(|b| metric > b) {
+            state.best_metric = Some(metric);
+            export(enc, base_dir, &out.join("model"))?;
+        }
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        save_checkpoint(&ckpt, &vars, &opt, &state)?;
+    }
+    Ok(state)
+}
+
+/// One optimizer step over a batch of questions. Returns (loss, grad norm, tokens).
+fn step(
+    enc: &Encoder,
+    vars: &[(String, Var)],
+    opt: &mut AdamW,
+    batch: &[&LabeledGroup],
+    cfg: &TrainConfig,
+    lr: f32,
+    seed: u64,
+) -> Result<(f32, f32, usize)> {
+    let mut owner = Vec::new();
+    let mut utility = Vec::new();
+    let mut gold = Vec::new();
+    let mut ptexts: Vec<&str> = Vec::new();
+    for (i, g) in batch.iter().enumerate() {
+        let mut cands: Vec<_> = g.candidates.iter().collect();
+        cands.sort_by(|a, b| b.utility.total_cmp(&a.utility));
+        for c in cands.into_iter().take(cfg.max_candidates) {
+            owner.push(i);
+            utility.push(c.utility);
+            gold.push(c.is_gold);
+            ptexts.push(&c.text);
+        }
+    }
+    let qtexts: Vec<&str> = batch.iter().map(|g| g.question.as_str()).collect();
+    let qids = enc.tokenize(&qtexts)?;
+    let pids: Vec<Vec<u32>> = enc
+        .tokenize(&ptexts)?
+        .into_iter()
+        .map(|mut v| {
+            if v.len() > cfg.max_passage_tokens {
+                let last = *v.last().expect("non-empty; this is a bug");
+                v.truncate(cfg.max_passage_tokens - 1);
+                v.push(last);
+            }
+            v
+        })
+        .collect();
+    let tokens = qids.iter().chain(&pids).map(Vec::len).sum();
+    // Micro-batches: (which side, start, end, dropout seed).
+    let mut micro = Vec::new();
+    for (side, ids) in [(0u64, &qids), (1u64, &pids)] {
+        let mut s = 0;
+        while s < ids.len() {
+            let e = (s + cfg.micro_batch).min(ids.len());
+            micro.push((side, s, e, mix(seed, side + 1, s as u64)));
+            s = e;
+        }
+    }
+    let encode = |side: u64, s: usize, e: usize, dseed: u64| -> Result<Tensor> {
+        let ids = if side == 0 { &qids } else { &pids };
+        let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
+        Ok(enc.forward_t(&enc.batch(&seqs)?, Some(dseed))?)
+    };
+    // 1. Embeddings without keeping graphs.
+    let mut qe = Vec::new();
+    let mut pe = Vec::new();
+    for &(side, s, e, d) in &micro {
+        let v = encode(side, s, e, d)?.detach();
+        if side == 0 {
+            qe.push(v)
+        } else {
+            pe.push(v)
+        }
+    }
+    let q = Var::from_tensor(&Tensor::cat(&qe, 0)?)?;
+    let p = Var::from_tensor(&Tensor::cat(&pe, 0)?)?;
+    // 2. Loss and its gradient with respect to the embeddings.
+    let b = Batch {
+        owner: &owner,
+        utility: &utility,
+        gold: &gold,
+    };
+    let loss = batch_loss(cfg.loss, &q, &p, &b, cfg.tau, cfg.tau_u)?;
+    let lg = loss.backward()?;
+    let zeros = |v: &Var| Tensor::zeros_like(v.as_tensor());
+    let gq = lg.get(&q).cloned().map_or_else(|| zeros(&q), Ok)?;
+    let gp = lg.get(&p).cloned().map_or_else(|| zeros(&p), Ok)?;
+    // 3. Re-encode each micro-batch with the same dropout, backprop sum(emb * grad).
+    let mut acc: Vec<Option<Vec<f32>>> = vec![None; vars.len()];
+    for &(side, s, e, d) in &micro {
+        let g = if side == 0 {
+            gq.narrow(0, s, e - s)?
+        } else {
+            gp.narrow(0, s, e - s)?
+        };
+        let surrogate = (encode(side, s, e, d)? * g)?.sum_all()?;
+        let grads = surrogate.backward()?;
+        for ((_, var), a) in vars.iter().zip(acc.iter_mut()) {
+            if let Some(gr) = grads.get(var) {
+                let gv = gr.flatten_all()?.to_vec1::<f32>()?;
+                match a {
+                    Some(a) => a.iter_mut().zip(gv).for_each(|(x, y)| *x += y),
+                    None => *a = Some(gv),
+                }
+            }
+        }
+    }
+    let norm = opt.step_flat(vars, acc, lr, Some(cfg.clip))?;
+    Ok((loss.to_scalar::<f32>()?, norm, tokens))
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    writeln!(f, "{line}").map_err(io)
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    vars: &[(String, Var)],
+    opt: &AdamW,
+    state: &TrainState,
+) -> Result<()> {
+    let tmp = dir.with_extension("partial");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let model: HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&model, tmp.join("model.safetensors"))?;
+    let mut moments: HashMap<String, Tensor> = HashMap::new();
+    for (n, v) in vars {
+        if let (Some(m), Some(s)) = (opt.m.get(n), opt.v.get(n)) {
+            moments.insert(
+                format!("m.{n}"),
+                Tensor::from_slice(m, m.len(), v.device())?,
+            );
+            moments.insert(
+                format!("v.{n}"),
+                Tensor::from_slice(s, s.len(), v.device())?,
+            );
+        }
+    }
+    candle_core::safetensors::save(&moments, tmp.join("optimizer.safetensors"))?;
+    let st = serde_json::json!({"state": state, "optimizer_step": opt.step});
+    std::fs::write(tmp.join("state.json"), st.to_string()).map_err(io(&tmp))?;
+    // Swap in atomically: a kill leaves either the old or the new checkpoint.
+    let old = dir.with_extension("old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io(dir))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn load_checkpoint(
+    dir: &Path,
+    vars: &[(String, Var)],
+    opt: &mut AdamW,
+    cfg: &TrainConfig,
+) -> Result<TrainState> {
+    let bad = |message: String| Error::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let state: TrainState =
+        serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
+    if state.config.as_ref() != Some(cfg) {
+        return Err(bad(
+            "checkpoint was made with another configuration; use another --out".into(),
+        ));
+    }
+    let model =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)?;
+    let moments = candle_core::safetensors::load(
+        dir.join("optimizer.safetensors"),
+        &candle_core::Device::Cpu,
+    )?;
+    for (n, var) in vars {
+        let t = model
+            .get(n)
+            .ok_or_else(|| bad(format!("missing tensor {n}")))?;
+        var.set(t)?;
+        if let (Some(m), Some(s)) = (
+            moments.get(&format!("m.{n}")),
+            moments.get(&format!("v.{n}")),
+        ) {
+            opt.m.insert(n.clone(), m.to_vec1::<f32>()?);
+            opt.v.insert(n.clone(), s.to_vec1::<f32>()?);
+        }
+    }
+    opt.step = v["optimizer_step"].as_u64().unwrap_or(state.step);
+    tracing::info!(
+        step = state.step,
+        epoch = state.epoch,
+        "resuming from checkpoint"
+    );
+    Ok(state)
+}
+
+/// Writes a sentence-transformers folder: the model's weights plus the base model's
+/// config, tokenizer and pooling files.
+pub fn export(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    let tmp = out.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("1_Pooling")).map_err(io(&tmp))?;
+    let model: HashMap<String, Tensor> = enc
+        .model
+        .vars()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&model, tmp.join("model.safetensors"))?;
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "1_Pooling/config.json",
+    ] {
+        let src = base_dir.join(f);
+        if src.is_file() {
+            std::fs::copy(&src, tmp.join(f)).map_err(io(&src))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::rename(&tmp, out).map_err(io(out))
+}
