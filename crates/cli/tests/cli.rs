@@ -191,3 +191,129 @@ fn killed_labeling_run_resumes_to_the_same_store() {
     let labels = |dir: &Path| std::fs::read_to_string(dir.join("labels.jsonl")).unwrap();
     assert_eq!(labels(&killed), labels(&full));
 }
+
+fn weights(path: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
+}
+
+/// Kills a training run with SIGKILL after a few steps, restarts the same command,
+/// and checks the exported model equals an uninterrupted run's within 1e-6.
+#[test]
+fn killed_training_run_resumes_to_the_same_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let labels = d.path().join("labels");
+    let label = [
+        "label",
+        "--split",
+        "train",
+        "--limit",
+        "3",
+        "--out",
+        labels.to_str().unwrap(),
+    ];
+    assert!(uae()
+        .args(label)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let args = |out: &Path| -> Vec<String> {
+        let l = labels.to_str().unwrap();
+        [
+            "train",
+            "--labels",
+            l,
+            "--out",
+            out.to_str().unwrap(),
+            "--batch-questions",
+            "1",
+            "--epochs",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--micro-batch",
+            "4",
+            "--dev-limit",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let full = d.path().join("full");
+    assert!(uae()
+        .args(args(&full))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+
+    let killed = d.path().join("killed");
+    let mut child = uae()
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = killed.join("metrics.jsonl");
+    let t = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&metrics)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= 2 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run finished before it could be killed"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "no progress after 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("model").exists(),
+        "the kill came too late to test anything"
+    );
+    assert!(uae()
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let (a, b) = (
+        weights(&full.join("model/model.safetensors")),
+        weights(&killed.join("model/model.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in &a {
+        let diff = (ta - &b[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff <= 1e-6, "{name}: max |diff| {diff}");
+    }
+    let steps = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"loss\""))
+            .count()
+    };
+    assert_eq!(
+        steps(&killed),
+        steps(&full),
+        "metrics.jsonl holds each step once"
+    );
+}

@@ -283,28 +283,28 @@ impl CustomOp3 for LayerNormBwdOp {
                     dx[i] = rstd * (g[i] * gamma[i] - m1 - xhat * m2);
                 }
             });
-        let (dgamma, dbeta) = x
-            .par_chunks(h)
-            .zip(gout.par_chunks(h))
-            .fold(
-                || (vec![0f32; h], vec![0f32; h]),
-                |(mut dg, mut db), (x, g)| {
+        // Partial sums over fixed blocks of 64 rows, added in block order: the result
+        // does not depend on how rayon splits the work (a resumed run must repeat it).
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = x
+            .par_chunks(h * 64)
+            .zip(gout.par_chunks(h * 64))
+            .map(|(xb, gb)| {
+                let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
+                for (x, g) in xb.chunks(h).zip(gb.chunks(h)) {
                     let (mean, rstd) = moments(x, self.eps);
                     for i in 0..h {
                         dg[i] += g[i] * (x[i] - mean) * rstd;
                         db[i] += g[i];
                     }
-                    (dg, db)
-                },
-            )
-            .reduce(
-                || (vec![0f32; h], vec![0f32; h]),
-                |(mut a, mut b), (c, d)| {
-                    a.iter_mut().zip(c).for_each(|(a, c)| *a += c);
-                    b.iter_mut().zip(d).for_each(|(b, d)| *b += d);
-                    (a, b)
-                },
-            );
+                }
+                (dg, db)
+            })
+            .collect();
+        let (mut dgamma, mut dbeta) = (vec![0f32; h], vec![0f32; h]);
+        for (dg, db) in partials {
+            dgamma.iter_mut().zip(dg).for_each(|(a, c)| *a += c);
+            dbeta.iter_mut().zip(db).for_each(|(a, c)| *a += c);
+        }
         tail[..h].copy_from_slice(&dgamma);
         tail[h..].copy_from_slice(&dbeta);
         Ok((CpuStorage::F32(out), (rows + 2, h).into()))

@@ -168,6 +168,7 @@ pub fn train(
     let total = (per_epoch * cfg.epochs) as u64;
     let warmup = ((total as f32) * cfg.warmup_fraction).round() as u64;
     let metrics_path = out.join("metrics.jsonl");
+    trim_metrics(&metrics_path, &state)?;
     while state.epoch < cfg.epochs {
         let order = epoch_order(groups.len(), cfg.seed, state.epoch);
         while state.batch_in_epoch < per_epoch {
@@ -323,6 +324,35 @@ fn step(
     }
     let norm = opt.step_flat(vars, acc, lr, Some(cfg.clip))?;
     Ok((loss.to_scalar::<f32>()?, norm, tokens))
+}
+
+/// Drops metric lines written after the checkpoint being resumed from (a killed run
+/// may have logged steps that the resumed run repeats).
+fn trim_metrics(path: &Path, state: &TrainState) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let keep: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            match (v.get("dev_metric"), v["step"].as_u64(), v["epoch"].as_u64()) {
+                (Some(_), _, Some(e)) => (e as usize) < state.epoch,
+                (None, Some(s), _) => s <= state.step,
+                _ => false,
+            }
+        })
+        .collect();
+    let mut out = keep.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(io)
 }
 
 fn append_line(path: &Path, line: &str) -> Result<()> {
