@@ -26,6 +26,30 @@ pub enum BenchCmd {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Training-step throughput at the default shape: real train questions, each with
+    /// 8 paragraphs of its paper cut to 128 tokens, `uae` loss, AdamW.
+    Train {
+        #[arg(long, default_value = DEFAULT_ENCODER)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        questions: usize,
+        #[arg(long, default_value_t = 8)]
+        candidates: usize,
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        /// Timed steps after one warm-up step.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Texts per micro-batch.
+        #[arg(long, default_value_t = 32)]
+        micro_batch: usize,
+        /// Machine matmul peak used for the roofline fraction (GFLOP/s; PERF-NOTES: MKL 390,
+        /// gemm x86-v4 330 on this machine).
+        #[arg(long, default_value_t = 330.0)]
+        peak_gflops: f64,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// LLM scoring throughput: sequences of real QASPER text cut to a fixed length,
     /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
     Label {
@@ -90,6 +114,84 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Train { model, questions, candidates, tokens, steps, micro_batch, peak_gflops, data } => {
+            let enc = uae_encoder::Encoder::load(&model, &candle_core::Device::Cpu, true)?;
+            let q = data.load(Split::Train)?;
+            let mut groups = Vec::new();
+            for question in &q.questions {
+                let paper = &q.papers[question.paper];
+                let long: Vec<&uae_data::Paragraph> = paper
+                    .paragraphs
+                    .iter()
+                    .filter(|p| p.text.split_whitespace().count() > tokens)
+                    .take(candidates)
+                    .collect();
+                if long.len() < candidates {
+                    continue;
+                }
+                groups.push(uae_label::LabeledGroup {
+                    question_id: question.id.clone(),
+                    paper_id: question.paper_id.clone(),
+                    question: question.text.clone(),
+                    answers: vec![],
+                    nll_without: vec![],
+                    candidates: long
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| uae_label::LabeledCandidate {
+                            passage_id: paper.passage_id(p.n),
+                            text: p.text.clone(),
+                            is_gold: i == 0,
+                            source: "bench".into(),
+                            utility: 1.0 - i as f32 * 0.3,
+                            per_answer: vec![],
+                        })
+                        .collect(),
+                });
+                if groups.len() == questions {
+                    break;
+                }
+            }
+            anyhow::ensure!(groups.len() == questions, "not enough train questions with {candidates} long paragraphs");
+            let cfg = uae_train::TrainConfig { micro_batch, max_passage_tokens: tokens, ..Default::default() };
+            let vars = enc.model.vars().to_vec();
+            let mut opt = uae_train::AdamW::new(cfg.adamw);
+            let refs: Vec<&uae_label::LabeledGroup> = groups.iter().collect();
+            let mut runs = Vec::new();
+            let mut tok = 0;
+            for s in 0..=steps.max(1) {
+                let t = Instant::now();
+                let (_, _, n) = uae_train::trainer::step(&enc, &vars, &mut opt, &refs, &cfg, 1e-5, s as u64)?;
+                if s > 0 {
+                    runs.push(t.elapsed().as_secs_f64());
+                    tok = n;
+                }
+            }
+            let sec = median(runs.clone());
+            let c = &enc.model.config;
+            let (h, i, l) = (c.hidden_size as f64, c.intermediate_size as f64, c.num_hidden_layers as f64);
+            // Forward FLOPs per token (linear layers + attention at this length); a step
+            // is forward + backward (3x forward) plus GradCache's re-encoding (1x).
+            let fwd = 2.0 * l * (4.0 * h * h + 2.0 * h * i) + 2.0 * l * 2.0 * tokens as f64 * h;
+            let flops = tok as f64 * fwd * 4.0;
+            let out = serde_json::json!({
+                "bench": "train",
+                "model": model.display().to_string(),
+                "questions": questions,
+                "candidates": candidates,
+                "tokens_per_passage": tokens,
+                "micro_batch": micro_batch,
+                "threads": rayon::current_num_threads(),
+                "tokens_per_step": tok,
+                "seconds_per_step_median": sec,
+                "tokens_per_s": tok as f64 / sec,
+                "gflops_per_s": flops / sec / 1e9,
+                "roofline_fraction": flops / sec / 1e9 / peak_gflops,
+                "runs_s": runs,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         BenchCmd::Label {
             lm,
             quantized,

@@ -225,7 +225,7 @@ pub fn train(
 }
 
 /// One optimizer step over a batch of questions. Returns (loss, grad norm, tokens).
-fn step(
+pub fn step(
     enc: &Encoder,
     vars: &[(String, Var)],
     opt: &mut AdamW,
