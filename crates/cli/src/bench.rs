@@ -114,7 +114,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Train { model, questions, candidates, tokens, steps, micro_batch, peak_gflops, data } => {
+        BenchCmd::Train {
+            model,
+            questions,
+            candidates,
+            tokens,
+            steps,
+            micro_batch,
+            peak_gflops,
+            data,
+        } => {
             let enc = uae_encoder::Encoder::load(&model, &candle_core::Device::Cpu, true)?;
             let q = data.load(Split::Train)?;
             let mut groups = Vec::new();
@@ -152,8 +161,15 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                     break;
                 }
             }
-            anyhow::ensure!(groups.len() == questions, "not enough train questions with {candidates} long paragraphs");
-            let cfg = uae_train::TrainConfig { micro_batch, max_passage_tokens: tokens, ..Default::default() };
+            anyhow::ensure!(
+                groups.len() == questions,
+                "not enough train questions with {candidates} long paragraphs"
+            );
+            let cfg = uae_train::TrainConfig {
+                micro_batch,
+                max_passage_tokens: tokens,
+                ..Default::default()
+            };
             let vars = enc.model.vars().to_vec();
             let mut opt = uae_train::AdamW::new(cfg.adamw);
             let refs: Vec<&uae_label::LabeledGroup> = groups.iter().collect();
@@ -161,7 +177,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             let mut tok = 0;
             for s in 0..=steps.max(1) {
                 let t = Instant::now();
-                let (_, _, n) = uae_train::trainer::step(&enc, &vars, &mut opt, &refs, &cfg, 1e-5, s as u64)?;
+                let (_, _, n) =
+                    uae_train::trainer::step(&enc, &vars, &mut opt, &refs, &cfg, 1e-5, s as u64)?;
                 if s > 0 {
                     runs.push(t.elapsed().as_secs_f64());
                     tok = n;
@@ -169,7 +186,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             }
             let sec = median(runs.clone());
             let c = &enc.model.config;
-            let (h, i, l) = (c.hidden_size as f64, c.intermediate_size as f64, c.num_hidden_layers as f64);
+            let (h, i, l) = (
+                c.hidden_size as f64,
+                c.intermediate_size as f64,
+                c.num_hidden_layers as f64,
+            );
             // Forward FLOPs per token (linear layers + attention at this length); a step
             // is forward + backward (3x forward) plus GradCache's re-encoding (1x).
             let fwd = 2.0 * l * (4.0 * h * h + 2.0 * h * i) + 2.0 * l * 2.0 * tokens as f64 * h;

@@ -118,6 +118,29 @@ fn bad_inputs_exit_non_zero_with_a_clear_error() {
     );
 }
 
+/// Waits until `file` has `lines` lines, then SIGKILLs the still-running child.
+fn kill_after_lines(mut child: std::process::Child, file: &Path, lines: usize) {
+    let t = Instant::now();
+    while std::fs::read_to_string(file)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < lines
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run finished before it could be killed"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "{} did not grow in 300 s",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 fn store(dir: &Path) -> BTreeMap<String, String> {
     std::fs::read_to_string(dir.join("scores.jsonl"))
         .unwrap()
@@ -154,33 +177,13 @@ fn killed_labeling_run_resumes_to_the_same_store() {
     assert!(uae().args(args(&full)).status().unwrap().success());
 
     let killed = d.path().join("killed");
-    let mut child = uae()
+    let child = uae()
         .args(args(&killed))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let scores = killed.join("scores.jsonl");
-    let t = Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&scores)
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-        if lines >= 4 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run finished before it could be killed"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "no scores after 300 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_after_lines(child, &killed.join("scores.jsonl"), 4);
     let partial = store(&killed).len();
     assert!(
         partial < store(&full).len(),
@@ -249,33 +252,13 @@ fn killed_training_run_resumes_to_the_same_weights() {
         .success());
 
     let killed = d.path().join("killed");
-    let mut child = uae()
+    let child = uae()
         .args(args(&killed))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let metrics = killed.join("metrics.jsonl");
-    let t = Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&metrics)
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-        if lines >= 2 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run finished before it could be killed"
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "no progress after 300 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    kill_after_lines(child, &killed.join("metrics.jsonl"), 2);
     assert!(
         !killed.join("model").exists(),
         "the kill came too late to test anything"

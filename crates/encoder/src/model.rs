@@ -299,17 +299,12 @@ impl Layer {
 /// Inverted dropout with a mask from a SplitMix64 stream keyed by (seed, site).
 fn dropout(x: &Tensor, p: f32, seed: u64, site: u64) -> candle_core::Result<Tensor> {
     let n = x.elem_count();
-    let mut state = seed ^ site.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rng = uae_core::SplitMix64::new(seed ^ site.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let keep = 1.0 / (1.0 - p);
     let threshold = (p as f64 * (1u64 << 53) as f64) as u64;
     let mask: Vec<f32> = (0..n)
         .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            if (z >> 11) < threshold {
+            if (rng.next_u64() >> 11) < threshold {
                 0.0
             } else {
                 keep
