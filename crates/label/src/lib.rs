@@ -12,7 +12,7 @@ pub use store::{Record, Store};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use uae_core::Hit;
 use uae_data::Qasper;
@@ -558,11 +558,6 @@ pub fn histogram_svg(groups: &[LabeledGroup]) -> String {
     s += &format!("<text x='{:.1}' y='{:.1}' text-anchor='middle'>utility (nats): NLL(a|q) - NLL(a|p,q)</text>\n", w / 2.0, h - 6.0);
     s += "<text x='60' y='20' fill='#d62728'>gold evidence</text><text x='180' y='20' fill='#888'>other candidates</text>\n</svg>\n";
     s
-}
-
-/// Labels per question keyed by id (for joins).
-pub fn by_question(groups: &[LabeledGroup]) -> HashMap<&str, &LabeledGroup> {
-    groups.iter().map(|g| (g.question_id.as_str(), g)).collect()
 }
 
 /// Turns rankings of corpus positions into paragraph numbers within each question's paper.

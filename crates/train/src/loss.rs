@@ -70,9 +70,7 @@ pub fn batch_loss(
         LossKind::Uae => {
             let t = utility_targets(b, nq, tau_u);
             let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
-            let lsm = candle_nn::ops::log_softmax(&s, D::Minus1)?;
-            let per_q = (matrix(t)? * lsm)?.sum(1)?.neg()?;
-            masked_mean(&per_q, &has)
+            soft_cross_entropy(&s, &matrix(t)?, &has)
         }
         LossKind::Kl => {
             let t = utility_targets(b, nq, tau_u);
@@ -103,9 +101,7 @@ pub fn batch_loss(
                 }
                 has[i] = !golds.is_empty();
             }
-            let lsm = candle_nn::ops::log_softmax(&s, D::Minus1)?;
-            let per_q = (matrix(t)? * lsm)?.sum(1)?.neg()?;
-            masked_mean(&per_q, &has)
+            soft_cross_entropy(&s, &matrix(t)?, &has)
         }
         LossKind::UaeListwise => {
             let t = utility_targets(b, nq, tau_u);
@@ -148,6 +144,13 @@ pub fn batch_loss(
                 * (nq as f64 / questions as f64)
         }
     }
+}
+
+/// Mean over questions with a target of -sum_j t_ij log softmax(s_i)_j, over all
+/// passages of the batch (own candidates and in-batch negatives).
+fn soft_cross_entropy(s: &Tensor, targets: &Tensor, has: &[bool]) -> Result<Tensor> {
+    let lsm = candle_nn::ops::log_softmax(s, D::Minus1)?;
+    masked_mean(&(targets * lsm)?.sum(1)?.neg()?, has)
 }
 
 fn masked_mean(per_q: &Tensor, has: &[bool]) -> Result<Tensor> {
