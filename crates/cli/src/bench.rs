@@ -8,6 +8,10 @@ use uae_data::Split;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
+    /// The QASPER benchmark: BM25, base MiniLM, fine-tuned MiniLMs and LLM re-rankers;
+    /// retrieval metrics, Token F1 of the LLM's answers from each top-k, latency.
+    /// Writes report.json, report.md, chart.svg and TREC runs; resumable.
+    Qasper(crate::bench_qasper::QasperBenchArgs),
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).
     Embed {
@@ -114,6 +118,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Qasper(a) => crate::bench_qasper::run(a),
         BenchCmd::Train {
             model,
             questions,

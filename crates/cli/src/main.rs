@@ -1,6 +1,7 @@
 //! `uae`: utility-aligned dense retrieval. One binary over the workspace libraries.
 
 mod bench;
+mod bench_qasper;
 mod common;
 mod data_cmd;
 mod embed;

@@ -79,7 +79,11 @@ impl Hooks for CliHooks {
         self.pb.set_message(format!("loss {:.4}", log.loss));
     }
 
-    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> uae_train::trainer::Result<f64> {
+    fn evaluate(
+        &mut self,
+        enc: &Encoder,
+        epoch: usize,
+    ) -> uae_train::trainer::Result<(f64, serde_json::Value)> {
         // Evaluate an inference copy (stacked QKV, no graph) exported to a temp folder.
         let tmp = self.out.join("dev-eval-model");
         uae_train::export(enc, &enc.dir, &tmp)?;
@@ -95,7 +99,8 @@ impl Hooks for CliHooks {
         let (_, m) = score(&self.dev, &rankings);
         let _ = std::fs::remove_dir_all(&tmp);
         tracing::info!(epoch, recall_1 = m.recall_1, map = m.map, "dev");
-        Ok(m.map)
+        let detail = serde_json::to_value(m).unwrap_or_default();
+        Ok((m.map, detail))
     }
 }
 

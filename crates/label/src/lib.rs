@@ -8,7 +8,7 @@
 
 mod store;
 
-pub use store::{Record, Store};
+pub use store::{Keyed, Record, Store};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -204,6 +204,11 @@ pub fn mine(
     out
 }
 
+/// A 128-bit hex key over length-prefixed parts (store keys).
+pub fn digest(parts: &[&[u8]]) -> String {
+    hex::encode(&sha(parts)[..16])
+}
+
 fn sha(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     for p in parts {
@@ -294,15 +299,6 @@ pub struct Job<'a> {
     pub items: Vec<(usize, Vec<Candidate>)>,
 }
 
-fn truncate_passage(lm: &CausalLm, text: &str, budget: usize) -> Result<String> {
-    let ids = lm.encode(text)?;
-    if ids.len() <= budget {
-        Ok(text.to_string())
-    } else {
-        Ok(lm.decode(&ids[..budget])?)
-    }
-}
-
 /// Scores every (question, answer) without and with each candidate, into the store in
 /// `dir`, then writes `labels.jsonl` and `summary.json`. `progress(done, total)` is
 /// called after each batch.
@@ -314,7 +310,7 @@ pub fn label(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Summary> {
     let start = std::time::Instant::now();
-    let mut store = Store::open(&dir.join("scores.jsonl"))?;
+    let mut store: Store = Store::open(&dir.join("scores.jsonl"))?;
     let mut work: Vec<Work> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut plan: Vec<Planned> = Vec::new();
@@ -334,10 +330,7 @@ pub fn label(
             else {
                 continue;
             };
-            texts.push((
-                c.clone(),
-                truncate_passage(lm, &p.text, cfg.passage_tokens)?,
-            ));
+            texts.push((c.clone(), lm.truncate(&p.text, cfg.passage_tokens)?));
         }
         let passages: Vec<Option<&str>> = std::iter::once(None)
             .chain(texts.iter().map(|(_, t)| Some(t.as_str())))

@@ -2,7 +2,9 @@
 //!
 //! Every batch of records is written with one `write` and `fsync`ed before it is
 //! reported. A kill can only leave a torn last line; [`Store::open`] truncates it
-//! away. Records are keyed, so a key is stored at most once.
+//! away. Records are keyed, so a key is stored at most once. The store is generic
+//! over the record type: the labeler keeps LLM scores in it, the QASPER benchmark
+//! its generated answers and re-ranker scores.
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -22,13 +24,24 @@ pub struct Record {
     pub lp: Vec<f32>,
 }
 
-pub struct Store {
-    path: PathBuf,
-    file: File,
-    records: HashMap<String, Record>,
+/// A record that knows its store key.
+pub trait Keyed: Serialize + serde::de::DeserializeOwned {
+    fn key(&self) -> &str;
 }
 
-impl Store {
+impl Keyed for Record {
+    fn key(&self) -> &str {
+        &self.k
+    }
+}
+
+pub struct Store<R = Record> {
+    path: PathBuf,
+    file: File,
+    records: HashMap<String, R>,
+}
+
+impl<R: Keyed> Store<R> {
     pub fn open(path: &Path) -> Result<Self> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
@@ -51,9 +64,9 @@ impl Store {
             if !line.ends_with(b"\n") {
                 break; // torn tail of a killed write
             }
-            match serde_json::from_slice::<Record>(line) {
+            match serde_json::from_slice::<R>(line) {
                 Ok(r) => {
-                    records.insert(r.k.clone(), r);
+                    records.insert(r.key().to_string(), r);
                     good += line.len();
                 }
                 Err(e) if good + line.len() == bytes.len() => {
@@ -84,7 +97,7 @@ impl Store {
         })
     }
 
-    pub fn get(&self, key: &str) -> Option<&Record> {
+    pub fn get(&self, key: &str) -> Option<&R> {
         self.records.get(key)
     }
 
@@ -97,7 +110,7 @@ impl Store {
     }
 
     /// Appends records (new keys only), durable when this returns.
-    pub fn append(&mut self, records: Vec<Record>) -> Result<()> {
+    pub fn append(&mut self, records: Vec<R>) -> Result<()> {
         let io = |source| Error::Io {
             path: self.path.clone(),
             source,
@@ -105,7 +118,7 @@ impl Store {
         let mut buf = Vec::new();
         let mut fresh = Vec::new();
         for r in records {
-            if self.records.contains_key(&r.k) {
+            if self.records.contains_key(r.key()) {
                 continue;
             }
             serde_json::to_writer(&mut buf, &r).expect("records serialise; this is a bug");
@@ -118,7 +131,7 @@ impl Store {
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_data().map_err(io)?;
         for r in fresh {
-            self.records.insert(r.k.clone(), r);
+            self.records.insert(r.key().to_string(), r);
         }
         Ok(())
     }
@@ -164,7 +177,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("s.jsonl");
         std::fs::write(&p, "garbage\n{\"k\":\"a\",\"nll\":1.0,\"lp\":[]}\n").unwrap();
-        let e = Store::open(&p).err().unwrap().to_string();
+        let e = Store::<Record>::open(&p).err().unwrap().to_string();
         assert!(e.contains("s.jsonl:1"), "{e}");
     }
 }

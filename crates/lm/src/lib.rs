@@ -276,6 +276,16 @@ impl CausalLm {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// `text` cut to its first `budget` tokens (unchanged when it fits).
+    pub fn truncate(&self, text: &str, budget: usize) -> Result<String> {
+        let ids = self.encode(text)?;
+        if ids.len() <= budget {
+            Ok(text.to_string())
+        } else {
+            self.decode(&ids[..budget])
+        }
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer
             .decode(ids, true)
@@ -546,6 +556,67 @@ impl CausalLm {
         Ok(out)
     }
 
+    /// Runs fresh sequences in one packed pass; returns their caches and the final
+    /// hidden row of each (`[prompts, hidden]`: what predicts the next token).
+    pub fn prefill(&self, prompts: &[&[u32]]) -> Result<(Vec<KvCache>, Vec<f32>)> {
+        let h = self.config.hidden;
+        let mut caches: Vec<KvCache> = prompts.iter().map(|_| self.new_cache()).collect();
+        let hidden = self.forward(&mut caches, prompts)?;
+        let mut rows = Vec::with_capacity(prompts.len() * h);
+        let mut end = 0;
+        for p in prompts {
+            end += p.len();
+            rows.extend_from_slice(&hidden[(end - 1) * h..end * h]);
+        }
+        Ok((caches, rows))
+    }
+
+    /// Greedy decoding of several prompts at once: one packed prefill, then one
+    /// forward pass per step over every sequence still running (weights are read
+    /// once per step for the whole batch). Each output equals [`CausalLm::generate`]
+    /// on its prompt alone, up to float summation order.
+    pub fn generate_batch(&self, prompts: &[&[u32]], max_new: usize) -> Result<Vec<Vec<u32>>> {
+        if prompts.iter().any(|p| p.is_empty()) {
+            return Err(Error::Input {
+                message: "empty prompt".into(),
+            });
+        }
+        let (mut caches, mut rows) = self.prefill(prompts)?;
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+        let mut active: Vec<usize> = (0..prompts.len()).collect();
+        for _ in 0..max_new {
+            if active.is_empty() {
+                break;
+            }
+            let lp = self.log_probs(&rows)?;
+            let vocab = self.config.vocab;
+            let mut next_active = Vec::with_capacity(active.len());
+            let mut next_tokens = Vec::with_capacity(active.len());
+            for (r, &i) in active.iter().enumerate() {
+                let t = argmax(&lp[r * vocab..(r + 1) * vocab]);
+                if !self.eos.contains(&t) {
+                    out[i].push(t);
+                    next_active.push(i);
+                    next_tokens.push([t]);
+                }
+            }
+            active = next_active;
+            if active.is_empty() || out[active[0]].len() >= max_new {
+                break;
+            }
+            let mut step_caches: Vec<KvCache> = active
+                .iter()
+                .map(|&i| std::mem::take(&mut caches[i]))
+                .collect();
+            let toks: Vec<&[u32]> = next_tokens.iter().map(|t| t.as_slice()).collect();
+            rows = self.forward(&mut step_caches, &toks)?;
+            for (&i, c) in active.iter().zip(step_caches) {
+                caches[i] = c;
+            }
+        }
+        Ok(out)
+    }
+
     /// Greedy decoding with the KV cache: up to `max_new` tokens, stopping at EOS.
     pub fn generate(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>> {
         if prompt.is_empty() {
@@ -559,17 +630,7 @@ impl CausalLm {
         let mut out = Vec::new();
         for _ in 0..max_new {
             let lp = self.log_probs(&hidden[hidden.len() - h..])?;
-            let next = lp
-                .iter()
-                .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
-                    if v > b.1 {
-                        (i, v)
-                    } else {
-                        b
-                    }
-                })
-                .0 as u32;
+            let next = argmax(&lp);
             if self.eos.contains(&next) {
                 break;
             }
@@ -578,4 +639,18 @@ impl CausalLm {
         }
         Ok(out)
     }
+}
+
+/// Index of the largest value; the first one on ties (greedy decoding).
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |b, (i, &x)| {
+            if x > b.1 {
+                (i, x)
+            } else {
+                b
+            }
+        })
+        .0 as u32
 }

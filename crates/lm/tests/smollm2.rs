@@ -139,6 +139,27 @@ fn batch_equals_single_sequences() {
     }
 }
 
+/// Batched greedy decoding (packed prefill, one step for all running sequences)
+/// gives each prompt the tokens that decoding it alone gives. Prompts of different
+/// lengths, so sequences stop at different steps.
+#[test]
+fn batched_generation_equals_single() {
+    let prompts = [
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\nContext: BERT is a language model trained by Google.\n\nQuestion: Who trained BERT? Answer in a few words.<|im_end|>\n<|im_start|>assistant\n",
+        "Once upon a time",
+    ];
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| lm().encode(p).unwrap()).collect();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let batch = lm().generate_batch(&refs, 12).unwrap();
+    for (i, p) in refs.iter().enumerate() {
+        let single = lm().generate(p, 12).unwrap();
+        assert_eq!(batch[i], single, "prompt {i}");
+        assert!(!single.is_empty() && single.len() <= 12);
+    }
+    assert!(lm().generate_batch(&[&[]], 4).is_err());
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     assert!(lm()

@@ -122,8 +122,9 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 /// Callbacks into the binary: progress, logs, and dev evaluation.
 pub trait Hooks {
     fn on_step(&mut self, _log: &StepLog, _total_steps: u64) {}
-    /// Scores the model on dev after an epoch (higher is better).
-    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<f64>;
+    /// Scores the model on dev after an epoch: the metric that picks the best
+    /// checkpoint (higher is better) and any other metrics to log beside it.
+    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, serde_json::Value)>;
 }
 
 /// Runs (or resumes) training into `out`: `out/ckpt/` (model, optimizer, state),
@@ -202,10 +203,10 @@ pub fn train(
                 save_checkpoint(&ckpt, &vars, &opt, &state)?;
             }
         }
-        let metric = hooks.evaluate(enc, state.epoch)?;
+        let (metric, detail) = hooks.evaluate(enc, state.epoch)?;
         append_line(
             &metrics_path,
-            &serde_json::json!({"epoch": state.epoch, "step": state.step, "dev_metric": metric})
+            &serde_json::json!({"epoch": state.epoch, "step": state.step, "dev_metric": metric, "dev": detail})
                 .to_string(),
         )?;
         if state.best_metric.is_none_or(|b| metric > b) {

@@ -1,0 +1,248 @@
+//! Query-time uses of the LLM: answering a question from retrieved passages
+//! (greedy decoding, for Token F1), and the two LLM re-ranking baselines that UAE
+//! is meant to replace:
+//! - [`Reranker::Upr`]: query likelihood, `log P(question | passage)` (Sachan et
+//!   al., 2022, "Improving Passage Retrieval with Zero-Shot Question Generation");
+//! - [`Reranker::YesNo`]: `log P("Yes") - log P("No")` after asking the LLM whether
+//!   the passage answers the question (a pointwise relevance judgement).
+//!
+//! Results are memoised in durable stores ([`AnswerRecord`], [`ScoreRecord`]) keyed
+//! by model hash and exact prompt, so a killed benchmark resumes where it stopped.
+
+use serde::{Deserialize, Serialize};
+use uae_label::Keyed;
+use uae_lm::{CausalLm, ScoreRequest};
+
+pub use uae_label::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("answer template `{template}` must contain {{context}} and {{question}}")]
+    Template { template: String },
+    #[error("the LLM tokenizer turns `{word}` into no token")]
+    Token { word: String },
+    #[error(transparent)]
+    Lm(#[from] uae_lm::Error),
+    #[error(transparent)]
+    Store(#[from] uae_label::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The labeler's ChatML prompt (passages as context, then the question), plus a
+/// request for a short answer: SmolLM2 otherwise writes a paragraph, and Token F1
+/// punishes every extra word.
+pub const DEFAULT_ANSWER_TEMPLATE: &str =
+    "<|im_start|>user\n{context}Question: {question}\nAnswer in a few words.<|im_end|>\n<|im_start|>assistant\n";
+
+/// Prompts and budgets (recorded in the benchmark's report).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RagConfig {
+    /// Answer prompt with `{context}` (the passages as `Context: ...\n\n`, empty
+    /// without passages) and `{question}`.
+    pub answer_template: String,
+    /// Each passage is cut to this many LLM tokens (the labeler's budget).
+    pub passage_tokens: usize,
+    /// Longest generated answer, in tokens.
+    pub max_new_tokens: usize,
+    /// Prompts decoded together.
+    pub max_batch: usize,
+}
+
+impl Default for RagConfig {
+    fn default() -> Self {
+        RagConfig {
+            answer_template: DEFAULT_ANSWER_TEMPLATE.into(),
+            passage_tokens: 256,
+            max_new_tokens: 32,
+            max_batch: 8,
+        }
+    }
+}
+
+/// A generated answer, keyed by model and prompt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnswerRecord {
+    pub k: String,
+    pub text: String,
+}
+
+impl Keyed for AnswerRecord {
+    fn key(&self) -> &str {
+        &self.k
+    }
+}
+
+/// A re-ranker score, keyed by model, method, question and passage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreRecord {
+    pub k: String,
+    pub s: f32,
+}
+
+impl Keyed for ScoreRecord {
+    fn key(&self) -> &str {
+        &self.k
+    }
+}
+
+/// An LLM re-ranking method; higher scores rank first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reranker {
+    Upr,
+    YesNo,
+}
+
+impl Reranker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reranker::Upr => "upr",
+            Reranker::YesNo => "yes-no",
+        }
+    }
+}
+
+/// The LLM with the benchmark's prompts.
+pub struct Rag<'a> {
+    pub lm: &'a CausalLm,
+    pub cfg: RagConfig,
+    yes: u32,
+    no: u32,
+}
+
+impl<'a> Rag<'a> {
+    pub fn new(lm: &'a CausalLm, cfg: RagConfig) -> Result<Self> {
+        if !(cfg.answer_template.contains("{context}")
+            && cfg.answer_template.contains("{question}"))
+        {
+            return Err(Error::Template {
+                template: cfg.answer_template.clone(),
+            });
+        }
+        let first = |w: &str| -> Result<u32> {
+            lm.encode(w)?
+                .first()
+                .copied()
+                .ok_or_else(|| Error::Token { word: w.into() })
+        };
+        let (yes, no) = (first("Yes")?, first("No")?);
+        Ok(Rag { lm, cfg, yes, no })
+    }
+
+    /// The answer prompt for `question` with `passages` (best first) as context.
+    pub fn answer_prompt(&self, question: &str, passages: &[&str]) -> Result<String> {
+        let mut context = String::new();
+        if !passages.is_empty() {
+            let cut = passages
+                .iter()
+                .map(|p| self.lm.truncate(p, self.cfg.passage_tokens))
+                .collect::<uae_lm::Result<Vec<_>>>()?;
+            context = format!("Context: {}\n\n", cut.join("\n\n"));
+        }
+        Ok(self
+            .cfg
+            .answer_template
+            .replace("{context}", &context)
+            .replace("{question}", question))
+    }
+
+    /// Greedy answers to `prompts`, decoded `max_batch` at a time (longest first, so
+    /// a batch holds prompts of similar length). Output is in input order.
+    pub fn answers(&self, prompts: &[String]) -> Result<Vec<String>> {
+        let ids = prompts
+            .iter()
+            .map(|p| self.lm.encode(p))
+            .collect::<uae_lm::Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![String::new(); ids.len()];
+        for chunk in order.chunks(self.cfg.max_batch.max(1)) {
+            let refs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let gen = self.lm.generate_batch(&refs, self.cfg.max_new_tokens)?;
+            for (&i, g) in chunk.iter().zip(gen) {
+                out[i] = self.lm.decode(&g)?.trim().to_string();
+            }
+        }
+        Ok(out)
+    }
+
+    /// The store key of an answer prompt.
+    pub fn answer_key(&self, prompt: &str) -> String {
+        uae_label::digest(&[
+            self.lm.model_hash.as_bytes(),
+            b"answer",
+            self.cfg.max_new_tokens.to_string().as_bytes(),
+            prompt.as_bytes(),
+        ])
+    }
+
+    /// The store key of one re-ranker score.
+    pub fn score_key(&self, method: Reranker, question: &str, passage: &str) -> String {
+        uae_label::digest(&[
+            self.lm.model_hash.as_bytes(),
+            method.name().as_bytes(),
+            self.cfg.passage_tokens.to_string().as_bytes(),
+            question.as_bytes(),
+            passage.as_bytes(),
+        ])
+    }
+
+    /// Scores each passage for `question` in one packed forward pass (higher: more
+    /// relevant). UPR: summed log-probability of the question's tokens after the
+    /// passage. Yes/no: `log P(Yes) - log P(No)` for the first answer token.
+    pub fn rerank_scores(
+        &self,
+        method: Reranker,
+        question: &str,
+        passages: &[&str],
+    ) -> Result<Vec<f32>> {
+        if passages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cut = passages
+            .iter()
+            .map(|p| self.lm.truncate(p, self.cfg.passage_tokens))
+            .collect::<uae_lm::Result<Vec<_>>>()?;
+        match method {
+            Reranker::Upr => {
+                // UPR's prompt, as a plain continuation (the question is the target).
+                let target = self.lm.encode(&format!(" {question}"))?;
+                let contexts = cut
+                    .iter()
+                    .map(|p| {
+                        self.lm.encode(&format!(
+                            "Passage: {p}\nPlease write a question based on this passage.\nQuestion:"
+                        ))
+                    })
+                    .collect::<uae_lm::Result<Vec<_>>>()?;
+                let reqs: Vec<ScoreRequest> = contexts
+                    .iter()
+                    .map(|c| ScoreRequest {
+                        context: c,
+                        targets: &target,
+                    })
+                    .collect();
+                let lp = self.lm.score(&reqs)?;
+                Ok(lp.iter().map(|v| v.iter().sum()).collect())
+            }
+            Reranker::YesNo => {
+                let prompts = cut
+                    .iter()
+                    .map(|p| {
+                        self.lm.encode(&format!(
+                            "<|im_start|>user\nPassage: {p}\n\nQuestion: {question}\n\nDoes the passage answer the question? Answer Yes or No.<|im_end|>\n<|im_start|>assistant\n"
+                        ))
+                    })
+                    .collect::<uae_lm::Result<Vec<_>>>()?;
+                let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+                let (_, rows) = self.lm.prefill(&refs)?;
+                let lp = self.lm.log_probs(&rows)?;
+                let v = self.lm.config.vocab;
+                Ok((0..refs.len())
+                    .map(|i| lp[i * v + self.yes as usize] - lp[i * v + self.no as usize])
+                    .collect())
+            }
+        }
+    }
+}
