@@ -812,62 +812,31 @@ fn markdown(r: &Report) -> String {
 
 /// Grouped bars of R@1, MAP and Token F1 @1 per system.
 fn chart_svg(rows: &[Row]) -> String {
-    let series: [(&str, &str); 3] = [
-        ("R@1", "#1f77b4"),
-        ("MAP", "#ff7f0e"),
-        ("Token F1 @1", "#2ca02c"),
-    ];
-    let vals: Vec<[f64; 3]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.metrics.map_or(0.0, |m| m.recall_1),
-                r.metrics.map_or(0.0, |m| m.map),
-                r.f1_at_1.unwrap_or(0.0),
-            ]
-        })
-        .collect();
-    let top = vals
-        .iter()
-        .flatten()
-        .fold(0.05f64, |m, &v| m.max(v))
-        .min(1.0);
-    let (w, h, left, bottom, top_pad) = (
-        120.0 * rows.len().max(1) as f64 + 80.0,
-        420.0,
-        50.0,
-        110.0,
-        40.0,
-    );
-    let gw = (w - left - 20.0) / rows.len().max(1) as f64;
-    let bw = gw / 4.0;
-    let plot_h = h - bottom - top_pad;
-    let mut s = format!("<svg xmlns='http://www.w3.org/2000/svg' width='{w:.0}' height='{h:.0}' font-family='sans-serif' font-size='11'>\n<rect width='100%' height='100%' fill='white'/>\n");
-    for tick in 0..=4 {
-        let v = top * tick as f64 / 4.0;
-        let y = h - bottom - v / top * plot_h;
-        s += &format!("<line x1='{left}' x2='{:.0}' y1='{y:.1}' y2='{y:.1}' stroke='#ddd'/><text x='{:.0}' y='{:.1}' text-anchor='end'>{v:.2}</text>\n", w - 20.0, left - 4.0, y + 4.0);
-    }
-    for (i, (r, v)) in rows.iter().zip(&vals).enumerate() {
-        let x0 = left + i as f64 * gw + bw / 2.0;
-        for (j, (_, color)) in series.iter().enumerate() {
-            let bh = v[j] / top * plot_h;
-            s += &format!(
-                "<rect x='{:.1}' y='{:.1}' width='{bw:.1}' height='{bh:.1}' fill='{color}'/>\n",
-                x0 + j as f64 * bw,
-                h - bottom - bh
-            );
-        }
-        let cx = x0 + 1.5 * bw;
-        let label = r.system.replace('&', "&amp;").replace('<', "&lt;");
-        s += &format!("<text transform='translate({cx:.1},{:.1}) rotate(-30)' text-anchor='end'>{label}</text>\n", h - bottom + 14.0);
-    }
-    for (j, (name, color)) in series.iter().enumerate() {
-        let x = left + 10.0 + j as f64 * 110.0;
-        s += &format!("<rect x='{x:.0}' y='12' width='12' height='12' fill='{color}'/><text x='{:.0}' y='22'>{name}</text>\n", x + 16.0);
-    }
-    s += "</svg>\n";
-    s
+    use uae_eval::plot::{bars_svg, Series};
+    let labels: Vec<String> = rows.iter().map(|r| r.system.clone()).collect();
+    let col = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<f64> {
+        rows.iter().map(|r| f(r).unwrap_or(0.0)).collect()
+    };
+    bars_svg(
+        &labels,
+        &[
+            Series {
+                name: "R@1",
+                color: "#1f77b4",
+                values: col(&|r| r.metrics.map(|m| m.recall_1)),
+            },
+            Series {
+                name: "MAP",
+                color: "#ff7f0e",
+                values: col(&|r| r.metrics.map(|m| m.map)),
+            },
+            Series {
+                name: "Token F1 @1",
+                color: "#2ca02c",
+                values: col(&|r| r.f1_at_1),
+            },
+        ],
+    )
 }
 
 #[cfg(test)]

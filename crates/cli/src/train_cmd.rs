@@ -3,7 +3,7 @@ use crate::eval_cmd::{dense_rankings, score, Timings};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use indicatif::ProgressBar;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use uae_data::{Collection, Split};
 use uae_encoder::{BatchOptions, Encoder};
 use uae_train::{Hooks, LossKind, StepLog, TrainConfig};
@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// Checkpoint every N optimizer steps.
     #[arg(long, default_value_t = 50)]
     checkpoint_every: u64,
+    /// Also evaluate on dev (and keep the best model) every N optimizer steps; 0: at
+    /// epoch ends only. Each evaluation embeds the dev papers (minutes on 2 cores).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
     /// Evaluate on the first N dev questions only (default: all).
     #[arg(long)]
     dev_limit: Option<usize>,
@@ -132,6 +136,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         tau_u: a.tau_u,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every.max(1),
+        eval_every: a.eval_every,
         ..Default::default()
     };
     if cfg.loss == LossKind::Infonce {
@@ -153,11 +158,38 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let enc = Encoder::load(&a.base, &Device::Cpu, true)
         .with_context(|| format!("loading {} for training", a.base.display()))?;
     std::fs::create_dir_all(&a.out)?;
+    let (labels_lm, fingerprint) = labels_fingerprint(&a.labels, &groups);
+    let manifest_path = a.out.join("manifest.json");
+    if let Ok(text) = std::fs::read_to_string(&manifest_path) {
+        let old: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        // Resuming on other labels would silently train a mixture.
+        if let Some(f) = old["labels_fingerprint"].as_str() {
+            anyhow::ensure!(
+                f == fingerprint,
+                "{}: this run was trained on other labels (LLM {}, from {}); these come from LLM {} in {}. Use another --out",
+                a.out.display(),
+                old["labels_lm_sha256"].as_str().unwrap_or("?"),
+                old["labels"].as_str().unwrap_or("?"),
+                labels_lm,
+                a.labels.display()
+            );
+        }
+        if let Some(b) = old["base"].as_str() {
+            anyhow::ensure!(
+                Path::new(b) == a.base,
+                "{}: this run fine-tunes {b}, not {}; use another --out",
+                a.out.display(),
+                a.base.display()
+            );
+        }
+    }
     write_json(
-        &a.out.join("manifest.json"),
+        &manifest_path,
         &serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "labels": a.labels.display().to_string(),
+            "labels_lm_sha256": labels_lm,
+            "labels_fingerprint": fingerprint,
             "base": a.base.display().to_string(),
             "config": cfg,
             "dev_questions": dev.queries.len(),
@@ -170,6 +202,103 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     let state = uae_train::train(&enc, &a.base, &groups, &cfg, &a.out, &mut hooks)?;
     hooks.pb.finish_and_clear();
+    write_curves(&a.out)?;
     println!("{}", serde_json::to_string_pretty(&state)?);
     Ok(())
+}
+
+/// `loss.svg` (per-step loss and its 10-step moving average) and `dev.svg` (dev R@1
+/// and MAP at each evaluation), drawn from `metrics.jsonl`.
+fn write_curves(out: &std::path::Path) -> Result<()> {
+    use uae_eval::plot::{lines_svg, Series};
+    let path = out.join("metrics.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (mut loss, mut r1, mut map) = (Vec::new(), Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        if let Some(l) = v["loss"].as_f64() {
+            loss.push((step, l));
+        }
+        if let Some(m) = v["dev"]["map"].as_f64().or(v["dev_metric"].as_f64()) {
+            map.push((step, m));
+        }
+        if let Some(r) = v["dev"]["recall@1"].as_f64() {
+            r1.push((step, r));
+        }
+    }
+    let avg: Vec<(f64, f64)> = (0..loss.len())
+        .map(|i| {
+            let w = &loss[i.saturating_sub(9)..=i];
+            (
+                loss[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect();
+    let write = |name: &str, svg: String| -> Result<()> {
+        let p = out.join(name);
+        std::fs::write(&p, svg).with_context(|| format!("writing {}", p.display()))
+    };
+    write(
+        "loss.svg",
+        lines_svg(
+            "optimizer step",
+            &[
+                Series {
+                    name: "loss",
+                    color: "#bbb",
+                    values: loss,
+                },
+                Series {
+                    name: "loss, 10-step mean",
+                    color: "#d62728",
+                    values: avg,
+                },
+            ],
+        ),
+    )?;
+    write(
+        "dev.svg",
+        lines_svg(
+            "optimizer step",
+            &[
+                Series {
+                    name: "dev R@1",
+                    color: "#1f77b4",
+                    values: r1,
+                },
+                Series {
+                    name: "dev MAP",
+                    color: "#ff7f0e",
+                    values: map,
+                },
+            ],
+        ),
+    )
+}
+
+/// The labeling LLM's sha256 (from the label folder's manifest) and a digest of
+/// every question, candidate and utility: what a resumed run must train on.
+fn labels_fingerprint(dir: &Path, groups: &[uae_label::LabeledGroup]) -> (String, String) {
+    let lm = std::fs::read_to_string(dir.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["lm_sha256"].as_str().map(String::from))
+        .unwrap_or_else(|| "unknown".into());
+    let mut parts: Vec<Vec<u8>> = vec![lm.clone().into_bytes()];
+    for g in groups {
+        parts.push(g.question_id.clone().into_bytes());
+        for c in &g.candidates {
+            parts.push(c.passage_id.clone().into_bytes());
+            parts.push(c.utility.to_le_bytes().to_vec());
+        }
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    (lm, uae_label::digest(&refs))
 }

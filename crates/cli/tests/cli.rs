@@ -294,9 +294,43 @@ fn killed_training_run_resumes_to_the_same_weights() {
             .filter(|l| l.contains("\"loss\""))
             .count()
     };
+    let evals = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"dev\""))
+            .count()
+    };
+    assert_eq!(
+        evals(&killed),
+        2,
+        "one dev evaluation per epoch, logged once"
+    );
+    assert_eq!(evals(&full), 2);
+    for f in ["loss.svg", "dev.svg"] {
+        assert!(killed.join(f).is_file(), "{f} written");
+    }
     assert_eq!(
         steps(&killed),
         steps(&full),
         "metrics.jsonl holds each step once"
     );
+
+    // Resuming a finished run on other labels (another LLM's utilities) is refused.
+    let other = d.path().join("other-labels");
+    std::fs::create_dir_all(&other).unwrap();
+    let text = std::fs::read_to_string(labels.join("labels.jsonl")).unwrap();
+    std::fs::write(
+        other.join("labels.jsonl"),
+        text.replacen("\"utility\":", "\"utility\":1.5e0,\"_was\":", 1),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(labels.join("manifest.json")).unwrap();
+    std::fs::write(other.join("manifest.json"), manifest).unwrap();
+    let mut bad = args(&full);
+    bad[2] = other.to_str().unwrap().to_string();
+    let out = uae().args(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other labels"), "{err}");
 }

@@ -53,6 +53,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Save a checkpoint every this many steps (and at each epoch end).
     pub checkpoint_every: u64,
+    /// Also evaluate on dev every this many steps (0: at epoch ends only). Does not
+    /// change the weights, so a run may resume with another value.
+    #[serde(default)]
+    pub eval_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -72,6 +76,7 @@ impl Default for TrainConfig {
             tau_u: 1.0,
             seed: 0,
             checkpoint_every: 50,
+            eval_every: 0,
         }
     }
 }
@@ -199,25 +204,45 @@ pub fn train(
                 &serde_json::to_string(&log).expect("logs serialise; this is a bug"),
             )?;
             hooks.on_step(&log, total);
-            if state.step % cfg.checkpoint_every == 0 && state.batch_in_epoch < per_epoch {
+            let mid_epoch = state.batch_in_epoch < per_epoch;
+            let eval_now = cfg.eval_every > 0 && state.step % cfg.eval_every == 0;
+            if mid_epoch && eval_now {
+                evaluate(enc, base_dir, out, &metrics_path, &mut state, hooks)?;
+            }
+            if mid_epoch && (eval_now || state.step % cfg.checkpoint_every == 0) {
                 save_checkpoint(&ckpt, &vars, &opt, &state)?;
             }
         }
-        let (metric, detail) = hooks.evaluate(enc, state.epoch)?;
-        append_line(
-            &metrics_path,
-            &serde_json::json!({"epoch": state.epoch, "step": state.step, "dev_metric": metric, "dev": detail})
-                .to_string(),
-        )?;
-        if state.best_metric.is_none_or(|b| metric > b) {
-            state.best_metric = Some(metric);
-            export(enc, base_dir, &out.join("model"))?;
-        }
+        evaluate(enc, base_dir, out, &metrics_path, &mut state, hooks)?;
         state.epoch += 1;
         state.batch_in_epoch = 0;
         save_checkpoint(&ckpt, &vars, &opt, &state)?;
     }
     Ok(state)
+}
+
+/// Scores the model on dev, logs it, and exports it to `out/model/` when it is the
+/// best so far. The caller checkpoints right after, so a resumed run never logs an
+/// evaluation twice (see [`trim_metrics`]).
+fn evaluate(
+    enc: &Encoder,
+    base_dir: &Path,
+    out: &Path,
+    metrics_path: &Path,
+    state: &mut TrainState,
+    hooks: &mut dyn Hooks,
+) -> Result<()> {
+    let (metric, detail) = hooks.evaluate(enc, state.epoch)?;
+    append_line(
+        metrics_path,
+        &serde_json::json!({"epoch": state.epoch, "step": state.step, "dev_metric": metric, "dev": detail})
+            .to_string(),
+    )?;
+    if state.best_metric.is_none_or(|b| metric > b) {
+        state.best_metric = Some(metric);
+        export(enc, base_dir, &out.join("model"))?;
+    }
+    Ok(())
 }
 
 /// One optimizer step over a batch of questions. Returns (loss, grad norm, tokens).
@@ -337,11 +362,9 @@ fn trim_metrics(path: &Path, state: &TrainState) -> Result<()> {
         .lines()
         .filter(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            match (v.get("dev_metric"), v["step"].as_u64(), v["epoch"].as_u64()) {
-                (Some(_), _, Some(e)) => (e as usize) < state.epoch,
-                (None, Some(s), _) => s <= state.step,
-                _ => false,
-            }
+            // Step lines and dev lines alike: kept when the checkpoint covers them
+            // (every evaluation is followed by a checkpoint at the same step).
+            v["step"].as_u64().is_some_and(|s| s <= state.step)
         })
         .collect();
     let mut out = keep.join("\n");
@@ -427,7 +450,13 @@ fn load_checkpoint(
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let state: TrainState =
         serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
-    if state.config.as_ref() != Some(cfg) {
+    let same = |a: &TrainConfig| {
+        TrainConfig {
+            eval_every: cfg.eval_every,
+            ..a.clone()
+        } == *cfg
+    };
+    if !state.config.as_ref().is_some_and(same) {
         return Err(bad(
             "checkpoint was made with another configuration; use another --out".into(),
         ));
