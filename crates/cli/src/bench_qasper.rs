@@ -445,18 +445,7 @@ pub fn run(a: QasperBenchArgs) -> Result<()> {
         .collect();
     let questions: Vec<&uae_data::Question> =
         coll.queries.iter().map(|q| by_id[q.id.as_str()]).collect();
-    let refs: Vec<Vec<String>> = questions
-        .iter()
-        .map(|q| {
-            let mut r: Vec<String> = Vec::new();
-            for s in q.answers.iter().map(|a| a.f1_reference()) {
-                if !r.contains(&s) {
-                    r.push(s);
-                }
-            }
-            r
-        })
-        .collect();
+    let refs: Vec<Vec<String>> = questions.iter().map(|q| q.f1_references()).collect();
     tracing::info!(
         questions = coll.queries.len(),
         passages = coll.passages.len(),

@@ -192,16 +192,24 @@ pub struct Question {
 impl Question {
     /// Distinct reference answers of the answerable annotations, in annotation order.
     pub fn references(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for a in &self.answers {
-            if let Some(r) = a.reference() {
-                if !r.trim().is_empty() && !out.contains(&r) {
-                    out.push(r);
-                }
-            }
-        }
-        out
+        distinct(self.answers.iter().filter_map(Answer::reference))
     }
+
+    /// Distinct Token F1 references of every annotation ("Unanswerable" included).
+    pub fn f1_references(&self) -> Vec<String> {
+        distinct(self.answers.iter().map(Answer::f1_reference))
+    }
+}
+
+/// Non-blank strings, first occurrence of each, in order.
+fn distinct(all: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in all {
+        if !r.trim().is_empty() && !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// One split of QASPER, parsed.
