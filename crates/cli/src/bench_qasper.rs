@@ -24,7 +24,7 @@ use uae_rag::{AnswerRecord, Rag, RagConfig, Reranker, ScoreRecord, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct QasperBenchArgs {
-    /// Output folder: report.json, report.md, chart.svg, runs/<system>/run.trec and
+    /// Output folder: report.json, report.md, chart.{svg,png}, runs/<system>/run.trec and
     /// cache/. Rerunning the same command resumes from cache/.
     #[arg(long)]
     out: PathBuf,
@@ -684,8 +684,10 @@ pub fn run(a: QasperBenchArgs) -> Result<()> {
     let md = markdown(&report);
     std::fs::write(a.out.join("report.md"), &md)
         .with_context(|| format!("writing {}", a.out.display()))?;
-    std::fs::write(a.out.join("chart.svg"), chart_svg(&rows))
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    let (svg, png) = charts(&rows);
+    std::fs::write(a.out.join("chart.svg"), svg)
+        .and_then(|()| std::fs::write(a.out.join("chart.png"), png))
+        .with_context(|| format!("writing charts in {}", a.out.display()))?;
     println!("{md}");
     Ok(())
 }
@@ -799,33 +801,31 @@ fn markdown(r: &Report) -> String {
     s
 }
 
-/// Grouped bars of R@1, MAP and Token F1 @1 per system.
-fn chart_svg(rows: &[Row]) -> String {
-    use uae_eval::plot::{bars_svg, Series};
+/// Grouped bars of R@1, MAP and Token F1 @1 per system: (SVG, PNG).
+fn charts(rows: &[Row]) -> (String, Vec<u8>) {
+    use uae_eval::plot::{bars_png, bars_svg, Series};
     let labels: Vec<String> = rows.iter().map(|r| r.system.clone()).collect();
     let col = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<f64> {
         rows.iter().map(|r| f(r).unwrap_or(0.0)).collect()
     };
-    bars_svg(
-        &labels,
-        &[
-            Series {
-                name: "R@1",
-                color: "#1f77b4",
-                values: col(&|r| r.metrics.map(|m| m.recall_1)),
-            },
-            Series {
-                name: "MAP",
-                color: "#ff7f0e",
-                values: col(&|r| r.metrics.map(|m| m.map)),
-            },
-            Series {
-                name: "Token F1 @1",
-                color: "#2ca02c",
-                values: col(&|r| r.f1_at_1),
-            },
-        ],
-    )
+    let series = [
+        Series {
+            name: "R@1",
+            color: "#1f77b4",
+            values: col(&|r| r.metrics.map(|m| m.recall_1)),
+        },
+        Series {
+            name: "MAP",
+            color: "#ff7f0e",
+            values: col(&|r| r.metrics.map(|m| m.map)),
+        },
+        Series {
+            name: "Token F1 @1",
+            color: "#2ca02c",
+            values: col(&|r| r.f1_at_1),
+        },
+    ];
+    (bars_svg(&labels, &series), bars_png(&labels, &series))
 }
 
 #[cfg(test)]

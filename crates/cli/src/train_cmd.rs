@@ -207,10 +207,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `loss.svg` (per-step loss and its 10-step moving average) and `dev.svg` (dev R@1
-/// and MAP at each evaluation), drawn from `metrics.jsonl`.
+/// `loss.{svg,png}` (per-step loss and its 10-step moving average) and
+/// `dev.{svg,png}` (dev R@1 and MAP at each evaluation), drawn from `metrics.jsonl`.
 fn write_curves(out: &std::path::Path) -> Result<()> {
-    use uae_eval::plot::{lines_svg, Series};
+    use uae_eval::plot::{lines_png, lines_svg, Series};
     let path = out.join("metrics.jsonl");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -241,48 +241,43 @@ fn write_curves(out: &std::path::Path) -> Result<()> {
             )
         })
         .collect();
-    let write = |name: &str, svg: String| -> Result<()> {
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
         let p = out.join(name);
-        std::fs::write(&p, svg).with_context(|| format!("writing {}", p.display()))
+        std::fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))
     };
-    write(
-        "loss.svg",
-        lines_svg(
-            "optimizer step",
-            &[
-                Series {
-                    name: "loss",
-                    color: "#bbb",
-                    values: loss,
-                },
-                Series {
-                    name: "loss, 10-step mean",
-                    color: "#d62728",
-                    values: avg,
-                },
-            ],
-        ),
-    )?;
-    write(
-        "dev.svg",
-        lines_svg(
-            "optimizer step",
-            &[
-                Series {
-                    name: "dev R@1",
-                    color: "#1f77b4",
-                    values: r1,
-                },
-                Series {
-                    name: "dev MAP",
-                    color: "#ff7f0e",
-                    values: map,
-                },
-            ],
-        ),
-    )
+    let loss = [
+        Series {
+            name: "loss",
+            color: "#bbbbbb",
+            values: loss,
+        },
+        Series {
+            name: "loss, 10-step mean",
+            color: "#d62728",
+            values: avg,
+        },
+    ];
+    let dev = [
+        Series {
+            name: "dev R@1",
+            color: "#1f77b4",
+            values: r1,
+        },
+        Series {
+            name: "dev MAP",
+            color: "#ff7f0e",
+            values: map,
+        },
+    ];
+    for (name, series) in [("loss", &loss), ("dev", &dev)] {
+        write(
+            &format!("{name}.svg"),
+            lines_svg("optimizer step", series).as_bytes(),
+        )?;
+        write(&format!("{name}.png"), &lines_png("optimizer step", series))?;
+    }
+    Ok(())
 }
-
 /// The labeling LLM's sha256 (from the label folder's manifest) and a digest of
 /// every question, candidate and utility: what a resumed run must train on.
 fn labels_fingerprint(dir: &Path, groups: &[uae_label::LabeledGroup]) -> (String, String) {

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub mod f1;
+mod font;
 pub mod plot;
 
 #[derive(Debug, thiserror::Error)]
