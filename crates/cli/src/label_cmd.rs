@@ -6,7 +6,7 @@ use uae_data::Split;
 use uae_encoder::BatchOptions;
 use uae_index::{Bm25Params, DenseIndex, ScopedBm25, Scopes};
 use uae_label::{
-    histogram_svg, label, mine, paragraph_numbers, CandidateMode, Job, LabelConfig, Template,
+    label, mine, paragraph_numbers, utility_histogram, CandidateMode, Job, LabelConfig, Template,
 };
 use uae_lm::{CausalLm, LmSource};
 
@@ -185,7 +185,9 @@ pub fn run(a: LabelArgs) -> Result<()> {
     pb.finish_and_clear();
     write_json(&a.out.join("summary.json"), &summary)?;
     let groups = uae_label::read_labels(&a.out)?;
-    std::fs::write(a.out.join("utility-histogram.svg"), histogram_svg(&groups))?;
+    let (svg, png) = utility_histogram(&groups);
+    std::fs::write(a.out.join("utility-histogram.svg"), svg)?;
+    std::fs::write(a.out.join("utility-histogram.png"), png)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -248,7 +248,7 @@ fn legend<T>(c: &mut dyn Canvas, series: &[Series<T>], left: f64) {
     for se in series {
         c.rect(x, 12.0, 12.0, 12.0, se.color);
         c.text(x + 16.0, 22.0, se.name, Anchor::Start, 0.0);
-        x += 30.0 + 8.0 * se.name.len() as f64;
+        x += 34.0 + 9.5 * se.name.chars().count() as f64;
     }
 }
 
@@ -381,6 +381,92 @@ pub fn lines_png(x_label: &str, series: &[Series<Vec<(f64, f64)>>]) -> Vec<u8> {
     c.png()
 }
 
+/// Histogram of each series' values over `bins` equal bins on [lo, hi] (values
+/// outside are clamped into the end bins), as fractions of the series, bars side by
+/// side; `x_label` under the axis.
+fn histogram(
+    c: &mut dyn Canvas,
+    lo: f64,
+    hi: f64,
+    bins: usize,
+    x_label: &str,
+    series: &[Series<Vec<f64>>],
+) {
+    let bins = bins.max(1);
+    let fracs: Vec<Vec<f64>> = series
+        .iter()
+        .map(|s| {
+            let mut counts = vec![0usize; bins];
+            for &v in s.values.iter().filter(|v| v.is_finite()) {
+                let b = ((v.clamp(lo, hi) - lo) / (hi - lo) * bins as f64) as usize;
+                counts[b.min(bins - 1)] += 1;
+            }
+            let total = counts.iter().sum::<usize>().max(1) as f64;
+            counts.iter().map(|&n| n as f64 / total).collect()
+        })
+        .collect();
+    let top = fracs.iter().flatten().fold(0.01f64, |m, &v| m.max(v));
+    let ((w, h), left, bottom, pad) = (LINES_SIZE, 60.0, 40.0, 40.0);
+    let plot_h = h - bottom - pad;
+    let bw = (w - left - 20.0) / bins as f64;
+    for tick in 0..=4 {
+        let v = top * tick as f64 / 4.0;
+        let y = h - bottom - v / top * plot_h;
+        c.line((left, y), (w - 20.0, y), "#dddddd", 1.0);
+        c.text(left - 4.0, y + 4.0, &format!("{v:.2}"), Anchor::End, 0.0);
+    }
+    let sw = bw / series.len().max(1) as f64;
+    for (j, (f, se)) in fracs.iter().zip(series).enumerate() {
+        for (i, &v) in f.iter().enumerate() {
+            let bh = v / top * plot_h;
+            c.rect(
+                left + i as f64 * bw + j as f64 * sw,
+                h - bottom - bh,
+                sw,
+                bh,
+                se.color,
+            );
+        }
+    }
+    for t in 0..=6 {
+        let v = lo + (hi - lo) * t as f64 / 6.0;
+        let x = left + (v - lo) / (hi - lo) * (w - left - 20.0);
+        c.text(
+            x,
+            h - bottom + 14.0,
+            &format!("{v:.0}"),
+            Anchor::Middle,
+            0.0,
+        );
+    }
+    c.text(w / 2.0, h - 6.0, x_label, Anchor::Middle, 0.0);
+    legend(c, series, left);
+}
+
+pub fn histogram_svg(
+    lo: f64,
+    hi: f64,
+    bins: usize,
+    x_label: &str,
+    series: &[Series<Vec<f64>>],
+) -> String {
+    let mut c = Svg::new(LINES_SIZE.0, LINES_SIZE.1);
+    histogram(&mut c, lo, hi, bins, x_label, series);
+    c.finish()
+}
+
+pub fn histogram_png(
+    lo: f64,
+    hi: f64,
+    bins: usize,
+    x_label: &str,
+    series: &[Series<Vec<f64>>],
+) -> Vec<u8> {
+    let mut c = Raster::new(LINES_SIZE.0, LINES_SIZE.1, 2.0);
+    histogram(&mut c, lo, hi, bins, x_label, series);
+    c.png()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +504,17 @@ mod tests {
         let none = s(vec![(f64::NAN, 1.0)]);
         assert!(!none.contains("polyline") && !none.contains("circle"));
         assert!(s(vec![(1.0, 2.0), (2.0, 1.0)]).contains("polyline"));
+    }
+
+    /// Fractions per bin: 3 of 4 values in the first of two bins, one clamped into the last.
+    #[test]
+    fn histogram_bars_are_fractions() {
+        let svg = histogram_svg(0.0, 2.0, 2, "u", &one(vec![0.1, 0.2, 0.3, 9.0]));
+        // Plot height 360 - 40 - 40 = 280 is the top fraction 0.75; 0.25 is a third.
+        assert!(
+            svg.contains("height='280.0'") && svg.contains("height='93.3'"),
+            "{svg}"
+        );
     }
 
     /// CRC-32 of "123456789" is 0xCBF43926 (the standard check value).

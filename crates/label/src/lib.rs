@@ -513,44 +513,31 @@ pub fn read_labels(dir: &Path) -> Result<Vec<LabeledGroup>> {
         .collect()
 }
 
-/// Histogram of utilities (gold vs non-gold) as an SVG.
-pub fn histogram_svg(groups: &[LabeledGroup]) -> String {
-    let (lo, hi, bins) = (-4.0f32, 8.0f32, 48usize);
-    let mut gold = vec![0usize; bins];
-    let mut other = vec![0usize; bins];
+/// The utility histogram of gold and other candidates (fractions of each), as
+/// (SVG, PNG).
+pub fn utility_histogram(groups: &[LabeledGroup]) -> (String, Vec<u8>) {
+    use uae_eval::plot::{histogram_png, histogram_svg, Series};
+    let (mut gold, mut other) = (Vec::new(), Vec::new());
     for c in groups.iter().flat_map(|g| &g.candidates) {
-        let b = (((c.utility.clamp(lo, hi - 1e-3) - lo) / (hi - lo)) * bins as f32) as usize;
-        if c.is_gold {
-            gold[b] += 1
-        } else {
-            other[b] += 1
-        }
+        if c.is_gold { &mut gold } else { &mut other }.push(c.utility as f64);
     }
-    let frac = |v: &[usize]| -> Vec<f32> {
-        let t = v.iter().sum::<usize>().max(1) as f32;
-        v.iter().map(|&x| x as f32 / t).collect()
-    };
-    let (g, o) = (frac(&gold), frac(&other));
-    let top = g.iter().chain(&o).fold(0.01f32, |m, &v| m.max(v));
-    let (w, h, left, bottom) = (720.0, 360.0, 50.0, 40.0);
-    let bw = (w - left - 10.0) / bins as f32;
-    let mut s = format!("<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n");
-    for (series, color, dx) in [(&o, "#888", 0.0), (&g, "#d62728", bw / 2.0)] {
-        for (i, &v) in series.iter().enumerate() {
-            let bh = v / top * (h - bottom - 30.0);
-            s += &format!("<rect x='{:.1}' y='{:.1}' width='{:.1}' height='{:.1}' fill='{color}' fill-opacity='0.8'/>\n", left + i as f32 * bw + dx, h - bottom - bh, bw / 2.0, bh);
-        }
-    }
-    for t in (lo as i32..=hi as i32).step_by(2) {
-        let x = left + (t as f32 - lo) / (hi - lo) * (w - left - 10.0);
-        s += &format!(
-            "<text x='{x:.1}' y='{:.1}' text-anchor='middle'>{t}</text>\n",
-            h - bottom + 16.0
-        );
-    }
-    s += &format!("<text x='{:.1}' y='{:.1}' text-anchor='middle'>utility (nats): NLL(a|q) - NLL(a|p,q)</text>\n", w / 2.0, h - 6.0);
-    s += "<text x='60' y='20' fill='#d62728'>gold evidence</text><text x='180' y='20' fill='#888'>other candidates</text>\n</svg>\n";
-    s
+    let series = [
+        Series {
+            name: "other candidates",
+            color: "#888888",
+            values: other,
+        },
+        Series {
+            name: "gold evidence",
+            color: "#d62728",
+            values: gold,
+        },
+    ];
+    let label = "utility (nats): NLL(a|q) - NLL(a|p,q)";
+    (
+        histogram_svg(-4.0, 8.0, 48, label, &series),
+        histogram_png(-4.0, 8.0, 48, label, &series),
+    )
 }
 
 /// Turns rankings of corpus positions into paragraph numbers within each question's paper.
