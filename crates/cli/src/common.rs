@@ -21,6 +21,16 @@ impl DataDir {
     }
 }
 
+/// Keeps the first `n` queries (in file order; those without gold evidence count but
+/// are not scored) and only the passages of their papers. `uae train --dev-limit`
+/// and `uae eval --limit` share it, so their numbers are comparable.
+pub fn limit_queries(coll: &mut uae_data::Collection, n: usize) {
+    coll.queries.truncate(n);
+    let scopes: std::collections::HashSet<Option<String>> =
+        coll.queries.iter().map(|q| q.scope.clone()).collect();
+    coll.passages.retain(|p| scopes.contains(&p.scope));
+}
+
 pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
 
 pub fn load_encoder(dir: &Path) -> Result<Encoder> {

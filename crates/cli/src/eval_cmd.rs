@@ -42,6 +42,10 @@ pub struct EvalArgs {
     /// BM25 length normalisation (0: none, 1: full).
     #[arg(long, default_value_t = 0.75)]
     b: f32,
+    /// Evaluate the first N questions only (and their papers), as `uae train
+    /// --dev-limit` does.
+    #[arg(long)]
+    limit: Option<usize>,
     /// Most padded tokens per encoder forward pass.
     #[arg(long, default_value_t = 8192)]
     max_tokens: usize,
@@ -159,10 +163,13 @@ pub fn write_trec(dir: &Path, tag: &str, coll: &Collection, rankings: &[Vec<Hit>
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let coll = match &a.beir {
+    let mut coll = match &a.beir {
         Some(dir) => uae_data::load_beir(dir, &a.beir_split)?,
         None => a.data.load(a.split)?.collection(),
     };
+    if let Some(n) = a.limit {
+        crate::common::limit_queries(&mut coll, n);
+    }
     let mut timings = Timings::default();
     let (rankings, model) = match a.retriever {
         RetrieverKind::Bm25 => (

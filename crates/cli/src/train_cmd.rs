@@ -150,10 +150,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let mut dev = a.data.load(Split::Dev)?.collection();
     if let Some(n) = a.dev_limit {
-        dev.queries.truncate(n);
-        let scopes: std::collections::HashSet<Option<String>> =
-            dev.queries.iter().map(|q| q.scope.clone()).collect();
-        dev.passages.retain(|p| scopes.contains(&p.scope));
+        crate::common::limit_queries(&mut dev, n);
     }
     let enc = Encoder::load(&a.base, &Device::Cpu, true)
         .with_context(|| format!("loading {} for training", a.base.display()))?;
