@@ -10,7 +10,7 @@ use uae_data::Split;
 pub enum BenchCmd {
     /// The QASPER benchmark: BM25, base MiniLM, fine-tuned MiniLMs and LLM re-rankers;
     /// retrieval metrics, Token F1 of the LLM's answers from each top-k, latency.
-    /// Writes report.json, report.md, chart.svg and TREC runs; resumable.
+    /// Writes report.json, report.md, chart.{svg,png}, answers and TREC runs; resumable.
     Qasper(crate::bench_qasper::QasperBenchArgs),
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).

@@ -69,7 +69,8 @@ pub struct QasperBenchArgs {
     /// Leave out answer generation (no Token F1).
     #[arg(long)]
     no_answers: bool,
-    /// Answer prompt with {context} and {question} placeholders.
+    /// Answer prompt with {context} and {question} placeholders; a typed `\n` is a
+    /// newline.
     #[arg(long, default_value = uae_rag::DEFAULT_ANSWER_TEMPLATE)]
     answer_template: String,
     /// Each passage is cut to this many LLM tokens in prompts.
@@ -506,7 +507,7 @@ pub fn run(a: QasperBenchArgs) -> Result<()> {
     }
 
     let cfg = RagConfig {
-        answer_template: a.answer_template.clone(),
+        answer_template: a.answer_template.replace("\\n", "\n"),
         passage_tokens: a.passage_tokens,
         max_new_tokens: a.max_new_tokens,
         ..RagConfig::default()
