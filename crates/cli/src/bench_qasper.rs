@@ -784,7 +784,9 @@ fn markdown(r: &Report) -> String {
             speed
         );
     }
-    s += "\nThe two `LLM, ...` rows bracket Token F1: no passage, and all gold evidence paragraphs (the same value in both F1 columns).\n";
+    if r.rows.iter().any(|row| row.kind == "answer-bracket") {
+        s += "\nThe two `LLM, ...` rows bracket Token F1: no passage, and all gold evidence paragraphs (the same value in both F1 columns).\n";
+    }
     for c in &r.comparisons {
         let p = |v: Option<f64>| v.map(|x| format!("{x:+.1}%")).unwrap_or_else(|| "–".into());
         s += &format!(
