@@ -287,20 +287,16 @@ fn killed_training_run_resumes_to_the_same_weights() {
             .unwrap();
         assert!(diff <= 1e-6, "{name}: max |diff| {diff}");
     }
-    let steps = |dir: &Path| {
+    // metrics.jsonl lines holding `key`: optimizer steps ("loss") or evaluations ("dev").
+    let count = |dir: &Path, key: &str| {
         std::fs::read_to_string(dir.join("metrics.jsonl"))
             .unwrap()
             .lines()
-            .filter(|l| l.contains("\"loss\""))
+            .filter(|l| l.contains(&format!("\"{key}\"")))
             .count()
     };
-    let evals = |dir: &Path| {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains("\"dev\""))
-            .count()
-    };
+    let steps = |dir: &Path| count(dir, "loss");
+    let evals = |dir: &Path| count(dir, "dev");
     assert_eq!(
         evals(&killed),
         2,
