@@ -1,4 +1,4 @@
-use crate::common::{load_encoder, DataDir, DEFAULT_ENCODER};
+use crate::common::{DataDir, DEFAULT_ENCODER};
 use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
@@ -17,6 +17,8 @@ pub enum BenchCmd {
     Embed {
         #[arg(long, default_value = DEFAULT_ENCODER)]
         model: PathBuf,
+        #[arg(long, help = crate::common::ENCODER_BF16_HELP)]
+        bf16: bool,
         #[arg(long, default_value_t = 512)]
         passages: usize,
         /// Tokens per passage, [CLS] and [SEP] included.
@@ -57,10 +59,8 @@ pub enum BenchCmd {
     /// LLM scoring throughput: sequences of real QASPER text cut to a fixed length,
     /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
     Label {
-        #[arg(long, default_value = crate::label_cmd::DEFAULT_LM)]
-        lm: PathBuf,
-        #[arg(long)]
-        quantized: bool,
+        #[command(flatten)]
+        lm: crate::common::LmArgs,
         #[arg(long, default_value_t = 32)]
         sequences: usize,
         #[arg(long, default_value_t = 256)]
@@ -81,6 +81,7 @@ pub enum BenchCmd {
 struct LabelBench {
     bench: &'static str,
     lm: String,
+    bf16: bool,
     sequences: usize,
     tokens_per_sequence: usize,
     answer_tokens: usize,
@@ -101,6 +102,7 @@ struct LabelRow {
 struct EmbedBench {
     bench: &'static str,
     model: String,
+    bf16: bool,
     passages: usize,
     tokens_per_passage: usize,
     batch: usize,
@@ -220,7 +222,6 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         }
         BenchCmd::Label {
             lm,
-            quantized,
             sequences,
             tokens,
             answer,
@@ -232,10 +233,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 answer > 0 && answer < tokens,
                 "--answer must be between 1 and --tokens - 1"
             );
-            let model = uae_lm::CausalLm::load(&uae_lm::LmSource {
-                path: lm.clone(),
-                quantized,
-            })?;
+            let model = lm.load()?;
             let q = data.load(Split::Test)?;
             let mut seqs: Vec<Vec<u32>> = Vec::new();
             for p in q.passages() {
@@ -281,7 +279,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             }
             let out = LabelBench {
                 bench: "label",
-                lm: lm.display().to_string(),
+                lm: lm.lm.display().to_string(),
+                bf16: lm.bf16,
                 sequences,
                 tokens_per_sequence: tokens,
                 answer_tokens: answer,
@@ -293,13 +292,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         }
         BenchCmd::Embed {
             model,
+            bf16,
             passages,
             tokens,
             batch,
             repeats,
             data,
         } => {
-            let enc = load_encoder(&model)?;
+            let enc = crate::common::load_encoder_in(&model, bf16)?;
             let q = data.load(Split::Test)?;
             // Paragraphs long enough to fill `tokens`, cut to exactly that many ids.
             let mut seqs: Vec<Vec<u32>> = Vec::new();
@@ -335,6 +335,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             let out = EmbedBench {
                 bench: "embed",
                 model: model.display().to_string(),
+                bf16,
                 passages,
                 tokens_per_passage: tokens,
                 batch,

@@ -19,7 +19,6 @@ use uae_encoder::{BatchOptions, Encoder};
 use uae_eval::f1::max_f1;
 use uae_eval::Metrics;
 use uae_index::{Bm25Params, DenseIndex, ScopedBm25, Scopes};
-use uae_lm::{CausalLm, LmSource};
 use uae_rag::{AnswerRecord, Rag, RagConfig, Reranker, ScoreRecord, Store};
 
 #[derive(clap::Args, Debug)]
@@ -55,11 +54,8 @@ pub struct QasperBenchArgs {
     #[arg(long = "model", value_parser = parse_named)]
     models: Vec<(String, PathBuf)>,
     /// The LLM for answers and re-ranking (the labeler's).
-    #[arg(long, default_value = crate::label_cmd::DEFAULT_LM)]
-    lm: PathBuf,
-    /// Keep GGUF weights quantized (less memory, slower prefill).
-    #[arg(long)]
-    quantized: bool,
+    #[command(flatten)]
+    lm: crate::common::LmArgs,
     /// Base-encoder candidates re-ranked by the LLM per question.
     #[arg(long, default_value_t = 10)]
     rerank_depth: usize,
@@ -513,17 +509,7 @@ pub fn run(a: QasperBenchArgs) -> Result<()> {
         ..RagConfig::default()
     };
     let need_lm = !(a.no_rerank && a.no_answers);
-    let lm = if need_lm {
-        Some(
-            CausalLm::load(&LmSource {
-                path: a.lm.clone(),
-                quantized: a.quantized,
-            })
-            .with_context(|| format!("loading the LLM {}", a.lm.display()))?,
-        )
-    } else {
-        None
-    };
+    let lm = if need_lm { Some(a.lm.load()?) } else { None };
     let rag = lm
         .as_ref()
         .map(|lm| Rag::new(lm, cfg.clone()))
@@ -671,7 +657,7 @@ pub fn run(a: QasperBenchArgs) -> Result<()> {
         latency_queries,
         threads: rayon::current_num_threads(),
         rerank_depth: a.rerank_depth,
-        lm: a.lm.display().to_string(),
+        lm: a.lm.lm.display().to_string(),
         lm_sha256: lm
             .as_ref()
             .map(|l| l.model_hash.clone())

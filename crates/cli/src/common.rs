@@ -31,6 +31,36 @@ pub fn limit_queries(coll: &mut uae_data::Collection, n: usize) {
     coll.passages.retain(|p| scopes.contains(&p.scope));
 }
 
+/// `--lm`, `--quantized`, `--bf16`: which LLM, and in what precision.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LmArgs {
+    /// The LLM: a GGUF file (llama/qwen2) or a HF safetensors folder.
+    #[arg(long, default_value = crate::label_cmd::DEFAULT_LM)]
+    pub lm: PathBuf,
+    /// Keep GGUF weights quantised (less memory, ~20x slower prefill on CPU).
+    #[arg(long, conflicts_with = "bf16")]
+    pub quantized: bool,
+    /// Round the weights to bf16 and multiply on Intel AMX tiles: 2-3x faster on
+    /// Sapphire Rapids or later, NLL within 0.01 nats of f32 on the fixtures. Labels and
+    /// caches are keyed apart from f32 ones.
+    #[arg(long)]
+    pub bf16: bool,
+}
+
+impl LmArgs {
+    pub fn load(&self) -> Result<uae_lm::CausalLm> {
+        let mut lm = uae_lm::CausalLm::load(&uae_lm::LmSource {
+            path: self.lm.clone(),
+            quantized: self.quantized,
+        })
+        .with_context(|| format!("loading the LLM {}", self.lm.display()))?;
+        if self.bf16 {
+            lm.to_bf16()?;
+        }
+        Ok(lm)
+    }
+}
+
 pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
 
 pub fn load_encoder(dir: &Path) -> Result<Encoder> {
@@ -41,6 +71,19 @@ pub fn load_encoder(dir: &Path) -> Result<Encoder> {
         )
     })
 }
+
+/// [`load_encoder`], then the projections in bf16 on AMX tiles when `bf16` is set.
+pub fn load_encoder_in(dir: &Path, bf16: bool) -> Result<Encoder> {
+    let mut enc = load_encoder(dir)?;
+    if bf16 {
+        enc.model.to_bf16()?;
+    }
+    Ok(enc)
+}
+
+/// Help text shared by the encoders' `--bf16` flags.
+pub const ENCODER_BF16_HELP: &str = "Run the bi-encoder's projections in bf16 on Intel AMX \
+tiles (Sapphire Rapids or later): faster, cosine >= 0.9999 to f32 on the fixtures";
 
 /// A progress bar on stderr with rate and ETA. When stderr is not a terminal (a job
 /// under `nohup`), indicatif draws nothing, so a log line is written every 30 s instead.

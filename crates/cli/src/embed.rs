@@ -1,4 +1,4 @@
-use crate::common::{load_encoder, progress, DEFAULT_ENCODER};
+use crate::common::{progress, DEFAULT_ENCODER};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -16,6 +16,8 @@ pub struct EmbedArgs {
     /// Sentence-transformers model folder (BERT family).
     #[arg(long, default_value = DEFAULT_ENCODER)]
     model: PathBuf,
+    #[arg(long, help = crate::common::ENCODER_BF16_HELP)]
+    bf16: bool,
     /// Most padded tokens per forward pass (memory vs. speed).
     #[arg(long, default_value_t = 8192)]
     max_tokens: usize,
@@ -40,7 +42,7 @@ struct Out<'a> {
 pub fn run(a: EmbedArgs) -> Result<()> {
     let rows: Vec<In> = uae_data::read_jsonl(&a.input)?;
     anyhow::ensure!(!rows.is_empty(), "{}: no texts to embed", a.input.display());
-    let enc = load_encoder(&a.model)?;
+    let enc = crate::common::load_encoder_in(&a.model, a.bf16)?;
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let pb = progress(texts.len() as u64, "embedding");
     let opts = BatchOptions {

@@ -1,4 +1,4 @@
-use crate::common::{load_encoder, progress, write_json, DataDir, DEFAULT_ENCODER};
+use crate::common::{progress, write_json, DataDir, DEFAULT_ENCODER};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -27,6 +27,8 @@ pub struct EvalArgs {
     /// Bi-encoder folder for --retriever dense.
     #[arg(long, default_value = DEFAULT_ENCODER)]
     model: PathBuf,
+    #[arg(long, help = crate::common::ENCODER_BF16_HELP)]
+    bf16: bool,
     /// Output folder: run.trec, qrels.trec, report.json.
     #[arg(long)]
     out: PathBuf,
@@ -177,7 +179,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             None,
         ),
         RetrieverKind::Dense => {
-            let enc = load_encoder(&a.model)?;
+            let enc = crate::common::load_encoder_in(&a.model, a.bf16)?;
             let opts = BatchOptions {
                 max_tokens: a.max_tokens,
                 ..Default::default()

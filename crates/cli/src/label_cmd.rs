@@ -8,7 +8,6 @@ use uae_index::{Bm25Params, DenseIndex, ScopedBm25, Scopes};
 use uae_label::{
     label, mine, paragraph_numbers, utility_histogram, CandidateMode, Job, LabelConfig, Template,
 };
-use uae_lm::{CausalLm, LmSource};
 
 pub const DEFAULT_LM: &str = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -41,12 +40,8 @@ pub struct LabelArgs {
     out: PathBuf,
     #[arg(long, value_enum, default_value = "gold")]
     candidates: Mode,
-    /// The LLM: a GGUF file (llama/qwen2) or a HF safetensors folder.
-    #[arg(long, default_value = DEFAULT_LM)]
-    lm: PathBuf,
-    /// Keep GGUF weights quantised (less memory, ~20x slower prefill on CPU).
-    #[arg(long)]
-    quantized: bool,
+    #[command(flatten)]
+    lm: crate::common::LmArgs,
     /// Bi-encoder that mines dense hard negatives.
     #[arg(long, default_value = DEFAULT_ENCODER)]
     encoder: PathBuf,
@@ -124,18 +119,14 @@ pub fn run(a: LabelArgs) -> Result<()> {
         "no question of {} has an answer to label",
         a.split
     );
-    let lm = CausalLm::load(&LmSource {
-        path: a.lm.clone(),
-        quantized: a.quantized,
-    })
-    .context("loading the LLM")?;
+    let lm = a.lm.load()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let manifest = Manifest {
         version: env!("CARGO_PKG_VERSION").into(),
         split: a.split.to_string(),
         limit: a.limit,
         data_file: qasper.path.display().to_string(),
-        lm: a.lm.display().to_string(),
+        lm: a.lm.lm.display().to_string(),
         lm_sha256: lm.model_hash.clone(),
         encoder: a.encoder.display().to_string(),
         config: cfg.clone(),

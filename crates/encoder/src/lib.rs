@@ -25,6 +25,8 @@ pub enum Error {
     Weights { path: PathBuf, message: String },
     #[error("{path}: unsupported model: {message}")]
     Unsupported { path: PathBuf, message: String },
+    #[error("bf16: {0}")]
+    Precision(String),
     #[error("sequence of {len} tokens exceeds the model's {max} positions")]
     TooLong { len: usize, max: usize },
     #[error(transparent)]

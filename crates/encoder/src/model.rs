@@ -6,7 +6,7 @@
 //! resumed training run repeats the same masks); token type
 //! ids are always 0 (single-segment input).
 
-use crate::ops::{attention, layer_norm, linear};
+use crate::ops::{attention, layer_norm, linear, linear_bf16, PackedLinear};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Deserialize;
@@ -56,6 +56,8 @@ struct Layer {
     v_b: Tensor,
     /// Q, K, V stacked once at load time for inference-only models.
     qkv: Option<(Tensor, Tensor)>,
+    /// QKV, output, intermediate and FFN-output projections in bf16 ([`Bert::to_bf16`]).
+    bf16: Option<[PackedLinear; 4]>,
     o_w: Tensor,
     o_b: Tensor,
     ln1_g: Tensor,
@@ -187,6 +189,7 @@ impl Bert {
                 v_w: g("attention.self.value.weight", &[h, h])?,
                 v_b: g("attention.self.value.bias", &[h])?,
                 qkv: None,
+                bf16: None,
                 o_w: g("attention.output.dense.weight", &[h, h])?,
                 o_b: g("attention.output.dense.bias", &[h])?,
                 ln1_g: g("attention.output.LayerNorm.weight", &[h])?,
@@ -220,6 +223,41 @@ impl Bert {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Rounds the four projections of every layer to bf16 for the AMX tile GEMM
+    /// (inference on CPUs with AMX; embeddings, layer norms and attention stay f32).
+    /// Errors for trainable models, non-CPU devices, and CPUs without AMX.
+    pub fn to_bf16(&mut self) -> Result<()> {
+        if !self.vars.is_empty() || !self.device.is_cpu() {
+            return Err(Error::Precision(
+                "for inference on the CPU only (this model is trainable or on a GPU)".into(),
+            ));
+        }
+        if !uae_kernels::amx::available() {
+            return Err(Error::Precision(
+                "needs a CPU with AMX (Intel Sapphire Rapids or later) and Linux 5.16+; run in f32"
+                    .into(),
+            ));
+        }
+        for l in &mut self.layers {
+            let (w, b) = match &l.qkv {
+                Some((w, b)) => (w.clone(), b.clone()),
+                None => l.stacked_qkv()?,
+            };
+            l.bf16 = Some([
+                PackedLinear::new(&w, &b)?,
+                PackedLinear::new(&l.o_w, &l.o_b)?,
+                PackedLinear::new(&l.i_w, &l.i_b)?,
+                PackedLinear::new(&l.out_w, &l.out_b)?,
+            ]);
+        }
+        Ok(())
+    }
+
+    /// Whether [`Bert::to_bf16`] has run.
+    pub fn is_bf16(&self) -> bool {
+        self.layers.iter().any(|l| l.bf16.is_some())
     }
 
     /// Trainable parameters with their checkpoint names (without any `bert.` prefix).
@@ -270,6 +308,17 @@ impl Bert {
         let mut x = drop(x)?;
         let eps = self.config.layer_norm_eps;
         for layer in &self.layers {
+            if let Some([qkv_p, o_p, i_p, out_p]) = &layer.bf16 {
+                let qkv = linear_bf16(&x, qkv_p, false)?.reshape((b, s, 3 * h))?;
+                let ctx =
+                    attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
+                let a = linear_bf16(&ctx, o_p, false)?;
+                let a = layer_norm(&(a + &x)?, &layer.ln1_g, &layer.ln1_b, eps)?;
+                let inter = linear_bf16(&a, i_p, true)?;
+                let o = linear_bf16(&inter, out_p, false)?;
+                x = layer_norm(&(o + &a)?, &layer.ln2_g, &layer.ln2_b, eps)?;
+                continue;
+            }
             let (w, bias) = match &layer.qkv {
                 Some((w, b)) => (w.clone(), b.clone()),
                 None => layer.stacked_qkv()?,

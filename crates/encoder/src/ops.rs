@@ -129,6 +129,80 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Te
     }
 }
 
+/// A linear layer rounded to bf16 and packed for AMX tiles (inference only).
+pub struct PackedLinear {
+    w: std::sync::Arc<uae_kernels::amx::PackedB>,
+    b: std::sync::Arc<Vec<f32>>,
+}
+
+impl PackedLinear {
+    /// Packs `w [out, in]` (f32, CPU) and keeps the f32 bias `b [out]`.
+    pub fn new(w: &Tensor, b: &Tensor) -> Result<Self> {
+        let (out, inp) = w.dims2()?;
+        let wv = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let bv = b.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        if bv.len() != out {
+            candle_core::bail!(
+                "packed linear: bias [{}] for weight [{out}, {inp}]",
+                bv.len()
+            );
+        }
+        // B = W^T: element (r, c) of the [in, out] matrix is w[c * inp + r].
+        let mat = Mat {
+            data: &wv,
+            rs: 1,
+            cs: inp,
+        };
+        Ok(PackedLinear {
+            w: std::sync::Arc::new(uae_kernels::amx::PackedB::new(mat, inp, out)),
+            b: std::sync::Arc::new(bv),
+        })
+    }
+}
+
+struct PackedLinearOp<'a> {
+    p: &'a PackedLinear,
+    gelu: bool,
+}
+
+impl CustomOp1 for PackedLinearOp<'_> {
+    fn name(&self) -> &'static str {
+        "uae-linear-bf16"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(xs, xl, "linear x")?;
+        let (n, k) = xl.shape().dims2()?;
+        let out = self.p.w.n();
+        if k != self.p.w.k() {
+            candle_core::bail!("linear: x [{n}, {k}] vs packed w [{out}, {}]", self.p.w.k());
+        }
+        let mut dst = vec![0f32; n * out];
+        dst.par_chunks_mut(out)
+            .for_each(|row| row.copy_from_slice(&self.p.b));
+        let x = Mat {
+            data: x,
+            rs: k,
+            cs: 1,
+        };
+        uae_kernels::amx::gemm(n, x, &self.p.w, &mut dst, out, true, threads());
+        if self.gelu {
+            dst.par_chunks_mut(4096).for_each(gelu_inplace);
+        }
+        Ok((CpuStorage::F32(dst), (n, out).into()))
+    }
+}
+
+/// `x [n, in] -> [n, out]` through a [`PackedLinear`] (bias and GELU fused); no
+/// gradient. `x` must be f32 on the CPU.
+pub fn linear_bf16(x: &Tensor, p: &PackedLinear, gelu_after: bool) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    x.apply_op1_no_bwd(&PackedLinearOp {
+        p,
+        gelu: gelu_after,
+    })
+}
+
 // ---------------------------------------------------------------- gelu
 
 struct GeluOp;

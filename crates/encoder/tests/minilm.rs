@@ -61,6 +61,39 @@ fn matches_sentence_transformers_reference() {
     }
 }
 
+/// The AMX bf16 projections (`Bert::to_bf16`) keep every fixture embedding within
+/// cosine 0.9999 (the f32 parity bar) of sentence-transformers' f32 vector. Skipped (with a note) without AMX.
+#[test]
+fn bf16_projections_stay_close_to_reference() {
+    let mut enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
+    if let Err(e) = enc.model.to_bf16() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    assert!(enc.model.is_bf16());
+    let path = root().join("../shared/fixtures/minilm-reference.json");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = fx["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let vecs = enc.embed(&texts).unwrap();
+    let mut worst = 1f64;
+    for (i, c) in cases.iter().enumerate() {
+        let want: Vec<f32> = c["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        worst = worst.min(cosine(&vecs[i], &want));
+    }
+    eprintln!("lowest cosine, bf16 vs sentence-transformers f32: {worst:.6}");
+    assert!(worst >= 0.9999, "bf16 embeddings drift: cosine {worst}");
+    let trainable = Encoder::load(&model_dir(), &Device::Cpu, true).unwrap();
+    let mut model = trainable.model;
+    assert!(model.to_bf16().is_err(), "a trainable model must stay f32");
+}
+
 /// A batch of mixed lengths (padding, masks, bucketing) equals one text at a time.
 #[test]
 fn batch_equals_single_texts() {

@@ -1,7 +1,8 @@
 //! GFLOP/s of `sgemm` at the shapes the LM and encoder use:
-//! `cargo run --release -p uae-kernels --example gemm_shapes`.
+//! `cargo run --release -p uae-kernels --example gemm_shapes`. With AMX, the bf16 tile
+//! path too (`uae_kernels::amx`).
 use std::time::Instant;
-use uae_kernels::{sgemm, Mat};
+use uae_kernels::{amx, sgemm, Mat};
 
 fn small() {
     // Per-head attention in the encoder: Q K^T (128x128x32, K^T strided) and P V.
@@ -136,6 +137,35 @@ fn main() {
                 let s = t.elapsed().as_secs_f64() / reps as f64;
                 println!(
                     "{m}x{n}x{k} {name} threads={threads}: {:.0} GFLOP/s",
+                    2.0 * (m * n * k) as f64 / s / 1e9
+                );
+            }
+        }
+        if amx::available() {
+            let packed = amx::PackedB::new(
+                Mat {
+                    data: &b,
+                    rs: n,
+                    cs: 1,
+                },
+                k,
+                n,
+            );
+            for threads in [1, 2] {
+                let x = Mat {
+                    data: &a,
+                    rs: k,
+                    cs: 1,
+                };
+                amx::gemm(m, x, &packed, &mut c, n, false, threads);
+                let t = Instant::now();
+                let reps = 10;
+                for _ in 0..reps {
+                    amx::gemm(m, x, &packed, &mut c, n, false, threads);
+                }
+                let s = t.elapsed().as_secs_f64() / reps as f64;
+                println!(
+                    "{m}x{n}x{k} AMX bf16 threads={threads}: {:.0} GFLOP/s",
                     2.0 * (m * n * k) as f64 / s / 1e9
                 );
             }

@@ -3,6 +3,8 @@
 //! Scalar building blocks for the fused CPU kernels: a bounds-checked wrapper over
 //! the `gemm` crate, and vectorisable `exp`, `erf` and GELU.
 
+pub mod amx;
+
 use gemm::Parallelism;
 
 /// A strided matrix view: element (r, c) lives at `data[r * rs + c * cs]`.

@@ -235,7 +235,7 @@ fn group(parts: Vec<Weight>, bias: Option<Vec<f32>>) -> Group {
         .iter()
         .map(|p| match p {
             Weight::F32 { w, out, inp } => Some((w, *out, *inp)),
-            Weight::Quant { .. } => None,
+            Weight::Quant { .. } | Weight::Bf16(_) => None,
         })
         .collect();
     let Some(mats) = all_f32 else {

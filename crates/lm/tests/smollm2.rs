@@ -191,3 +191,55 @@ fn bad_inputs_are_errors() {
     .to_string();
     assert!(e.contains("junk.gguf") && e.contains("GGUF"), "{e}");
 }
+
+/// The AMX bf16 weights (`CausalLm::to_bf16`) keep the fixture answers' NLL within
+/// 0.02 nats (the f32 parity tolerance) of f32 and of HF transformers, and generation still runs. Skipped (with a
+/// note) on CPUs without AMX.
+#[test]
+fn bf16_weights_stay_close_to_f32() {
+    let path = root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut bf = CausalLm::load(&LmSource {
+        path,
+        quantized: false,
+    })
+    .unwrap();
+    if let Err(e) = bf.to_bf16() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    assert!(bf.model_hash.ends_with("+bf16"), "{}", bf.model_hash);
+    let fx: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("../shared/fixtures/smollm2-reference.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = fx["cases"].as_array().unwrap();
+    let toks: Vec<(Vec<u32>, Vec<u32>)> = cases
+        .iter()
+        .map(|c| {
+            (
+                lm().encode(c["prompt"].as_str().unwrap()).unwrap(),
+                lm().encode(c["answer"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let reqs: Vec<ScoreRequest> = toks
+        .iter()
+        .map(|(p, a)| ScoreRequest {
+            context: p,
+            targets: a,
+        })
+        .collect();
+    let (f, b) = (lm().score(&reqs).unwrap(), bf.score(&reqs).unwrap());
+    let mut worst = 0f64;
+    for (i, c) in cases.iter().enumerate() {
+        let want = c["answer_nll_mean"].as_f64().unwrap();
+        let (nf, nb) = (nll(&f[i]), nll(&b[i]));
+        eprintln!("case {i}: f32 {nf:.4} bf16 {nb:.4} reference {want:.4}");
+        worst = worst.max((nb - nf).abs()).max((nb - want).abs());
+    }
+    eprintln!("largest |bf16 - f32 or reference| NLL: {worst:.4}");
+    assert!(worst < 0.02, "bf16 drifts {worst} nats");
+    let prompt = lm().encode("The capital of France is").unwrap();
+    let out = bf.generate(&prompt, 4).unwrap();
+    assert!(!out.is_empty() && out.len() <= 4, "{out:?}");
+}
