@@ -330,3 +330,60 @@ fn killed_training_run_resumes_to_the_same_weights() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("other labels"), "{err}");
 }
+
+/// `bench qasper` keeps each bi-encoder's passage embeddings in OUT/cache: a second run
+/// reads them back and reports the same retrieval metrics; a torn cache file is
+/// ignored and rewritten, never trusted.
+#[test]
+fn bench_reuses_and_validates_its_embedding_cache() {
+    let out = std::env::temp_dir().join(format!("uae-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = || {
+        let o = uae()
+            .args([
+                "bench",
+                "qasper",
+                "--no-answers",
+                "--no-rerank",
+                "--split",
+                "dev",
+            ])
+            .args(["--questions", "3", "--latency-queries", "2", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| (row["system"].to_string(), row["metrics"].to_string()))
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    assert!(
+        first
+            .iter()
+            .any(|(s, m)| s.contains("minilm") && m.contains("map")),
+        "{first:?}"
+    );
+    let cached: Vec<PathBuf> = std::fs::read_dir(out.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert_eq!(run(), first);
+    let len = std::fs::metadata(&cached[0]).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cached[0])
+        .unwrap();
+    f.set_len(len / 2).unwrap();
+    assert_eq!(run(), first);
+    assert_eq!(std::fs::metadata(&cached[0]).unwrap().len(), len);
+    let _ = std::fs::remove_dir_all(&out);
+}
