@@ -76,6 +76,11 @@ pub struct QasperBenchArgs {
     /// Longest generated answer, in tokens.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
+    /// Prompts decoded together. Decoding reads every weight once per step for the
+    /// whole batch, so larger batches are nearly free per step (bf16, batch 32: 52 ms a
+    /// step vs 35 ms at 8). Answers do not depend on it (rows are independent).
+    #[arg(long, default_value_t = 32)]
+    answer_batch: usize,
     #[arg(long, default_value = "test")]
     split: Split,
     #[command(flatten)]
@@ -453,6 +458,8 @@ fn answers(rag: &Rag, prompts: &[String], store: &mut Store<AnswerRecord>) -> Re
         distinct_new = todo.len(),
         "generating answers"
     );
+    // Similar lengths together: each chunk's batches finish their prefill together.
+    todo.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
     let pb = progress(todo.len() as u64, "answers");
     for chunk in todo.chunks(4 * rag.cfg.max_batch.max(1)) {
         let ps: Vec<String> = chunk.iter().map(|&i| prompts[i].clone()).collect();
@@ -586,6 +593,7 @@ pub fn run(a: QasperBenchArgs) -> Result<()> {
         answer_template: a.answer_template.replace("\\n", "\n"),
         passage_tokens: a.passage_tokens,
         max_new_tokens: a.max_new_tokens,
+        max_batch: a.answer_batch.max(1),
         ..RagConfig::default()
     };
     let need_lm = !(a.no_rerank && a.no_answers);
