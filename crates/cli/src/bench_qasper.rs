@@ -594,7 +594,6 @@ pub fn run(a: QasperBenchArgs) -> Result<()> {
         passage_tokens: a.passage_tokens,
         max_new_tokens: a.max_new_tokens,
         max_batch: a.answer_batch.max(1),
-        ..RagConfig::default()
     };
     let need_lm = !(a.no_rerank && a.no_answers);
     let lm = if need_lm { Some(a.lm.load()?) } else { None };
