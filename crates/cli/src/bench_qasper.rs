@@ -183,7 +183,8 @@ fn subset(q: &Qasper, n: Option<usize>) -> Collection {
 }
 
 /// What determines a model folder's embeddings: its files' sha256s (weights,
-/// tokenizer, pooling and length settings).
+/// tokenizer, pooling and length settings). The list and its order are part of the
+/// cache key: changing them invalidates every cached embedding.
 fn model_fingerprint(dir: &Path) -> Result<String> {
     let mut parts = Vec::new();
     for f in [

@@ -86,6 +86,20 @@ pub struct Batch {
     pub lens: Vec<usize>,
 }
 
+/// The files of a sentence-transformers folder besides `model.safetensors`: what an
+/// export copies from its base, and (with the weights) what fixes a model's embeddings.
+pub const FOLDER_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+];
+
 /// A sentence-transformers style bi-encoder: tokenizer + BERT + pooling (+ L2 norm).
 pub struct Encoder {
     pub model: Bert,

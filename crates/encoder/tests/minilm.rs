@@ -29,16 +29,29 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
+/// The cases of the sentence-transformers fixture file.
+fn fixture_cases() -> Vec<serde_json::Value> {
+    let path = root().join("../shared/fixtures/minilm-reference.json");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fx["cases"].as_array().unwrap().clone()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
 /// Token ids and embeddings match sentence-transformers on the shared fixtures
 /// (computed by `SentenceTransformer(dir).encode(texts)`, max_seq_length 256).
 #[test]
 fn matches_sentence_transformers_reference() {
     let enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
     assert_eq!(enc.max_seq_length, 256);
-    let path = root().join("../shared/fixtures/minilm-reference.json");
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let cases = fx["cases"].as_array().unwrap();
+    let cases = fixture_cases();
     let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
     let ids = enc.tokenize(&texts).unwrap();
     let vecs = enc.embed(&texts).unwrap();
@@ -50,12 +63,7 @@ fn matches_sentence_transformers_reference() {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         assert_eq!(ids[i], want_ids, "token ids of case {i}");
-        let want: Vec<f32> = c["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let want = floats(&c["embedding"]);
         let cos = cosine(&vecs[i], &want);
         assert!(cos >= 0.9999, "case {i}: cosine {cos}");
     }
@@ -71,20 +79,12 @@ fn bf16_projections_stay_close_to_reference() {
         return;
     }
     assert!(enc.model.is_bf16());
-    let path = root().join("../shared/fixtures/minilm-reference.json");
-    let fx: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let cases = fx["cases"].as_array().unwrap();
+    let cases = fixture_cases();
     let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
     let vecs = enc.embed(&texts).unwrap();
     let mut worst = 1f64;
     for (i, c) in cases.iter().enumerate() {
-        let want: Vec<f32> = c["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let want = floats(&c["embedding"]);
         worst = worst.min(cosine(&vecs[i], &want));
     }
     eprintln!("lowest cosine, bf16 vs sentence-transformers f32: {worst:.6}");

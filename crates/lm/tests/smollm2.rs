@@ -10,21 +10,52 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+fn load() -> CausalLm {
+    let p = root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} missing: run scripts/fetch-models.sh",
+        p.display()
+    );
+    CausalLm::load(&LmSource {
+        path: p,
+        quantized: false,
+    })
+    .unwrap()
+}
+
 fn lm() -> &'static CausalLm {
     static LM: OnceLock<CausalLm> = OnceLock::new();
-    LM.get_or_init(|| {
-        let p = root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(
-            p.is_file(),
-            "{} missing: run scripts/fetch-models.sh",
-            p.display()
-        );
-        CausalLm::load(&LmSource {
-            path: p,
-            quantized: false,
+    LM.get_or_init(load)
+}
+
+fn fixture() -> serde_json::Value {
+    let path = root().join("../shared/fixtures/smollm2-reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// (prompt ids, answer ids) of each fixture case, by our tokenizer.
+fn fixture_ids(cases: &[serde_json::Value]) -> Vec<(Vec<u32>, Vec<u32>)> {
+    cases
+        .iter()
+        .map(|c| {
+            (
+                lm().encode(c["prompt"].as_str().unwrap()).unwrap(),
+                lm().encode(c["answer"].as_str().unwrap()).unwrap(),
+            )
         })
-        .unwrap()
-    })
+        .collect()
+}
+
+/// One request per (prompt ids, answer ids) pair.
+fn requests(pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<ScoreRequest<'_>> {
+    pairs
+        .iter()
+        .map(|(p, a)| ScoreRequest {
+            context: p,
+            targets: a,
+        })
+        .collect()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
@@ -43,30 +74,15 @@ fn nll(lp: &[f32]) -> f64 {
 /// on the same GGUF (dequantised to f32), per fixture case.
 #[test]
 fn matches_transformers_reference() {
-    let fx: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("../shared/fixtures/smollm2-reference.json")).unwrap(),
-    )
-    .unwrap();
+    let fx = fixture();
     assert_eq!(lm().model_hash, fx["sha256"].as_str().unwrap());
     let cases = fx["cases"].as_array().unwrap();
-    let mut prompts = Vec::new();
-    let mut answers = Vec::new();
-    for (i, c) in cases.iter().enumerate() {
-        let p = lm().encode(c["prompt"].as_str().unwrap()).unwrap();
-        let a = lm().encode(c["answer"].as_str().unwrap()).unwrap();
-        assert_eq!(p, ids(&c["prompt_ids"]), "prompt ids of case {i}");
-        assert_eq!(a, ids(&c["answer_ids"]), "answer ids of case {i}");
-        prompts.push(p);
-        answers.push(a);
+    let pairs = fixture_ids(cases);
+    for (i, (c, (p, a))) in cases.iter().zip(&pairs).enumerate() {
+        assert_eq!(p, &ids(&c["prompt_ids"]), "prompt ids of case {i}");
+        assert_eq!(a, &ids(&c["answer_ids"]), "answer ids of case {i}");
     }
-    let reqs: Vec<ScoreRequest> = prompts
-        .iter()
-        .zip(&answers)
-        .map(|(p, a)| ScoreRequest {
-            context: p,
-            targets: a,
-        })
-        .collect();
+    let reqs = requests(&pairs);
     let got = lm().score(&reqs).unwrap();
     for (i, c) in cases.iter().enumerate() {
         let want = c["answer_nll_mean"].as_f64().unwrap();
@@ -117,13 +133,7 @@ fn batch_equals_single_sequences() {
         .iter()
         .map(|(p, a)| (lm().encode(p).unwrap(), lm().encode(a).unwrap()))
         .collect();
-    let reqs: Vec<ScoreRequest> = enc
-        .iter()
-        .map(|(p, a)| ScoreRequest {
-            context: p,
-            targets: a,
-        })
-        .collect();
+    let reqs = requests(&enc);
     let batch = lm().score(&reqs).unwrap();
     for (i, r) in reqs.iter().enumerate() {
         let single = lm()
@@ -197,38 +207,16 @@ fn bad_inputs_are_errors() {
 /// note) on CPUs without AMX.
 #[test]
 fn bf16_weights_stay_close_to_f32() {
-    let path = root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let mut bf = CausalLm::load(&LmSource {
-        path,
-        quantized: false,
-    })
-    .unwrap();
+    let mut bf = load();
     if let Err(e) = bf.to_bf16() {
         eprintln!("skipped: {e}");
         return;
     }
     assert!(bf.model_hash.ends_with("+bf16"), "{}", bf.model_hash);
-    let fx: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("../shared/fixtures/smollm2-reference.json")).unwrap(),
-    )
-    .unwrap();
+    let fx = fixture();
     let cases = fx["cases"].as_array().unwrap();
-    let toks: Vec<(Vec<u32>, Vec<u32>)> = cases
-        .iter()
-        .map(|c| {
-            (
-                lm().encode(c["prompt"].as_str().unwrap()).unwrap(),
-                lm().encode(c["answer"].as_str().unwrap()).unwrap(),
-            )
-        })
-        .collect();
-    let reqs: Vec<ScoreRequest> = toks
-        .iter()
-        .map(|(p, a)| ScoreRequest {
-            context: p,
-            targets: a,
-        })
-        .collect();
+    let toks = fixture_ids(cases);
+    let reqs = requests(&toks);
     let (f, b) = (lm().score(&reqs).unwrap(), bf.score(&reqs).unwrap());
     let mut worst = 0f64;
     for (i, c) in cases.iter().enumerate() {

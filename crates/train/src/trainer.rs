@@ -511,17 +511,7 @@ pub fn export(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<()> {
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
     candle_core::safetensors::save(&model, tmp.join("model.safetensors"))?;
-    for f in [
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "vocab.txt",
-        "modules.json",
-        "sentence_bert_config.json",
-        "config_sentence_transformers.json",
-        "1_Pooling/config.json",
-    ] {
+    for f in uae_encoder::FOLDER_FILES {
         let src = base_dir.join(f);
         if src.is_file() {
             std::fs::copy(&src, tmp.join(f)).map_err(io(&src))?;
