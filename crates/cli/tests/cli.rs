@@ -23,7 +23,12 @@ fn uae() -> Command {
 }
 
 fn fails_with(args: &[&str], needles: &[&str]) {
-    let out = uae().args(args).output().unwrap();
+    fails_with_cmd(uae().args(args), needles);
+}
+
+fn fails_with_cmd(cmd: &mut Command, needles: &[&str]) {
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let out = cmd.output().unwrap();
     assert!(!out.status.success(), "{args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err
@@ -40,6 +45,21 @@ fn fails_with(args: &[&str], needles: &[&str]) {
 fn bad_inputs_exit_non_zero_with_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
+    // bf16 where there is no AMX (UAE_NO_AMX hides it on machines that have it).
+    std::fs::write(p.join("texts.jsonl"), "{\"text\": \"hi\"}\n").unwrap();
+    let mut embed = uae();
+    embed
+        .env("UAE_NO_AMX", "1")
+        .args(["embed", "--bf16", "--input"])
+        .arg(p.join("texts.jsonl"))
+        .arg("--out")
+        .arg(p.join("v.jsonl"));
+    fails_with_cmd(&mut embed, &["bf16", "AMX"]);
+    let mut label = uae();
+    label
+        .env("UAE_NO_AMX", "1")
+        .args(["bench", "label", "--bf16", "--sequences", "1"]);
+    fails_with_cmd(&mut label, &["bf16", "AMX"]);
     // Bad JSON in a QASPER file.
     std::fs::write(p.join("qasper-test-v0.3.json"), "{ not json").unwrap();
     fails_with(
