@@ -294,6 +294,16 @@ fn killed_training_run_resumes_to_the_same_weights() {
         weights(&killed.join("model/model.safetensors")),
     );
     assert_eq!(a.len(), b.len());
+    // The export says it holds PyTorch-layout weights: HF transformers (and so
+    // sentence-transformers) refuses safetensors files without this metadata.
+    let bytes = std::fs::read(full.join("model/model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(
+        header["__metadata__"]["format"], "pt",
+        "{}",
+        header["__metadata__"]
+    );
     for (name, ta) in &a {
         let diff = (ta - &b[name])
             .unwrap()

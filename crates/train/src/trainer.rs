@@ -491,6 +491,36 @@ fn load_checkpoint(
     Ok(state)
 }
 
+/// Adds `"__metadata__": {"format": "pt"}` to a safetensors header, rewriting the
+/// file. HF transformers refuses safetensors weights without it (`metadata.get`
+/// on None), so sentence-transformers could not load an export otherwise. Tensor
+/// offsets are relative to the end of the header, so only the header changes.
+fn mark_pytorch_format(path: &Path) -> std::io::Result<()> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let bytes = std::fs::read(path)?;
+    let n = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("safetensors file shorter than its header length"))?
+        as usize;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| bad("safetensors header runs past the end of the file"))?;
+    let mut json: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    json.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
+    let mut head = serde_json::to_vec(&json).map_err(|e| bad(&e.to_string()))?;
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + bytes.len() - 8 - n);
+    out.extend((head.len() as u64).to_le_bytes());
+    out.extend(head);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(path, out)
+}
+
 /// Writes a sentence-transformers folder: the model's weights plus the base model's
 /// config, tokenizer and pooling files.
 pub fn export(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<()> {
@@ -510,7 +540,9 @@ pub fn export(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<()> {
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    candle_core::safetensors::save(&model, tmp.join("model.safetensors"))?;
+    let weights = tmp.join("model.safetensors");
+    candle_core::safetensors::save(&model, &weights)?;
+    mark_pytorch_format(&weights).map_err(io(&weights))?;
     for f in uae_encoder::FOLDER_FILES {
         let src = base_dir.join(f);
         if src.is_file() {
