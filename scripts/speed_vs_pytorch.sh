@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Same-machine, same-window speed comparison: uae (f32 and bf16) against PyTorch at the
+# shapes of `uae bench embed|label|train`, alternating the two so that drift in the
+# machine's speed hits both. Needs a venv with torch, sentence-transformers,
+# transformers, accelerate and gguf (PY=path/to/python), and an idle machine.
+#   PY=/root/st-venv/bin/python scripts/speed_vs_pytorch.sh [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+ROUNDS=${1:-2}
+UAE=./target/release/uae
+PT="$PY scripts/pytorch_baselines.py"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  echo "embed uae-f32 $($UAE bench embed 2>/dev/null | jq .tokens_per_s)"
+  echo "embed pytorch $($PT embed 2>/dev/null | jq .tokens_per_s)"
+  echo "embed uae-bf16 $($UAE bench embed --bf16 2>/dev/null | jq .tokens_per_s)"
+  echo "label uae-f32 $($UAE bench label 2>/dev/null | jq -c '[.results[].tokens_per_s]')"
+  echo "label pytorch $($PT label 2>/dev/null | jq -c '[.results[].tokens_per_s]')"
+  echo "label uae-bf16 $($UAE bench label --bf16 2>/dev/null | jq -c '[.results[].tokens_per_s]')"
+  echo "train uae-f32 $($UAE bench train --steps 2 2>/dev/null | jq .tokens_per_s)"
+  echo "train pytorch $($PT train 2>/dev/null | jq .tokens_per_s)"
+done
