@@ -359,6 +359,19 @@ mod tests {
     use super::*;
 
     fn check(m: usize, k: usize, n: usize, accumulate: bool, threads: usize) {
+        check_layout(m, k, n, accumulate, threads, false);
+        check_layout(m, k, n, accumulate, threads, true);
+    }
+
+    /// `transposed_a`: A is read through a column-major view (the strided path).
+    fn check_layout(
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+        threads: usize,
+        transposed_a: bool,
+    ) {
         if !available() {
             eprintln!("no AMX on this machine: skipped");
             return;
@@ -366,6 +379,26 @@ mod tests {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
             .collect();
+        // The same logical A stored column-major.
+        let mut at = vec![0f32; m * k];
+        for r in 0..m {
+            for t in 0..k {
+                at[t * m + r] = a[r * k + t];
+            }
+        }
+        let view = if transposed_a {
+            Mat {
+                data: &at,
+                rs: 1,
+                cs: m,
+            }
+        } else {
+            Mat {
+                data: &a,
+                rs: k,
+                cs: 1,
+            }
+        };
         let b: Vec<f32> = (0..k * n)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / 64.0)
             .collect();
@@ -383,19 +416,7 @@ mod tests {
         let c_rs = n + 3;
         let init = |i: usize| (i % 7) as f32;
         let mut c: Vec<f32> = (0..m * c_rs).map(init).collect();
-        gemm(
-            m,
-            Mat {
-                data: &a,
-                rs: k,
-                cs: 1,
-            },
-            &packed,
-            &mut c,
-            c_rs,
-            accumulate,
-            threads,
-        );
+        gemm(m, view, &packed, &mut c, c_rs, accumulate, threads);
         for r in 0..m {
             for j in 0..c_rs {
                 let got = c[r * c_rs + j];
