@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use uae_core::{Hit, Passage, Query};
 use uae_data::{Collection, Qasper, Split};
-use uae_encoder::{BatchOptions, Encoder};
+use uae_encoder::Encoder;
 use uae_eval::f1::max_f1;
 use uae_eval::Metrics;
 use uae_index::{Bm25Params, DenseIndex, ScopedBm25, Scopes};
@@ -186,83 +186,6 @@ fn subset(q: &Qasper, n: Option<usize>) -> Collection {
     coll
 }
 
-/// What determines a model folder's embeddings: its files' sha256s (weights,
-/// tokenizer, pooling and length settings). The list and its order are part of the
-/// cache key: changing them invalidates every cached embedding.
-fn model_fingerprint(dir: &Path) -> Result<String> {
-    let mut parts = Vec::new();
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "1_Pooling/config.json",
-    ] {
-        let p = dir.join(f);
-        if p.is_file() {
-            parts.push(format!("{f}={}", uae_lm::file_sha256(&p)?));
-        }
-    }
-    Ok(parts.join(","))
-}
-
-/// Passage embeddings, from `cache/emb-<key>.bin` when an earlier run of the same model
-/// over the same passages left them there (key: model files + passage texts). The file
-/// is `n: u64, dim: u64` then `n * dim` little-endian f32, written whole and renamed, so
-/// a killed run leaves either nothing or a complete file.
-fn passage_embeddings(
-    name: &str,
-    enc: &Encoder,
-    dir: &Path,
-    coll: &Collection,
-    cache: &Path,
-) -> Result<Vec<Vec<f32>>> {
-    let texts: Vec<&str> = coll.passages.iter().map(|p| p.text.as_str()).collect();
-    let fp = model_fingerprint(dir)?;
-    let mut parts: Vec<&[u8]> = vec![b"passage-embeddings-v1", fp.as_bytes()];
-    if enc.model.is_bf16() {
-        parts.push(b"bf16"); // f32 keys stay as they were
-    }
-    parts.extend(texts.iter().map(|t| t.as_bytes()));
-    let path = cache.join(format!("emb-{}.bin", uae_label::digest(&parts)));
-    let dim = enc.dim();
-    if let Ok(bytes) = std::fs::read(&path) {
-        let head =
-            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        if bytes.len() >= 16
-            && head(0) as usize == texts.len()
-            && head(1) as usize == dim
-            && bytes.len() == 16 + texts.len() * dim * 4
-        {
-            tracing::info!("{name}: passage embeddings from {}", path.display());
-            let floats: Vec<f32> = bytes[16..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            return Ok(floats.chunks(dim).map(<[f32]>::to_vec).collect());
-        }
-        tracing::warn!("{}: malformed, embedding again", path.display());
-    }
-    let pb = progress(texts.len() as u64, &format!("{name} index"));
-    let vecs = enc.embed_with(&texts, BatchOptions::default(), &mut |n| {
-        pb.set_position(n as u64)
-    })?;
-    pb.finish_and_clear();
-    let mut bytes = Vec::with_capacity(16 + texts.len() * dim * 4);
-    bytes.extend((texts.len() as u64).to_le_bytes());
-    bytes.extend((dim as u64).to_le_bytes());
-    for v in &vecs {
-        for x in v {
-            bytes.extend(x.to_le_bytes());
-        }
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(vecs)
-}
-
 /// Encodes and searches one query at a time, as a server would (index built first).
 fn dense_system(
     name: &str,
@@ -273,7 +196,7 @@ fn dense_system(
     latency_queries: usize,
     one_thread: &rayon::ThreadPool,
 ) -> Result<(System, DenseParts)> {
-    let vecs = passage_embeddings(name, enc, dir, coll, cache)?;
+    let vecs = crate::common::passage_embeddings(name, enc, dir, &coll.passages, cache)?;
     let parts = DenseParts {
         index: DenseIndex::new(&vecs)?,
         scopes: Scopes::new(&coll.passages),

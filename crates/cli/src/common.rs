@@ -127,3 +127,80 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
+
+/// What determines a model folder's embeddings: its files' sha256s (weights,
+/// tokenizer, pooling and length settings). The list and its order are part of the
+/// cache key: changing them invalidates every cached embedding.
+pub fn model_fingerprint(dir: &Path) -> Result<String> {
+    let mut parts = Vec::new();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        let p = dir.join(f);
+        if p.is_file() {
+            parts.push(format!("{f}={}", uae_lm::file_sha256(&p)?));
+        }
+    }
+    Ok(parts.join(","))
+}
+
+/// Passage embeddings, from `cache/emb-<key>.bin` when an earlier run of the same model
+/// over the same passages left them there (key: model files + passage texts). The file
+/// is `n: u64, dim: u64` then `n * dim` little-endian f32, written whole and renamed, so
+/// a killed run leaves either nothing or a complete file.
+pub fn passage_embeddings(
+    name: &str,
+    enc: &Encoder,
+    dir: &Path,
+    passages: &[uae_core::Passage],
+    cache: &Path,
+) -> Result<Vec<Vec<f32>>> {
+    let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();
+    let fp = model_fingerprint(dir)?;
+    let mut parts: Vec<&[u8]> = vec![b"passage-embeddings-v1", fp.as_bytes()];
+    if enc.model.is_bf16() {
+        parts.push(b"bf16"); // f32 keys stay as they were
+    }
+    parts.extend(texts.iter().map(|t| t.as_bytes()));
+    let path = cache.join(format!("emb-{}.bin", uae_label::digest(&parts)));
+    let dim = enc.dim();
+    if let Ok(bytes) = std::fs::read(&path) {
+        let head =
+            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        if bytes.len() >= 16
+            && head(0) as usize == texts.len()
+            && head(1) as usize == dim
+            && bytes.len() == 16 + texts.len() * dim * 4
+        {
+            tracing::info!("{name}: passage embeddings from {}", path.display());
+            let floats: Vec<f32> = bytes[16..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            return Ok(floats.chunks(dim).map(<[f32]>::to_vec).collect());
+        }
+        tracing::warn!("{}: malformed, embedding again", path.display());
+    }
+    let pb = progress(texts.len() as u64, &format!("{name} index"));
+    let vecs = enc.embed_with(&texts, uae_encoder::BatchOptions::default(), &mut |n| {
+        pb.set_position(n as u64)
+    })?;
+    pb.finish_and_clear();
+    let mut bytes = Vec::with_capacity(16 + texts.len() * dim * 4);
+    bytes.extend((texts.len() as u64).to_le_bytes());
+    bytes.extend((dim as u64).to_le_bytes());
+    for v in &vecs {
+        for x in v {
+            bytes.extend(x.to_le_bytes());
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(vecs)
+}

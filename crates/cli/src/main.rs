@@ -7,6 +7,7 @@ mod data_cmd;
 mod embed;
 mod eval_cmd;
 mod label_cmd;
+mod serve;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,9 @@ enum Cmd {
     Label(label_cmd::LabelArgs),
     /// Fine-tune a bi-encoder on utility labels (or gold evidence, for the ablation).
     Train(train_cmd::TrainArgs),
+    /// Serve searches over a corpus through HTTP (POST /search): encoder + exact
+    /// vector search, no LLM at query time.
+    Serve(serve::ServeArgs),
     /// Speed benchmarks; each prints one JSON object on stdout.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Cmd::Data(c) => data_cmd::run(c),
         Cmd::Embed(a) => embed::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Label(a) => label_cmd::run(a),
         Cmd::Train(a) => train_cmd::run(a),
         Cmd::Bench(c) => bench::run(c),

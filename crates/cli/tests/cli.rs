@@ -417,3 +417,106 @@ fn bench_reuses_and_validates_its_embedding_cache() {
     assert_eq!(std::fs::metadata(&cached[0]).unwrap().len(), len);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Sends one HTTP/1.1 request and returns (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// `uae serve` answers searches over a JSONL corpus (BEIR field names too), restricts
+/// them to a scope when asked, and turns bad requests into 4xx JSON errors.
+#[test]
+fn serve_answers_searches_and_rejects_bad_requests() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let corpus = d.path().join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        concat!(
+            "{\"id\": \"cat\", \"text\": \"The cat sat on the mat all afternoon.\"}\n",
+            "{\"_id\": \"rates\", \"title\": \"Finance\", \"text\": \"Interest rates rose in March.\"}\n",
+            "{\"id\": \"leaf\", \"text\": \"Photosynthesis turns light into sugar.\", \"scope\": \"bio\"}\n",
+        ),
+    )
+    .unwrap();
+    let mut child = uae()
+        .args(["serve", "--addr", "127.0.0.1:0", "--corpus"])
+        .arg(&corpus)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/search",
+        r#"{"query": "Where did the cat sit?", "k": 2}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let hits = json(&body)["hits"].as_array().unwrap().clone();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["id"], "cat");
+    assert!(hits[0]["score"].as_f64().unwrap() > hits[1]["score"].as_f64().unwrap());
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/search",
+        r#"{"query": "cat", "scope": "bio"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = json(&body)["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["leaf"]);
+    let (status, body) = http(&addr, "GET", "/health", "");
+    assert_eq!((status, json(&body)["passages"].as_u64()), (200, Some(3)));
+    for (method, path, req, want) in [
+        ("POST", "/search", "{not json", 400),
+        ("POST", "/search", r#"{"query": "  "}"#, 400),
+        ("POST", "/search", r#"{"query": "cat", "k": 0}"#, 400),
+        (
+            "POST",
+            "/search",
+            r#"{"query": "cat", "scope": "nope"}"#,
+            400,
+        ),
+        ("POST", "/search", r#"{"query": "cat", "top": 3}"#, 400),
+        ("GET", "/search", "", 405),
+        ("GET", "/elsewhere", "", 404),
+    ] {
+        let (status, body) = http(&addr, method, path, req);
+        assert_eq!(status, want, "{method} {path} {req}: {body}");
+        assert!(json(&body)["error"].is_string(), "{body}");
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}
