@@ -102,6 +102,48 @@ fn bad_inputs_exit_non_zero_with_a_clear_error() {
         ],
         &["corpus.jsonl", "empty"],
     );
+    // Training: an unknown loss, a label folder without labels, labels with no
+    // candidates.
+    fails_with(
+        &[
+            "train",
+            "--labels",
+            p.to_str().unwrap(),
+            "--loss",
+            "nope",
+            "--out",
+            "x",
+        ],
+        &["invalid value", "nope"],
+    );
+    std::fs::create_dir_all(p.join("nolabels")).unwrap();
+    fails_with(
+        &[
+            "train",
+            "--labels",
+            p.join("nolabels").to_str().unwrap(),
+            "--out",
+            p.join("t").to_str().unwrap(),
+        ],
+        &["labels.jsonl", "uae label"],
+    );
+    std::fs::create_dir_all(p.join("emptylabels")).unwrap();
+    std::fs::write(p.join("emptylabels/labels.jsonl"), "").unwrap();
+    std::fs::copy(
+        root().join("crates/cli/tests/data/label-manifest.json"),
+        p.join("emptylabels/manifest.json"),
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "train",
+            "--labels",
+            p.join("emptylabels").to_str().unwrap(),
+            "--out",
+            p.join("t2").to_str().unwrap(),
+        ],
+        &["emptylabels", "no labeled question"],
+    );
     // A model folder without tokenizer.json.
     std::fs::create_dir_all(p.join("model")).unwrap();
     std::fs::copy(
