@@ -49,6 +49,9 @@ pub enum BenchCmd {
         /// Texts per micro-batch.
         #[arg(long, default_value_t = 32)]
         micro_batch: usize,
+        /// GradCache's first pass in bf16 on AMX (see `uae train --bf16-first-pass`).
+        #[arg(long)]
+        bf16_first_pass: bool,
         /// Machine matmul peak used for the roofline fraction (GFLOP/s; PERF-NOTES: MKL 390,
         /// gemm x86-v4 330 on this machine).
         #[arg(long, default_value_t = 330.0)]
@@ -128,6 +131,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             tokens,
             steps,
             micro_batch,
+            bf16_first_pass,
             peak_gflops,
             data,
         } => {
@@ -174,6 +178,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             );
             let cfg = uae_train::TrainConfig {
                 micro_batch,
+                bf16_first_pass,
                 max_passage_tokens: tokens,
                 ..Default::default()
             };
@@ -209,6 +214,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 "candidates": candidates,
                 "tokens_per_passage": tokens,
                 "micro_batch": micro_batch,
+                "bf16_first_pass": bf16_first_pass,
                 "threads": rayon::current_num_threads(),
                 "tokens_per_step": tok,
                 "seconds_per_step_median": sec,

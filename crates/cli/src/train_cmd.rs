@@ -64,6 +64,11 @@ pub struct TrainArgs {
     /// epoch ends only. Each evaluation embeds the dev papers (minutes on 2 cores).
     #[arg(long, default_value_t = 0)]
     eval_every: u64,
+    /// Run GradCache's first pass (embeddings for the loss, no gradient) with the
+    /// projections in bf16 on AMX tiles when the CPU has them: faster steps, gradient
+    /// of a loss evaluated at embeddings within ~1e-5 of f32. Ignored without AMX.
+    #[arg(long)]
+    bf16_first_pass: bool,
     /// Evaluate on the first N dev questions only (default: all).
     #[arg(long)]
     dev_limit: Option<usize>,
@@ -138,6 +143,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         checkpoint_every: a.checkpoint_every.max(1),
         eval_every: a.eval_every,
+        bf16_first_pass: a.bf16_first_pass,
         ..Default::default()
     };
     if cfg.loss == LossKind::Infonce {

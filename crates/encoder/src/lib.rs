@@ -257,9 +257,18 @@ impl Encoder {
     /// Pooled (and, per modules.json, normalised) vectors `[b, h]`; differentiable.
     /// `dropout_seed`: `Some` for training (seeded dropout), `None` for inference.
     pub fn forward_t(&self, batch: &Batch, dropout_seed: Option<u64>) -> Result<Tensor> {
-        let hidden = self
-            .model
-            .forward_t(&batch.ids, &batch.lens, dropout_seed)?;
+        self.forward_with(&self.model, batch, dropout_seed)
+    }
+
+    /// [`Encoder::forward_t`] through another network with this encoder's pooling
+    /// (e.g. a [`Bert::bf16_snapshot`] of `self.model`).
+    pub fn forward_with(
+        &self,
+        model: &Bert,
+        batch: &Batch,
+        dropout_seed: Option<u64>,
+    ) -> Result<Tensor> {
+        let hidden = model.forward_t(&batch.ids, &batch.lens, dropout_seed)?;
         let (b, s, _) = hidden.dims3()?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,

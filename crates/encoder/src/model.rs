@@ -255,6 +255,51 @@ impl Bert {
         Ok(())
     }
 
+    /// A gradient-free copy of this model (weights shared, not copied) with its
+    /// projections packed in bf16: GradCache's first pass, which only needs the
+    /// embeddings, runs on it. Errors without AMX.
+    pub fn bf16_snapshot(&self) -> Result<Bert> {
+        let d = |t: &Tensor| t.detach();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Layer {
+                q_w: d(&l.q_w),
+                q_b: d(&l.q_b),
+                k_w: d(&l.k_w),
+                k_b: d(&l.k_b),
+                v_w: d(&l.v_w),
+                v_b: d(&l.v_b),
+                qkv: None,
+                bf16: None,
+                o_w: d(&l.o_w),
+                o_b: d(&l.o_b),
+                ln1_g: d(&l.ln1_g),
+                ln1_b: d(&l.ln1_b),
+                i_w: d(&l.i_w),
+                i_b: d(&l.i_b),
+                out_w: d(&l.out_w),
+                out_b: d(&l.out_b),
+                ln2_g: d(&l.ln2_g),
+                ln2_b: d(&l.ln2_b),
+            })
+            .collect();
+        let mut snap = Bert {
+            config: self.config.clone(),
+            word: d(&self.word),
+            pos: d(&self.pos),
+            tok_type: d(&self.tok_type),
+            emb_ln_g: d(&self.emb_ln_g),
+            emb_ln_b: d(&self.emb_ln_b),
+            layers,
+            dropout: self.dropout,
+            vars: Vec::new(),
+            device: self.device.clone(),
+        };
+        snap.to_bf16()?;
+        Ok(snap)
+    }
+
     /// Whether [`Bert::to_bf16`] has run.
     pub fn is_bf16(&self) -> bool {
         self.layers.iter().any(|l| l.bf16.is_some())
@@ -312,10 +357,12 @@ impl Bert {
                 let qkv = linear_bf16(&x, qkv_p, false)?.reshape((b, s, 3 * h))?;
                 let ctx =
                     attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
-                let a = linear_bf16(&ctx, o_p, false)?;
+                // Same dropout sites as the f32 branch, so a training-mode pass here
+                // draws the same masks (GradCache's first pass relies on it).
+                let a = drop(linear_bf16(&ctx, o_p, false)?)?;
                 let a = layer_norm(&(a + &x)?, &layer.ln1_g, &layer.ln1_b, eps)?;
                 let inter = linear_bf16(&a, i_p, true)?;
-                let o = linear_bf16(&inter, out_p, false)?;
+                let o = drop(linear_bf16(&inter, out_p, false)?)?;
                 x = layer_norm(&(o + &a)?, &layer.ln2_g, &layer.ln2_b, eps)?;
                 continue;
             }

@@ -57,6 +57,12 @@ pub struct TrainConfig {
     /// change the weights, so a run may resume with another value.
     #[serde(default)]
     pub eval_every: u64,
+    /// GradCache's first pass (embeddings only, no gradient) with the projections in
+    /// bf16 on AMX tiles, when the CPU has them: ~10% faster steps. The embeddings it
+    /// feeds the loss differ from f32 ones by ~1e-5 (cosine 0.99998), so the step's
+    /// gradient is that of a loss evaluated a hair away. Off: exact f32 GradCache.
+    #[serde(default)]
+    pub bf16_first_pass: bool,
 }
 
 impl Default for TrainConfig {
@@ -79,6 +85,7 @@ impl Default for TrainConfig {
             seed: 0,
             checkpoint_every: 50,
             eval_every: 0,
+            bf16_first_pass: false,
         }
     }
 }
@@ -301,11 +308,23 @@ pub fn step(
         let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
         Ok(enc.forward_t(&enc.batch(&seqs)?, Some(dseed))?)
     };
-    // 1. Embeddings without keeping graphs.
+    // 1. Embeddings without keeping graphs (optionally through a bf16 snapshot).
+    let snapshot = if cfg.bf16_first_pass && uae_kernels::amx::available() {
+        Some(enc.model.bf16_snapshot()?)
+    } else {
+        None
+    };
     let mut qe = Vec::new();
     let mut pe = Vec::new();
     for &(side, s, e, d) in &micro {
-        let v = encode(side, s, e, d)?.detach();
+        let v = match &snapshot {
+            Some(m) => {
+                let ids = if side == 0 { &qids } else { &pids };
+                let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
+                enc.forward_with(m, &enc.batch(&seqs)?, Some(d))?
+            }
+            None => encode(side, s, e, d)?.detach(),
+        };
         if side == 0 {
             qe.push(v)
         } else {
