@@ -50,7 +50,7 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 32)]
         micro_batch: usize,
         /// GradCache's first pass in bf16 on AMX (see `uae train --bf16-first-pass`).
-        #[arg(long)]
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bf16_first_pass: bool,
         /// Machine matmul peak used for the roofline fraction (GFLOP/s; PERF-NOTES: MKL 390,
         /// gemm x86-v4 330 on this machine).

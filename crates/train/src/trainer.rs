@@ -60,8 +60,9 @@ pub struct TrainConfig {
     /// GradCache's first pass (embeddings only, no gradient) with the projections in
     /// bf16 on AMX tiles, when the CPU has them: ~10% faster steps. The embeddings it
     /// feeds the loss differ from f32 ones by ~1e-5 (cosine 0.99998), so the step's
-    /// gradient is that of a loss evaluated a hair away. Off: exact f32 GradCache.
-    #[serde(default)]
+    /// gradient is that of a loss evaluated a hair away. On dev, a full `uae` run with
+    /// it matched the f32 run to 4 decimals on every metric. Off: exact f32 GradCache.
+    #[serde(default = "default_true")]
     pub bf16_first_pass: bool,
 }
 
@@ -85,9 +86,13 @@ impl Default for TrainConfig {
             seed: 0,
             checkpoint_every: 50,
             eval_every: 0,
-            bf16_first_pass: false,
+            bf16_first_pass: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Where a run is: written with each checkpoint.
