@@ -83,7 +83,6 @@ struct Service {
     passages: Vec<Passage>,
     index: DenseIndex,
     scopes: Scopes,
-    all: Vec<usize>,
     model: String,
     bf16: bool,
     max_k: usize,
@@ -137,7 +136,7 @@ impl Service {
                 }
                 c
             }
-            None => &self.all,
+            None => self.scopes.all(),
         };
         let q = self
             .enc
@@ -205,7 +204,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let service = Service {
         enc,
         scopes: Scopes::new(&passages),
-        all: (0..passages.len()).collect(),
         passages,
         index,
         model: a.model.display().to_string(),

@@ -54,6 +54,11 @@ impl Scopes {
         }
     }
 
+    /// Every passage, in corpus order (what an unscoped query searches).
+    pub fn all(&self) -> &[usize] {
+        &self.all
+    }
+
     pub fn scope(&self, name: &str) -> &[usize] {
         self.by_scope.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
