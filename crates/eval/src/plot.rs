@@ -261,7 +261,7 @@ fn bars(c: &mut dyn Canvas, labels: &[String], series: &[Series<Vec<f64>>]) {
         .flat_map(|s| s.values.iter().copied())
         .filter(|v| v.is_finite())
         .fold(1e-9f64, f64::max);
-    let (w, h, left, bottom, pad) = bars_size(labels.len());
+    let (w, h, left, bottom, pad) = bars_size(labels);
     let gw = (w - left - 20.0) / n;
     let bw = gw / (series.len() as f64 + 1.0);
     let plot_h = h - bottom - pad;
@@ -288,25 +288,30 @@ fn bars(c: &mut dyn Canvas, labels: &[String], series: &[Series<Vec<f64>>]) {
     legend(c, series, left);
 }
 
-fn bars_size(groups: usize) -> (f64, f64, f64, f64, f64) {
+/// Chart size and margins: `(w, h, left, bottom, pad)`. The x labels hang at -30
+/// degrees below the axis, so the bottom margin grows with the longest one (9 chart
+/// units a character, half of that downwards) and the plot keeps its height.
+fn bars_size(labels: &[String]) -> (f64, f64, f64, f64, f64) {
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let bottom = (14.0 + 4.5 * longest as f64 + 12.0).max(120.0);
     (
-        110.0 * groups.max(1) as f64 + 80.0,
-        420.0,
+        110.0 * labels.len().max(1) as f64 + 80.0,
+        300.0 + bottom,
         50.0,
-        120.0,
+        bottom,
         40.0,
     )
 }
 
 pub fn bars_svg(labels: &[String], series: &[Series<Vec<f64>>]) -> String {
-    let (w, h, ..) = bars_size(labels.len());
+    let (w, h, ..) = bars_size(labels);
     let mut c = Svg::new(w, h);
     bars(&mut c, labels, series);
     c.finish()
 }
 
 pub fn bars_png(labels: &[String], series: &[Series<Vec<f64>>]) -> Vec<u8> {
-    let (w, h, ..) = bars_size(labels.len());
+    let (w, h, ..) = bars_size(labels);
     let mut c = Raster::new(w, h, 2.0);
     bars(&mut c, labels, series);
     c.png()
@@ -523,18 +528,14 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
-    /// The PNG decodes back (zlib round trip) to the pixels drawn: a white canvas
-    /// with one red bar where the chart puts it.
-    #[test]
-    fn png_holds_the_drawn_pixels() {
-        let png = bars_png(&["a".into()], &one(vec![1.0]));
+    /// The chart's PNG decoded back (zlib round trip): `(width, height, rows)`, each
+    /// row a filter byte and RGB pixels.
+    fn decode(png: &[u8]) -> (usize, usize, Vec<u8>) {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let (w, h) = (
             u32::from_be_bytes(png[16..20].try_into().unwrap()) as usize,
             u32::from_be_bytes(png[20..24].try_into().unwrap()) as usize,
         );
-        let (cw, ch, ..) = bars_size(1);
-        assert_eq!((w, h), ((cw * 2.0) as usize, (ch * 2.0) as usize));
         let len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
         assert_eq!(&png[37..41], b"IDAT");
         let mut raw = Vec::new();
@@ -543,11 +544,48 @@ mod tests {
             .read_to_end(&mut raw)
             .unwrap();
         assert_eq!(raw.len(), h * (1 + 3 * w));
+        (w, h, raw)
+    }
+
+    /// The PNG decodes back to the pixels drawn: a white canvas with one red bar
+    /// where the chart puts it.
+    #[test]
+    fn png_holds_the_drawn_pixels() {
+        let (w, h, raw) = decode(&bars_png(&["a".into()], &one(vec![1.0])));
+        let (cw, ch, ..) = bars_size(&["a".into()]);
+        assert_eq!((w, h), ((cw * 2.0) as usize, (ch * 2.0) as usize));
         let at = |x: usize, y: usize| &raw[y * (1 + 3 * w) + 1 + 3 * x..][..3];
         assert_eq!(at(1, h - 1), [255, 255, 255]);
         // One group 190 - 50 - 20 = 120 units wide; one series: bars 60 wide starting
         // at left + 30 = 80, spanning y 40..300. Sample the middle, at 2 px per unit.
         assert_eq!(at(2 * 110, 2 * 180), [255, 0, 0]);
         assert_eq!(at(2 * 70, 2 * 180), [255, 255, 255]);
+    }
+
+    /// A long x label (the bench's "minilm + yes-no re-rank@10" was cut off) hangs
+    /// inside the canvas: its lowest ink stays clear of the bottom edge, and the
+    /// ink of every label is all there (as much as the same label drawn alone).
+    #[test]
+    fn long_labels_are_not_clipped() {
+        let ink = |labels: &[String], values: Vec<f64>| {
+            let (w, h, raw) = decode(&bars_png(labels, &one(values)));
+            let black: Vec<usize> = (0..h)
+                .flat_map(|y| (0..w).map(move |x| (x, y)))
+                .filter(|&(x, y)| raw[y * (1 + 3 * w) + 1 + 3 * x..][..3] == [0, 0, 0])
+                .map(|(_, y)| y)
+                .collect();
+            (h, black)
+        };
+        let long = "minilm + yes-no re-rank@10 and then some".to_string();
+        let (h, black) = ink(&["b".into(), long.clone()], vec![0.5, 1.0]);
+        let lowest = black.iter().copied().max().unwrap();
+        assert!(lowest + 8 < h, "label ink reaches row {lowest} of {h}");
+        let (_, short_only) = ink(&["b".into(), String::new()], vec![0.5, 1.0]);
+        let (_, long_alone) = ink(&[String::new(), long], vec![0.5, 1.0]);
+        let (_, neither) = ink(&[String::new(), String::new()], vec![0.5, 1.0]);
+        assert_eq!(
+            black.len() + neither.len(),
+            short_only.len() + long_alone.len()
+        );
     }
 }
