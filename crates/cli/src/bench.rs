@@ -1,33 +1,39 @@
-use crate::common::{DataDir, DEFAULT_ENCODER};
+//! `uae bench`: flags for the `uae-bench` library; each bench prints JSON (the QASPER
+//! table prints markdown) on stdout.
+
+use crate::common::{count, count_in, positive, Bars, DataDir, LmArgs, ENCODER_BF16_HELP};
 use anyhow::Result;
 use clap::Subcommand;
-use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Instant;
+use uae_bench::qasper::QasperBench;
+use uae_bench::speed::{EmbedBench, LabelBench, TrainBench};
 use uae_data::Split;
+use uae_rag::RagConfig;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
     /// The QASPER benchmark: BM25, base MiniLM, fine-tuned MiniLMs and LLM re-rankers;
     /// retrieval metrics, Token F1 of the LLM's answers from each top-k, latency.
-    /// Writes report.json, report.md, chart.{svg,png}, answers and TREC runs; resumable.
-    Qasper(crate::bench_qasper::QasperBenchArgs),
+    /// Writes report.json, report.md, chart.svg, answers and TREC runs; resumable.
+    Qasper(QasperArgs),
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).
     Embed {
-        #[arg(long, default_value = DEFAULT_ENCODER)]
+        #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
         model: PathBuf,
-        #[arg(long, help = crate::common::ENCODER_BF16_HELP)]
+        #[arg(long, help = ENCODER_BF16_HELP)]
         bf16: bool,
-        #[arg(long, default_value_t = 512)]
+        /// Paragraphs embedded per pass (>= 1).
+        #[arg(long, default_value_t = 512, value_parser = count())]
         passages: usize,
-        /// Tokens per passage, [CLS] and [SEP] included.
-        #[arg(long, default_value_t = 128)]
+        /// Tokens per passage, [CLS] and [SEP] included (2-512).
+        #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
         tokens: usize,
-        #[arg(long, default_value_t = 32)]
+        /// Passages per forward pass (>= 1).
+        #[arg(long, default_value_t = 32, value_parser = count())]
         batch: usize,
-        /// Timed repeats after one warm-up pass.
-        #[arg(long, default_value_t = 3)]
+        /// Timed repeats after one warm-up pass (1-1000).
+        #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
         repeats: usize,
         #[command(flatten)]
         data: DataDir,
@@ -35,27 +41,30 @@ pub enum BenchCmd {
     /// Training-step throughput at the default shape: real train questions, each with
     /// 8 paragraphs of its paper cut to 128 tokens, `uae` loss, AdamW.
     Train {
-        #[arg(long, default_value = DEFAULT_ENCODER)]
+        #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
         model: PathBuf,
-        #[arg(long, default_value_t = 16)]
+        /// Questions per step (>= 1).
+        #[arg(long, default_value_t = 16, value_parser = count())]
         questions: usize,
-        #[arg(long, default_value_t = 8)]
+        /// Paragraphs per question (>= 1).
+        #[arg(long, default_value_t = 8, value_parser = count())]
         candidates: usize,
-        #[arg(long, default_value_t = 128)]
+        /// Tokens per paragraph (2-512).
+        #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
         tokens: usize,
-        /// Timed steps after one warm-up step.
-        #[arg(long, default_value_t = 3)]
+        /// Timed steps after one warm-up step (1-1000).
+        #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
         steps: usize,
-        /// Texts per micro-batch.
-        #[arg(long, default_value_t = 32)]
+        /// Texts per micro-batch (>= 1).
+        #[arg(long, default_value_t = 32, value_parser = count())]
         micro_batch: usize,
         /// GradCache's first pass in bf16 on AMX (see `uae train --bf16-first-pass`).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         bf16_first_pass: bool,
-        /// Machine matmul peak used for the roofline fraction (GFLOP/s; PERF-NOTES: MKL 390,
-        /// gemm x86-v4 330 on this machine).
-        #[arg(long, default_value_t = 330.0)]
-        peak_gflops: f64,
+        /// Machine matmul peak used for the roofline fraction (GFLOP/s, > 0;
+        /// PERF-NOTES: MKL 390, gemm x86-v4 330 on the Xeon).
+        #[arg(long, default_value_t = 330.0, value_parser = positive)]
+        peak_gflops: f32,
         #[command(flatten)]
         data: DataDir,
     },
@@ -63,237 +72,140 @@ pub enum BenchCmd {
     /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
     Label {
         #[command(flatten)]
-        lm: crate::common::LmArgs,
-        #[arg(long, default_value_t = 32)]
+        lm: LmArgs,
+        /// Sequences scored per pass (>= 1).
+        #[arg(long, default_value_t = 32, value_parser = count())]
         sequences: usize,
-        #[arg(long, default_value_t = 256)]
+        /// Tokens per sequence (2-8192).
+        #[arg(long, default_value_t = 256, value_parser = count_in(2, 8192))]
         tokens: usize,
-        #[arg(long, default_value_t = 16)]
+        /// Scored tokens at the end of each sequence (1 to --tokens - 1).
+        #[arg(long, default_value_t = 16, value_parser = count())]
         answer: usize,
-        /// Batch sizes to measure, comma separated.
-        #[arg(long, default_value = "1,8", value_delimiter = ',')]
+        /// Batch sizes to measure, comma separated (each >= 1).
+        #[arg(long, default_value = "1,8", value_delimiter = ',', value_parser = count())]
         batches: Vec<usize>,
-        #[arg(long, default_value_t = 3)]
+        /// Timed repeats after one warm-up pass (1-1000).
+        #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
         repeats: usize,
         #[command(flatten)]
         data: DataDir,
     },
 }
 
-#[derive(Serialize)]
-struct LabelBench {
-    bench: &'static str,
-    lm: String,
-    bf16: bool,
-    sequences: usize,
-    tokens_per_sequence: usize,
-    answer_tokens: usize,
-    threads: usize,
-    /// Per batch size: (batch, tokens/s, sequences/s, seconds median).
-    results: Vec<LabelRow>,
+#[derive(clap::Args, Debug)]
+pub struct QasperArgs {
+    /// Output folder: report.json, report.md, chart.svg, runs/<system>/run.trec and
+    /// cache/. Rerunning the same command resumes from cache/.
+    #[arg(long)]
+    out: PathBuf,
+    /// The subset: the first 50 evaluable questions for quality and 10 for latency
+    /// (about 15 minutes on 2 cores with all rows).
+    #[arg(long)]
+    quick: bool,
+    /// Evaluate the first N evaluable questions, in file order (>= 1; default: all;
+    /// 50 with --quick).
+    #[arg(long, value_parser = count())]
+    questions: Option<usize>,
+    /// Questions timed per system and thread setting (>= 1; default: 50; 10 with
+    /// --quick).
+    #[arg(long, value_parser = count())]
+    latency_queries: Option<usize>,
+    /// The base bi-encoder (the "MiniLM" row and the first stage of the re-rankers).
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    base: PathBuf,
+    /// The base fine-tuned with `uae train --loss infonce` (row left out when absent).
+    #[arg(long)]
+    infonce: Option<PathBuf>,
+    /// The base fine-tuned with `uae train --loss uae`.
+    #[arg(long)]
+    uae: Option<PathBuf>,
+    /// The base fine-tuned with `--loss uae` on labels from `uae label --candidates mined`.
+    #[arg(long)]
+    uae_mined: Option<PathBuf>,
+    /// More fine-tuned bi-encoders as NAME=DIR (e.g. `kl=runs/kl/model`); repeatable.
+    #[arg(long = "model", value_parser = parse_named)]
+    models: Vec<(String, PathBuf)>,
+    /// Add a row for the `--uae` model with its projections in bf16 on AMX tiles
+    /// (query latency ~4x lower; needs an AMX CPU). The other rows stay f32.
+    #[arg(long, requires = "uae")]
+    uae_bf16: bool,
+    /// The LLM for answers and re-ranking (the labeler's).
+    #[command(flatten)]
+    lm: LmArgs,
+    /// Base-encoder candidates re-ranked by the LLM per question (>= 1).
+    #[arg(long, default_value_t = 10, value_parser = count())]
+    rerank_depth: usize,
+    /// Leave out the LLM re-ranking rows.
+    #[arg(long)]
+    no_rerank: bool,
+    /// Leave out answer generation (no Token F1).
+    #[arg(long)]
+    no_answers: bool,
+    /// Answer prompt with {context} and {question} placeholders; a typed `\n` is a
+    /// newline.
+    #[arg(long, default_value = uae_rag::DEFAULT_ANSWER_TEMPLATE)]
+    answer_template: String,
+    /// Each passage is cut to this many LLM tokens in prompts (>= 1).
+    #[arg(long, default_value_t = 256, value_parser = count())]
+    passage_tokens: usize,
+    /// Longest generated answer, in tokens (1-4096).
+    #[arg(long, default_value_t = 32, value_parser = count_in(1, 4096))]
+    max_new_tokens: usize,
+    /// Prompts decoded together (>= 1). Decoding reads every weight once per step for
+    /// the whole batch, so larger batches are nearly free per step (bf16, batch 32:
+    /// 52 ms a step vs 35 ms at 8). Answers do not depend on it (rows are independent).
+    #[arg(long, default_value_t = 32, value_parser = count())]
+    answer_batch: usize,
+    #[arg(long, default_value = "test")]
+    split: Split,
+    #[command(flatten)]
+    data: DataDir,
 }
 
-#[derive(Serialize)]
-struct LabelRow {
-    batch: usize,
-    tokens_per_s: f64,
-    sequences_per_s: f64,
-    seconds_median: f64,
+fn parse_named(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    let (name, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=DIR"))?;
+    if name.is_empty() || dir.is_empty() {
+        return Err(format!("`{s}`: expected NAME=DIR"));
+    }
+    Ok((name.to_string(), PathBuf::from(dir)))
 }
 
-#[derive(Serialize)]
-struct EmbedBench {
-    bench: &'static str,
-    model: String,
-    bf16: bool,
-    passages: usize,
-    tokens_per_passage: usize,
-    batch: usize,
-    threads: usize,
-    seconds_median: f64,
-    tokens_per_s: f64,
-    passages_per_s: f64,
-    runs_s: Vec<f64>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Qasper(a) => crate::bench_qasper::run(a),
-        BenchCmd::Train {
-            model,
-            questions,
-            candidates,
-            tokens,
-            steps,
-            micro_batch,
-            bf16_first_pass,
-            peak_gflops,
-            data,
-        } => {
-            let enc = uae_encoder::Encoder::load(&model, &candle_core::Device::Cpu, true)?;
-            let q = data.load(Split::Train)?;
-            let mut groups = Vec::new();
-            for question in &q.questions {
-                let paper = &q.papers[question.paper];
-                let long: Vec<&uae_data::Paragraph> = paper
-                    .paragraphs
-                    .iter()
-                    .filter(|p| p.text.split_whitespace().count() > tokens)
-                    .take(candidates)
-                    .collect();
-                if long.len() < candidates {
-                    continue;
-                }
-                groups.push(uae_label::LabeledGroup {
-                    question_id: question.id.clone(),
-                    paper_id: question.paper_id.clone(),
-                    question: question.text.clone(),
-                    answers: vec![],
-                    nll_without: vec![],
-                    candidates: long
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| uae_label::LabeledCandidate {
-                            passage_id: paper.passage_id(p.n),
-                            text: p.text.clone(),
-                            is_gold: i == 0,
-                            source: "bench".into(),
-                            utility: 1.0 - i as f32 * 0.3,
-                            per_answer: vec![],
-                        })
-                        .collect(),
-                });
-                if groups.len() == questions {
-                    break;
-                }
-            }
-            anyhow::ensure!(
-                groups.len() == questions,
-                "not enough train questions with {candidates} long paragraphs"
-            );
-            let cfg = uae_train::TrainConfig {
-                micro_batch,
-                bf16_first_pass,
-                max_passage_tokens: tokens,
-                ..Default::default()
+        BenchCmd::Qasper(a) => {
+            let qasper = a.data.load(a.split)?;
+            let b = QasperBench {
+                out: a.out,
+                questions: a.questions.or(a.quick.then_some(50)),
+                latency_queries: a.latency_queries.unwrap_or(if a.quick { 10 } else { 50 }),
+                base: a.base,
+                infonce: a.infonce,
+                uae: a.uae,
+                uae_mined: a.uae_mined,
+                models: a.models,
+                uae_bf16: a.uae_bf16,
+                lm: a.lm.source(),
+                lm_bf16: a.lm.bf16,
+                rerank_depth: a.rerank_depth,
+                rerank: !a.no_rerank,
+                answers: !a.no_answers,
+                rag: RagConfig {
+                    answer_template: a.answer_template.replace("\\n", "\n"),
+                    passage_tokens: a.passage_tokens,
+                    max_new_tokens: a.max_new_tokens,
+                    max_batch: a.answer_batch,
+                },
             };
-            let vars = enc.model.vars().to_vec();
-            let mut opt = uae_train::AdamW::new(cfg.adamw);
-            let refs: Vec<&uae_label::LabeledGroup> = groups.iter().collect();
-            let mut runs = Vec::new();
-            let mut tok = 0;
-            for s in 0..=steps.max(1) {
-                let t = Instant::now();
-                let (_, _, n) =
-                    uae_train::trainer::step(&enc, &vars, &mut opt, &refs, &cfg, 1e-5, s as u64)?;
-                if s > 0 {
-                    runs.push(t.elapsed().as_secs_f64());
-                    tok = n;
-                }
-            }
-            let sec = median(runs.clone());
-            let c = &enc.model.config;
-            let (h, i, l) = (
-                c.hidden_size as f64,
-                c.intermediate_size as f64,
-                c.num_hidden_layers as f64,
-            );
-            // Forward FLOPs per token (linear layers + attention at this length); a step
-            // is forward + backward (3x forward) plus GradCache's re-encoding (1x).
-            let fwd = 2.0 * l * (4.0 * h * h + 2.0 * h * i) + 2.0 * l * 2.0 * tokens as f64 * h;
-            let flops = tok as f64 * fwd * 4.0;
-            let out = serde_json::json!({
-                "bench": "train",
-                "model": model.display().to_string(),
-                "questions": questions,
-                "candidates": candidates,
-                "tokens_per_passage": tokens,
-                "micro_batch": micro_batch,
-                "bf16_first_pass": bf16_first_pass,
-                "threads": rayon::current_num_threads(),
-                "tokens_per_step": tok,
-                "seconds_per_step_median": sec,
-                "tokens_per_s": tok as f64 / sec,
-                "gflops_per_s": flops / sec / 1e9,
-                "roofline_fraction": flops / sec / 1e9 / peak_gflops,
-                "runs_s": runs,
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(())
-        }
-        BenchCmd::Label {
-            lm,
-            sequences,
-            tokens,
-            answer,
-            batches,
-            repeats,
-            data,
-        } => {
-            anyhow::ensure!(
-                answer > 0 && answer < tokens,
-                "--answer must be between 1 and --tokens - 1"
-            );
-            let model = lm.load()?;
-            let q = data.load(Split::Test)?;
-            let mut seqs: Vec<Vec<u32>> = Vec::new();
-            for p in q.passages() {
-                let ids = model.encode(&p.text)?;
-                if ids.len() >= tokens {
-                    seqs.push(ids[..tokens].to_vec());
-                    if seqs.len() == sequences {
-                        break;
-                    }
-                }
-            }
-            anyhow::ensure!(
-                seqs.len() == sequences,
-                "only {} test paragraphs have {tokens} tokens",
-                seqs.len()
-            );
-            let mut results = Vec::new();
-            for &b in &batches {
-                let mut runs = Vec::new();
-                for r in 0..=repeats.max(1) {
-                    let t = Instant::now();
-                    for chunk in seqs.chunks(b.max(1)) {
-                        let reqs: Vec<uae_lm::ScoreRequest> = chunk
-                            .iter()
-                            .map(|s| uae_lm::ScoreRequest {
-                                context: &s[..tokens - answer],
-                                targets: &s[tokens - answer..],
-                            })
-                            .collect();
-                        std::hint::black_box(model.score(&reqs)?);
-                    }
-                    if r > 0 {
-                        runs.push(t.elapsed().as_secs_f64());
-                    }
-                }
-                let s = median(runs);
-                results.push(LabelRow {
-                    batch: b,
-                    tokens_per_s: (sequences * tokens) as f64 / s,
-                    sequences_per_s: sequences as f64 / s,
-                    seconds_median: s,
-                });
-            }
-            let out = LabelBench {
-                bench: "label",
-                lm: lm.lm.display().to_string(),
-                bf16: lm.bf16,
-                sequences,
-                tokens_per_sequence: tokens,
-                answer_tokens: answer,
-                threads: rayon::current_num_threads(),
-                results,
-            };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            let report = uae_bench::qasper::run(&b, &qasper, &Bars::default())?;
+            println!("{}", report.markdown);
             Ok(())
         }
         BenchCmd::Embed {
@@ -305,54 +217,73 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             repeats,
             data,
         } => {
-            let enc = crate::common::load_encoder_in(&model, bf16)?;
-            let q = data.load(Split::Test)?;
-            // Paragraphs long enough to fill `tokens`, cut to exactly that many ids.
-            let mut seqs: Vec<Vec<u32>> = Vec::new();
-            for p in q.passages() {
-                let ids = enc.tokenize(&[p.text.as_str()])?.remove(0);
-                if ids.len() >= tokens {
-                    let mut cut = ids[..tokens - 1].to_vec();
-                    cut.push(*ids.last().expect("non-empty; this is a bug"));
-                    seqs.push(cut);
-                    if seqs.len() == passages {
-                        break;
-                    }
-                }
-            }
-            anyhow::ensure!(
-                seqs.len() == passages,
-                "only {} test paragraphs have {tokens} tokens",
-                seqs.len()
-            );
-            let mut runs = Vec::new();
-            for r in 0..=repeats.max(1) {
-                let t = Instant::now();
-                for chunk in seqs.chunks(batch) {
-                    let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
-                    let v = enc.forward_t(&enc.batch(&refs)?, None)?;
-                    std::hint::black_box(v.to_vec2::<f32>()?);
-                }
-                if r > 0 {
-                    runs.push(t.elapsed().as_secs_f64());
-                }
-            }
-            let s = median(runs.clone());
-            let out = EmbedBench {
-                bench: "embed",
-                model: model.display().to_string(),
+            let b = EmbedBench {
+                model,
                 bf16,
                 passages,
-                tokens_per_passage: tokens,
+                tokens,
                 batch,
-                threads: rayon::current_num_threads(),
-                seconds_median: s,
-                tokens_per_s: (passages * tokens) as f64 / s,
-                passages_per_s: passages as f64 / s,
-                runs_s: runs,
+                repeats,
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(())
+            print_json(&uae_bench::speed::embed(&b, &data.load(Split::Test)?)?)
         }
+        BenchCmd::Train {
+            model,
+            questions,
+            candidates,
+            tokens,
+            steps,
+            micro_batch,
+            bf16_first_pass,
+            peak_gflops,
+            data,
+        } => {
+            let b = TrainBench {
+                model,
+                questions,
+                candidates,
+                tokens,
+                steps,
+                micro_batch,
+                bf16_first_pass,
+                peak_gflops: peak_gflops as f64,
+            };
+            print_json(&uae_bench::speed::train(&b, &data.load(Split::Train)?)?)
+        }
+        BenchCmd::Label {
+            lm,
+            sequences,
+            tokens,
+            answer,
+            batches,
+            repeats,
+            data,
+        } => {
+            let b = LabelBench {
+                lm: lm.source(),
+                bf16: lm.bf16,
+                sequences,
+                tokens,
+                answer,
+                batches,
+                repeats,
+            };
+            print_json(&uae_bench::speed::label(&b, &data.load(Split::Test)?)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_models_parse() {
+        assert_eq!(
+            parse_named("kl=runs/kl/model").unwrap(),
+            ("kl".to_string(), PathBuf::from("runs/kl/model"))
+        );
+        assert!(parse_named("kl").is_err());
+        assert!(parse_named("=x").is_err());
     }
 }

@@ -1,11 +1,12 @@
-//! Pieces shared by subcommands: data location, model loading, progress bars.
+//! What subcommands share: the data folder and LLM flags, flag-value parsers with
+//! ranges, and progress bars (the binary's side of `uae_core::Progress`).
 
 use anyhow::{Context, Result};
-use candle_core::Device;
+use clap::builder::RangedU64ValueParser;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Mutex;
 use uae_data::{Qasper, Split};
-use uae_encoder::Encoder;
 
 /// `--data-dir` for QASPER, shared by subcommands.
 #[derive(clap::Args, Clone, Debug)]
@@ -21,21 +22,11 @@ impl DataDir {
     }
 }
 
-/// Keeps the first `n` queries (in file order; those without gold evidence count but
-/// are not scored) and only the passages of their papers. `uae train --dev-limit`
-/// and `uae eval --limit` share it, so their numbers are comparable.
-pub fn limit_queries(coll: &mut uae_data::Collection, n: usize) {
-    coll.queries.truncate(n);
-    let scopes: std::collections::HashSet<Option<String>> =
-        coll.queries.iter().map(|q| q.scope.clone()).collect();
-    coll.passages.retain(|p| scopes.contains(&p.scope));
-}
-
 /// `--lm`, `--quantized`, `--bf16`: which LLM, and in what precision.
 #[derive(clap::Args, Clone, Debug)]
 pub struct LmArgs {
     /// The LLM: a GGUF file (llama/qwen2) or a HF safetensors folder.
-    #[arg(long, default_value = crate::label_cmd::DEFAULT_LM)]
+    #[arg(long, default_value = uae_label::DEFAULT_LM)]
     pub lm: PathBuf,
     /// Keep GGUF weights quantised (less memory, ~20x slower prefill on CPU).
     #[arg(long, conflicts_with = "bf16")]
@@ -48,46 +39,73 @@ pub struct LmArgs {
 }
 
 impl LmArgs {
-    pub fn load(&self) -> Result<uae_lm::CausalLm> {
-        let mut lm = uae_lm::CausalLm::load(&uae_lm::LmSource {
+    pub fn source(&self) -> uae_lm::LmSource {
+        uae_lm::LmSource {
             path: self.lm.clone(),
             quantized: self.quantized,
-        })
-        .with_context(|| format!("loading the LLM {}", self.lm.display()))?;
-        if self.bf16 {
-            lm.to_bf16()?;
         }
-        Ok(lm)
     }
-}
 
-pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
-
-pub fn load_encoder(dir: &Path) -> Result<Encoder> {
-    Encoder::load(dir, &Device::Cpu, false).with_context(|| {
-        format!(
-            "loading bi-encoder from {} (run scripts/fetch-models.sh?)",
-            dir.display()
-        )
-    })
-}
-
-/// [`load_encoder`], then the projections in bf16 on AMX tiles when `bf16` is set.
-pub fn load_encoder_in(dir: &Path, bf16: bool) -> Result<Encoder> {
-    let mut enc = load_encoder(dir)?;
-    if bf16 {
-        enc.model.to_bf16()?;
+    pub fn load(&self) -> Result<uae_lm::CausalLm> {
+        self.source()
+            .load(self.bf16)
+            .with_context(|| format!("loading the LLM {}", self.lm.display()))
     }
-    Ok(enc)
 }
 
 /// Help text shared by the encoders' `--bf16` flags.
 pub const ENCODER_BF16_HELP: &str = "Run the bi-encoder's projections in bf16 on Intel AMX \
 tiles (Sapphire Rapids or later): faster, cosine >= 0.9999 to f32 on the fixtures";
 
+/// A count of at least 1 (`--batch`, `--epochs`, ...): 0 would divide by zero, loop
+/// forever or silently mean something else.
+pub fn count() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(1..=u32::MAX as u64)
+}
+
+/// A count that may be 0 (`--random-negatives`, `--eval-every`).
+pub fn count0() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(0..=u32::MAX as u64)
+}
+
+/// A count in `lo..=hi`.
+pub fn count_in(lo: u64, hi: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(lo..=hi)
+}
+
+/// A finite number > 0 (learning rates, temperatures, GFLOP/s).
+pub fn positive(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be a finite number > 0"))
+    }
+}
+
+/// A finite number in [0, 1].
+pub fn unit_interval(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be between 0 and 1"))
+    }
+}
+
+/// A finite number >= 0.
+pub fn non_negative(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be a finite number >= 0"))
+    }
+}
+
 /// A progress bar on stderr with rate and ETA. When stderr is not a terminal (a job
 /// under `nohup`), indicatif draws nothing, so a log line is written every 30 s instead.
-pub fn progress(len: u64, what: &str) -> ProgressBar {
+fn bar(len: u64, what: &str) -> ProgressBar {
     use std::io::IsTerminal;
     let pb = ProgressBar::new(len);
     if !std::io::stderr().is_terminal() {
@@ -123,84 +141,48 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+/// Progress bars for the libraries' phases: one bar at a time.
+#[derive(Default)]
+pub struct Bars(Mutex<Option<ProgressBar>>);
+
+impl Bars {
+    fn with(&self, f: impl FnOnce(&ProgressBar)) {
+        if let Some(pb) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f(pb);
+        }
+    }
 }
 
-/// What determines a model folder's embeddings: its files' sha256s (weights,
-/// tokenizer, pooling and length settings). The list and its order are part of the
-/// cache key: changing them invalidates every cached embedding.
-pub fn model_fingerprint(dir: &Path) -> Result<String> {
-    let mut parts = Vec::new();
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "modules.json",
-        "sentence_bert_config.json",
-        "1_Pooling/config.json",
-    ] {
-        let p = dir.join(f);
-        if p.is_file() {
-            parts.push(format!("{f}={}", uae_lm::file_sha256(&p)?));
+impl uae_core::Progress for Bars {
+    fn start(&self, what: &str, total: u64) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.take() {
+            old.finish_and_clear();
+        }
+        *slot = Some(bar(total, what));
+    }
+
+    fn set_total(&self, total: u64) {
+        self.with(|pb| pb.set_length(total));
+    }
+
+    fn set(&self, done: u64) {
+        self.with(|pb| pb.set_position(done));
+    }
+
+    fn message(&self, msg: &str) {
+        self.with(|pb| pb.set_message(msg.to_string()));
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            pb.finish_and_clear();
         }
     }
-    Ok(parts.join(","))
 }
 
-/// Passage embeddings, from `cache/emb-<key>.bin` when an earlier run of the same model
-/// over the same passages left them there (key: model files + passage texts). The file
-/// is `n: u64, dim: u64` then `n * dim` little-endian f32, written whole and renamed, so
-/// a killed run leaves either nothing or a complete file.
-pub fn passage_embeddings(
-    name: &str,
-    enc: &Encoder,
-    dir: &Path,
-    passages: &[uae_core::Passage],
-    cache: &Path,
-) -> Result<Vec<Vec<f32>>> {
-    let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();
-    let fp = model_fingerprint(dir)?;
-    let mut parts: Vec<&[u8]> = vec![b"passage-embeddings-v1", fp.as_bytes()];
-    if enc.model.is_bf16() {
-        parts.push(b"bf16"); // f32 keys stay as they were
+impl Drop for Bars {
+    fn drop(&mut self) {
+        uae_core::Progress::finish(self);
     }
-    parts.extend(texts.iter().map(|t| t.as_bytes()));
-    let path = cache.join(format!("emb-{}.bin", uae_label::digest(&parts)));
-    let dim = enc.dim();
-    if let Ok(bytes) = std::fs::read(&path) {
-        let head =
-            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        if bytes.len() >= 16
-            && head(0) as usize == texts.len()
-            && head(1) as usize == dim
-            && bytes.len() == 16 + texts.len() * dim * 4
-        {
-            tracing::info!("{name}: passage embeddings from {}", path.display());
-            let floats: Vec<f32> = bytes[16..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            return Ok(floats.chunks(dim).map(<[f32]>::to_vec).collect());
-        }
-        tracing::warn!("{}: malformed, embedding again", path.display());
-    }
-    let pb = progress(texts.len() as u64, &format!("{name} index"));
-    let vecs = enc.embed_with(&texts, uae_encoder::BatchOptions::default(), &mut |n| {
-        pb.set_position(n as u64)
-    })?;
-    pb.finish_and_clear();
-    let mut bytes = Vec::with_capacity(16 + texts.len() * dim * 4);
-    bytes.extend((texts.len() as u64).to_le_bytes());
-    bytes.extend((dim as u64).to_le_bytes());
-    for v in &vecs {
-        for x in v {
-            bytes.extend(x.to_le_bytes());
-        }
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(vecs)
 }

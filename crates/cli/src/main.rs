@@ -1,7 +1,6 @@
 //! `uae`: utility-aligned dense retrieval. One binary over the workspace libraries.
 
 mod bench;
-mod bench_qasper;
 mod common;
 mod data_cmd;
 mod embed;
@@ -16,8 +15,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "uae", version, about = "Utility-aligned dense retrieval: label passages with an LLM's answer perplexity, train a bi-encoder on it, search without the LLM.", long_about = None)]
 struct Cli {
-    /// Worker threads for matmuls and kernels (default: all cores; env RAYON_NUM_THREADS).
-    #[arg(long, global = true, env = "UAE_THREADS")]
+    /// Worker threads for matmuls and kernels (1-1024; default: all cores; env
+    /// RAYON_NUM_THREADS).
+    #[arg(long, global = true, env = "UAE_THREADS", value_parser = common::count_in(1, 1024))]
     threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,

@@ -1,7 +1,22 @@
 //! Shared vocabulary of `uae`: passages, queries, hits, and the ranking order.
 //!
 //! This crate has no ML dependencies: every stage can name a passage or a hit
-//! without pulling in candle.
+//! without pulling in candle. It also holds the plumbing every stage shares:
+//! content hashing ([`hash`]), the durable append-only store ([`store`]), atomic
+//! file replacement ([`fs`]), seeded generators ([`rng`]) and the progress callback
+//! ([`progress`]) through which libraries report long work.
+
+pub mod error;
+pub mod fs;
+pub mod hash;
+pub mod progress;
+pub mod rng;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress};
+pub use rng::{Lcg64, SplitMix64};
+pub use store::{Keyed, Store};
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -68,25 +83,6 @@ pub fn rank(mut hits: Vec<Hit>, k: Option<usize>) -> Vec<Hit> {
 /// Normalises whitespace: trims, and collapses every run of whitespace into one space.
 pub fn normalize_ws(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// SplitMix64: a tiny, seedable, reproducible generator (Steele et al. 2014). Used
-/// wherever a run must repeat itself exactly: dropout masks, data order.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]

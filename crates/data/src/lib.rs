@@ -2,11 +2,13 @@
 //! turned into `uae-core` passages and queries.
 
 mod beir;
+mod corpus;
 mod error;
 mod io;
 mod qasper;
 
 pub use beir::load_beir;
+pub use corpus::read_corpus_jsonl;
 pub use error::{Error, Result};
 pub use io::{open_maybe_gz, read_jsonl};
 pub use qasper::{

@@ -4,9 +4,10 @@
 mod model;
 pub mod ops;
 
+pub use candle_core::Device;
 pub use model::{Bert, BertConfig};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokenizers::{Tokenizer, TruncationParams};
@@ -214,6 +215,19 @@ impl Encoder {
             normalize,
             max_seq_length,
             dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A gradient-free inference copy of this (trainable) encoder: same tokenizer and
+    /// pooling, weights shared (see [`Bert::inference_copy`]).
+    pub fn inference_copy(&self) -> Result<Encoder> {
+        Ok(Encoder {
+            model: self.model.inference_copy()?,
+            tokenizer: self.tokenizer.clone(),
+            pooling: self.pooling,
+            normalize: self.normalize,
+            max_seq_length: self.max_seq_length,
+            dir: self.dir.clone(),
         })
     }
 

@@ -255,10 +255,29 @@ impl Bert {
         Ok(())
     }
 
+    /// A gradient-free copy of this model (weights shared, not copied) laid out as
+    /// [`Bert::load`] lays out an inference model (stacked QKV): the embeddings it
+    /// gives equal those of the model exported and loaded again, bit for bit, so a
+    /// trainer can evaluate without a round trip through the disk.
+    pub fn inference_copy(&self) -> Result<Bert> {
+        let mut copy = self.detached();
+        for l in &mut copy.layers {
+            l.qkv = Some(l.stacked_qkv()?);
+        }
+        Ok(copy)
+    }
+
     /// A gradient-free copy of this model (weights shared, not copied) with its
     /// projections packed in bf16: GradCache's first pass, which only needs the
     /// embeddings, runs on it. Errors without AMX.
     pub fn bf16_snapshot(&self) -> Result<Bert> {
+        let mut snap = self.detached();
+        snap.to_bf16()?;
+        Ok(snap)
+    }
+
+    /// The weights detached from the graph (shared, not copied), nothing stacked.
+    fn detached(&self) -> Bert {
         let d = |t: &Tensor| t.detach();
         let layers = self
             .layers
@@ -284,7 +303,7 @@ impl Bert {
                 ln2_b: d(&l.ln2_b),
             })
             .collect();
-        let mut snap = Bert {
+        Bert {
             config: self.config.clone(),
             word: d(&self.word),
             pos: d(&self.pos),
@@ -295,9 +314,7 @@ impl Bert {
             dropout: self.dropout,
             vars: Vec::new(),
             device: self.device.clone(),
-        };
-        snap.to_bf16()?;
-        Ok(snap)
+        }
     }
 
     /// Whether [`Bert::to_bf16`] has run.

@@ -8,10 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use uae_core::{Hit, Passage, Query};
 
 pub mod f1;
-mod font;
-pub mod plot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -202,9 +201,93 @@ pub fn table(title: &str, m: &Metrics) -> String {
     s
 }
 
+/// Per-query metrics of `rankings` (one per query, of corpus positions into
+/// `passages`) for the evaluable queries (`None` for the others, in query order) and
+/// their mean.
+pub fn score(
+    passages: &[Passage],
+    queries: &[Query],
+    rankings: &[Vec<Hit>],
+) -> (Vec<Option<Metrics>>, Metrics) {
+    let per: Vec<Option<Metrics>> = queries
+        .iter()
+        .zip(rankings)
+        .map(|(q, hits)| {
+            let ids: Vec<&str> = hits
+                .iter()
+                .map(|h| passages[h.passage].id.as_str())
+                .collect();
+            let gold: HashMap<&str, u32> = q.gold.iter().map(|(id, g)| (id.as_str(), *g)).collect();
+            Metrics::of_ranking(&ids, &gold)
+        })
+        .collect();
+    let ok: Vec<Metrics> = per.iter().flatten().copied().collect();
+    let mean = Metrics::mean(&ok);
+    (per, mean)
+}
+
+/// Writes `dir/run.trec` (tagged `tag`) and `dir/qrels.trec` (evaluable queries).
+pub fn write_trec(
+    dir: &Path,
+    tag: &str,
+    passages: &[Passage],
+    queries: &[Query],
+    rankings: &[Vec<Hit>],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let entries: Vec<RunEntry> = queries
+        .iter()
+        .zip(rankings)
+        .map(|(q, hits)| RunEntry {
+            qid: &q.id,
+            ranking: hits
+                .iter()
+                .map(|h| (passages[h.passage].id.as_str(), h.score))
+                .collect(),
+        })
+        .collect();
+    write_run(&dir.join("run.trec"), tag, &entries)?;
+    write_qrels(
+        &dir.join("qrels.trec"),
+        queries
+            .iter()
+            .filter(|q| !q.gold.is_empty())
+            .map(|q| (q.id.as_str(), q.gold.as_slice())),
+    )
+}
+
+/// The nearest-rank percentile `p` (0-100) of `v`; NaN when `v` is empty.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[i.clamp(1, s.len()) - 1]
+}
+
+/// Relative change of `new` over `old`, in percent.
+pub fn pct_change(new: f64, old: f64) -> f64 {
+    100.0 * (new - old) / old
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 10.0);
+        assert_eq!(percentile(&v, 95.0), 19.0);
+        assert_eq!(percentile(&[3.0], 95.0), 3.0);
+        assert!(percentile(&[], 50.0).is_nan());
+        assert_eq!(pct_change(1.5, 1.0), 50.0);
+    }
 
     fn gold<'a>(ids: &[&'a str]) -> HashMap<&'a str, u32> {
         ids.iter().map(|&i| (i, 1)).collect()

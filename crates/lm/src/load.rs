@@ -7,7 +7,6 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where a model comes from, and whether GGUF weights stay quantised.
@@ -22,23 +21,25 @@ pub struct LmSource {
 
 /// sha256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::Load {
+    uae_core::hash::file_sha256(path).map_err(|e| Error::Load {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::Load {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        if n == 0 {
-            break;
+        message: match e {
+            uae_core::Error::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        },
+    })
+}
+
+impl LmSource {
+    /// Loads the model; with `bf16`, its weights are rounded to bf16 for the AMX
+    /// tile GEMM (an error on CPUs without AMX).
+    pub fn load(&self, bf16: bool) -> Result<CausalLm> {
+        let mut lm = CausalLm::load(self)?;
+        if bf16 {
+            lm.to_bf16()?;
         }
-        h.update(&buf[..n]);
+        Ok(lm)
     }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// `[out, in]` weights become a transposed f32 [`Weight`].

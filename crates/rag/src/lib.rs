@@ -10,10 +10,11 @@
 //! by model hash and exact prompt, so a killed benchmark resumes where it stopped.
 
 use serde::{Deserialize, Serialize};
-use uae_label::Keyed;
+use std::collections::HashSet;
+use uae_core::{Hit, Keyed, Progress};
 use uae_lm::{CausalLm, ScoreRequest};
 
-pub use uae_label::Store;
+pub use uae_core::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -24,7 +25,7 @@ pub enum Error {
     #[error(transparent)]
     Lm(#[from] uae_lm::Error),
     #[error(transparent)]
-    Store(#[from] uae_label::Error),
+    Store(#[from] uae_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -169,7 +170,7 @@ impl<'a> Rag<'a> {
 
     /// The store key of an answer prompt.
     pub fn answer_key(&self, prompt: &str) -> String {
-        uae_label::digest(&[
+        uae_core::hash::digest(&[
             self.lm.model_hash.as_bytes(),
             b"answer",
             self.cfg.max_new_tokens.to_string().as_bytes(),
@@ -179,7 +180,7 @@ impl<'a> Rag<'a> {
 
     /// The store key of one re-ranker score.
     pub fn score_key(&self, method: Reranker, question: &str, passage: &str) -> String {
-        uae_label::digest(&[
+        uae_core::hash::digest(&[
             self.lm.model_hash.as_bytes(),
             method.name().as_bytes(),
             self.cfg.passage_tokens.to_string().as_bytes(),
@@ -244,5 +245,133 @@ impl<'a> Rag<'a> {
                     .collect())
             }
         }
+    }
+}
+
+/// The answer to every prompt, generated or read from `store` (each distinct new
+/// prompt generated once, stored as its chunk finishes, so a killed run resumes);
+/// in prompt order.
+pub fn cached_answers(
+    rag: &Rag,
+    prompts: &[String],
+    store: &mut Store<AnswerRecord>,
+    progress: &dyn Progress,
+) -> Result<Vec<String>> {
+    let keys: Vec<String> = prompts.iter().map(|p| rag.answer_key(p)).collect();
+    let mut todo: Vec<usize> = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        if store.get(k).is_none() && seen.insert(k.clone()) {
+            todo.push(i);
+        }
+    }
+    tracing::info!(
+        prompts = prompts.len(),
+        distinct_new = todo.len(),
+        "generating answers"
+    );
+    // Similar lengths together: each chunk's batches finish their prefill together.
+    todo.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
+    progress.start("answers", todo.len() as u64);
+    let mut done = 0;
+    for chunk in todo.chunks(4 * rag.cfg.max_batch.max(1)) {
+        let ps: Vec<String> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+        let out = rag.answers(&ps)?;
+        store.append(
+            chunk
+                .iter()
+                .zip(out)
+                .map(|(&i, text)| AnswerRecord {
+                    k: keys[i].clone(),
+                    text,
+                })
+                .collect(),
+        )?;
+        done += chunk.len();
+        progress.set(done as u64);
+    }
+    progress.finish();
+    Ok(keys
+        .iter()
+        .map(|k| {
+            store
+                .get(k)
+                .map(|r| r.text.clone())
+                .expect("every answer was stored above; this is a bug")
+        })
+        .collect())
+}
+
+/// The re-ranker's scores of `passages` for `question`, from `store` when all are
+/// there, else computed together and stored.
+pub fn cached_rerank_scores(
+    rag: &Rag,
+    method: Reranker,
+    question: &str,
+    passages: &[&str],
+    store: &mut Store<ScoreRecord>,
+) -> Result<Vec<f32>> {
+    let keys: Vec<String> = passages
+        .iter()
+        .map(|p| rag.score_key(method, question, p))
+        .collect();
+    if keys.iter().any(|k| store.get(k).is_none()) {
+        let s = rag.rerank_scores(method, question, passages)?;
+        store.append(
+            keys.iter()
+                .zip(s)
+                .map(|(k, s)| ScoreRecord { k: k.clone(), s })
+                .collect(),
+        )?;
+    }
+    Ok(keys
+        .iter()
+        .map(|k| {
+            store
+                .get(k)
+                .map(|r| r.s)
+                .expect("every score was stored above; this is a bug")
+        })
+        .collect())
+}
+
+/// Re-orders the first `llm.len()` hits by the LLM's scores (ties keep the
+/// first-stage order); the rest keep their order. Scores become descending rank
+/// scores.
+pub fn reorder(first_stage: &[Hit], llm: &[f32]) -> Vec<Hit> {
+    let depth = llm.len();
+    let mut head: Vec<(usize, f32)> = llm.iter().copied().enumerate().collect();
+    head.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let order = head
+        .iter()
+        .map(|&(i, _)| first_stage[i].passage)
+        .chain(first_stage[depth..].iter().map(|h| h.passage));
+    let n = first_stage.len();
+    order
+        .enumerate()
+        .map(|(r, passage)| Hit {
+            passage,
+            score: (n - r) as f32,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn reorder_sorts_the_head_and_keeps_the_tail() {
+        let hits: Vec<Hit> = (0..5)
+            .map(|i| Hit {
+                passage: 10 + i,
+                score: 1.0 - i as f32 * 0.1,
+            })
+            .collect();
+        // LLM prefers the third, then ties between the first two keep their order.
+        let out = reorder(&hits, &[0.5, 0.5, 2.0]);
+        let order: Vec<usize> = out.iter().map(|h| h.passage).collect();
+        assert_eq!(order, vec![12, 10, 11, 13, 14]);
+        assert!(out.windows(2).all(|w| w[0].score > w[1].score));
     }
 }

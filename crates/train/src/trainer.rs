@@ -4,10 +4,13 @@
 use crate::{batch_loss, linear_schedule, AdamW, AdamWConfig, Batch, LossKind};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use uae_artifacts::labels::LabeledGroup;
+pub use uae_artifacts::train::StepLog;
+use uae_artifacts::train::{DevLog, MetricsLine};
 use uae_encoder::Encoder;
-use uae_label::LabeledGroup;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +28,16 @@ pub enum Error {
     Encoder(#[from] uae_encoder::Error),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Files(#[from] uae_core::Error),
+    #[error("{path}: {source}")]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    #[error("dev evaluation: {0}")]
+    Dev(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -107,18 +120,6 @@ pub struct TrainState {
     pub config: Option<TrainConfig>,
 }
 
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepLog {
-    pub step: u64,
-    pub epoch: usize,
-    pub loss: f32,
-    pub grad_norm: f32,
-    pub lr: f32,
-    pub tokens: usize,
-    pub seconds: f64,
-}
-
 /// Seeded permutation of `0..n` for an epoch (Fisher-Yates on SplitMix64).
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut rng =
@@ -143,7 +144,7 @@ pub trait Hooks {
     fn on_step(&mut self, _log: &StepLog, _total_steps: u64) {}
     /// Scores the model on dev after an epoch: the metric that picks the best
     /// checkpoint (higher is better) and any other metrics to log beside it.
-    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, serde_json::Value)>;
+    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, BTreeMap<String, f64>)>;
 }
 
 /// Runs (or resumes) training into `out`: `out/ckpt/` (model, optimizer, state),
@@ -171,6 +172,13 @@ pub fn train(
     let vars = enc.model.vars().to_vec();
     let mut opt = AdamW::new(cfg.adamw);
     let ckpt = out.join("ckpt");
+    uae_core::fs::recover_dir(&uae_core::fs::partial_path(&ckpt), &ckpt, CKPT_MARKER)?;
+    let model_dir = out.join("model");
+    uae_core::fs::recover_dir(
+        &uae_core::fs::partial_path(&model_dir),
+        &model_dir,
+        EXPORT_MARKER,
+    )?;
     let mut state = if ckpt.join("state.json").is_file() {
         load_checkpoint(&ckpt, &vars, &mut opt, cfg)?
     } else {
@@ -182,8 +190,8 @@ pub fn train(
     let per_epoch = groups.len().div_ceil(cfg.batch_questions);
     let total = (per_epoch * cfg.epochs) as u64;
     let warmup = ((total as f32) * cfg.warmup_fraction).round() as u64;
-    let metrics_path = out.join("metrics.jsonl");
-    trim_metrics(&metrics_path, &state)?;
+    let metrics_path = out.join(MetricsLine::FILE);
+    MetricsLine::trim_after(&metrics_path, state.step)?;
     while state.epoch < cfg.epochs {
         let order = epoch_order(groups.len(), cfg.seed, state.epoch);
         while state.batch_in_epoch < per_epoch {
@@ -213,10 +221,7 @@ pub fn train(
                 tokens,
                 seconds: t.elapsed().as_secs_f64(),
             };
-            append_line(
-                &metrics_path,
-                &serde_json::to_string(&log).expect("logs serialise; this is a bug"),
-            )?;
+            MetricsLine::Step(log.clone()).append(&metrics_path)?;
             hooks.on_step(&log, total);
             let mid_epoch = state.batch_in_epoch < per_epoch;
             let eval_now = cfg.eval_every > 0 && state.step % cfg.eval_every == 0;
@@ -237,7 +242,7 @@ pub fn train(
 
 /// Scores the model on dev, logs it, and exports it to `out/model/` when it is the
 /// best so far. The caller checkpoints right after, so a resumed run never logs an
-/// evaluation twice (see [`trim_metrics`]).
+/// evaluation twice (see [`MetricsLine::trim_after`]).
 fn evaluate(
     enc: &Encoder,
     base_dir: &Path,
@@ -247,11 +252,13 @@ fn evaluate(
     hooks: &mut dyn Hooks,
 ) -> Result<()> {
     let (metric, detail) = hooks.evaluate(enc, state.epoch)?;
-    append_line(
-        metrics_path,
-        &serde_json::json!({"epoch": state.epoch, "step": state.step, "dev_metric": metric, "dev": detail})
-            .to_string(),
-    )?;
+    MetricsLine::Dev(DevLog {
+        epoch: state.epoch,
+        step: state.step,
+        dev_metric: metric,
+        dev: detail,
+    })
+    .append(metrics_path)?;
     if state.best_metric.is_none_or(|b| metric > b) {
         state.best_metric = Some(metric);
         export(enc, base_dir, &out.join("model"))?;
@@ -373,46 +380,17 @@ pub fn step(
     Ok((loss.to_scalar::<f32>()?, norm, tokens))
 }
 
-/// Drops metric lines written after the checkpoint being resumed from (a killed run
-/// may have logged steps that the resumed run repeats).
-fn trim_metrics(path: &Path, state: &TrainState) -> Result<()> {
-    if !path.is_file() {
-        return Ok(());
-    }
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let keep: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            // Step lines and dev lines alike: kept when the checkpoint covers them
-            // (every evaluation is followed by a checkpoint at the same step).
-            v["step"].as_u64().is_some_and(|s| s <= state.step)
-        })
-        .collect();
-    let mut out = keep.join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    std::fs::write(path, out).map_err(io)
+/// `ckpt/state.json`: where the run is and how many steps AdamW has taken.
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    state: TrainState,
+    optimizer_step: u64,
 }
 
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    use std::io::Write;
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io)?;
-    writeln!(f, "{line}").map_err(io)
-}
+/// The file a checkpoint folder's writer writes last.
+const CKPT_MARKER: &str = "state.json";
+/// The file an export folder's writer writes last.
+const EXPORT_MARKER: &str = "model.safetensors";
 
 fn save_checkpoint(
     dir: &Path,
@@ -420,16 +398,9 @@ fn save_checkpoint(
     opt: &AdamW,
     state: &TrainState,
 ) -> Result<()> {
-    let tmp = dir.with_extension("partial");
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io {
-            path: path.clone(),
-            source,
-        }
-    };
+    let tmp = uae_core::fs::partial_path(dir);
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    std::fs::create_dir_all(&tmp).map_err(uae_core::Error::io(&tmp))?;
     let model: HashMap<String, Tensor> = vars
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
@@ -449,16 +420,16 @@ fn save_checkpoint(
         }
     }
     candle_core::safetensors::save(&moments, tmp.join("optimizer.safetensors"))?;
-    let st = serde_json::json!({"state": state, "optimizer_step": opt.step});
-    std::fs::write(tmp.join("state.json"), st.to_string()).map_err(io(&tmp))?;
-    // Swap in atomically: a kill leaves either the old or the new checkpoint.
-    let old = dir.with_extension("old");
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(io(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io(dir))?;
-    let _ = std::fs::remove_dir_all(&old);
+    let st = CheckpointState {
+        state: state.clone(),
+        optimizer_step: opt.step,
+    };
+    let text = serde_json::to_string(&st).expect("state serialises; this is a bug");
+    // Written last and atomically: its presence marks the folder complete.
+    uae_core::fs::atomic_write(&tmp.join(CKPT_MARKER), text.as_bytes())?;
+    // A kill leaves the old checkpoint, or the new one (possibly still under its
+    // temporary name, which `train` finishes swapping in on the next start).
+    uae_core::fs::replace_dir(&tmp, dir)?;
     Ok(())
 }
 
@@ -473,9 +444,10 @@ fn load_checkpoint(
         message,
     };
     let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| bad(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let state: TrainState =
-        serde_json::from_value(v["state"].clone()).map_err(|e| bad(e.to_string()))?;
+    let CheckpointState {
+        state,
+        optimizer_step,
+    } = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let same = |a: &TrainConfig| {
         TrainConfig {
             eval_every: cfg.eval_every,
@@ -506,7 +478,7 @@ fn load_checkpoint(
             opt.v.insert(n.clone(), s.to_vec1::<f32>()?);
         }
     }
-    opt.step = v["optimizer_step"].as_u64().unwrap_or(state.step);
+    opt.step = optimizer_step;
     tracing::info!(
         step = state.step,
         epoch = state.epoch,
@@ -515,34 +487,39 @@ fn load_checkpoint(
     Ok(state)
 }
 
-/// Adds `"__metadata__": {"format": "pt"}` to a safetensors header, rewriting the
-/// file. HF transformers refuses safetensors weights without it (`metadata.get`
-/// on None), so sentence-transformers could not load an export otherwise. Tensor
-/// offsets are relative to the end of the header, so only the header changes.
-fn mark_pytorch_format(path: &Path) -> std::io::Result<()> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let bytes = std::fs::read(path)?;
-    let n = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| bad("safetensors file shorter than its header length"))?
-        as usize;
-    let header = bytes
-        .get(8..8 + n)
-        .ok_or_else(|| bad("safetensors header runs past the end of the file"))?;
-    let mut json: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
-    json.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
-    let mut head = serde_json::to_vec(&json).map_err(|e| bad(&e.to_string()))?;
-    while head.len() % 8 != 0 {
-        head.push(b' ');
+/// Writes f32 weights as safetensors with `{"format": "pt"}` metadata: HF
+/// transformers refuses safetensors weights without it (`metadata.get` on None),
+/// so sentence-transformers could not load an export otherwise.
+fn save_pytorch_safetensors(vars: &[(String, Var)], path: &Path) -> Result<()> {
+    let mut data: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::with_capacity(vars.len());
+    for (n, v) in vars {
+        let t = v.as_tensor();
+        let bytes: Vec<u8> = t
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        data.push((n.clone(), bytes, t.dims().to_vec()));
     }
-    let mut out = Vec::with_capacity(8 + head.len() + bytes.len() - 8 - n);
-    out.extend((head.len() as u64).to_le_bytes());
-    out.extend(head);
-    out.extend(&bytes[8 + n..]);
-    std::fs::write(path, out)
+    let views = data
+        .iter()
+        .map(|(n, b, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|source| Error::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|source| {
+        Error::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Writes a sentence-transformers folder: the model's weights plus the base model's
@@ -555,24 +532,19 @@ pub fn export(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<()> {
             source,
         }
     };
-    let tmp = out.with_extension("partial");
+    let tmp = uae_core::fs::partial_path(out);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("1_Pooling")).map_err(io(&tmp))?;
-    let model: HashMap<String, Tensor> = enc
-        .model
-        .vars()
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-        .collect();
-    let weights = tmp.join("model.safetensors");
-    candle_core::safetensors::save(&model, &weights)?;
-    mark_pytorch_format(&weights).map_err(io(&weights))?;
     for f in uae_encoder::FOLDER_FILES {
         let src = base_dir.join(f);
         if src.is_file() {
             std::fs::copy(&src, tmp.join(f)).map_err(io(&src))?;
         }
     }
-    let _ = std::fs::remove_dir_all(out);
-    std::fs::rename(&tmp, out).map_err(io(out))
+    // The weights last, renamed into place: their presence marks the folder complete.
+    let weights = tmp.join(EXPORT_MARKER);
+    let partial = uae_core::fs::partial_path(&weights);
+    save_pytorch_safetensors(enc.model.vars(), &partial)?;
+    std::fs::rename(&partial, &weights).map_err(io(&weights))?;
+    Ok(uae_core::fs::replace_dir(&tmp, out)?)
 }

@@ -7,35 +7,18 @@
 //! its generated answers and re-ranker scores.
 
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// One scored (question, passage or none, answer).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// The key from [`crate::score_key`].
-    pub k: String,
-    /// Mean NLL of the answer tokens.
-    pub nll: f32,
-    /// Per-token log-probabilities of the answer.
-    pub lp: Vec<f32>,
-}
-
 /// A record that knows its store key.
-pub trait Keyed: Serialize + serde::de::DeserializeOwned {
+pub trait Keyed: serde::Serialize + serde::de::DeserializeOwned {
     fn key(&self) -> &str;
 }
 
-impl Keyed for Record {
-    fn key(&self) -> &str {
-        &self.k
-    }
-}
-
-pub struct Store<R = Record> {
+/// The records of one store file, keyed, with the file open for appends.
+pub struct Store<R> {
     path: PathBuf,
     file: File,
     records: HashMap<String, R>,
@@ -140,6 +123,20 @@ impl<R: Keyed> Store<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Record {
+        k: String,
+        nll: f32,
+        lp: Vec<f32>,
+    }
+
+    impl Keyed for Record {
+        fn key(&self) -> &str {
+            &self.k
+        }
+    }
 
     fn rec(k: &str) -> Record {
         Record {

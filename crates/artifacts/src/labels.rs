@@ -1,0 +1,352 @@
+//! A label folder: the utility labels, the mined candidates, the manifest that
+//! fingerprints how they were made, and the run summary.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use uae_core::{Error, Result};
+
+/// Which passages are scored for a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateMode {
+    /// Gold evidence + hard negatives (questions with matched evidence only).
+    Gold,
+    /// No evidence labels: top dense + top BM25 + random, for every answerable question.
+    Mined,
+}
+
+/// Prompt layout. `chatml` is SmolLM2-Instruct's chat format without a system turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Template {
+    Chatml,
+    Plain,
+}
+
+impl Template {
+    /// The prompt text; the answer is appended right after it (for `plain`, after a space).
+    pub fn prompt(self, passage: Option<&str>, question: &str) -> String {
+        let ctx = passage
+            .map(|p| format!("Context: {p}\n\n"))
+            .unwrap_or_default();
+        match self {
+            Template::Chatml => format!(
+                "<|im_start|>user\n{ctx}Question: {question}<|im_end|>\n<|im_start|>assistant\n"
+            ),
+            Template::Plain => format!("{ctx}Question: {question}\nAnswer:"),
+        }
+    }
+
+    pub fn answer(self, answer: &str) -> String {
+        match self {
+            Template::Chatml => answer.to_string(),
+            Template::Plain => format!(" {answer}"),
+        }
+    }
+}
+
+/// Labeling configuration (recorded in `manifest.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelConfig {
+    pub candidates: CandidateMode,
+    /// Top-ranked non-gold paragraphs from the base encoder.
+    pub dense_negatives: usize,
+    /// Top-ranked non-gold paragraphs from BM25.
+    pub bm25_negatives: usize,
+    /// Uniformly random other paragraphs of the paper.
+    pub random_negatives: usize,
+    /// Passage truncation, in LLM tokens (the answer is never truncated).
+    pub passage_tokens: usize,
+    pub template: Template,
+    pub seed: u64,
+    /// Sequences per LLM forward pass.
+    pub max_batch: usize,
+    /// Tokens per LLM forward pass.
+    pub max_batch_tokens: usize,
+}
+
+impl Default for LabelConfig {
+    fn default() -> Self {
+        LabelConfig {
+            candidates: CandidateMode::Gold,
+            dense_negatives: 3,
+            bm25_negatives: 2,
+            random_negatives: 1,
+            passage_tokens: 256,
+            template: Template::Chatml,
+            seed: 0,
+            max_batch: 16,
+            max_batch_tokens: 4096,
+        }
+    }
+}
+
+/// `manifest.json` of a label folder: what a resumed run must match, and what the
+/// trainer fingerprints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelManifest {
+    pub version: String,
+    pub split: String,
+    pub limit: Option<usize>,
+    pub data_file: String,
+    pub lm: String,
+    pub lm_sha256: String,
+    pub encoder: String,
+    pub config: LabelConfig,
+}
+
+impl LabelManifest {
+    pub const FILE: &'static str = "manifest.json";
+
+    /// The manifest of label folder `dir`, if it has one.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        read_json_if_present(&dir.join(Self::FILE))
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        uae_core::fs::write_json(&dir.join(Self::FILE), self)
+    }
+}
+
+/// One mined candidate of a question: a paragraph number in its paper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub n: usize,
+    pub is_gold: bool,
+    /// Where it came from: gold, dense, bm25, random.
+    pub source: String,
+}
+
+/// One line of `candidates.jsonl`: a question's mined candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinedRow {
+    pub question_id: String,
+    pub candidates: Vec<Candidate>,
+}
+
+impl MinedRow {
+    pub const FILE: &'static str = "candidates.jsonl";
+
+    pub fn write_all(dir: &Path, rows: &[MinedRow]) -> Result<()> {
+        uae_core::fs::write_jsonl(&dir.join(Self::FILE), rows)
+    }
+
+    /// The rows of `dir/candidates.jsonl`, or `None` when there is no such file.
+    pub fn read_all(dir: &Path) -> Result<Option<Vec<MinedRow>>> {
+        let path = dir.join(Self::FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        read_jsonl(&path).map(Some)
+    }
+}
+
+/// A labeled question, as the trainer reads it (one line of `labels.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabeledGroup {
+    pub question_id: String,
+    pub paper_id: String,
+    pub question: String,
+    pub answers: Vec<String>,
+    /// NLL of each answer without a passage.
+    pub nll_without: Vec<f32>,
+    pub candidates: Vec<LabeledCandidate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabeledCandidate {
+    pub passage_id: String,
+    pub text: String,
+    pub is_gold: bool,
+    pub source: String,
+    /// Mean over answers of NLL(a | q) - NLL(a | p, q).
+    pub utility: f32,
+    pub per_answer: Vec<f32>,
+}
+
+impl LabeledGroup {
+    pub const FILE: &'static str = "labels.jsonl";
+
+    pub fn write_all(dir: &Path, groups: &[LabeledGroup]) -> Result<()> {
+        uae_core::fs::write_jsonl(&dir.join(Self::FILE), groups)
+    }
+
+    /// Reads `labels.jsonl` from a label folder: one group per question.
+    pub fn read_all(dir: &Path) -> Result<Vec<LabeledGroup>> {
+        read_jsonl(&dir.join(Self::FILE))
+    }
+}
+
+/// What a trainer must train on, as one digest: the labeling LLM's sha256 (from the
+/// folder's manifest; "unknown" without one) and every question, candidate and
+/// utility. Returns (LLM sha256, digest).
+pub fn fingerprint(dir: &Path, groups: &[LabeledGroup]) -> (String, String) {
+    let lm = LabelManifest::read(dir)
+        .ok()
+        .flatten()
+        .map(|m| m.lm_sha256)
+        .unwrap_or_else(|| "unknown".into());
+    let mut parts: Vec<Vec<u8>> = vec![lm.clone().into_bytes()];
+    for g in groups {
+        parts.push(g.question_id.clone().into_bytes());
+        for c in &g.candidates {
+            parts.push(c.passage_id.clone().into_bytes());
+            parts.push(c.utility.to_le_bytes().to_vec());
+        }
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    (lm, uae_core::hash::digest(&refs))
+}
+
+/// What one labeling run did, and what the labels say (`summary.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabelSummary {
+    pub questions: usize,
+    pub candidates: usize,
+    pub scores_total: usize,
+    pub scores_computed: usize,
+    pub scores_reused: usize,
+    pub tokens_scored: usize,
+    pub seconds: f64,
+    pub mean_utility_gold: f64,
+    pub mean_utility_non_gold: f64,
+    pub gold_candidates: usize,
+    pub non_gold_candidates: usize,
+    /// Among questions with at least one gold and one non-gold candidate.
+    pub best_is_gold_fraction: f64,
+}
+
+impl LabelSummary {
+    pub const FILE: &'static str = "summary.json";
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        uae_core::fs::write_json(&dir.join(Self::FILE), self)
+    }
+}
+
+/// Reads a JSON file if it exists; errors name the file.
+pub(crate) fn read_json_if_present<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
+            line: e.line(),
+            message: e.to_string(),
+        })
+}
+
+/// Reads a JSON-lines file (blank lines skipped); errors name the line.
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::Corrupt {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str, utilities: &[f32]) -> LabeledGroup {
+        LabeledGroup {
+            question_id: id.into(),
+            paper_id: "p".into(),
+            question: "q?".into(),
+            answers: vec!["a".into()],
+            nll_without: vec![1.0],
+            candidates: utilities
+                .iter()
+                .enumerate()
+                .map(|(i, &u)| LabeledCandidate {
+                    passage_id: format!("p#{i}"),
+                    text: "t".into(),
+                    is_gold: i == 0,
+                    source: "dense".into(),
+                    utility: u,
+                    per_answer: vec![u],
+                })
+                .collect(),
+        }
+    }
+
+    fn manifest(lm: &str) -> LabelManifest {
+        LabelManifest {
+            version: "0".into(),
+            split: "train".into(),
+            limit: None,
+            data_file: "d".into(),
+            lm: "m.gguf".into(),
+            lm_sha256: lm.into(),
+            encoder: "e".into(),
+            config: LabelConfig::default(),
+        }
+    }
+
+    /// The fingerprint changes with any utility, candidate or the labeling LLM, and
+    /// with nothing else (texts, answers and per-answer values do not enter it).
+    #[test]
+    fn fingerprint_follows_utilities_candidates_and_llm() {
+        let d = tempfile::tempdir().unwrap();
+        let groups = vec![group("q1", &[1.0, 0.5]), group("q2", &[0.0])];
+        let (lm, base) = fingerprint(d.path(), &groups);
+        assert_eq!(lm, "unknown");
+        let mut other = groups.clone();
+        other[1].candidates[0].utility = 0.25;
+        assert_ne!(fingerprint(d.path(), &other).1, base);
+        let mut other = groups.clone();
+        other[0].candidates[1].passage_id = "p#9".into();
+        assert_ne!(fingerprint(d.path(), &other).1, base);
+        let mut same = groups.clone();
+        same[0].candidates[0].text = "another text".into();
+        same[0].answers = vec!["b".into()];
+        assert_eq!(fingerprint(d.path(), &same).1, base);
+        manifest("abc").write(d.path()).unwrap();
+        let (lm, with_llm) = fingerprint(d.path(), &groups);
+        assert_eq!(lm, "abc");
+        assert_ne!(with_llm, base);
+    }
+
+    #[test]
+    fn labels_and_candidates_round_trip_and_bad_lines_name_the_line() {
+        let d = tempfile::tempdir().unwrap();
+        let groups = vec![group("q1", &[1.0, 0.5])];
+        LabeledGroup::write_all(d.path(), &groups).unwrap();
+        let back = LabeledGroup::read_all(d.path()).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].candidates[1].utility, 0.5);
+        assert!(MinedRow::read_all(d.path()).unwrap().is_none());
+        let rows = vec![MinedRow {
+            question_id: "q1".into(),
+            candidates: vec![Candidate {
+                n: 3,
+                is_gold: false,
+                source: "bm25".into(),
+            }],
+        }];
+        MinedRow::write_all(d.path(), &rows).unwrap();
+        assert_eq!(MinedRow::read_all(d.path()).unwrap().unwrap(), rows);
+        std::fs::write(d.path().join(LabeledGroup::FILE), "{}\n\nnot json\n").unwrap();
+        let e = LabeledGroup::read_all(d.path()).unwrap_err().to_string();
+        assert!(e.contains("labels.jsonl:1"), "{e}");
+        let m = manifest("x");
+        m.write(d.path()).unwrap();
+        assert_eq!(
+            LabelManifest::read(d.path()).unwrap().unwrap().lm_sha256,
+            "x"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! A training run's folder: `manifest.json` (what it trains on, for the resume guard)
+//! and `metrics.jsonl` (one line per optimizer step, one per dev evaluation).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use uae_core::{Error, Result};
+
+/// `RUN/manifest.json`. Generic over the trainer's config type, which this crate
+/// does not know; readers that only check the guard fields use `serde_json::Value`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainManifest<C> {
+    pub version: String,
+    /// The label folder.
+    pub labels: String,
+    pub labels_lm_sha256: String,
+    /// [`crate::labels::fingerprint`] of the labels trained on.
+    pub labels_fingerprint: String,
+    /// The base model folder.
+    pub base: String,
+    pub config: C,
+    pub dev_questions: usize,
+}
+
+impl<C: Serialize + serde::de::DeserializeOwned> TrainManifest<C> {
+    pub const FILE: &'static str = "manifest.json";
+
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        crate::labels::read_json_if_present(&dir.join(Self::FILE))
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        uae_core::fs::write_json(&dir.join(Self::FILE), self)
+    }
+}
+
+/// One optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub epoch: usize,
+    pub loss: f32,
+    pub grad_norm: f32,
+    pub lr: f32,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+/// One dev evaluation: the metric that picks the best model, and all metrics by name
+/// (`recall@1`, `map`, ... as [`uae-eval`'s `Metrics`] name them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevLog {
+    pub epoch: usize,
+    pub step: u64,
+    pub dev_metric: f64,
+    pub dev: BTreeMap<String, f64>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricsLine {
+    Step(StepLog),
+    Dev(DevLog),
+}
+
+impl MetricsLine {
+    pub const FILE: &'static str = "metrics.jsonl";
+
+    pub fn step(&self) -> u64 {
+        match self {
+            MetricsLine::Step(s) => s.step,
+            MetricsLine::Dev(d) => d.step,
+        }
+    }
+
+    /// Appends one line to `path`.
+    pub fn append(&self, path: &Path) -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(Error::io(path))?;
+        let line = serde_json::to_string(self).expect("metric lines serialise; this is a bug");
+        writeln!(f, "{line}").map_err(Error::io(path))
+    }
+
+    /// Every readable line of `path` (none if it does not exist). A line that does
+    /// not parse is skipped with a warning: a killed run may leave a torn last line,
+    /// and the curves should still be drawn from the rest.
+    pub fn read_all(path: &Path) -> Result<Vec<MetricsLine>> {
+        if !path.is_file() {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        Ok(text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .filter_map(|(i, l)| match serde_json::from_str(l) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}:{}: skipping an unreadable line: {e}",
+                        path.display(),
+                        i + 1
+                    );
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Keeps only the lines at or before `step` (the checkpoint a run resumes from:
+    /// a killed run may have logged steps that the resumed run repeats).
+    pub fn trim_after(path: &Path, step: u64) -> Result<()> {
+        if !path.is_file() {
+            return Ok(());
+        }
+        let keep: Vec<MetricsLine> = Self::read_all(path)?
+            .into_iter()
+            .filter(|m| m.step() <= step)
+            .collect();
+        uae_core::fs::write_jsonl(path, &keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(n: u64) -> MetricsLine {
+        MetricsLine::Step(StepLog {
+            step: n,
+            epoch: 0,
+            loss: 1.5,
+            grad_norm: 0.5,
+            lr: 1e-5,
+            tokens: 100,
+            seconds: 0.25,
+        })
+    }
+
+    /// The two line kinds as the trainer has always written them (key sets from a
+    /// real `metrics.jsonl`), read back into their variants.
+    #[test]
+    fn reads_step_and_dev_lines_and_skips_torn_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("metrics.jsonl");
+        std::fs::write(
+            &p,
+            concat!(
+                r#"{"step":1,"epoch":0,"loss":2.0,"grad_norm":1.0,"lr":0.00001,"tokens":9,"seconds":0.5}"#,
+                "\n",
+                r#"{"epoch":0,"step":1,"dev_metric":0.4,"dev":{"map":0.4,"recall@1":0.25}}"#,
+                "\n",
+                r#"{"step":2,"epo"#
+            ),
+        )
+        .unwrap();
+        let lines = MetricsLine::read_all(&p).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(matches!(&lines[0], MetricsLine::Step(s) if s.loss == 2.0));
+        match &lines[1] {
+            MetricsLine::Dev(d) => {
+                assert_eq!(d.dev_metric, 0.4);
+                assert_eq!(d.dev["recall@1"], 0.25);
+            }
+            other => panic!("not a dev line: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trim_keeps_lines_up_to_the_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("metrics.jsonl");
+        for n in 1..=5 {
+            step(n).append(&p).unwrap();
+        }
+        MetricsLine::trim_after(&p, 3).unwrap();
+        let steps: Vec<u64> = MetricsLine::read_all(&p)
+            .unwrap()
+            .iter()
+            .map(MetricsLine::step)
+            .collect();
+        assert_eq!(steps, vec![1, 2, 3]);
+    }
+}

@@ -1,0 +1,367 @@
+//! Speed benchmarks on real QASPER text: encoder throughput, LLM scoring throughput
+//! and training-step throughput. Each returns a report that the binary prints as JSON.
+
+use crate::{Error, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+use uae_artifacts::labels::{LabeledCandidate, LabeledGroup};
+use uae_data::{Paragraph, Qasper};
+use uae_lm::LmSource;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn invalid(what: &'static str, message: String) -> Error {
+    Error::Invalid { what, message }
+}
+
+/// `uae bench embed`: `passages` test paragraphs cut to exactly `tokens` ids,
+/// embedded `batch` at a time; the median of `repeats` timed passes after a warm-up.
+#[derive(Debug, Clone)]
+pub struct EmbedBench {
+    pub model: PathBuf,
+    pub bf16: bool,
+    pub passages: usize,
+    /// Tokens per passage, [CLS] and [SEP] included (>= 2).
+    pub tokens: usize,
+    pub batch: usize,
+    pub repeats: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbedReport {
+    pub bench: &'static str,
+    pub model: String,
+    pub bf16: bool,
+    pub passages: usize,
+    pub tokens_per_passage: usize,
+    pub batch: usize,
+    pub threads: usize,
+    pub seconds_median: f64,
+    pub tokens_per_s: f64,
+    pub passages_per_s: f64,
+    pub runs_s: Vec<f64>,
+}
+
+pub fn embed(b: &EmbedBench, q: &Qasper) -> Result<EmbedReport> {
+    if b.tokens < 2 || b.passages == 0 || b.batch == 0 || b.repeats == 0 {
+        return Err(invalid(
+            "bench embed",
+            "--tokens must be >= 2 and --passages, --batch, --repeats >= 1".into(),
+        ));
+    }
+    let enc = uae_search::load_encoder(&b.model, b.bf16)?;
+    // Paragraphs long enough to fill `tokens`, cut to exactly that many ids.
+    let mut seqs: Vec<Vec<u32>> = Vec::new();
+    for p in q.passages() {
+        let ids = enc.tokenize(&[p.text.as_str()])?.remove(0);
+        if ids.len() >= b.tokens {
+            let mut cut = ids[..b.tokens - 1].to_vec();
+            cut.push(*ids.last().expect("non-empty; this is a bug"));
+            seqs.push(cut);
+            if seqs.len() == b.passages {
+                break;
+            }
+        }
+    }
+    if seqs.len() < b.passages {
+        return Err(invalid(
+            "bench embed",
+            format!(
+                "only {} test paragraphs have {} tokens",
+                seqs.len(),
+                b.tokens
+            ),
+        ));
+    }
+    let mut runs = Vec::new();
+    for r in 0..=b.repeats {
+        let t = Instant::now();
+        for chunk in seqs.chunks(b.batch) {
+            let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+            let v = enc.forward_t(&enc.batch(&refs)?, None)?;
+            std::hint::black_box(v.to_vec2::<f32>().map_err(uae_encoder::Error::from)?);
+        }
+        if r > 0 {
+            runs.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let s = median(runs.clone());
+    Ok(EmbedReport {
+        bench: "embed",
+        model: b.model.display().to_string(),
+        bf16: b.bf16,
+        passages: b.passages,
+        tokens_per_passage: b.tokens,
+        batch: b.batch,
+        threads: rayon::current_num_threads(),
+        seconds_median: s,
+        tokens_per_s: (b.passages * b.tokens) as f64 / s,
+        passages_per_s: b.passages as f64 / s,
+        runs_s: runs,
+    })
+}
+
+/// `uae bench label`: `sequences` test paragraphs cut to `tokens` LLM tokens, the
+/// last `answer` of them scored (LM head on those only), at each batch size.
+#[derive(Debug, Clone)]
+pub struct LabelBench {
+    pub lm: LmSource,
+    pub bf16: bool,
+    pub sequences: usize,
+    pub tokens: usize,
+    /// Scored tokens at the end of each sequence (1 ..= tokens - 1).
+    pub answer: usize,
+    pub batches: Vec<usize>,
+    pub repeats: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LabelReport {
+    pub bench: &'static str,
+    pub lm: String,
+    pub bf16: bool,
+    pub sequences: usize,
+    pub tokens_per_sequence: usize,
+    pub answer_tokens: usize,
+    pub threads: usize,
+    /// One row per batch size.
+    pub results: Vec<LabelRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LabelRow {
+    pub batch: usize,
+    pub tokens_per_s: f64,
+    pub sequences_per_s: f64,
+    pub seconds_median: f64,
+}
+
+pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
+    if b.answer == 0 || b.answer >= b.tokens {
+        return Err(invalid(
+            "bench label",
+            "--answer must be between 1 and --tokens - 1".into(),
+        ));
+    }
+    if b.sequences == 0 || b.repeats == 0 || b.batches.is_empty() || b.batches.contains(&0) {
+        return Err(invalid(
+            "bench label",
+            "--sequences, --repeats and every --batches value must be >= 1".into(),
+        ));
+    }
+    let model = b.lm.load(b.bf16)?;
+    let mut seqs: Vec<Vec<u32>> = Vec::new();
+    for p in q.passages() {
+        let ids = model.encode(&p.text)?;
+        if ids.len() >= b.tokens {
+            seqs.push(ids[..b.tokens].to_vec());
+            if seqs.len() == b.sequences {
+                break;
+            }
+        }
+    }
+    if seqs.len() < b.sequences {
+        return Err(invalid(
+            "bench label",
+            format!(
+                "only {} test paragraphs have {} tokens",
+                seqs.len(),
+                b.tokens
+            ),
+        ));
+    }
+    let split = b.tokens - b.answer;
+    let mut results = Vec::new();
+    for &batch in &b.batches {
+        let mut runs = Vec::new();
+        for r in 0..=b.repeats {
+            let t = Instant::now();
+            for chunk in seqs.chunks(batch) {
+                let reqs: Vec<uae_lm::ScoreRequest> = chunk
+                    .iter()
+                    .map(|s| uae_lm::ScoreRequest {
+                        context: &s[..split],
+                        targets: &s[split..],
+                    })
+                    .collect();
+                std::hint::black_box(model.score(&reqs)?);
+            }
+            if r > 0 {
+                runs.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let s = median(runs);
+        results.push(LabelRow {
+            batch,
+            tokens_per_s: (b.sequences * b.tokens) as f64 / s,
+            sequences_per_s: b.sequences as f64 / s,
+            seconds_median: s,
+        });
+    }
+    Ok(LabelReport {
+        bench: "label",
+        lm: b.lm.path.display().to_string(),
+        bf16: b.bf16,
+        sequences: b.sequences,
+        tokens_per_sequence: b.tokens,
+        answer_tokens: b.answer,
+        threads: rayon::current_num_threads(),
+        results,
+    })
+}
+
+/// `uae bench train`: optimizer steps at the default shape on real train questions,
+/// each with `candidates` paragraphs of its paper cut to `tokens`, `uae` loss, AdamW.
+#[derive(Debug, Clone)]
+pub struct TrainBench {
+    pub model: PathBuf,
+    pub questions: usize,
+    pub candidates: usize,
+    pub tokens: usize,
+    pub steps: usize,
+    pub micro_batch: usize,
+    pub bf16_first_pass: bool,
+    /// Machine matmul peak for the roofline fraction, GFLOP/s.
+    pub peak_gflops: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrainReport {
+    pub bench: &'static str,
+    pub model: String,
+    pub questions: usize,
+    pub candidates: usize,
+    pub tokens_per_passage: usize,
+    pub micro_batch: usize,
+    pub bf16_first_pass: bool,
+    pub threads: usize,
+    pub tokens_per_step: usize,
+    pub seconds_per_step_median: f64,
+    pub tokens_per_s: f64,
+    pub gflops_per_s: f64,
+    pub roofline_fraction: f64,
+    pub runs_s: Vec<f64>,
+}
+
+/// Up to `questions` train questions whose papers have `candidates` paragraphs of
+/// more than `tokens` words, with made-up descending utilities.
+fn train_groups(
+    q: &Qasper,
+    questions: usize,
+    candidates: usize,
+    tokens: usize,
+) -> Vec<LabeledGroup> {
+    let mut groups = Vec::new();
+    for question in &q.questions {
+        let paper = &q.papers[question.paper];
+        let long: Vec<&Paragraph> = paper
+            .paragraphs
+            .iter()
+            .filter(|p| p.text.split_whitespace().count() > tokens)
+            .take(candidates)
+            .collect();
+        if long.len() < candidates {
+            continue;
+        }
+        groups.push(LabeledGroup {
+            question_id: question.id.clone(),
+            paper_id: question.paper_id.clone(),
+            question: question.text.clone(),
+            answers: vec![],
+            nll_without: vec![],
+            candidates: long
+                .iter()
+                .enumerate()
+                .map(|(i, p)| LabeledCandidate {
+                    passage_id: paper.passage_id(p.n),
+                    text: p.text.clone(),
+                    is_gold: i == 0,
+                    source: "bench".into(),
+                    utility: 1.0 - i as f32 * 0.3,
+                    per_answer: vec![],
+                })
+                .collect(),
+        });
+        if groups.len() == questions {
+            break;
+        }
+    }
+    groups
+}
+
+pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
+    if b.questions == 0 || b.candidates == 0 || b.tokens < 2 || b.steps == 0 || b.micro_batch == 0 {
+        return Err(invalid(
+            "bench train",
+            "--tokens must be >= 2 and --questions, --candidates, --steps, --micro-batch >= 1"
+                .into(),
+        ));
+    }
+    if !(b.peak_gflops.is_finite() && b.peak_gflops > 0.0) {
+        return Err(invalid("bench train", "--peak-gflops must be > 0".into()));
+    }
+    let enc = uae_encoder::Encoder::load(&b.model, &uae_encoder::Device::Cpu, true)?;
+    let groups = train_groups(q, b.questions, b.candidates, b.tokens);
+    if groups.len() < b.questions {
+        return Err(invalid(
+            "bench train",
+            format!(
+                "only {} train questions have {} paragraphs of more than {} words",
+                groups.len(),
+                b.candidates,
+                b.tokens
+            ),
+        ));
+    }
+    let cfg = uae_train::TrainConfig {
+        micro_batch: b.micro_batch,
+        bf16_first_pass: b.bf16_first_pass,
+        max_passage_tokens: b.tokens,
+        ..Default::default()
+    };
+    let vars = enc.model.vars().to_vec();
+    let mut opt = uae_train::AdamW::new(cfg.adamw);
+    let refs: Vec<&LabeledGroup> = groups.iter().collect();
+    let mut runs = Vec::new();
+    let mut tok = 0;
+    for s in 0..=b.steps {
+        let t = Instant::now();
+        let (_, _, n) =
+            uae_train::trainer::step(&enc, &vars, &mut opt, &refs, &cfg, 1e-5, s as u64)?;
+        if s > 0 {
+            runs.push(t.elapsed().as_secs_f64());
+            tok = n;
+        }
+    }
+    let sec = median(runs.clone());
+    let c = &enc.model.config;
+    let (h, i, l) = (
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.num_hidden_layers as f64,
+    );
+    // Forward FLOPs per token (linear layers + attention at this length); a step is
+    // forward + backward (3x forward) plus GradCache's re-encoding (1x).
+    let fwd = 2.0 * l * (4.0 * h * h + 2.0 * h * i) + 2.0 * l * 2.0 * b.tokens as f64 * h;
+    let flops = tok as f64 * fwd * 4.0;
+    Ok(TrainReport {
+        bench: "train",
+        model: b.model.display().to_string(),
+        questions: b.questions,
+        candidates: b.candidates,
+        tokens_per_passage: b.tokens,
+        micro_batch: b.micro_batch,
+        bf16_first_pass: b.bf16_first_pass,
+        threads: rayon::current_num_threads(),
+        tokens_per_step: tok,
+        seconds_per_step_median: sec,
+        tokens_per_s: tok as f64 / sec,
+        gflops_per_s: flops / sec / 1e9,
+        roofline_fraction: flops / sec / 1e9 / b.peak_gflops,
+        runs_s: runs,
+    })
+}

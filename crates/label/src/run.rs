@@ -1,0 +1,157 @@
+//! A whole labeling run into one folder: manifest and resume checks, eligible
+//! questions, mined candidates (reused on resume), scores, `labels.jsonl`,
+//! `summary.json` and the utility histogram.
+
+use crate::mine::{mine_all, read_mined, rows};
+use crate::score::{label, Job};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use uae_artifacts::labels::{
+    CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledGroup, MinedRow,
+};
+use uae_core::Progress;
+use uae_data::Qasper;
+use uae_lm::CausalLm;
+
+/// The default LLM file (what `scripts/fetch-models.sh` unpacks).
+pub const DEFAULT_LM: &str = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// What a labeling run reads and where it writes.
+pub struct LabelRun<'a> {
+    pub qasper: &'a Qasper,
+    /// Label only the first N eligible questions (in file order).
+    pub limit: Option<usize>,
+    pub out: PathBuf,
+    pub lm: &'a CausalLm,
+    /// The LLM's path, as given (recorded in the manifest).
+    pub lm_path: PathBuf,
+    /// The bi-encoder that mines dense candidates.
+    pub encoder: PathBuf,
+    pub config: LabelConfig,
+}
+
+impl LabelRun<'_> {
+    /// Questions to label (indices into the split): answerable, and with matched
+    /// evidence in `gold` mode; the first `limit` of them.
+    pub fn eligible(&self) -> Vec<usize> {
+        self.qasper
+            .questions
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| {
+                !q.references().is_empty()
+                    && (self.config.candidates == CandidateMode::Mined || !q.gold.is_empty())
+            })
+            .map(|(i, _)| i)
+            .take(self.limit.unwrap_or(usize::MAX))
+            .collect()
+    }
+
+    fn manifest(&self) -> LabelManifest {
+        LabelManifest {
+            version: env!("CARGO_PKG_VERSION").into(),
+            split: self.qasper.split.to_string(),
+            limit: self.limit,
+            data_file: self.qasper.path.display().to_string(),
+            lm: self.lm_path.display().to_string(),
+            lm_sha256: self.lm.model_hash.clone(),
+            encoder: self.encoder.display().to_string(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Refuses to resume a folder labelled with another LLM, config or split.
+fn check_resume(dir: &Path, old: &LabelManifest, new: &LabelManifest) -> Result<()> {
+    let path = dir.join(LabelManifest::FILE);
+    if old.lm_sha256 != new.lm_sha256 {
+        return Err(Error::Mismatch {
+            path,
+            what: "LLM sha256",
+            found: old.lm_sha256.clone(),
+            want: new.lm_sha256.clone(),
+        });
+    }
+    if old.config != new.config || old.split != new.split {
+        let json = |m: &LabelManifest| {
+            format!(
+                "{} on {}",
+                serde_json::to_string(&m.config).unwrap_or_default(),
+                m.split
+            )
+        };
+        return Err(Error::Mismatch {
+            path,
+            what: "another configuration",
+            found: json(old),
+            want: json(new),
+        });
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) a labeling run; returns its summary and the labelled groups.
+pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<LabeledGroup>)> {
+    let eligible = r.eligible();
+    if eligible.is_empty() {
+        return Err(Error::NothingToLabel {
+            split: r.qasper.split.to_string(),
+        });
+    }
+    std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
+    let manifest = r.manifest();
+    if let Some(old) = LabelManifest::read(&r.out)? {
+        check_resume(&r.out, &old, &manifest)?;
+    }
+    manifest.write(&r.out)?;
+    let items = match read_mined(&r.out, r.qasper, &eligible)? {
+        Some(items) => {
+            tracing::info!(path = %r.out.join(MinedRow::FILE).display(), "reusing mined candidates");
+            items
+        }
+        None => {
+            let items = mine_all(r.qasper, &eligible, &r.encoder, &r.config, progress)?;
+            MinedRow::write_all(&r.out, &rows(r.qasper, &items))?;
+            items
+        }
+    };
+    let job = Job {
+        qasper: r.qasper,
+        items,
+    };
+    let (summary, groups) = label(r.lm, &job, &r.config, &r.out, progress)?;
+    summary.write(&r.out)?;
+    uae_core::fs::atomic_write(
+        &r.out.join("utility-histogram.svg"),
+        utility_histogram(&groups).as_bytes(),
+    )?;
+    Ok((summary, groups))
+}
+
+/// The utility histogram of gold and other candidates (fractions of each), as SVG.
+pub fn utility_histogram(groups: &[LabeledGroup]) -> String {
+    use uae_plot::{histogram_svg, Series};
+    let (mut gold, mut other) = (Vec::new(), Vec::new());
+    for c in groups.iter().flat_map(|g| &g.candidates) {
+        if c.is_gold { &mut gold } else { &mut other }.push(c.utility as f64);
+    }
+    let series = [
+        Series {
+            name: "other candidates",
+            color: "#888888",
+            values: other,
+        },
+        Series {
+            name: "gold evidence",
+            color: "#d62728",
+            values: gold,
+        },
+    ];
+    histogram_svg(
+        -4.0,
+        8.0,
+        48,
+        "utility (nats): NLL(a|q) - NLL(a|p,q)",
+        &series,
+    )
+}

@@ -1,0 +1,121 @@
+//! Evaluating a retriever on a collection: rankings, metrics, TREC files and the
+//! report `uae eval` writes.
+
+use crate::{bm25_rankings, dense_rankings, load_encoder, Result, Timings};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use uae_core::Progress;
+use uae_data::Collection;
+use uae_encoder::BatchOptions;
+use uae_eval::Metrics;
+use uae_index::Bm25Params;
+
+/// Keeps the first `n` queries (in file order; those without gold evidence count but
+/// are not scored) and only the passages of their scopes. `uae train --dev-limit`
+/// and `uae eval --limit` share it, so their numbers are comparable.
+pub fn limit_queries(coll: &mut Collection, n: usize) {
+    coll.queries.truncate(n);
+    let scopes: HashSet<Option<String>> = coll.queries.iter().map(|q| q.scope.clone()).collect();
+    coll.passages.retain(|p| scopes.contains(&p.scope));
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrieverKind {
+    Bm25,
+    Dense,
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub enum Retriever {
+    Bm25(Bm25Params),
+    Dense {
+        model: PathBuf,
+        bf16: bool,
+        opts: BatchOptions,
+    },
+}
+
+impl Retriever {
+    pub fn kind(&self) -> RetrieverKind {
+        match self {
+            Retriever::Bm25(_) => RetrieverKind::Bm25,
+            Retriever::Dense { .. } => RetrieverKind::Dense,
+        }
+    }
+
+    /// The run tag: `bm25`, or `dense-{model folder name}`.
+    pub fn tag(&self) -> String {
+        match self {
+            Retriever::Bm25(_) => "bm25".into(),
+            Retriever::Dense { model, .. } => format!(
+                "dense-{}",
+                model
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// `report.json` of `uae eval`.
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub collection: String,
+    pub retriever: RetrieverKind,
+    pub model: Option<String>,
+    pub queries: usize,
+    pub evaluable_queries: usize,
+    pub skipped_queries: usize,
+    pub passages: usize,
+    pub metrics: Metrics,
+    pub timings: Timings,
+}
+
+/// Ranks every query of `coll`, scores the rankings, and writes `run.trec`,
+/// `qrels.trec` and `report.json` into `out`.
+pub fn evaluate(
+    coll: &Collection,
+    retriever: &Retriever,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<EvalReport> {
+    let mut timings = Timings::default();
+    let (rankings, model) = match retriever {
+        Retriever::Bm25(params) => (bm25_rankings(coll, *params, &mut timings), None),
+        Retriever::Dense { model, bf16, opts } => {
+            let enc = load_encoder(model, *bf16)?;
+            (
+                dense_rankings(&enc, coll, *opts, &mut timings, progress)?,
+                Some(model.display().to_string()),
+            )
+        }
+    };
+    let (_, metrics) = uae_eval::score(&coll.passages, &coll.queries, &rankings);
+    let evaluable = coll.evaluable().count();
+    timings.per_query_ms =
+        1000.0 * (timings.encode_queries_s + timings.search_s) / coll.queries.len().max(1) as f64;
+    uae_eval::write_trec(
+        out,
+        &retriever.tag(),
+        &coll.passages,
+        &coll.queries,
+        &rankings,
+    )?;
+    let report = EvalReport {
+        collection: coll.name.clone(),
+        retriever: retriever.kind(),
+        model,
+        queries: coll.queries.len(),
+        evaluable_queries: evaluable,
+        skipped_queries: coll.queries.len() - evaluable,
+        passages: coll.passages.len(),
+        metrics,
+        timings,
+    };
+    uae_core::fs::write_json(&out.join("report.json"), &report)?;
+    Ok(report)
+}

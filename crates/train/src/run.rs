@@ -1,0 +1,236 @@
+//! A whole training run into one folder: checks on the labels, the resume guard
+//! (`manifest.json` fingerprints the labels and the base model), dev evaluation
+//! on an inference copy of the model in memory, and the curves drawn from
+//! `metrics.jsonl` at the end.
+
+use crate::trainer::{train, Error, Hooks, Result, StepLog, TrainConfig, TrainState};
+use crate::LossKind;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use uae_artifacts::labels::{fingerprint, LabeledGroup};
+use uae_artifacts::train::{MetricsLine, TrainManifest};
+use uae_core::Progress;
+use uae_data::Collection;
+use uae_encoder::{BatchOptions, Encoder};
+
+/// What a training run reads and where it writes.
+pub struct TrainRun {
+    /// The label folder (`labels.jsonl`, `manifest.json`).
+    pub labels: PathBuf,
+    /// The base bi-encoder folder to fine-tune.
+    pub base: PathBuf,
+    pub out: PathBuf,
+    pub config: TrainConfig,
+    /// The dev collection the best model is chosen on (MAP).
+    pub dev: Collection,
+}
+
+/// Why a run cannot start, before any work.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("reading labels from {path} (run `uae label` first): {source}")]
+    Labels {
+        path: PathBuf,
+        #[source]
+        source: uae_core::Error,
+    },
+    #[error("{path}: no labeled question has candidates")]
+    NoCandidates { path: PathBuf },
+    #[error("{path}: infonce needs gold candidates; these labels have none (mined?)")]
+    NoGold { path: PathBuf },
+    #[error("{out}: this run was trained on other labels (LLM {old_lm}, from {old_labels}); these come from LLM {new_lm} in {new_labels}. Use another --out")]
+    OtherLabels {
+        out: PathBuf,
+        old_lm: String,
+        old_labels: String,
+        new_lm: String,
+        new_labels: PathBuf,
+    },
+    #[error("{out}: this run fine-tunes {old_base}, not {new_base}; use another --out")]
+    OtherBase {
+        out: PathBuf,
+        old_base: String,
+        new_base: PathBuf,
+    },
+    #[error("loading {path} for training: {source}")]
+    Base {
+        path: PathBuf,
+        #[source]
+        source: uae_encoder::Error,
+    },
+    #[error(transparent)]
+    Files(#[from] uae_core::Error),
+    #[error(transparent)]
+    Train(#[from] Error),
+}
+
+/// Dev evaluation and progress, as the trainer's hooks.
+struct RunHooks<'a> {
+    dev: &'a Collection,
+    progress: &'a dyn Progress,
+}
+
+impl Hooks for RunHooks<'_> {
+    fn on_step(&mut self, log: &StepLog, total: u64) {
+        self.progress.set_total(total);
+        self.progress.set(log.step);
+        self.progress.message(&format!("loss {:.4}", log.loss));
+    }
+
+    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, BTreeMap<String, f64>)> {
+        let m = dev_metrics(enc, self.dev)?;
+        tracing::info!(epoch, recall_1 = m.recall_1, map = m.map, "dev");
+        Ok((m.map, metrics_by_name(&m)))
+    }
+}
+
+/// Retrieval metrics of the model being trained on `dev`, from an inference copy
+/// that shares its weights (equal to the exported model's, bit for bit).
+pub fn dev_metrics(enc: &Encoder, dev: &Collection) -> Result<uae_eval::Metrics> {
+    let inf = enc.inference_copy()?;
+    let mut t = uae_search::Timings::default();
+    let rankings = uae_search::dense_rankings(
+        &inf,
+        dev,
+        BatchOptions::default(),
+        &mut t,
+        &uae_core::NoProgress,
+    )
+    .map_err(|e| Error::Dev(e.to_string()))?;
+    Ok(uae_eval::score(&dev.passages, &dev.queries, &rankings).1)
+}
+
+/// Metrics under the names `metrics.jsonl` has always used (`recall@1`, `map`, ...).
+fn metrics_by_name(m: &uae_eval::Metrics) -> BTreeMap<String, f64> {
+    m.rows()
+        .iter()
+        .map(|&(name, v)| (name.to_string(), v))
+        .collect()
+}
+
+/// Runs (or resumes) a training run; returns where it ended.
+pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainState, RunError> {
+    let groups = LabeledGroup::read_all(&r.labels).map_err(|source| RunError::Labels {
+        path: r.labels.clone(),
+        source,
+    })?;
+    if !groups.iter().any(|g| !g.candidates.is_empty()) {
+        return Err(RunError::NoCandidates {
+            path: r.labels.clone(),
+        });
+    }
+    if r.config.loss == LossKind::Infonce
+        && !groups
+            .iter()
+            .any(|g| g.candidates.iter().any(|c| c.is_gold))
+    {
+        return Err(RunError::NoGold {
+            path: r.labels.clone(),
+        });
+    }
+    let enc = Encoder::load(&r.base, &uae_encoder::Device::Cpu, true).map_err(|source| {
+        RunError::Base {
+            path: r.base.clone(),
+            source,
+        }
+    })?;
+    std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
+    let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
+    // Resuming on other labels would silently train a mixture.
+    if let Some(old) = TrainManifest::<serde_json::Value>::read(&r.out)? {
+        if old.labels_fingerprint != labels_fp {
+            return Err(RunError::OtherLabels {
+                out: r.out.clone(),
+                old_lm: old.labels_lm_sha256,
+                old_labels: old.labels,
+                new_lm: labels_lm,
+                new_labels: r.labels.clone(),
+            });
+        }
+        if Path::new(&old.base) != r.base {
+            return Err(RunError::OtherBase {
+                out: r.out.clone(),
+                old_base: old.base,
+                new_base: r.base.clone(),
+            });
+        }
+    }
+    TrainManifest {
+        version: env!("CARGO_PKG_VERSION").into(),
+        labels: r.labels.display().to_string(),
+        labels_lm_sha256: labels_lm,
+        labels_fingerprint: labels_fp,
+        base: r.base.display().to_string(),
+        config: r.config.clone(),
+        dev_questions: r.dev.queries.len(),
+    }
+    .write(&r.out)?;
+    progress.start("training", 0);
+    let mut hooks = RunHooks {
+        dev: &r.dev,
+        progress,
+    };
+    let state = train(&enc, &r.base, &groups, &r.config, &r.out, &mut hooks)?;
+    progress.finish();
+    write_curves(&r.out)?;
+    Ok(state)
+}
+
+/// `loss.svg` (per-step loss and its 10-step moving average) and `dev.svg` (dev R@1
+/// and MAP at each evaluation), drawn from `metrics.jsonl`.
+pub fn write_curves(out: &Path) -> uae_core::Result<()> {
+    use uae_plot::{lines_svg, Series};
+    let (mut loss, mut r1, mut map) = (Vec::new(), Vec::new(), Vec::new());
+    for line in MetricsLine::read_all(&out.join(MetricsLine::FILE))? {
+        match line {
+            MetricsLine::Step(s) => loss.push((s.step as f64, s.loss as f64)),
+            MetricsLine::Dev(d) => {
+                let step = d.step as f64;
+                map.push((step, d.dev.get("map").copied().unwrap_or(d.dev_metric)));
+                if let Some(&r) = d.dev.get("recall@1") {
+                    r1.push((step, r));
+                }
+            }
+        }
+    }
+    let avg: Vec<(f64, f64)> = (0..loss.len())
+        .map(|i| {
+            let w = &loss[i.saturating_sub(9)..=i];
+            (
+                loss[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect();
+    let loss = [
+        Series {
+            name: "loss",
+            color: "#bbbbbb",
+            values: loss,
+        },
+        Series {
+            name: "loss, 10-step mean",
+            color: "#d62728",
+            values: avg,
+        },
+    ];
+    let dev = [
+        Series {
+            name: "dev R@1",
+            color: "#1f77b4",
+            values: r1,
+        },
+        Series {
+            name: "dev MAP",
+            color: "#ff7f0e",
+            values: map,
+        },
+    ];
+    for (name, series) in [("loss", &loss), ("dev", &dev)] {
+        uae_core::fs::atomic_write(
+            &out.join(format!("{name}.svg")),
+            lines_svg("optimizer step", series).as_bytes(),
+        )?;
+    }
+    Ok(())
+}
