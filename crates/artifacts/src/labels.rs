@@ -86,9 +86,14 @@ impl Default for LabelConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelManifest {
     pub version: String,
+    /// The QASPER split, or the questions file's name for your own data.
     pub split: String,
     pub limit: Option<usize>,
+    /// The QASPER file or the questions file.
     pub data_file: String,
+    /// The corpus file, for your own data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<String>,
     pub lm: String,
     pub lm_sha256: String,
     pub encoder: String,
@@ -108,10 +113,10 @@ impl LabelManifest {
     }
 }
 
-/// One mined candidate of a question: a paragraph number in its paper.
+/// One mined candidate of a question: a passage of the corpus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub n: usize,
+    pub passage_id: String,
     pub is_gold: bool,
     /// Where it came from: gold, dense, bm25, random.
     pub source: String,
@@ -131,13 +136,21 @@ impl MinedRow {
         uae_core::fs::write_jsonl(&dir.join(Self::FILE), rows)
     }
 
-    /// The rows of `dir/candidates.jsonl`, or `None` when there is no such file.
+    /// The rows of `dir/candidates.jsonl`, or `None` when there is no such file or
+    /// it is in an older layout (candidates are mined again then: mining is
+    /// deterministic, so the scores already stored are all reused).
     pub fn read_all(dir: &Path) -> Result<Option<Vec<MinedRow>>> {
         let path = dir.join(Self::FILE);
         if !path.is_file() {
             return Ok(None);
         }
-        read_jsonl(&path).map(Some)
+        match read_jsonl(&path) {
+            Ok(rows) => Ok(Some(rows)),
+            Err(e) => {
+                tracing::warn!("{e}; mining the candidates again");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -145,6 +158,7 @@ impl MinedRow {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabeledGroup {
     pub question_id: String,
+    /// The question's scope (QASPER: the paper id; empty when unscoped).
     pub paper_id: String,
     pub question: String,
     pub answers: Vec<String>,
@@ -202,6 +216,12 @@ pub fn fingerprint(dir: &Path, groups: &[LabeledGroup]) -> (String, String) {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LabelSummary {
     pub questions: usize,
+    /// Questions left out: no reference answer to score.
+    #[serde(default)]
+    pub skipped_no_answer: usize,
+    /// Questions left out in `gold` mode: no positive passage.
+    #[serde(default)]
+    pub skipped_no_positive: usize,
     pub candidates: usize,
     pub scores_total: usize,
     pub scores_computed: usize,
@@ -289,6 +309,7 @@ mod tests {
             split: "train".into(),
             limit: None,
             data_file: "d".into(),
+            corpus: None,
             lm: "m.gguf".into(),
             lm_sha256: lm.into(),
             encoder: "e".into(),
@@ -332,7 +353,7 @@ mod tests {
         let rows = vec![MinedRow {
             question_id: "q1".into(),
             candidates: vec![Candidate {
-                n: 3,
+                passage_id: "p#3".into(),
                 is_gold: false,
                 source: "bm25".into(),
             }],

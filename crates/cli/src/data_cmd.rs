@@ -1,6 +1,7 @@
 use crate::common::DataDir;
 use anyhow::Result;
 use clap::Subcommand;
+use std::path::PathBuf;
 use uae_data::Split;
 
 #[derive(Subcommand)]
@@ -16,10 +17,37 @@ pub enum DataCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Writes a QASPER split as your-own-data files: DIR/corpus.jsonl (ids
+    /// `{paper_id}#{n}`, scope = paper) and DIR/questions.jsonl (answers = the
+    /// answerable references, positives = the matched gold evidence).
+    ExportQasper {
+        #[arg(long)]
+        split: Split,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
+    },
 }
 
 pub fn run(cmd: DataCmd) -> Result<()> {
     match cmd {
+        DataCmd::ExportQasper { split, out, data } => {
+            let set = data.load(split)?.qa_set();
+            set.write(&out)?;
+            println!(
+                "{}: {} passages, {} questions ({} with positives) in {}",
+                set.name,
+                set.corpus.len(),
+                set.questions.len(),
+                set.questions
+                    .iter()
+                    .filter(|q| !q.positives.is_empty())
+                    .count(),
+                out.display()
+            );
+            Ok(())
+        }
         DataCmd::Stats { split, data, json } => {
             let splits: Vec<Split> = if split == "all" {
                 vec![Split::Train, Split::Dev, Split::Test]

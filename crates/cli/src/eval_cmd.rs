@@ -22,8 +22,14 @@ pub struct EvalArgs {
     #[arg(long)]
     out: PathBuf,
     /// Evaluate on a BEIR-layout folder instead of QASPER (corpus-wide search).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["corpus", "questions"])]
     beir: Option<PathBuf>,
+    /// Your own corpus (JSONL or a BEIR folder); needs --questions with positives.
+    #[arg(long, requires = "questions")]
+    corpus: Option<PathBuf>,
+    /// Your own questions (JSONL); those with `positives` are scored.
+    #[arg(long, requires = "corpus")]
+    questions: Option<PathBuf>,
     /// qrels split name for --beir (qrels/{name}.tsv).
     #[arg(long, default_value = "test")]
     beir_split: String,
@@ -51,9 +57,10 @@ enum RetrieverArg {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let mut coll = match &a.beir {
-        Some(dir) => uae_data::load_beir(dir, &a.beir_split)?,
-        None => a.data.load(a.split)?.collection(),
+    let mut coll = match (&a.beir, &a.corpus, &a.questions) {
+        (Some(dir), ..) => uae_data::load_beir(dir, &a.beir_split)?,
+        (_, Some(c), Some(q)) => uae_data::QaSet::load(c, q)?.collection(),
+        _ => a.data.load(a.split)?.collection(),
     };
     if let Some(n) = a.limit {
         uae_search::limit_queries(&mut coll, n);

@@ -22,8 +22,18 @@ pub enum TemplateArg {
 
 #[derive(clap::Args)]
 pub struct LabelArgs {
+    /// QASPER split to label (ignored with --questions).
     #[arg(long, default_value = "train")]
     split: Split,
+    /// Your own corpus: JSONL, one `{"id", "text", "title"?, "scope"?}` per line, or a
+    /// BEIR folder (its corpus.jsonl). Needs --questions.
+    #[arg(long, requires = "questions")]
+    corpus: Option<PathBuf>,
+    /// Your own questions: JSONL, one `{"id"?, "question", "answers": [...] or
+    /// "answer", "scope"?, "positives"?: [passage ids]}` per line. Questions without
+    /// an answer are skipped (counted in the summary). Needs --corpus.
+    #[arg(long, requires = "corpus")]
+    questions: Option<PathBuf>,
     /// Label only the first N eligible questions (in file order; >= 1).
     #[arg(long, value_parser = count())]
     limit: Option<usize>,
@@ -31,8 +41,10 @@ pub struct LabelArgs {
     /// summary.json, utility-histogram.svg. Rerunning the same command resumes.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value = "gold")]
-    candidates: Mode,
+    /// Which passages are scored. Default: `gold` for QASPER (its evidence is
+    /// annotated), `mined` for your own data (no evidence needed).
+    #[arg(long, value_enum)]
+    candidates: Option<Mode>,
     #[command(flatten)]
     lm: LmArgs,
     /// Bi-encoder that mines dense hard negatives.
@@ -66,9 +78,21 @@ pub struct LabelArgs {
 }
 
 pub fn run(a: LabelArgs) -> Result<()> {
-    let qasper = a.data.load(a.split)?;
+    let (set, split) = match (&a.corpus, &a.questions) {
+        (Some(c), Some(q)) => {
+            let set = uae_data::QaSet::load(c, q)?;
+            let name = set.name.clone();
+            (set, name)
+        }
+        _ => (a.data.load(a.split)?.qa_set(), a.split.to_string()),
+    };
+    let default_mode = if a.questions.is_some() {
+        Mode::Mined
+    } else {
+        Mode::Gold
+    };
     let config = LabelConfig {
-        candidates: match a.candidates {
+        candidates: match a.candidates.unwrap_or(default_mode) {
             Mode::Gold => CandidateMode::Gold,
             Mode::Mined => CandidateMode::Mined,
         },
@@ -86,7 +110,9 @@ pub fn run(a: LabelArgs) -> Result<()> {
     };
     let lm = a.lm.load()?;
     let run = LabelRun {
-        qasper: &qasper,
+        set: &set,
+        split,
+        corpus_path: a.corpus.clone(),
         limit: a.limit,
         out: a.out,
         lm: &lm,

@@ -2,7 +2,7 @@ use crate::common::{count, count0, count_in, positive, Bars, DataDir};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
-use uae_train::{LossKind, TrainConfig, TrainRun};
+use uae_train::{DevSet, LossKind, Positives, TrainConfig, TrainRun};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum LossArg {
@@ -23,6 +23,11 @@ pub struct TrainArgs {
     labels: PathBuf,
     #[arg(long, value_enum, default_value = "uae")]
     loss: LossArg,
+    /// Positives for `--loss infonce`: `gold` (the evidence annotation) or
+    /// `answer-match` (candidates containing a reference answer, for data without
+    /// evidence).
+    #[arg(long, value_enum, default_value = "gold")]
+    positives: PositivesArg,
     /// Output: model/ (best by dev MAP, sentence-transformers layout), ckpt/,
     /// metrics.jsonl, manifest.json, loss.svg, dev.svg. Rerunning the same command
     /// resumes.
@@ -71,8 +76,26 @@ pub struct TrainArgs {
     /// Evaluate on the first N dev questions only (>= 1; default: all).
     #[arg(long, value_parser = count())]
     dev_limit: Option<usize>,
+    /// Your own dev questions (JSONL with `positives`) over --corpus: the best model
+    /// is chosen by their MAP. Default: QASPER dev.
+    #[arg(long, requires = "corpus", conflicts_with = "dev_labels")]
+    dev_questions: Option<PathBuf>,
+    /// The corpus of --dev-questions (JSONL or a BEIR folder).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// A labelled dev set (a `uae label` folder of held-out questions), for data
+    /// without evidence: the best model is chosen by nDCG@10 of each question's
+    /// candidates ranked by the model, the LLM's utilities as graded relevance.
+    #[arg(long)]
+    dev_labels: Option<PathBuf>,
     #[command(flatten)]
     data: DataDir,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PositivesArg {
+    Gold,
+    AnswerMatch,
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -94,12 +117,43 @@ pub fn run(a: TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every as u64,
         eval_every: a.eval_every as u64,
         bf16_first_pass: a.bf16_first_pass,
+        positives: match a.positives {
+            PositivesArg::Gold => Positives::Gold,
+            PositivesArg::AnswerMatch => Positives::AnswerMatch,
+        },
         ..Default::default()
     };
-    let mut dev = a.data.load(Split::Dev)?.collection();
-    if let Some(n) = a.dev_limit {
-        uae_search::limit_queries(&mut dev, n);
-    }
+    let dev = match (&a.dev_labels, &a.dev_questions, &a.corpus) {
+        (Some(dir), ..) => {
+            let mut groups = uae_label::LabeledGroup::read_all(dir)?;
+            groups.truncate(a.dev_limit.unwrap_or(usize::MAX));
+            anyhow::ensure!(
+                !groups.is_empty(),
+                "{}: no labelled dev question",
+                dir.display()
+            );
+            DevSet::Utility(groups)
+        }
+        (None, Some(q), Some(c)) => {
+            let mut dev = uae_data::QaSet::load(c, q)?.collection();
+            if let Some(n) = a.dev_limit {
+                uae_search::limit_queries(&mut dev, n);
+            }
+            anyhow::ensure!(
+                dev.evaluable().count() > 0,
+                "{}: no dev question has positives; use --dev-labels for data without evidence",
+                q.display()
+            );
+            DevSet::Retrieval(dev)
+        }
+        _ => {
+            let mut dev = a.data.load(Split::Dev)?.collection();
+            if let Some(n) = a.dev_limit {
+                uae_search::limit_queries(&mut dev, n);
+            }
+            DevSet::Retrieval(dev)
+        }
+    };
     let run = TrainRun {
         labels: a.labels,
         base: a.base,

@@ -26,6 +26,14 @@ pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
 
 /// Reads a JSON-lines file (blank lines skipped) into `T`s; errors name the line.
 pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    Ok(read_jsonl_lines(path)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// [`read_jsonl`], each value with its 1-based line number.
+pub fn read_jsonl_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
     let reader = open_maybe_gz(path)?;
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
@@ -41,7 +49,7 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
             line: i + 1,
             message: e.to_string(),
         })?;
-        out.push(v);
+        out.push((i + 1, v));
     }
     Ok(out)
 }

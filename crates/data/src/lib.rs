@@ -5,12 +5,14 @@ mod beir;
 mod corpus;
 mod error;
 mod io;
+mod qa;
 mod qasper;
 
 pub use beir::load_beir;
 pub use corpus::read_corpus_jsonl;
 pub use error::{Error, Result};
-pub use io::{open_maybe_gz, read_jsonl};
+pub use io::{open_maybe_gz, read_jsonl, read_jsonl_lines};
+pub use qa::{QaItem, QaSet};
 pub use qasper::{
     default_data_dir, Answer, AnswerKind, Paper, Paragraph, Qasper, QasperStats, Question, Split,
 };

@@ -18,6 +18,21 @@ pub fn normalize_answer(s: &str) -> String {
         .join(" ")
 }
 
+/// Whether `passage` contains one of `answers` as a run of whole tokens after
+/// [`normalize_answer`] (DPR's distant supervision). Answers that normalise to
+/// nothing, "yes" or "no" match nothing: they say what the answer is, not where.
+pub fn contains_answer(passage: &str, answers: &[String]) -> bool {
+    let p = normalize_answer(passage);
+    let pt: Vec<&str> = p.split_whitespace().collect();
+    answers.iter().any(|a| {
+        let a = normalize_answer(a);
+        let at: Vec<&str> = a.split_whitespace().collect();
+        !at.is_empty()
+            && !matches!(a.as_str(), "yes" | "no")
+            && pt.windows(at.len()).any(|w| w == at.as_slice())
+    })
+}
+
 /// Bag-of-tokens F1 between a prediction and one reference, after normalisation.
 pub fn token_f1(prediction: &str, reference: &str) -> f64 {
     let p = normalize_answer(prediction);
@@ -59,6 +74,24 @@ pub fn max_f1(prediction: &str, references: &[String]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hand-made cases: a span inside the passage (case, punctuation and articles
+    /// ignored), a span split across words that is no match, yes/no answers.
+    #[test]
+    fn answer_match_finds_whole_token_spans() {
+        let a = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p = "We train on the Penn Treebank (PTB), using BiLSTMs.";
+        assert!(contains_answer(p, &a(&["penn treebank"])));
+        assert!(contains_answer(p, &a(&["nothing", "The Penn  Treebank"])));
+        assert!(contains_answer(p, &a(&["BiLSTMs."])));
+        assert!(
+            !contains_answer(p, &a(&["tree"])),
+            "a part of a word is no match"
+        );
+        assert!(!contains_answer(p, &a(&["Yes", "no", "the", ""])));
+        assert!(!contains_answer(p, &a(&[])));
+        assert!(contains_answer("Yes, we do.", &a(&["we do"])));
+    }
 
     #[test]
     fn normalisation_follows_squad() {

@@ -259,6 +259,23 @@ pub fn write_trec(
     )
 }
 
+/// nDCG@k of a ranking with real-valued gains (best first; negative gains count
+/// as 0): DCG over the ideal DCG of the same gains. `None` when no gain is positive.
+pub fn ndcg_of_gains(gains_in_rank_order: &[f64], k: usize) -> Option<f64> {
+    let g: Vec<f64> = gains_in_rank_order.iter().map(|&x| x.max(0.0)).collect();
+    let dcg = |v: &[f64]| -> f64 {
+        v.iter()
+            .take(k)
+            .enumerate()
+            .map(|(i, x)| x / ((i + 2) as f64).log2())
+            .sum()
+    };
+    let mut ideal = g.clone();
+    ideal.sort_by(|a, b| b.total_cmp(a));
+    let idcg = dcg(&ideal);
+    (idcg > 0.0).then(|| dcg(&g) / idcg)
+}
+
 /// The nearest-rank percentile `p` (0-100) of `v`; NaN when `v` is empty.
 pub fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -278,6 +295,16 @@ pub fn pct_change(new: f64, old: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gains [0, 2, 1] in rank order: DCG = 2/log2(3) + 1/log2(4) = 1.261860 + 0.5;
+    /// ideal [2, 1, 0]: 2 + 1/log2(3) = 2.630930; ratio 0.669672.
+    #[test]
+    fn ndcg_of_gains_by_hand() {
+        let v = ndcg_of_gains(&[0.0, 2.0, 1.0], 10).unwrap();
+        assert!((v - 0.669672).abs() < 1e-6, "{v}");
+        assert_eq!(ndcg_of_gains(&[-1.0, 0.0], 10), None);
+        assert_eq!(ndcg_of_gains(&[3.0, -2.0], 10), Some(1.0));
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

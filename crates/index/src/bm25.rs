@@ -128,7 +128,18 @@ pub struct ScopedBm25 {
 }
 
 impl ScopedBm25 {
+    /// Statistics per scope, plus corpus-wide ones when some passage has no scope.
     pub fn new(passages: &[Passage], params: Bm25Params) -> Self {
+        Self::build(passages, params, false)
+    }
+
+    /// [`ScopedBm25::new`], with corpus-wide statistics in any case, so that
+    /// unscoped queries search a fully scoped corpus too.
+    pub fn with_global(passages: &[Passage], params: Bm25Params) -> Self {
+        Self::build(passages, params, true)
+    }
+
+    fn build(passages: &[Passage], params: Bm25Params, global: bool) -> Self {
         let scopes = Scopes::new(passages);
         let per_scope = scopes
             .iter()
@@ -137,9 +148,7 @@ impl ScopedBm25 {
                 (s.clone(), Bm25::new(docs, params))
             })
             .collect();
-        let global = passages
-            .iter()
-            .any(|p| p.scope.is_none())
+        let global = (global || passages.iter().any(|p| p.scope.is_none()))
             .then(|| Bm25::new(passages.iter().map(|p| p.text.as_str()), params));
         ScopedBm25 {
             scopes,

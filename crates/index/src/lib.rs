@@ -5,7 +5,7 @@ mod bm25;
 mod dense;
 
 pub use bm25::{tokenize, Bm25, Bm25Params, ScopedBm25};
-pub use dense::DenseIndex;
+pub use dense::{dot, DenseIndex};
 
 use std::collections::HashMap;
 use uae_core::{Passage, Query};

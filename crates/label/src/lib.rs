@@ -12,7 +12,7 @@ pub mod mine;
 mod run;
 mod score;
 
-pub use mine::{mine, mine_all, paragraph_numbers};
+pub use mine::{mine, mine_all};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};
 pub use score::{label, score_key, Job, Record};
 pub use uae_artifacts::labels::{
@@ -33,7 +33,9 @@ pub enum Error {
         found: String,
         want: String,
     },
-    #[error("no question of {split} has an answer to label")]
+    #[error(
+        "no question of {split} has an answer to label (and, with --candidates gold, a positive)"
+    )]
     NothingToLabel { split: String },
     #[error(transparent)]
     Files(#[from] uae_core::Error),

@@ -1,151 +1,163 @@
-//! Candidate mining: which passages of a question's paper the LLM scores. Gold
-//! evidence (in `gold` mode), the base encoder's and BM25's top non-gold passages
-//! (the near-misses the bi-encoder must learn to push down), and random ones (the low
+//! Candidate mining: which passages the LLM scores for a question. Its positives
+//! (in `gold` mode), the base encoder's and BM25's top other passages (the
+//! near-misses the bi-encoder must learn to push down), and random ones (the low
 //! end of the utility scale), seeded per question so that reruns mine the same set.
+//! Candidates come from the question's scope (QASPER: its paper), or from the
+//! whole corpus for unscoped questions.
 
 use crate::Result;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use uae_artifacts::labels::{Candidate, CandidateMode, LabelConfig, MinedRow};
 use uae_core::hash::sha;
-use uae_core::{Hit, Lcg64, Progress};
-use uae_data::Qasper;
+use uae_core::{Hit, Lcg64, Passage, Progress, Query};
+use uae_data::QaSet;
 use uae_encoder::BatchOptions;
-use uae_index::{Bm25Params, ScopedBm25};
+use uae_index::{Bm25Params, ScopedBm25, Scopes};
 use uae_search::DenseSearcher;
 
-/// Each question to label (index into the split's questions) with its candidates.
+/// Each question to label (index into the set's questions) with its candidates.
 pub type Mined = Vec<(usize, Vec<Candidate>)>;
 
-/// Candidates for question `q` (index into `qasper.questions`). `dense` and `bm25` are
-/// that question's rankings (paragraph numbers, best first).
+/// How deep the dense and BM25 rankings are read for candidates.
+const RANK_DEPTH: usize = 50;
+
+/// A question's candidates. `members` are the passages it may draw from (its
+/// scope's, in corpus order), `gold` its positives, `dense` and `bm25` its rankings
+/// (all corpus positions into `corpus`, best first).
 pub fn mine(
-    qasper: &Qasper,
-    q: usize,
+    corpus: &[Passage],
+    question_id: &str,
+    members: &[usize],
+    gold: &BTreeSet<usize>,
     dense: &[usize],
     bm25: &[usize],
     cfg: &LabelConfig,
 ) -> Vec<Candidate> {
-    let question = &qasper.questions[q];
-    let paper = &qasper.papers[question.paper];
-    let gold: BTreeSet<usize> = question.gold.iter().copied().collect();
-    let mut out: Vec<Candidate> = Vec::new();
-    let push = |n: usize, source: &str, out: &mut Vec<Candidate>| {
-        if !out.iter().any(|c| c.n == n) {
-            out.push(Candidate {
-                n,
-                is_gold: gold.contains(&n),
-                source: source.into(),
-            });
-        }
-    };
+    let mut chosen: Vec<(usize, &str)> = Vec::new();
+    let taken = |i: usize, chosen: &[(usize, &str)]| chosen.iter().any(|c| c.0 == i);
     let skip_gold = cfg.candidates == CandidateMode::Gold;
     if skip_gold {
-        for &n in &gold {
-            push(n, "gold", &mut out);
-        }
+        chosen.extend(gold.iter().map(|&i| (i, "gold")));
     }
     for (list, k, name) in [
         (dense, cfg.dense_negatives, "dense"),
         (bm25, cfg.bm25_negatives, "bm25"),
     ] {
-        let mut taken = 0;
-        for &n in list {
-            if taken == k {
+        let mut n = 0;
+        for &i in list {
+            if n == k {
                 break;
             }
-            if (skip_gold && gold.contains(&n)) || out.iter().any(|c| c.n == n) {
+            if (skip_gold && gold.contains(&i)) || taken(i, &chosen) {
                 continue;
             }
-            push(n, name, &mut out);
-            taken += 1;
+            chosen.push((i, name));
+            n += 1;
         }
     }
-    // Random paragraphs, from a generator seeded by (seed, question id): stable across runs.
-    let pool: Vec<usize> = paper
-        .paragraphs
+    // Random passages, from a generator seeded by (seed, question id): stable across runs.
+    let mut pool: Vec<usize> = members
         .iter()
-        .filter(|p| {
-            !p.text.trim().is_empty()
-                && !out.iter().any(|c| c.n == p.n)
-                && (!skip_gold || !gold.contains(&p.n))
+        .copied()
+        .filter(|&i| {
+            !corpus[i].text.trim().is_empty()
+                && !taken(i, &chosen)
+                && (!skip_gold || !gold.contains(&i))
         })
-        .map(|p| p.n)
         .collect();
     let mut rng = Lcg64::new(u64::from_le_bytes(
-        sha(&[&cfg.seed.to_le_bytes(), question.id.as_bytes()])[..8]
+        sha(&[&cfg.seed.to_le_bytes(), question_id.as_bytes()])[..8]
             .try_into()
             .expect("8 bytes; this is a bug"),
     ));
-    let mut pool = pool;
     for _ in 0..cfg.random_negatives.min(pool.len()) {
-        let n = pool.swap_remove(rng.below(pool.len()));
-        push(n, "random", &mut out);
+        let i = pool.swap_remove(rng.below(pool.len()));
+        chosen.push((i, "random"));
     }
-    out
-}
-
-/// Turns rankings of corpus positions into paragraph numbers within each question's paper.
-pub fn paragraph_numbers(hits: &[Hit], passage_ids: &[String]) -> Vec<usize> {
-    hits.iter()
-        .filter_map(|h| {
-            passage_ids[h.passage]
-                .rsplit_once('#')
-                .and_then(|(_, n)| n.parse().ok())
+    chosen
+        .into_iter()
+        .map(|(i, source)| Candidate {
+            passage_id: corpus[i].id.clone(),
+            is_gold: gold.contains(&i),
+            source: source.into(),
         })
         .collect()
 }
 
-/// Ranks the paragraphs of the papers of `eligible` questions with the base encoder
-/// in `encoder_dir` and with BM25, and mines each question's candidates.
+/// Ranks the passages that the `eligible` questions may draw from with the base
+/// encoder in `encoder_dir` and with BM25, and mines each question's candidates.
 pub fn mine_all(
-    qasper: &Qasper,
+    set: &QaSet,
     eligible: &[usize],
     encoder_dir: &Path,
     cfg: &LabelConfig,
     progress: &dyn Progress,
 ) -> Result<Mined> {
-    let papers: BTreeSet<&str> = eligible
+    // Only the scopes involved (all of the corpus if a question is unscoped).
+    let scopes: HashSet<&str> = eligible
         .iter()
-        .map(|&i| qasper.questions[i].paper_id.as_str())
+        .filter_map(|&i| set.questions[i].scope.as_deref())
         .collect();
-    let coll = qasper.collection();
-    let passages: Vec<uae_core::Passage> = coll
-        .passages
+    let everything = eligible.iter().any(|&i| set.questions[i].scope.is_none());
+    let passages: Vec<Passage> = set
+        .corpus
         .iter()
-        .filter(|p| p.scope.as_deref().is_some_and(|s| papers.contains(s)))
+        .filter(|p| everything || p.scope.as_deref().is_some_and(|s| scopes.contains(s)))
         .cloned()
         .collect();
-    let ids: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
+    let position: HashMap<&str, usize> = passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
     let enc = uae_search::load_encoder(encoder_dir, false)?;
     let vecs =
         uae_search::embed_passages(&enc, &passages, BatchOptions::default(), "mining", progress)?;
     let dense = DenseSearcher::new(&passages, &vecs)?;
-    let bm25 = ScopedBm25::new(&passages, Bm25Params::default());
+    let bm25 = if everything {
+        ScopedBm25::with_global(&passages, Bm25Params::default())
+    } else {
+        ScopedBm25::new(&passages, Bm25Params::default())
+    };
+    let members = Scopes::new(&passages);
     let qtexts: Vec<&str> = eligible
         .iter()
-        .map(|&i| qasper.questions[i].text.as_str())
+        .map(|&i| set.questions[i].question.as_str())
         .collect();
     let qvecs = enc.embed(&qtexts).map_err(uae_search::Error::from)?;
+    let positions = |hits: Vec<Hit>| -> Vec<usize> { hits.iter().map(|h| h.passage).collect() };
     let mut items = Vec::new();
     for (&qi, qv) in eligible.iter().zip(&qvecs) {
-        let query = &coll.queries[qi];
-        let by_dense = paragraph_numbers(
-            &dense.top(qv, dense.scopes.candidates(query), Some(50))?,
-            &ids,
-        );
-        let by_bm25 = paragraph_numbers(&bm25.search(query, Some(50)), &ids);
-        items.push((qi, mine(qasper, qi, &by_dense, &by_bm25, cfg)));
+        let q = &set.questions[qi];
+        let query = Query {
+            id: q.id.clone(),
+            text: q.question.clone(),
+            scope: q.scope.clone(),
+            gold: Vec::new(),
+        };
+        let cands = members.candidates(&query);
+        let by_dense = positions(dense.top(qv, cands, Some(RANK_DEPTH))?);
+        let by_bm25 = positions(bm25.search(&query, Some(RANK_DEPTH)));
+        let gold: BTreeSet<usize> = q
+            .positives
+            .iter()
+            .filter_map(|p| position.get(p.as_str()).copied())
+            .collect();
+        items.push((
+            qi,
+            mine(&passages, &q.id, cands, &gold, &by_dense, &by_bm25, cfg),
+        ));
     }
     Ok(items)
 }
 
 /// `candidates.jsonl` rows for mined items.
-pub fn rows(qasper: &Qasper, items: &Mined) -> Vec<MinedRow> {
+pub fn rows(set: &QaSet, items: &Mined) -> Vec<MinedRow> {
     items
         .iter()
         .map(|(qi, c)| MinedRow {
-            question_id: qasper.questions[*qi].id.clone(),
+            question_id: set.questions[*qi].id.clone(),
             candidates: c.clone(),
         })
         .collect()
@@ -153,7 +165,7 @@ pub fn rows(qasper: &Qasper, items: &Mined) -> Vec<MinedRow> {
 
 /// Candidates mined by an earlier run into `dir` (the manifest check has already
 /// established that the config matches); `None` if absent or for other questions.
-pub fn read_mined(dir: &Path, qasper: &Qasper, eligible: &[usize]) -> Result<Option<Mined>> {
+pub fn read_mined(dir: &Path, set: &QaSet, eligible: &[usize]) -> Result<Option<Mined>> {
     let Some(rows) = MinedRow::read_all(dir)? else {
         return Ok(None);
     };
@@ -161,7 +173,7 @@ pub fn read_mined(dir: &Path, qasper: &Qasper, eligible: &[usize]) -> Result<Opt
         || rows
             .iter()
             .zip(eligible)
-            .any(|(r, &qi)| r.question_id != qasper.questions[qi].id)
+            .any(|(r, &qi)| r.question_id != set.questions[qi].id)
     {
         return Ok(None);
     }
@@ -177,13 +189,13 @@ pub fn read_mined(dir: &Path, qasper: &Qasper, eligible: &[usize]) -> Result<Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uae_data::{Answer, AnswerKind, Paper, Paragraph, Question, Split};
 
-    /// One paper of 12 paragraphs (number 5 empty), one question with gold 1 and 2.
-    fn qasper() -> Qasper {
-        let paragraphs = (0..12)
-            .map(|n| Paragraph {
-                n,
+    /// One scope of 12 passages (number 5 empty); positives 1 and 2.
+    fn corpus() -> Vec<Passage> {
+        (0..12)
+            .map(|n| Passage {
+                id: format!("p#{n}"),
+                scope: Some("p".into()),
                 section: None,
                 text: if n == 5 {
                     " ".into()
@@ -191,82 +203,71 @@ mod tests {
                     format!("paragraph {n}")
                 },
             })
-            .collect();
-        Qasper {
-            split: Split::Train,
-            path: "mem".into(),
-            papers: vec![Paper {
-                id: "p".into(),
-                title: "t".into(),
-                abstract_text: String::new(),
-                paragraphs,
-            }],
-            questions: vec![Question {
-                id: "q".into(),
-                paper_id: "p".into(),
-                paper: 0,
-                text: "what?".into(),
-                answers: vec![Answer {
-                    kind: AnswerKind::FreeForm("an answer".into()),
-                    evidence: vec![],
-                }],
-                gold: vec![1, 2],
-            }],
-        }
-    }
-
-    fn sources(c: &[Candidate]) -> Vec<(usize, &str, bool)> {
-        c.iter()
-            .map(|c| (c.n, c.source.as_str(), c.is_gold))
             .collect()
     }
 
-    /// Gold mode: every gold paragraph, then the top 3 dense and top 2 BM25 that are
-    /// neither gold nor taken, then one random paragraph that is none of those and
+    fn run(cfg: &LabelConfig, dense: &[usize], bm25: &[usize]) -> Vec<Candidate> {
+        let c = corpus();
+        let members: Vec<usize> = (0..12).collect();
+        mine(&c, "q", &members, &BTreeSet::from([1, 2]), dense, bm25, cfg)
+    }
+
+    fn sources(c: &[Candidate]) -> Vec<(&str, &str, bool)> {
+        c.iter()
+            .map(|c| (c.passage_id.as_str(), c.source.as_str(), c.is_gold))
+            .collect()
+    }
+
+    /// Gold mode: every positive, then the top 3 dense and top 2 BM25 that are
+    /// neither positive nor taken, then one random passage that is none of those and
     /// not empty.
     #[test]
     fn gold_mode_takes_gold_then_non_gold_near_misses_then_random() {
-        let q = qasper();
-        let cfg = LabelConfig::default();
-        let dense = [2, 7, 1, 8, 9, 10];
-        let bm25 = [8, 1, 3, 7, 4];
-        let c = mine(&q, 0, &dense, &bm25, &cfg);
+        let c = run(
+            &LabelConfig::default(),
+            &[2, 7, 1, 8, 9, 10],
+            &[8, 1, 3, 7, 4],
+        );
         assert_eq!(
             sources(&c[..7]),
             vec![
-                (1, "gold", true),
-                (2, "gold", true),
-                (7, "dense", false),
-                (8, "dense", false),
-                (9, "dense", false),
-                (3, "bm25", false),
-                (4, "bm25", false),
+                ("p#1", "gold", true),
+                ("p#2", "gold", true),
+                ("p#7", "dense", false),
+                ("p#8", "dense", false),
+                ("p#9", "dense", false),
+                ("p#3", "bm25", false),
+                ("p#4", "bm25", false),
             ]
         );
         assert_eq!(c.len(), 8);
         let r = &c[7];
         assert_eq!((r.source.as_str(), r.is_gold), ("random", false));
-        assert!(![1, 2, 3, 4, 5, 7, 8, 9].contains(&r.n), "random {}", r.n);
+        let taken = ["p#1", "p#2", "p#3", "p#4", "p#5", "p#7", "p#8", "p#9"];
+        assert!(
+            !taken.contains(&r.passage_id.as_str()),
+            "random {}",
+            r.passage_id
+        );
     }
 
-    /// Mined mode never looks at gold to choose: gold paragraphs the rankings bring
+    /// Mined mode never looks at the positives to choose: those the rankings bring
     /// are kept (and marked, for reporting only).
     #[test]
     fn mined_mode_ignores_gold_when_choosing() {
-        let q = qasper();
         let cfg = LabelConfig {
             candidates: CandidateMode::Mined,
             ..Default::default()
         };
-        let c = mine(&q, 0, &[2, 7, 1, 8], &[8, 1, 3], &cfg);
+        let c = run(&cfg, &[2, 7, 1, 8], &[8, 1, 3]);
         assert_eq!(
             sources(&c[..5]),
             vec![
-                (2, "dense", true),
-                (7, "dense", false),
-                (1, "dense", true),
-                (8, "bm25", false),
-                (3, "bm25", false),
+                ("p#2", "dense", true),
+                ("p#7", "dense", false),
+                ("p#1", "dense", true),
+                ("p#8", "bm25", false),
+                ("p#3", "bm25", false),
             ]
         );
         assert_eq!(c.len(), 6);
@@ -276,7 +277,6 @@ mod tests {
     /// mines the same set, another seed (almost always) another one.
     #[test]
     fn random_negatives_follow_the_seed() {
-        let q = qasper();
         let cfg = |seed| LabelConfig {
             random_negatives: 4,
             dense_negatives: 0,
@@ -284,37 +284,25 @@ mod tests {
             seed,
             ..Default::default()
         };
-        let pick = |seed| -> Vec<usize> {
-            mine(&q, 0, &[], &[], &cfg(seed))
-                .iter()
+        let pick = |seed| -> Vec<String> {
+            run(&cfg(seed), &[], &[])
+                .into_iter()
                 .filter(|c| c.source == "random")
-                .map(|c| c.n)
+                .map(|c| c.passage_id)
                 .collect()
         };
         assert_eq!(pick(0), pick(0));
         assert_eq!(pick(0).len(), 4);
         assert!((1..20).any(|s| pick(s) != pick(0)));
-        // More random negatives than paragraphs left: all of them, no repeats.
-        let all = mine(
-            &q,
-            0,
-            &[],
-            &[],
+        // More random negatives than passages left: all of them, no repeats.
+        let all = run(
             &LabelConfig {
                 random_negatives: 50,
                 ..cfg(0)
             },
+            &[],
+            &[],
         );
-        assert_eq!(all.len(), 11, "12 paragraphs less the empty one");
-    }
-
-    #[test]
-    fn paragraph_numbers_come_from_passage_ids() {
-        let ids = vec!["p#3".to_string(), "p#10".into(), "odd".into()];
-        let hits = [1, 0, 2].map(|passage| Hit {
-            passage,
-            score: 0.0,
-        });
-        assert_eq!(paragraph_numbers(&hits, &ids), vec![10, 3]);
+        assert_eq!(all.len(), 11, "12 passages less the empty one");
     }
 }

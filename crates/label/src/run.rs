@@ -10,7 +10,7 @@ use uae_artifacts::labels::{
     CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledGroup, MinedRow,
 };
 use uae_core::Progress;
-use uae_data::Qasper;
+use uae_data::QaSet;
 use uae_lm::CausalLm;
 
 /// The default LLM file (what `scripts/fetch-models.sh` unpacks).
@@ -18,7 +18,13 @@ pub const DEFAULT_LM: &str = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct
 
 /// What a labeling run reads and where it writes.
 pub struct LabelRun<'a> {
-    pub qasper: &'a Qasper,
+    /// The corpus and questions (a QASPER split through [`uae_data::Qasper::qa_set`]).
+    pub set: &'a QaSet,
+    /// What the manifest calls the question set: the QASPER split, or the
+    /// questions file's name.
+    pub split: String,
+    /// The corpus file for your own data (`None` for QASPER).
+    pub corpus_path: Option<PathBuf>,
     /// Label only the first N eligible questions (in file order).
     pub limit: Option<usize>,
     pub out: PathBuf,
@@ -31,28 +37,35 @@ pub struct LabelRun<'a> {
 }
 
 impl LabelRun<'_> {
-    /// Questions to label (indices into the split): answerable, and with matched
-    /// evidence in `gold` mode; the first `limit` of them.
-    pub fn eligible(&self) -> Vec<usize> {
-        self.qasper
-            .questions
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| {
-                !q.references().is_empty()
-                    && (self.config.candidates == CandidateMode::Mined || !q.gold.is_empty())
-            })
-            .map(|(i, _)| i)
-            .take(self.limit.unwrap_or(usize::MAX))
-            .collect()
+    /// Questions to label (indices into the set): with an answer, and with a
+    /// positive in `gold` mode; the first `limit` of them. Also how many were left
+    /// out for want of an answer, and (in `gold` mode) of a positive.
+    pub fn eligible(&self) -> (Vec<usize>, usize, usize) {
+        let gold = self.config.candidates == CandidateMode::Gold;
+        let (mut no_answer, mut no_positive) = (0, 0);
+        let mut out = Vec::new();
+        for (i, q) in self.set.questions.iter().enumerate() {
+            if out.len() == self.limit.unwrap_or(usize::MAX) {
+                break;
+            }
+            if q.answers.is_empty() {
+                no_answer += 1;
+            } else if gold && q.positives.is_empty() {
+                no_positive += 1;
+            } else {
+                out.push(i);
+            }
+        }
+        (out, no_answer, no_positive)
     }
 
     fn manifest(&self) -> LabelManifest {
         LabelManifest {
             version: env!("CARGO_PKG_VERSION").into(),
-            split: self.qasper.split.to_string(),
+            split: self.split.clone(),
             limit: self.limit,
-            data_file: self.qasper.path.display().to_string(),
+            data_file: self.set.source.display().to_string(),
+            corpus: self.corpus_path.as_ref().map(|p| p.display().to_string()),
             lm: self.lm_path.display().to_string(),
             lm_sha256: self.lm.model_hash.clone(),
             encoder: self.encoder.display().to_string(),
@@ -92,10 +105,10 @@ fn check_resume(dir: &Path, old: &LabelManifest, new: &LabelManifest) -> Result<
 
 /// Runs (or resumes) a labeling run; returns its summary and the labelled groups.
 pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<LabeledGroup>)> {
-    let eligible = r.eligible();
+    let (eligible, no_answer, no_positive) = r.eligible();
     if eligible.is_empty() {
         return Err(Error::NothingToLabel {
-            split: r.qasper.split.to_string(),
+            split: r.split.clone(),
         });
     }
     std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
@@ -104,22 +117,21 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
         check_resume(&r.out, &old, &manifest)?;
     }
     manifest.write(&r.out)?;
-    let items = match read_mined(&r.out, r.qasper, &eligible)? {
+    let items = match read_mined(&r.out, r.set, &eligible)? {
         Some(items) => {
             tracing::info!(path = %r.out.join(MinedRow::FILE).display(), "reusing mined candidates");
             items
         }
         None => {
-            let items = mine_all(r.qasper, &eligible, &r.encoder, &r.config, progress)?;
-            MinedRow::write_all(&r.out, &rows(r.qasper, &items))?;
+            let items = mine_all(r.set, &eligible, &r.encoder, &r.config, progress)?;
+            MinedRow::write_all(&r.out, &rows(r.set, &items))?;
             items
         }
     };
-    let job = Job {
-        qasper: r.qasper,
-        items,
-    };
-    let (summary, groups) = label(r.lm, &job, &r.config, &r.out, progress)?;
+    let job = Job { set: r.set, items };
+    let (mut summary, groups) = label(r.lm, &job, &r.config, &r.out, progress)?;
+    summary.skipped_no_answer = no_answer;
+    summary.skipped_no_positive = no_positive;
     summary.write(&r.out)?;
     uae_core::fs::atomic_write(
         &r.out.join("utility-histogram.svg"),

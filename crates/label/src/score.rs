@@ -3,11 +3,12 @@
 
 use crate::Result;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
 use uae_artifacts::labels::{Candidate, LabelConfig, LabelSummary, LabeledCandidate, LabeledGroup};
 use uae_core::hash::digest;
 use uae_core::{Keyed, Progress, Store};
-use uae_data::Qasper;
+use uae_data::QaSet;
 use uae_lm::{CausalLm, ScoreRequest};
 
 /// One scored (question, passage or none, answer).
@@ -61,7 +62,8 @@ struct Work {
 
 /// A question to label and its candidates.
 pub struct Job<'a> {
-    pub qasper: &'a Qasper,
+    pub set: &'a QaSet,
+    /// (index into `set.questions`, its candidates).
     pub items: Vec<(usize, Vec<Candidate>)>,
 }
 
@@ -80,18 +82,18 @@ pub fn label(
     let mut work: Vec<Work> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut plan: Vec<Planned> = Vec::new();
+    let by_id: HashMap<&str, &uae_core::Passage> =
+        job.set.corpus.iter().map(|p| (p.id.as_str(), p)).collect();
     for (qi, cands) in &job.items {
-        let q = &job.qasper.questions[*qi];
-        let paper = &job.qasper.papers[q.paper];
-        let answers: Vec<String> = q.references();
+        let q = &job.set.questions[*qi];
+        let answers: Vec<String> = q.answers.clone();
         if answers.is_empty() {
             continue;
         }
         let mut texts = Vec::new();
         for c in cands {
-            let Some(p) = paper
-                .paragraphs
-                .get(c.n)
+            let Some(p) = by_id
+                .get(c.passage_id.as_str())
                 .filter(|p| !p.text.trim().is_empty())
             else {
                 continue;
@@ -107,11 +109,11 @@ pub fn label(
                 continue;
             }
             for p in &passages {
-                let key = score_key(&lm.model_hash, cfg, &q.text, *p, a);
+                let key = score_key(&lm.model_hash, cfg, &q.question, *p, a);
                 if seen.insert(key.clone()) {
                     work.push(Work {
                         key,
-                        prompt: lm.encode(&cfg.template.prompt(*p, &q.text))?,
+                        prompt: lm.encode(&cfg.template.prompt(*p, &q.question))?,
                         answer: aids.clone(),
                     });
                 }
@@ -185,11 +187,10 @@ pub fn label(
     let mut groups = Vec::new();
     let (mut g_sum, mut n_sum, mut best_gold, mut best_n) = (0f64, 0f64, 0usize, 0usize);
     for (qi, texts, answers) in plan {
-        let q = &job.qasper.questions[qi];
-        let paper = &job.qasper.papers[q.paper];
+        let q = &job.set.questions[qi];
         let nll = |p: Option<&str>, a: &str| -> f32 {
             store
-                .get(&score_key(&lm.model_hash, cfg, &q.text, p, a))
+                .get(&score_key(&lm.model_hash, cfg, &q.question, p, a))
                 .map(|r| r.nll)
                 .unwrap_or(f32::NAN)
         };
@@ -210,7 +211,7 @@ pub fn label(
                 summary.non_gold_candidates += 1;
             }
             cands.push(LabeledCandidate {
-                passage_id: paper.passage_id(c.n),
+                passage_id: c.passage_id.clone(),
                 text: text.clone(),
                 is_gold: c.is_gold,
                 source: c.source.clone(),
@@ -229,8 +230,8 @@ pub fn label(
         summary.candidates += cands.len();
         groups.push(LabeledGroup {
             question_id: q.id.clone(),
-            paper_id: q.paper_id.clone(),
-            question: q.text.clone(),
+            paper_id: q.scope.clone().unwrap_or_default(),
+            question: q.question.clone(),
             answers,
             nll_without: without,
             candidates: cands,

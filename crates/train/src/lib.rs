@@ -8,5 +8,7 @@ pub mod trainer;
 
 pub use loss::{batch_loss, Batch, LossKind};
 pub use optim::{linear_schedule, AdamW, AdamWConfig};
-pub use run::{dev_metrics, run, write_curves, RunError, TrainRun};
-pub use trainer::{epoch_order, export, train, Hooks, StepLog, TrainConfig, TrainState};
+pub use run::{
+    answer_match, dev_metrics, run, utility_ndcg, write_curves, DevSet, RunError, TrainRun,
+};
+pub use trainer::{epoch_order, export, train, Hooks, Positives, StepLog, TrainConfig, TrainState};

@@ -3,7 +3,7 @@
 //! on an inference copy of the model in memory, and the curves drawn from
 //! `metrics.jsonl` at the end.
 
-use crate::trainer::{train, Error, Hooks, Result, StepLog, TrainConfig, TrainState};
+use crate::trainer::{train, Error, Hooks, Positives, Result, StepLog, TrainConfig, TrainState};
 use crate::LossKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +21,27 @@ pub struct TrainRun {
     pub base: PathBuf,
     pub out: PathBuf,
     pub config: TrainConfig,
-    /// The dev collection the best model is chosen on (MAP).
-    pub dev: Collection,
+    /// What the best model is chosen on.
+    pub dev: DevSet,
+}
+
+/// Dev data for choosing the best model.
+pub enum DevSet {
+    /// Questions with positives over a corpus: retrieval metrics, MAP picks.
+    Retrieval(Collection),
+    /// Labelled dev questions (a `uae label` folder), for data without evidence:
+    /// each question's candidates ranked by the model, nDCG@10 with the LLM's
+    /// utilities as graded relevance (negative utilities count 0) picks.
+    Utility(Vec<LabeledGroup>),
+}
+
+impl DevSet {
+    pub fn questions(&self) -> usize {
+        match self {
+            DevSet::Retrieval(c) => c.queries.len(),
+            DevSet::Utility(g) => g.len(),
+        }
+    }
 }
 
 /// Why a run cannot start, before any work.
@@ -36,8 +55,10 @@ pub enum RunError {
     },
     #[error("{path}: no labeled question has candidates")]
     NoCandidates { path: PathBuf },
-    #[error("{path}: infonce needs gold candidates; these labels have none (mined?)")]
+    #[error("{path}: infonce needs gold candidates; these labels have none (mined? try --positives answer-match)")]
     NoGold { path: PathBuf },
+    #[error("{path}: no candidate contains a reference answer, so answer-match gives infonce no positive")]
+    NoAnswerMatch { path: PathBuf },
     #[error("{out}: this run was trained on other labels (LLM {old_lm}, from {old_labels}); these come from LLM {new_lm} in {new_labels}. Use another --out")]
     OtherLabels {
         out: PathBuf,
@@ -66,7 +87,7 @@ pub enum RunError {
 
 /// Dev evaluation and progress, as the trainer's hooks.
 struct RunHooks<'a> {
-    dev: &'a Collection,
+    dev: &'a DevSet,
     progress: &'a dyn Progress,
 }
 
@@ -78,9 +99,18 @@ impl Hooks for RunHooks<'_> {
     }
 
     fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, BTreeMap<String, f64>)> {
-        let m = dev_metrics(enc, self.dev)?;
-        tracing::info!(epoch, recall_1 = m.recall_1, map = m.map, "dev");
-        Ok((m.map, metrics_by_name(&m)))
+        match self.dev {
+            DevSet::Retrieval(dev) => {
+                let m = dev_metrics(enc, dev)?;
+                tracing::info!(epoch, recall_1 = m.recall_1, map = m.map, "dev");
+                Ok((m.map, metrics_by_name(&m)))
+            }
+            DevSet::Utility(groups) => {
+                let v = utility_ndcg(enc, groups)?;
+                tracing::info!(epoch, utility_ndcg_10 = v, "dev");
+                Ok((v, BTreeMap::from([("utility-ndcg@10".to_string(), v)])))
+            }
+        }
     }
 }
 
@@ -100,6 +130,41 @@ pub fn dev_metrics(enc: &Encoder, dev: &Collection) -> Result<uae_eval::Metrics>
     Ok(uae_eval::score(&dev.passages, &dev.queries, &rankings).1)
 }
 
+/// Mean nDCG@10 over labelled questions of the model's ranking of each question's
+/// candidates, with utilities as gains (questions with no positive utility are
+/// left out; 0 when none is left).
+pub fn utility_ndcg(enc: &Encoder, groups: &[LabeledGroup]) -> Result<f64> {
+    let inf = enc.inference_copy()?;
+    let (mut sum, mut n) = (0.0, 0usize);
+    for g in groups.iter().filter(|g| !g.candidates.is_empty()) {
+        let mut texts: Vec<&str> = vec![g.question.as_str()];
+        texts.extend(g.candidates.iter().map(|c| c.text.as_str()));
+        let v = inf.embed(&texts)?;
+        let mut order: Vec<(f32, f64)> = v[1..]
+            .iter()
+            .zip(&g.candidates)
+            .map(|(p, c)| (uae_index::dot(&v[0], p), c.utility as f64))
+            .collect();
+        // Best first; ties keep candidate order.
+        order.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let gains: Vec<f64> = order.iter().map(|x| x.1).collect();
+        if let Some(x) = uae_eval::ndcg_of_gains(&gains, 10) {
+            sum += x;
+            n += 1;
+        }
+    }
+    Ok(if n == 0 { 0.0 } else { sum / n as f64 })
+}
+
+/// Marks as positives (`is_gold`) the candidates that contain a reference answer.
+pub fn answer_match(groups: &mut [LabeledGroup]) {
+    for g in groups {
+        for c in &mut g.candidates {
+            c.is_gold = uae_eval::f1::contains_answer(&c.text, &g.answers);
+        }
+    }
+}
+
 /// Metrics under the names `metrics.jsonl` has always used (`recall@1`, `map`, ...).
 fn metrics_by_name(m: &uae_eval::Metrics) -> BTreeMap<String, f64> {
     m.rows()
@@ -110,10 +175,16 @@ fn metrics_by_name(m: &uae_eval::Metrics) -> BTreeMap<String, f64> {
 
 /// Runs (or resumes) a training run; returns where it ended.
 pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainState, RunError> {
-    let groups = LabeledGroup::read_all(&r.labels).map_err(|source| RunError::Labels {
+    let mut groups = LabeledGroup::read_all(&r.labels).map_err(|source| RunError::Labels {
         path: r.labels.clone(),
         source,
     })?;
+    let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
+    let answer_matched =
+        r.config.loss == LossKind::Infonce && r.config.positives == Positives::AnswerMatch;
+    if answer_matched {
+        answer_match(&mut groups);
+    }
     if !groups.iter().any(|g| !g.candidates.is_empty()) {
         return Err(RunError::NoCandidates {
             path: r.labels.clone(),
@@ -124,8 +195,11 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             .iter()
             .any(|g| g.candidates.iter().any(|c| c.is_gold))
     {
-        return Err(RunError::NoGold {
-            path: r.labels.clone(),
+        let path = r.labels.clone();
+        return Err(if answer_matched {
+            RunError::NoAnswerMatch { path }
+        } else {
+            RunError::NoGold { path }
         });
     }
     let enc = Encoder::load(&r.base, &uae_encoder::Device::Cpu, true).map_err(|source| {
@@ -135,7 +209,6 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
         }
     })?;
     std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
-    let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
     // Resuming on other labels would silently train a mixture.
     if let Some(old) = TrainManifest::<serde_json::Value>::read(&r.out)? {
         if old.labels_fingerprint != labels_fp {
@@ -162,7 +235,7 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
         labels_fingerprint: labels_fp,
         base: r.base.display().to_string(),
         config: r.config.clone(),
-        dev_questions: r.dev.queries.len(),
+        dev_questions: r.dev.questions(),
     }
     .write(&r.out)?;
     progress.start("training", 0);
@@ -181,11 +254,15 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
 pub fn write_curves(out: &Path) -> uae_core::Result<()> {
     use uae_plot::{lines_svg, Series};
     let (mut loss, mut r1, mut map) = (Vec::new(), Vec::new(), Vec::new());
+    let mut picked_by = "dev MAP";
     for line in MetricsLine::read_all(&out.join(MetricsLine::FILE))? {
         match line {
             MetricsLine::Step(s) => loss.push((s.step as f64, s.loss as f64)),
             MetricsLine::Dev(d) => {
                 let step = d.step as f64;
+                if !d.dev.contains_key("map") {
+                    picked_by = "dev utility-nDCG@10";
+                }
                 map.push((step, d.dev.get("map").copied().unwrap_or(d.dev_metric)));
                 if let Some(&r) = d.dev.get("recall@1") {
                     r1.push((step, r));
@@ -221,7 +298,7 @@ pub fn write_curves(out: &Path) -> uae_core::Result<()> {
             values: r1,
         },
         Series {
-            name: "dev MAP",
+            name: picked_by,
             color: "#ff7f0e",
             values: map,
         },

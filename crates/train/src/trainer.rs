@@ -77,6 +77,21 @@ pub struct TrainConfig {
     /// it matched the f32 run to 4 decimals on every metric. Off: exact f32 GradCache.
     #[serde(default = "default_true")]
     pub bf16_first_pass: bool,
+    /// Which candidates are positives for `infonce` (the other losses use utilities).
+    #[serde(default)]
+    pub positives: Positives,
+}
+
+/// Where `infonce`'s positives come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Positives {
+    /// The evidence annotation (`is_gold` in the labels).
+    #[default]
+    Gold,
+    /// Candidates that contain a reference answer (Token F1's normalisation): DPR's
+    /// distant supervision, for data without evidence labels.
+    AnswerMatch,
 }
 
 impl Default for TrainConfig {
@@ -100,6 +115,7 @@ impl Default for TrainConfig {
             checkpoint_every: 50,
             eval_every: 0,
             bf16_first_pass: true,
+            positives: Positives::Gold,
         }
     }
 }

@@ -1,0 +1,268 @@
+//! Your own data: a QASPER split exported through `uae data export-qasper` and read
+//! back through the generic path gives the QASPER path's rankings, metrics,
+//! candidates and utilities; bad question files are one-line errors.
+
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn uae() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_uae"));
+    c.current_dir(root()).env("RUST_LOG", "warn");
+    c
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = uae().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn export(split: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    ok(&["data", "export-qasper", "--split", split, "--out", s(dir)]);
+    (dir.join("corpus.jsonl"), dir.join("questions.jsonl"))
+}
+
+/// BM25 and base MiniLM on the first test questions: the same run files and metrics
+/// through the exported files as through the QASPER reader.
+#[test]
+fn generic_eval_equals_the_qasper_path() {
+    let d = tempfile::tempdir().unwrap();
+    let (corpus, questions) = export("test", &d.path().join("export"));
+    for (retriever, limit) in [("bm25", "60"), ("dense", "12")] {
+        let a = d.path().join(format!("qasper-{retriever}"));
+        let b = d.path().join(format!("generic-{retriever}"));
+        ok(&[
+            "eval",
+            "--split",
+            "test",
+            "--retriever",
+            retriever,
+            "--limit",
+            limit,
+            "--out",
+            s(&a),
+        ]);
+        ok(&[
+            "eval",
+            "--corpus",
+            s(&corpus),
+            "--questions",
+            s(&questions),
+            "--retriever",
+            retriever,
+            "--limit",
+            limit,
+            "--out",
+            s(&b),
+        ]);
+        let (ra, rb) = (json(&a.join("report.json")), json(&b.join("report.json")));
+        assert_eq!(ra["metrics"], rb["metrics"], "{retriever}");
+        assert!(ra["evaluable_queries"].as_u64().unwrap() > 0);
+        assert_eq!(ra["evaluable_queries"], rb["evaluable_queries"]);
+        let run = |p: &Path| std::fs::read_to_string(p.join("run.trec")).unwrap();
+        assert_eq!(run(&a), run(&b), "{retriever}");
+    }
+}
+
+/// Two dev questions labelled through QASPER, then through the exported files with
+/// the first run's score store: the same candidates and utilities, and not one score
+/// computed again (every prompt the LLM saw is the same).
+#[test]
+fn generic_labels_equal_the_qasper_path() {
+    let d = tempfile::tempdir().unwrap();
+    let (corpus, questions) = export("dev", &d.path().join("export"));
+    let a = d.path().join("qasper");
+    let b = d.path().join("generic");
+    for mode in ["gold", "mined"] {
+        let (a, b) = (a.join(mode), b.join(mode));
+        ok(&[
+            "label",
+            "--split",
+            "dev",
+            "--limit",
+            "2",
+            "--candidates",
+            mode,
+            "--out",
+            s(&a),
+        ]);
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::copy(a.join("scores.jsonl"), b.join("scores.jsonl")).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&ok(&[
+            "label",
+            "--corpus",
+            s(&corpus),
+            "--questions",
+            s(&questions),
+            "--limit",
+            "2",
+            "--candidates",
+            mode,
+            "--out",
+            s(&b),
+        ]))
+        .unwrap();
+        assert_eq!(summary["scores_computed"], 0, "{mode}: {summary}");
+        assert!(summary["questions"].as_u64().unwrap() == 2);
+        let labels = |p: &Path| std::fs::read_to_string(p.join("labels.jsonl")).unwrap();
+        assert_eq!(labels(&a), labels(&b), "{mode}");
+        let cands = |p: &Path| std::fs::read_to_string(p.join("candidates.jsonl")).unwrap();
+        assert_eq!(cands(&a), cands(&b), "{mode}");
+    }
+}
+
+/// A user's own files, by hand: answers and answer-match positives, then the errors
+/// a user makes, each one line naming the file and line.
+#[test]
+fn own_files_label_train_and_fail_clearly() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(
+        p.join("corpus.jsonl"),
+        concat!(
+            "{\"id\": \"c1\", \"text\": \"The cat sat on the mat in the kitchen.\"}\n",
+            "{\"id\": \"c2\", \"text\": \"Dogs bark at the mail carrier every morning.\"}\n",
+            "{\"id\": \"c3\", \"text\": \"The capital of France is Paris.\"}\n",
+            "{\"id\": \"c4\", \"text\": \"Rust has no garbage collector.\"}\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("questions.jsonl"),
+        concat!(
+            "{\"question\": \"Where did the cat sit?\", \"answer\": \"on the mat\"}\n",
+            "{\"question\": \"What is the capital of France?\", \"answers\": [\"Paris\"]}\n",
+            "{\"question\": \"Which question has no answer?\"}\n",
+        ),
+    )
+    .unwrap();
+    let labels = p.join("labels");
+    let summary: serde_json::Value = serde_json::from_str(&ok(&[
+        "label",
+        "--corpus",
+        s(&p.join("corpus.jsonl")),
+        "--questions",
+        s(&p.join("questions.jsonl")),
+        "--dense-negatives",
+        "1",
+        "--bm25-negatives",
+        "1",
+        "--out",
+        s(&labels),
+    ]))
+    .unwrap();
+    assert_eq!(summary["questions"], 2);
+    assert_eq!(summary["skipped_no_answer"], 1);
+    let groups: Vec<serde_json::Value> = std::fs::read_to_string(labels.join("labels.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Unscoped questions draw candidates from the whole corpus; the passage holding
+    // the answer is the most useful one.
+    let best = |g: &serde_json::Value| {
+        g["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .max_by(|a, b| {
+                a["utility"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["utility"].as_f64().unwrap())
+            })
+            .unwrap()["passage_id"]
+            .clone()
+    };
+    assert_eq!(best(&groups[1]), "c3", "{}", groups[1]);
+
+    // Bad inputs: one error line naming file and line; nothing labelled is lost.
+    let bad = p.join("bad.jsonl");
+    for (text, needles) in [
+        (
+            "{\"question\": \"q\", \"answer\": \"a\", \"positives\": [\"nope\"]}\n",
+            vec!["bad.jsonl:1", "`nope`"],
+        ),
+        (
+            "{\"question\": \"q\", \"answer\": \"a\"}\n{\"question\": 3}\n",
+            vec!["bad.jsonl:2"],
+        ),
+        (
+            "{\"question\": \"q\", \"answer\": \"a\", \"scope\": \"x\"}\n",
+            vec!["bad.jsonl:1", "scope `x`"],
+        ),
+        ("{\"question\": \"q\"}\n", vec!["no question", "answer"]),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let out = uae()
+            .args([
+                "label",
+                "--corpus",
+                s(&p.join("corpus.jsonl")),
+                "--questions",
+                s(&bad),
+                "--out",
+                s(&labels),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("{err}"));
+        for n in needles {
+            assert!(line.contains(n), "`{line}` should mention `{n}`");
+        }
+        assert!(!err.contains("panicked"));
+    }
+    assert!(
+        labels.join("labels.jsonl").is_file(),
+        "earlier labels are kept"
+    );
+    // A duplicate passage id and an empty corpus.
+    std::fs::write(
+        p.join("dup.jsonl"),
+        "{\"id\": \"a\", \"text\": \"x\"}\n{\"id\": \"a\", \"text\": \"y\"}\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("empty.jsonl"), "").unwrap();
+    for (corpus, needle) in [("dup.jsonl", "appears twice"), ("empty.jsonl", "empty")] {
+        let out = uae()
+            .args([
+                "eval",
+                "--corpus",
+                s(&p.join(corpus)),
+                "--questions",
+                s(&p.join("questions.jsonl")),
+                "--out",
+                s(&p.join("e")),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{err}");
+    }
+}

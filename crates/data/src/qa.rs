@@ -1,0 +1,340 @@
+//! Your own data: a corpus and a file of questions with reference answers, and
+//! optionally the passages that hold the evidence.
+//!
+//! Questions JSONL, one object per line:
+//! `{"id"?, "question", "answers": [...] or "answer", "scope"?, "positives"?: [ids]}`.
+//! `answers` are what the LLM scores (needed to label); `positives` are optional
+//! evidence (needed for `--candidates gold`, for InfoNCE on evidence, and for
+//! Recall/MAP). `scope` restricts candidates and retrieval to passages of the same
+//! scope (QASPER: the paper); without it the whole corpus is searched.
+
+use crate::{read_jsonl_lines, Collection, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use uae_core::{Passage, Query};
+
+/// One question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QaItem {
+    pub id: String,
+    pub question: String,
+    /// Distinct non-blank reference answers (may be empty: then it is not labelled).
+    pub answers: Vec<String>,
+    pub scope: Option<String>,
+    /// Passage ids of the evidence (may be empty).
+    pub positives: Vec<String>,
+}
+
+/// A corpus and its questions, checked against each other.
+#[derive(Debug, Clone)]
+pub struct QaSet {
+    pub name: String,
+    pub corpus: Vec<Passage>,
+    pub questions: Vec<QaItem>,
+    /// Where the questions came from (recorded in manifests).
+    pub source: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct QaLine {
+    #[serde(default)]
+    id: Option<IdValue>,
+    question: String,
+    #[serde(default)]
+    answers: Option<Vec<String>>,
+    #[serde(default)]
+    answer: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    positives: Vec<String>,
+}
+
+/// Question ids may be strings or numbers.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdValue {
+    Str(String),
+    Num(serde_json::Number),
+}
+
+impl QaSet {
+    /// Reads a questions JSONL file against `corpus`. Errors name the file and
+    /// line: malformed JSON, an empty question, a repeated id, a positive that is not
+    /// a passage of the corpus, or one outside the question's scope, or a scope with
+    /// no passages.
+    pub fn read(name: &str, corpus: Vec<Passage>, questions: &Path) -> Result<QaSet> {
+        let by_id: HashMap<&str, &Passage> = corpus.iter().map(|p| (p.id.as_str(), p)).collect();
+        let scopes: HashSet<&str> = corpus.iter().filter_map(|p| p.scope.as_deref()).collect();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (line, row) in read_jsonl_lines::<QaLine>(questions)? {
+            let bad = |message: String| Error::JsonLine {
+                path: questions.to_path_buf(),
+                line,
+                message,
+            };
+            if row.question.trim().is_empty() {
+                return Err(bad("`question` is empty".into()));
+            }
+            let id = match row.id {
+                Some(IdValue::Str(s)) => s,
+                Some(IdValue::Num(n)) => n.to_string(),
+                None => format!("q{line}"),
+            };
+            if !seen.insert(id.clone()) {
+                return Err(bad(format!("question id `{id}` appears twice")));
+            }
+            if let Some(s) = &row.scope {
+                if !scopes.contains(s.as_str()) {
+                    return Err(bad(format!("scope `{s}` has no passages in the corpus")));
+                }
+            }
+            for p in &row.positives {
+                let Some(passage) = by_id.get(p.as_str()) else {
+                    return Err(bad(format!(
+                        "positive `{p}` is not a passage id of the corpus"
+                    )));
+                };
+                if row.scope.is_some() && passage.scope != row.scope {
+                    return Err(bad(format!(
+                        "positive `{p}` is outside the question's scope `{}`",
+                        row.scope.as_deref().unwrap_or_default()
+                    )));
+                }
+            }
+            let mut answers: Vec<String> = Vec::new();
+            for a in row.answers.into_iter().flatten().chain(row.answer) {
+                if !a.trim().is_empty() && !answers.contains(&a) {
+                    answers.push(a);
+                }
+            }
+            let mut positives: Vec<String> = Vec::new();
+            for p in row.positives {
+                if !positives.contains(&p) {
+                    positives.push(p);
+                }
+            }
+            out.push(QaItem {
+                id,
+                question: row.question,
+                answers,
+                scope: row.scope,
+                positives,
+            });
+        }
+        if out.is_empty() {
+            return Err(Error::Empty {
+                path: questions.to_path_buf(),
+                what: "the questions file",
+            });
+        }
+        Ok(QaSet {
+            name: name.to_string(),
+            corpus,
+            questions: out,
+            source: questions.to_path_buf(),
+        })
+    }
+
+    /// Reads a corpus (a JSONL file, or a BEIR folder's `corpus.jsonl`) and a
+    /// questions file.
+    pub fn load(corpus: &Path, questions: &Path) -> Result<QaSet> {
+        let corpus_file = if corpus.is_dir() {
+            corpus.join("corpus.jsonl")
+        } else {
+            corpus.to_path_buf()
+        };
+        let name = questions
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "questions".into());
+        QaSet::read(&name, crate::read_corpus_jsonl(&corpus_file)?, questions)
+    }
+
+    /// The retrieval view: queries with their positives as relevant (grade 1).
+    pub fn collection(&self) -> Collection {
+        Collection {
+            name: self.name.clone(),
+            passages: self.corpus.clone(),
+            queries: self
+                .questions
+                .iter()
+                .map(|q| Query {
+                    id: q.id.clone(),
+                    text: q.question.clone(),
+                    scope: q.scope.clone(),
+                    gold: q.positives.iter().map(|p| (p.clone(), 1)).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl crate::Qasper {
+    /// The split in the generic form: passages as [`Qasper::passages`] (ids
+    /// `{paper_id}#{n}`, scope = paper), every question with its distinct answerable
+    /// references as answers and its matched gold evidence as positives.
+    pub fn qa_set(&self) -> QaSet {
+        QaSet {
+            name: format!("qasper-{}", self.split),
+            corpus: self.passages(),
+            questions: self
+                .questions
+                .iter()
+                .map(|q| {
+                    let paper = &self.papers[q.paper];
+                    QaItem {
+                        id: q.id.clone(),
+                        question: q.text.clone(),
+                        answers: q.references(),
+                        scope: Some(q.paper_id.clone()),
+                        positives: q.gold.iter().map(|&n| paper.passage_id(n)).collect(),
+                    }
+                })
+                .collect(),
+            source: self.path.clone(),
+        }
+    }
+}
+
+/// One line of an exported corpus.
+#[derive(Serialize)]
+struct CorpusOut<'a> {
+    id: &'a str,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+impl QaSet {
+    /// Writes `dir/corpus.jsonl` and `dir/questions.jsonl` in the formats
+    /// [`QaSet::load`] reads.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: uae_core::Error| match e {
+                uae_core::Error::Io { source, .. } => Error::Io {
+                    path: path.clone(),
+                    source,
+                },
+                other => Error::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other(other.to_string()),
+                },
+            }
+        };
+        let corpus: Vec<CorpusOut> = self
+            .corpus
+            .iter()
+            .map(|p| CorpusOut {
+                id: &p.id,
+                text: &p.text,
+                scope: p.scope.as_deref(),
+            })
+            .collect();
+        let c = dir.join("corpus.jsonl");
+        uae_core::fs::write_jsonl(&c, &corpus).map_err(io(&c))?;
+        let q = dir.join("questions.jsonl");
+        uae_core::fs::write_jsonl(&q, &self.questions).map_err(io(&q))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> Vec<Passage> {
+        ["a#0", "a#1", "b#0"]
+            .iter()
+            .map(|id| Passage {
+                id: id.to_string(),
+                scope: Some(id[..1].to_string()),
+                section: None,
+                text: format!("text of {id}"),
+            })
+            .collect()
+    }
+
+    fn read(lines: &str) -> Result<QaSet> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("q.jsonl");
+        std::fs::write(&p, lines).unwrap();
+        QaSet::read("t", corpus(), &p)
+    }
+
+    #[test]
+    fn reads_answers_ids_and_positives() {
+        let s = read(concat!(
+            r#"{"question": "q1?", "answers": ["x", "x", " "], "answer": "y", "scope": "a", "positives": ["a#1"]}"#,
+            "\n",
+            r#"{"id": 7, "question": "q2?"}"#,
+            "\n"
+        ))
+        .unwrap();
+        assert_eq!(s.questions[0].id, "q1");
+        assert_eq!(s.questions[0].answers, vec!["x", "y"]);
+        assert_eq!(s.questions[1].id, "7");
+        assert!(s.questions[1].answers.is_empty());
+        let c = s.collection();
+        assert_eq!(c.queries[0].gold, vec![("a#1".to_string(), 1)]);
+        assert_eq!(c.evaluable().count(), 1);
+    }
+
+    #[test]
+    fn bad_lines_name_the_file_the_line_and_the_problem() {
+        let cases = [
+            (
+                "{\"question\": \"q\", \"positives\": [\"zz\"]}\n",
+                "`zz` is not a passage id",
+            ),
+            (
+                "{\"question\": \"q\", \"scope\": \"a\", \"positives\": [\"b#0\"]}\n",
+                "outside the question's scope",
+            ),
+            (
+                "{\"question\": \"q\", \"scope\": \"c\"}\n",
+                "scope `c` has no passages",
+            ),
+            ("{\"question\": \" \"}\n", "`question` is empty"),
+            (
+                "{\"id\": \"x\", \"question\": \"q\"}\n{\"id\": \"x\", \"question\": \"r\"}\n",
+                "appears twice",
+            ),
+            ("not json\n", "q.jsonl:1"),
+            ("\n", "empty"),
+        ];
+        for (text, needle) in cases {
+            let e = read(text).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("q.jsonl"), "{text:?}: {e}");
+        }
+        let e = read("{\"question\": \"q\"}\n{\"question\": \"q\", \"positives\": [\"zz\"]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("q.jsonl:2"), "{e}");
+    }
+
+    #[test]
+    fn written_sets_read_back_equal() {
+        let s = read("{\"id\": \"1\", \"question\": \"q?\", \"answers\": [\"x\"], \"scope\": \"a\", \"positives\": [\"a#0\"]}\n").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        s.write(d.path()).unwrap();
+        let back = QaSet::load(
+            &d.path().join("corpus.jsonl"),
+            &d.path().join("questions.jsonl"),
+        )
+        .unwrap();
+        assert_eq!(
+            back.corpus,
+            s.corpus
+                .iter()
+                .map(|p| Passage {
+                    section: None,
+                    ..p.clone()
+                })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(back.questions, s.questions);
+    }
+}
