@@ -185,9 +185,32 @@ impl LabeledGroup {
         uae_core::fs::write_jsonl(&dir.join(Self::FILE), groups)
     }
 
-    /// Reads `labels.jsonl` from a label folder: one group per question.
+    /// Reads `labels.jsonl` from a label folder: one group per question. A utility
+    /// that is not a finite number (1e39 reads as +inf in f32) is an error naming
+    /// the line: it would turn the loss into NaN.
     pub fn read_all(dir: &Path) -> Result<Vec<LabeledGroup>> {
-        read_jsonl(&dir.join(Self::FILE))
+        let path = dir.join(Self::FILE);
+        let groups: Vec<LabeledGroup> = read_jsonl(&path)?;
+        // Blank lines are skipped, so line numbers are counted over the text.
+        let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+        let lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, _)| i + 1);
+        for (g, line) in groups.iter().zip(lines) {
+            if let Some(c) = g.candidates.iter().find(|c| !c.utility.is_finite()) {
+                return Err(Error::Corrupt {
+                    path: path.clone(),
+                    line,
+                    message: format!(
+                        "utility of `{}` is {} (must be a finite number of nats)",
+                        c.passage_id, c.utility
+                    ),
+                });
+            }
+        }
+        Ok(groups)
     }
 }
 
@@ -360,6 +383,11 @@ mod tests {
         }];
         MinedRow::write_all(d.path(), &rows).unwrap();
         assert_eq!(MinedRow::read_all(d.path()).unwrap().unwrap(), rows);
+        let mut huge = serde_json::to_string(&group("q2", &[1.0])).unwrap();
+        huge = huge.replace("\"utility\":1.0", "\"utility\":1e39");
+        std::fs::write(d.path().join(LabeledGroup::FILE), format!("\n{huge}\n")).unwrap();
+        let e = LabeledGroup::read_all(d.path()).unwrap_err().to_string();
+        assert!(e.contains("labels.jsonl:2") && e.contains("inf"), "{e}");
         std::fs::write(d.path().join(LabeledGroup::FILE), "{}\n\nnot json\n").unwrap();
         let e = LabeledGroup::read_all(d.path()).unwrap_err().to_string();
         assert!(e.contains("labels.jsonl:1"), "{e}");

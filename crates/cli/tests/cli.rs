@@ -401,6 +401,35 @@ fn killed_training_run_resumes_to_the_same_weights() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("other labels"), "{err}");
+
+    // A diverging run (a temperature so small that the loss overflows) stops at its
+    // first step with a clear error and exports nothing.
+    let nan = d.path().join("nan");
+    let mut diverge = args(&nan);
+    diverge.extend(["--tau".to_string(), "1e-30".to_string()]);
+    let out = uae().args(&diverge).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("step 1") && err.contains("stopped before updating"),
+        "{err}"
+    );
+    assert!(
+        !nan.join("model").exists(),
+        "no model exported from a diverged run"
+    );
+    // A utility that is not a finite number (1e39 reads as +inf) is refused on read.
+    std::fs::write(
+        other.join("labels.jsonl"),
+        text.replacen("\"utility\":", "\"utility\":1e39,\"_was\":", 1),
+    )
+    .unwrap();
+    let out = uae().args(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("labels.jsonl:1") && err.contains("inf"),
+        "{err}"
+    );
 }
 
 /// `bench qasper` keeps each bi-encoder's passage embeddings in OUT/cache: a second run

@@ -36,7 +36,13 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
             what: "the corpus",
         });
     }
-    let ids: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    let mut ids: HashSet<&str> = HashSet::new();
+    if let Some(dup) = docs.iter().find(|d| !ids.insert(d.id.as_str())) {
+        return Err(Error::DuplicateId {
+            path: corpus_path.clone(),
+            id: dup.id.clone(),
+        });
+    }
     let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
     let mut qrels: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
     for (i, line) in open_maybe_gz(&qrels_path)?.lines().enumerate() {
@@ -59,9 +65,18 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
                 cols.len()
             )));
         };
+        // Relevance grades are small integers; anything past u32 is a broken file,
+        // not a grade (it once wrapped silently).
         let score: i64 = score
             .parse()
-            .map_err(|_| bad(format!("score `{score}` is not an integer")))?;
+            .ok()
+            .filter(|s: &i64| *s <= u32::MAX as i64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "score `{score}` is not an integer grade (at most {})",
+                    u32::MAX
+                ))
+            })?;
         if !ids.contains(did) {
             return Err(bad(format!("corpus-id `{did}` is not in corpus.jsonl")));
         }
@@ -163,5 +178,23 @@ mod tests {
         write(d.path(), "not json\n", "", "");
         let e = load_beir(d.path(), "test").unwrap_err().to_string();
         assert!(e.contains("corpus.jsonl:1"), "{e}");
+        // A repeated corpus id once counted its document twice (recall 1.2).
+        write(
+            d.path(),
+            "{\"_id\":\"d1\",\"text\":\"x\"}\n{\"_id\":\"d1\",\"text\":\"y\"}\n",
+            "",
+            "",
+        );
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(e.contains("`d1` appears twice"), "{e}");
+        // A grade past u32 once wrapped to another grade.
+        write(
+            d.path(),
+            "{\"_id\":\"d1\",\"text\":\"x\"}\n",
+            "",
+            "q1\td1\t5000000000\n",
+        );
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(e.contains("test.tsv:1") && e.contains("5000000000"), "{e}");
     }
 }

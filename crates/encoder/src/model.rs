@@ -111,6 +111,17 @@ impl Loader<'_> {
             });
         }
         let t = t.to_dtype(DType::F32)?;
+        // A model that a diverged run wrote would embed everything as NaN: refuse it.
+        if t.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .any(|x| !x.is_finite())
+        {
+            return Err(Error::Weights {
+                path: self.path.to_path_buf(),
+                message: format!("tensor `{full}` holds non-finite values (NaN or inf)"),
+            });
+        }
         if self.trainable {
             let v = Var::from_tensor(&t)?;
             let t = v.as_tensor().clone();

@@ -37,6 +37,8 @@ pub enum Error {
         "no question of {split} has an answer to label (and, with --candidates gold, a positive)"
     )]
     NothingToLabel { split: String },
+    #[error("the LLM gave a non-finite NLL for score {key}; nothing of that batch was stored")]
+    NonFiniteScore { key: String },
     #[error(transparent)]
     Files(#[from] uae_core::Error),
     #[error(transparent)]

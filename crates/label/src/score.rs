@@ -171,6 +171,10 @@ pub fn label(
             summary.tokens_scored += w.prompt.len() + w.answer.len();
             if store.get(&w.key).is_none() {
                 let nll = -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64;
+                if !(nll as f32).is_finite() {
+                    // Never stored: a null in the store would make it unreadable.
+                    return Err(crate::Error::NonFiniteScore { key: w.key.clone() });
+                }
                 records.push(Record {
                     k: w.key.clone(),
                     nll: nll as f32,

@@ -84,6 +84,15 @@ impl AdamW {
     /// Clips gradients (flat, aligned with `vars`) to global L2 norm `clip` (if given)
     /// and applies one update at learning rate `lr`. Returns the gradient norm before
     /// clipping. Parameters without a gradient are left alone.
+    /// The global L2 norm of flat gradients (what clipping scales by).
+    pub fn grad_norm(gs: &[Option<Vec<f32>>]) -> f32 {
+        gs.iter()
+            .flatten()
+            .map(|g| g.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>())
+            .sum::<f64>()
+            .sqrt() as f32
+    }
+
     pub fn step_flat(
         &mut self,
         vars: &[(String, Var)],
@@ -91,12 +100,13 @@ impl AdamW {
         lr: f32,
         clip: Option<f32>,
     ) -> Result<f32> {
-        let norm = gs
-            .iter()
-            .flatten()
-            .map(|g| g.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>())
-            .sum::<f64>()
-            .sqrt() as f32;
+        let norm = Self::grad_norm(&gs);
+        if !norm.is_finite() {
+            // Nothing is applied: the weights stay those of the last good step.
+            return Err(candle_core::Error::Msg(format!(
+                "gradient norm is {norm}; weights left unchanged"
+            )));
+        }
         let scale = match clip {
             Some(c) if norm > c => c / norm,
             _ => 1.0,

@@ -24,6 +24,8 @@ pub enum Error {
     Checkpoint { path: PathBuf, message: String },
     #[error("no labeled question has candidates to train on")]
     NoData,
+    #[error("invalid training configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Encoder(#[from] uae_encoder::Error),
     #[error(transparent)]
@@ -38,6 +40,12 @@ pub enum Error {
     },
     #[error("dev evaluation: {0}")]
     Dev(String),
+    #[error("step {step}: the {what} is {value}; stopped before updating the weights (the last checkpoint and exported model are intact). Likely causes: a learning rate or temperature (--tau, --tau-u) too large or too small, or utilities out of range in the labels")]
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        value: f32,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -120,6 +128,38 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Why this config cannot train, if it cannot: every count >= 1, temperatures,
+    /// learning rate and clip finite and > 0, warm-up in [0, 1].
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let counts = [
+            ("epochs", self.epochs),
+            ("batch_questions", self.batch_questions),
+            ("max_candidates", self.max_candidates),
+            ("micro_batch", self.micro_batch),
+            ("max_passage_tokens", self.max_passage_tokens),
+            ("checkpoint_every", self.checkpoint_every as usize),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        for (name, v) in [
+            ("lr", self.lr),
+            ("tau", self.tau),
+            ("tau_u", self.tau_u),
+            ("clip", self.clip),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a finite number > 0, not {v}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.warmup_fraction) {
+            return Err("warmup_fraction must be between 0 and 1".into());
+        }
+        Ok(())
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -173,6 +213,7 @@ pub fn train(
     out: &Path,
     hooks: &mut dyn Hooks,
 ) -> Result<TrainState> {
+    cfg.check().map_err(Error::Config)?;
     let groups: Vec<&LabeledGroup> = groups.iter().filter(|g| !g.candidates.is_empty()).collect();
     if groups.is_empty() {
         return Err(Error::NoData);
@@ -225,7 +266,17 @@ pub fn train(
                 cfg,
                 lr,
                 mix(cfg.seed, state.step, 0),
-            )?;
+            )
+            .map_err(|e| match e {
+                // Stop before the update: the weights, the checkpoint and the exported
+                // model all stay those of the last finite step.
+                Error::NonFinite { what, value, .. } => Error::NonFinite {
+                    step: state.step + 1,
+                    what,
+                    value,
+                },
+                other => other,
+            })?;
             state.step += 1;
             state.batch_in_epoch += 1;
             let log = StepLog {
@@ -392,8 +443,24 @@ pub fn step(
             }
         }
     }
+    let loss = loss.to_scalar::<f32>()?;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite {
+            step: 0,
+            what: "loss",
+            value: loss,
+        });
+    }
+    let norm = AdamW::grad_norm(&acc);
+    if !norm.is_finite() {
+        return Err(Error::NonFinite {
+            step: 0,
+            what: "gradient norm",
+            value: norm,
+        });
+    }
     let norm = opt.step_flat(vars, acc, lr, Some(cfg.clip))?;
-    Ok((loss.to_scalar::<f32>()?, norm, tokens))
+    Ok((loss, norm, tokens))
 }
 
 /// `ckpt/state.json`: where the run is and how many steps AdamW has taken.
