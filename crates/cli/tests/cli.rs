@@ -406,7 +406,7 @@ fn killed_training_run_resumes_to_the_same_weights() {
     // first step with a clear error and exports nothing.
     let nan = d.path().join("nan");
     let mut diverge = args(&nan);
-    diverge.extend(["--tau".to_string(), "1e-30".to_string()]);
+    diverge.extend(["--tau".to_string(), "1e-38".to_string()]);
     let out = uae().args(&diverge).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
