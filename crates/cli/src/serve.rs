@@ -4,8 +4,10 @@
 use crate::common::{count, count_in, Bars, DataDir, ENCODER_BF16_HELP};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use std::time::Duration;
 use uae_data::Split;
-use uae_serve::{Listener, Service};
+use uae_serve::batcher::BatchLimits;
+use uae_serve::{App, Listener, ServeConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -24,19 +26,46 @@ pub struct ServeArgs {
     split: Option<Split>,
     #[command(flatten)]
     data: DataDir,
-    /// Address to listen on (port 0: any free port; the line on stdout says which).
+    /// Address to listen on (port 0: any free port). The line `listening on URL` on
+    /// stdout says which, once the corpus is embedded (/search answers 503 before).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
     /// Where passage embeddings are cached (default: CORPUS.uae-cache beside the
     /// corpus file, or `runs/serve-cache` for QASPER).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Request-handling threads (1-1024).
+    /// Threads answering connections (1-1024); the encoder runs on its own thread
+    /// and the matmul pool (--threads).
     #[arg(long, default_value_t = 2, value_parser = count_in(1, 1024))]
     workers: usize,
-    /// Largest `k` a request may ask for (>= 1).
+    /// Largest `k` a search may ask for (>= 1).
     #[arg(long, default_value_t = 1000, value_parser = count())]
     max_k: usize,
+    /// Largest request body in bytes (>= 1; 413 beyond; TEI's default).
+    #[arg(long, default_value_t = 2_000_000, value_parser = count())]
+    payload_limit: usize,
+    /// Most tokens in one model pass across batched requests (>= 1).
+    #[arg(long, default_value_t = 16384, value_parser = count())]
+    max_batch_tokens: usize,
+    /// Most requests in one model pass (>= 1).
+    #[arg(long, default_value_t = 64, value_parser = count())]
+    max_batch_requests: usize,
+    /// Most requests waiting for the encoder (1-100000); more get 429.
+    #[arg(long, default_value_t = 512, value_parser = count_in(1, 100_000))]
+    max_concurrent_requests: usize,
+    /// Most inputs in one request (>= 1; 422 beyond).
+    #[arg(long, default_value_t = 512, value_parser = count())]
+    max_client_batch_size: usize,
+    /// Refuse inputs longer than the model's limit (422) instead of cutting them.
+    #[arg(long)]
+    no_truncate: bool,
+    /// Require `Authorization: Bearer KEY` on every route but /health (401 otherwise).
+    #[arg(long, env = "UAE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Milliseconds a client has to send a request's headers (then the connection
+    /// closes) and its body (then 408) (1-3600000).
+    #[arg(long, default_value_t = 10_000, value_parser = count_in(1, 3_600_000))]
+    read_timeout_ms: usize,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -53,17 +82,54 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let enc = uae_search::load_encoder(&a.model, a.bf16)?;
     let cache = a.cache_dir.clone().unwrap_or(default_cache);
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let vecs = uae_search::cached_passage_embeddings(
-        "corpus",
-        &enc,
-        &a.model,
-        &passages,
-        &cache,
-        &Bars::default(),
-    )?;
-    let service = Service::new(enc, a.model.display().to_string(), passages, &vecs, a.max_k)?;
-    let listener = Listener::bind(&a.addr)?;
-    println!("listening on http://{}", listener.addr());
-    listener.serve(&service, a.workers);
-    Ok(())
+    let read_timeout = Duration::from_millis(a.read_timeout_ms as u64);
+    let cfg = ServeConfig {
+        model_name: a.model.display().to_string(),
+        max_k: a.max_k,
+        payload_limit: a.payload_limit,
+        max_client_batch_size: a.max_client_batch_size,
+        batch: BatchLimits {
+            max_batch_tokens: a.max_batch_tokens,
+            max_batch_requests: a.max_batch_requests,
+            max_concurrent_requests: a.max_concurrent_requests,
+        },
+        truncate: !a.no_truncate,
+        api_key: a.api_key.clone(),
+        read_timeout,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = Listener::bind(&a.addr).await?;
+        let addr = listener.addr().to_string();
+        let app = App::new(enc, passages.len(), cfg);
+        tracing::info!(
+            addr,
+            passages = passages.len(),
+            "bound; embedding the corpus"
+        );
+        let server = tokio::spawn(listener.serve(uae_serve::router(app.clone()), read_timeout));
+        let embedder = app.clone();
+        let model = a.model.clone();
+        let (passages, vecs) = tokio::task::spawn_blocking(move || {
+            let vecs = uae_search::cached_passage_embeddings(
+                "corpus",
+                embedder.encoder(),
+                &model,
+                &passages,
+                &cache,
+                &Bars::default(),
+            );
+            (passages, vecs)
+        })
+        .await
+        .context("embedding the corpus")?;
+        app.set_corpus(passages, &vecs?)?;
+        println!("listening on http://{addr}");
+        server.await.context("the server stopped")?;
+        anyhow::Ok(())
+    })
 }

@@ -571,16 +571,17 @@ fn serve_answers_searches_and_rejects_bad_requests() {
     let (status, body) = http(&addr, "GET", "/health", "");
     assert_eq!((status, json(&body)["passages"].as_u64()), (200, Some(3)));
     for (method, path, req, want) in [
-        ("POST", "/search", "{not json", 400),
-        ("POST", "/search", r#"{"query": "  "}"#, 400),
-        ("POST", "/search", r#"{"query": "cat", "k": 0}"#, 400),
+        // Validation errors are 422, as text-embeddings-inference answers them.
+        ("POST", "/search", "{not json", 422),
+        ("POST", "/search", r#"{"query": "  "}"#, 422),
+        ("POST", "/search", r#"{"query": "cat", "k": 0}"#, 422),
         (
             "POST",
             "/search",
             r#"{"query": "cat", "scope": "nope"}"#,
-            400,
+            422,
         ),
-        ("POST", "/search", r#"{"query": "cat", "top": 3}"#, 400),
+        ("POST", "/search", r#"{"query": "cat", "top": 3}"#, 422),
         ("GET", "/search", "", 405),
         ("GET", "/elsewhere", "", 404),
     ] {

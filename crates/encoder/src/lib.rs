@@ -308,6 +308,28 @@ impl Encoder {
         }
     }
 
+    /// [`Encoder::tokenize`], and whether each text was cut to `max_seq_length`.
+    pub fn tokenize_checked(&self, texts: &[&str]) -> Result<Vec<(Vec<u32>, bool)>> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Encode {
+                message: e.to_string(),
+            })?;
+        Ok(enc
+            .into_iter()
+            .map(|e| {
+                let cut = !e.get_overflowing().is_empty();
+                (e.get_ids().to_vec(), cut)
+            })
+            .collect())
+    }
+
+    /// The vocabulary size: token ids must be below it.
+    pub fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+
     /// Embeds texts (inference): groups them by length into batches within `opts`,
     /// pads each to its longest member, returns vectors in input order. `progress`
     /// is called with the number of texts finished so far.
@@ -318,7 +340,18 @@ impl Encoder {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Vec<f32>>> {
         let ids = self.tokenize(texts)?;
-        let mut out = vec![Vec::new(); texts.len()];
+        self.embed_ids(&ids, opts, progress)
+    }
+
+    /// [`Encoder::embed_with`] from token ids (with special tokens, each at most
+    /// `max_seq_length` long and below [`Encoder::vocab_size`]).
+    pub fn embed_ids(
+        &self,
+        ids: &[Vec<u32>],
+        opts: BatchOptions,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); ids.len()];
         let mut done = 0;
         for group in plan_batches(&ids.iter().map(Vec::len).collect::<Vec<_>>(), opts) {
             let seqs: Vec<&[u32]> = group.iter().map(|&i| ids[i].as_slice()).collect();

@@ -1,0 +1,57 @@
+//! Arbitrary request bodies on every route, through the router in memory: a 2xx or a
+//! 4xx/503 JSON answer, never a panic or a 500. Uses the fetched MiniLM.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::Request;
+use proptest::prelude::*;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tower::ServiceExt;
+use uae_serve::{router, App, ServeConfig};
+
+fn app() -> &'static axum::Router {
+    static R: OnceLock<axum::Router> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2");
+        let enc = uae_search::load_encoder(&dir, false).expect("run scripts/fetch-models.sh");
+        router(App::new(enc, 0, ServeConfig::default()))
+    })
+}
+
+fn bodies() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        prop_oneof![
+            Just(r#"{"input": "x"}"#.to_string()),
+            Just(r#"{"input": [[1, 2]]}"#.to_string()),
+            Just(r#"{"inputs": ["a", ""]}"#.to_string()),
+            Just(r#"{"query": "q", "texts": ["a"]}"#.to_string()),
+            Just(r#"{"query": "q", "k": 1}"#.to_string()),
+            Just(r#"{"input": {"a": null}, "encoding_format": "hex"}"#.to_string()),
+            "[\\[\\]{}\":,0-9a-z ]{0,40}",
+        ]
+        .prop_map(String::into_bytes),
+    ]
+}
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_body_on_any_route_gets_a_json_answer(body in bodies(), route in 0usize..6) {
+        let path = ["/v1/embeddings", "/embeddings", "/embed", "/rerank", "/search", "/nowhere"][route];
+        let req = Request::post(path).body(Body::from(body)).unwrap();
+        let resp = rt().block_on(app().clone().oneshot(req)).unwrap();
+        let status = resp.status().as_u16();
+        prop_assert!(status == 200 || (400..500).contains(&status) || status == 503, "{path}: {status}");
+        let bytes = rt().block_on(axum::body::to_bytes(resp.into_body(), 1 << 24)).unwrap();
+        prop_assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
+    }
+}
