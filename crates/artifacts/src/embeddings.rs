@@ -110,3 +110,92 @@ mod tests {
         assert_ne!(other("fp", false, &["a", "c"]), c.path);
     }
 }
+
+/// Writes `[n, dim]` f32 vectors as a NumPy `.npy` file (format 1.0, little-endian,
+/// C order), what `numpy.load` and vector databases' bulk loaders read.
+pub fn write_npy(path: &Path, vecs: &[Vec<f32>], dim: usize) -> Result<()> {
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        vecs.len(),
+        dim
+    );
+    // Magic (6) + version (2) + header length (2) + dict + '\n', padded to 64 bytes.
+    let unpadded = 10 + dict.len() + 1;
+    let pad = (64 - unpadded % 64) % 64;
+    let header = format!("{dict}{}\n", " ".repeat(pad));
+    let mut bytes = Vec::with_capacity(10 + header.len() + vecs.len() * dim * 4);
+    bytes.extend(b"\x93NUMPY\x01\x00");
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in vecs {
+        for x in v {
+            bytes.extend(x.to_le_bytes());
+        }
+    }
+    uae_core::fs::atomic_write(path, &bytes)
+}
+
+/// Reads a `.npy` file written by [`write_npy`]: `(rows, dim, values)`. `None` for
+/// any other layout.
+pub fn read_npy(path: &Path) -> Result<Option<(usize, usize, Vec<f32>)>> {
+    let bytes = std::fs::read(path).map_err(uae_core::Error::io(path))?;
+    if bytes.len() < 10 || &bytes[..8] != b"\x93NUMPY\x01\x00" {
+        return Ok(None);
+    }
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let Some(header) = bytes
+        .get(10..10 + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+    else {
+        return Ok(None);
+    };
+    if !header.contains("'descr': '<f4'") || !header.contains("'fortran_order': False") {
+        return Ok(None);
+    }
+    let shape = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.trim().is_empty())
+                .map(|x| x.trim().parse::<usize>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+        });
+    let Some(Ok(shape)) = shape else {
+        return Ok(None);
+    };
+    let [n, dim] = shape[..] else {
+        return Ok(None);
+    };
+    let data = &bytes[10 + hlen..];
+    if data.len() != n * dim * 4 {
+        return Ok(None);
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Some((n, dim, values)))
+}
+
+#[cfg(test)]
+mod npy_tests {
+    use super::*;
+
+    /// The header is padded so the data starts on a 64-byte boundary (NumPy's rule)
+    /// and the values read back.
+    #[test]
+    fn npy_round_trips_with_an_aligned_header() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("v.npy");
+        write_npy(&p, &[vec![1.0, -2.5], vec![0.25, 3.0], vec![0.0, 1e-3]], 2).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + hlen) % 64, 0);
+        assert_eq!(bytes[10 + hlen - 1], b'\n');
+        let (n, dim, v) = read_npy(&p).unwrap().unwrap();
+        assert_eq!((n, dim), (3, 2));
+        assert_eq!(v, vec![1.0, -2.5, 0.25, 3.0, 0.0, 1e-3]);
+    }
+}

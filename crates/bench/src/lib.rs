@@ -3,6 +3,7 @@
 //! and training throughput). The binary only parses flags and prints.
 
 pub mod qasper;
+pub mod serve;
 pub mod speed;
 
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,30 @@ pub enum BenchCmd {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Serving under load: the server on a loopback port, a fixed number of requests
+    /// at each concurrency; p50/p95/p99 and requests/s for /v1/embeddings (one query;
+    /// batches of passages) and /search, next to the offline embedding throughput.
+    Serve {
+        #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+        model: PathBuf,
+        /// Test-split passages in the searched corpus (>= 1).
+        #[arg(long, default_value_t = 2000, value_parser = count())]
+        passages: usize,
+        /// Requests per row (batch rows send a quarter as many) (1-100000).
+        #[arg(long, default_value_t = 400, value_parser = count_in(1, 100_000))]
+        requests: usize,
+        /// Concurrency levels, comma separated (each 1-1024).
+        #[arg(long, default_value = "1,8,32", value_delimiter = ',', value_parser = count_in(1, 1024))]
+        concurrency: Vec<usize>,
+        /// Tokens per passage in the batch rows (2-512).
+        #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
+        tokens: usize,
+        /// Passages per batch request (1-512).
+        #[arg(long, default_value_t = 32, value_parser = count_in(1, 512))]
+        batch: usize,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// LLM scoring throughput: sequences of real QASPER text cut to a fixed length,
     /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
     Label {
@@ -249,6 +273,29 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 peak_gflops: peak_gflops as f64,
             };
             print_json(&uae_bench::speed::train(&b, &data.load(Split::Train)?)?)
+        }
+        BenchCmd::Serve {
+            model,
+            passages,
+            requests,
+            concurrency,
+            tokens,
+            batch,
+            data,
+        } => {
+            let b = uae_bench::serve::ServeBench {
+                model: model.clone(),
+                passages,
+                requests,
+                concurrency,
+                tokens,
+                batch,
+                config: uae_serve::ServeConfig {
+                    model_name: model.display().to_string(),
+                    ..Default::default()
+                },
+            };
+            print_json(&uae_bench::serve::serve(&b, &data.load(Split::Test)?)?)
         }
         BenchCmd::Label {
             lm,

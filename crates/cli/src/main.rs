@@ -5,6 +5,7 @@ mod common;
 mod data_cmd;
 mod embed;
 mod eval_cmd;
+mod index_cmd;
 mod label_cmd;
 mod serve;
 mod train_cmd;
@@ -39,6 +40,9 @@ enum Cmd {
     /// Serve searches over a corpus through HTTP (POST /search): encoder + exact
     /// vector search, no LLM at query time.
     Serve(serve::ServeArgs),
+    /// Export a corpus's vectors and ids for a vector database.
+    #[command(subcommand)]
+    Index(index_cmd::IndexCmd),
     /// Speed benchmarks; each prints one JSON object on stdout.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Label(a) => label_cmd::run(a),
         Cmd::Train(a) => train_cmd::run(a),
         Cmd::Bench(c) => bench::run(c),
+        Cmd::Index(c) => index_cmd::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -441,3 +441,61 @@ fn stalled_and_idle_clients_block_no_one() {
     }
     drop(held);
 }
+
+/// `uae index export` writes vectors a vector database can bulk-load: read back, the
+/// ids are the corpus's in order and each vector is the passage's embedding.
+#[test]
+fn index_export_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let c = corpus(d.path());
+    let out = d.path().join("export");
+    assert!(uae()
+        .args([
+            "index",
+            "export",
+            "--corpus",
+            c.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap()
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let (n, dim, v) = uae_artifacts::embeddings::read_npy(&out.join("vectors.npy"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((n, dim), (3, 384));
+    let ids: Vec<String> = std::fs::read_to_string(out.join("ids.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, ["cat", "rates", "leaf"]);
+    let texts = d.path().join("texts.jsonl");
+    std::fs::copy(&c, &texts).unwrap();
+    let emb = d.path().join("emb.jsonl");
+    assert!(uae()
+        .args([
+            "embed",
+            "--input",
+            texts.to_str().unwrap(),
+            "--out",
+            emb.to_str().unwrap()
+        ])
+        .status()
+        .unwrap()
+        .success());
+    for (i, l) in std::fs::read_to_string(&emb).unwrap().lines().enumerate() {
+        let want = floats(&serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"]);
+        let got: Vec<f64> = v[i * dim..(i + 1) * dim]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        assert!(cosine(&got, &want) >= 0.9999, "row {i}");
+    }
+}
