@@ -18,103 +18,115 @@ pub enum BenchCmd {
     Qasper(QasperArgs),
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).
-    Embed {
-        #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-        model: PathBuf,
-        #[arg(long, help = ENCODER_BF16_HELP)]
-        bf16: bool,
-        /// Paragraphs embedded per pass (>= 1).
-        #[arg(long, default_value_t = 512, value_parser = count())]
-        passages: usize,
-        /// Tokens per passage, [CLS] and [SEP] included (2-512).
-        #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
-        tokens: usize,
-        /// Passages per forward pass (>= 1).
-        #[arg(long, default_value_t = 32, value_parser = count())]
-        batch: usize,
-        /// Timed repeats after one warm-up pass (1-1000).
-        #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
-        repeats: usize,
-        #[command(flatten)]
-        data: DataDir,
-    },
+    Embed(EmbedArgs),
     /// Training-step throughput at the default shape: real train questions, each with
     /// 8 paragraphs of its paper cut to 128 tokens, `uae` loss, AdamW.
-    Train {
-        #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-        model: PathBuf,
-        /// Questions per step (>= 1).
-        #[arg(long, default_value_t = 16, value_parser = count())]
-        questions: usize,
-        /// Paragraphs per question (>= 1).
-        #[arg(long, default_value_t = 8, value_parser = count())]
-        candidates: usize,
-        /// Tokens per paragraph (2-512).
-        #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
-        tokens: usize,
-        /// Timed steps after one warm-up step (1-1000).
-        #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
-        steps: usize,
-        /// Texts per micro-batch (>= 1).
-        #[arg(long, default_value_t = 32, value_parser = count())]
-        micro_batch: usize,
-        /// GradCache's first pass in bf16 on AMX (see `uae train --bf16-first-pass`).
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        bf16_first_pass: bool,
-        /// Machine matmul peak used for the roofline fraction (GFLOP/s, > 0;
-        /// PERF-NOTES: MKL 390, gemm x86-v4 330 on the Xeon).
-        #[arg(long, default_value_t = 330.0, value_parser = positive)]
-        peak_gflops: f32,
-        #[command(flatten)]
-        data: DataDir,
-    },
+    Train(TrainBenchArgs),
     /// Serving under load: the server on a loopback port, a fixed number of requests
     /// at each concurrency; p50/p95/p99 and requests/s for /v1/embeddings (one query;
     /// batches of passages) and /search, next to the offline embedding throughput.
-    Serve {
-        #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-        model: PathBuf,
-        /// Test-split passages in the searched corpus (>= 1).
-        #[arg(long, default_value_t = 2000, value_parser = count())]
-        passages: usize,
-        /// Requests per row (batch rows send a quarter as many) (1-100000).
-        #[arg(long, default_value_t = 400, value_parser = count_in(1, 100_000))]
-        requests: usize,
-        /// Concurrency levels, comma separated (each 1-1024).
-        #[arg(long, default_value = "1,8,32", value_delimiter = ',', value_parser = count_in(1, 1024))]
-        concurrency: Vec<usize>,
-        /// Tokens per passage in the batch rows (2-512).
-        #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
-        tokens: usize,
-        /// Passages per batch request (1-512).
-        #[arg(long, default_value_t = 32, value_parser = count_in(1, 512))]
-        batch: usize,
-        #[command(flatten)]
-        data: DataDir,
-    },
+    Serve(ServeBenchArgs),
     /// LLM scoring throughput: sequences of real QASPER text cut to a fixed length,
     /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
-    Label {
-        #[command(flatten)]
-        lm: LmArgs,
-        /// Sequences scored per pass (>= 1).
-        #[arg(long, default_value_t = 32, value_parser = count())]
-        sequences: usize,
-        /// Tokens per sequence (2-8192).
-        #[arg(long, default_value_t = 256, value_parser = count_in(2, 8192))]
-        tokens: usize,
-        /// Scored tokens at the end of each sequence (1 to --tokens - 1).
-        #[arg(long, default_value_t = 16, value_parser = count())]
-        answer: usize,
-        /// Batch sizes to measure, comma separated (each >= 1).
-        #[arg(long, default_value = "1,8", value_delimiter = ',', value_parser = count())]
-        batches: Vec<usize>,
-        /// Timed repeats after one warm-up pass (1-1000).
-        #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
-        repeats: usize,
-        #[command(flatten)]
-        data: DataDir,
-    },
+    Label(LabelBenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EmbedArgs {
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    pub model: PathBuf,
+    #[arg(long, help = ENCODER_BF16_HELP)]
+    pub bf16: bool,
+    /// Paragraphs embedded per pass (>= 1).
+    #[arg(long, default_value_t = 512, value_parser = count())]
+    pub passages: usize,
+    /// Tokens per passage, [CLS] and [SEP] included (2-512).
+    #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
+    pub tokens: usize,
+    /// Passages per forward pass (>= 1).
+    #[arg(long, default_value_t = 32, value_parser = count())]
+    pub batch: usize,
+    /// Timed repeats after one warm-up pass (1-1000).
+    #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
+    pub repeats: usize,
+    #[command(flatten)]
+    pub data: DataDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainBenchArgs {
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    pub model: PathBuf,
+    /// Questions per step (>= 1).
+    #[arg(long, default_value_t = 16, value_parser = count())]
+    pub questions: usize,
+    /// Paragraphs per question (>= 1).
+    #[arg(long, default_value_t = 8, value_parser = count())]
+    pub candidates: usize,
+    /// Tokens per paragraph (2-512).
+    #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
+    pub tokens: usize,
+    /// Timed steps after one warm-up step (1-1000).
+    #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
+    pub steps: usize,
+    /// Texts per micro-batch (>= 1).
+    #[arg(long, default_value_t = 32, value_parser = count())]
+    pub micro_batch: usize,
+    /// GradCache's first pass in bf16 on AMX (see `uae train --bf16-first-pass`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub bf16_first_pass: bool,
+    /// Machine matmul peak used for the roofline fraction (GFLOP/s, > 0;
+    /// PERF-NOTES: MKL 390, gemm x86-v4 330 on the Xeon).
+    #[arg(long, default_value_t = 330.0, value_parser = positive)]
+    pub peak_gflops: f32,
+    #[command(flatten)]
+    pub data: DataDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeBenchArgs {
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    pub model: PathBuf,
+    /// Test-split passages in the searched corpus (>= 1).
+    #[arg(long, default_value_t = 2000, value_parser = count())]
+    pub passages: usize,
+    /// Requests per row (batch rows send a quarter as many) (1-100000).
+    #[arg(long, default_value_t = 400, value_parser = count_in(1, 100_000))]
+    pub requests: usize,
+    /// Concurrency levels, comma separated (each 1-1024).
+    #[arg(long, default_value = "1,8,32", value_delimiter = ',', value_parser = count_in(1, 1024))]
+    pub concurrency: Vec<usize>,
+    /// Tokens per passage in the batch rows (2-512).
+    #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
+    pub tokens: usize,
+    /// Passages per batch request (1-512).
+    #[arg(long, default_value_t = 32, value_parser = count_in(1, 512))]
+    pub batch: usize,
+    #[command(flatten)]
+    pub data: DataDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LabelBenchArgs {
+    #[command(flatten)]
+    pub lm: LmArgs,
+    /// Sequences scored per pass (>= 1).
+    #[arg(long, default_value_t = 32, value_parser = count())]
+    pub sequences: usize,
+    /// Tokens per sequence (2-8192).
+    #[arg(long, default_value_t = 256, value_parser = count_in(2, 8192))]
+    pub tokens: usize,
+    /// Scored tokens at the end of each sequence (1 to --tokens - 1).
+    #[arg(long, default_value_t = 16, value_parser = count())]
+    pub answer: usize,
+    /// Batch sizes to measure, comma separated (each >= 1).
+    #[arg(long, default_value = "1,8", value_delimiter = ',', value_parser = count())]
+    pub batches: Vec<usize>,
+    /// Timed repeats after one warm-up pass (1-1000).
+    #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
+    pub repeats: usize,
+    #[command(flatten)]
+    pub data: DataDir,
 }
 
 #[derive(clap::Args, Debug)]
@@ -232,105 +244,57 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             println!("{}", report.markdown);
             Ok(())
         }
-        BenchCmd::Embed {
-            model,
-            bf16,
-            passages,
-            tokens,
-            batch,
-            repeats,
-            data,
-        } => {
+        BenchCmd::Embed(a) => {
             let b = EmbedBench {
-                model,
-                bf16,
-                passages,
-                tokens,
-                batch,
-                repeats,
+                model: a.model,
+                bf16: a.bf16,
+                passages: a.passages,
+                tokens: a.tokens,
+                batch: a.batch,
+                repeats: a.repeats,
             };
-            print_json(&uae_bench::speed::embed(&b, &data.load(Split::Test)?)?)
+            print_json(&uae_bench::speed::embed(&b, &a.data.load(Split::Test)?)?)
         }
-        BenchCmd::Train {
-            model,
-            questions,
-            candidates,
-            tokens,
-            steps,
-            micro_batch,
-            bf16_first_pass,
-            peak_gflops,
-            data,
-        } => {
+        BenchCmd::Train(a) => {
             let b = TrainBench {
-                model,
-                questions,
-                candidates,
-                tokens,
-                steps,
-                micro_batch,
-                bf16_first_pass,
-                peak_gflops: peak_gflops as f64,
+                model: a.model,
+                questions: a.questions,
+                candidates: a.candidates,
+                tokens: a.tokens,
+                steps: a.steps,
+                micro_batch: a.micro_batch,
+                bf16_first_pass: a.bf16_first_pass,
+                peak_gflops: a.peak_gflops as f64,
             };
-            print_json(&uae_bench::speed::train(&b, &data.load(Split::Train)?)?)
+            print_json(&uae_bench::speed::train(&b, &a.data.load(Split::Train)?)?)
         }
-        BenchCmd::Serve {
-            model,
-            passages,
-            requests,
-            concurrency,
-            tokens,
-            batch,
-            data,
-        } => {
+        BenchCmd::Serve(a) => {
+            let config = uae_serve::ServeConfig {
+                model_name: a.model.display().to_string(),
+                ..Default::default()
+            };
             let b = uae_bench::serve::ServeBench {
-                model: model.clone(),
-                passages,
-                requests,
-                concurrency,
-                tokens,
-                batch,
-                config: uae_serve::ServeConfig {
-                    model_name: model.display().to_string(),
-                    ..Default::default()
-                },
+                model: a.model,
+                passages: a.passages,
+                requests: a.requests,
+                concurrency: a.concurrency,
+                tokens: a.tokens,
+                batch: a.batch,
+                config,
             };
-            print_json(&uae_bench::serve::serve(&b, &data.load(Split::Test)?)?)
+            print_json(&uae_bench::serve::serve(&b, &a.data.load(Split::Test)?)?)
         }
-        BenchCmd::Label {
-            lm,
-            sequences,
-            tokens,
-            answer,
-            batches,
-            repeats,
-            data,
-        } => {
+        BenchCmd::Label(a) => {
             let b = LabelBench {
-                lm: lm.source(),
-                bf16: lm.bf16,
-                sequences,
-                tokens,
-                answer,
-                batches,
-                repeats,
+                lm: a.lm.source(),
+                bf16: a.lm.bf16,
+                sequences: a.sequences,
+                tokens: a.tokens,
+                answer: a.answer,
+                batches: a.batches,
+                repeats: a.repeats,
             };
-            print_json(&uae_bench::speed::label(&b, &data.load(Split::Test)?)?)
+            print_json(&uae_bench::speed::label(&b, &a.data.load(Split::Test)?)?)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn named_models_parse() {
-        assert_eq!(
-            parse_named("kl=runs/kl/model").unwrap(),
-            ("kl".to_string(), PathBuf::from("runs/kl/model"))
-        );
-        assert!(parse_named("kl").is_err());
-        assert!(parse_named("=x").is_err());
     }
 }

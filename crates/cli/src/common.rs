@@ -57,15 +57,21 @@ impl LmArgs {
 pub const ENCODER_BF16_HELP: &str = "Run the bi-encoder's projections in bf16 on Intel AMX \
 tiles (Sapphire Rapids or later): faster, cosine >= 0.9999 to f32 on the fixtures";
 
-/// A count of at least 1 (`--batch`, `--epochs`, ...): 0 would divide by zero, loop
-/// forever or silently mean something else.
-pub fn count() -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::<usize>::new().range(1..=u32::MAX as u64)
+/// A library enum by its serde name (the names `--help` lists), so flags need no
+/// mirror enums: `value_parser = named::<LossKind>(&["uae", "kl"])`.
+pub fn named<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names)
+        .try_map(|s: String| serde_json::from_value::<T>(serde_json::Value::String(s)))
 }
 
-/// A count that may be 0 (`--random-negatives`, `--eval-every`).
-pub fn count0() -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::<usize>::new().range(0..=u32::MAX as u64)
+/// A count of at least 1 (`--batch`, `--epochs`, ...): 0 would divide by zero, loop
+/// forever or silently mean something else. [`count_in`]`(0, ..)` where 0 means none.
+pub fn count() -> RangedU64ValueParser<usize> {
+    count_in(1, u32::MAX as u64)
 }
 
 /// A count in `lo..=hi`.
@@ -73,34 +79,33 @@ pub fn count_in(lo: u64, hi: u64) -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::<usize>::new().range(lo..=hi)
 }
 
-/// A finite number > 0 (learning rates, temperatures, GFLOP/s).
-pub fn positive(s: &str) -> std::result::Result<f32, String> {
+/// A finite number in `[lo, hi]`, `lo` itself allowed or not.
+fn float_in(s: &str, lo: f32, lo_ok: bool, hi: f32) -> std::result::Result<f32, String> {
     let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
-    if v.is_finite() && v > 0.0 {
+    let above = if lo_ok { v >= lo } else { v > lo };
+    if v.is_finite() && above && v <= hi {
         Ok(v)
     } else {
-        Err(format!("`{s}` must be a finite number > 0"))
+        let op = if lo_ok { ">=" } else { ">" };
+        Err(format!(
+            "`{s}` must be a finite number {op} {lo} and <= {hi}"
+        ))
     }
+}
+
+/// A finite number > 0 (learning rates, temperatures, GFLOP/s).
+pub fn positive(s: &str) -> std::result::Result<f32, String> {
+    float_in(s, 0.0, false, f32::MAX)
 }
 
 /// A finite number in [0, 1].
 pub fn unit_interval(s: &str) -> std::result::Result<f32, String> {
-    let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` must be between 0 and 1"))
-    }
+    float_in(s, 0.0, true, 1.0)
 }
 
 /// A finite number >= 0.
 pub fn non_negative(s: &str) -> std::result::Result<f32, String> {
-    let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` must be a finite number >= 0"))
-    }
+    float_in(s, 0.0, true, f32::MAX)
 }
 
 /// A progress bar on stderr with rate and ETA. When stderr is not a terminal (a job

@@ -54,29 +54,12 @@ pub fn run(cmd: DataCmd) -> Result<()> {
             } else {
                 vec![split.parse()?]
             };
-            let mut all = Vec::new();
-            for s in splits {
-                all.push(data.load(s)?.stats());
-            }
+            let all = (splits.into_iter().map(|s| Ok(data.load(s)?.stats())))
+                .collect::<Result<Vec<_>>>()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("| split | papers | questions | evaluable | answerable | paragraphs | evidence (text matched / figure-table / all) |");
-                println!("|---|---|---|---|---|---|---|");
-                for s in all {
-                    println!(
-                        "| {} | {} | {} | {} | {} | {} | {} / {} / {} |",
-                        s.split,
-                        s.papers,
-                        s.questions,
-                        s.evaluable_questions,
-                        s.answerable_questions,
-                        s.paragraphs,
-                        s.evidence_matched,
-                        s.evidence_float,
-                        s.evidence_strings
-                    );
-                }
+                print!("{}", uae_data::QasperStats::table(&all));
             }
             Ok(())
         }

@@ -1,18 +1,19 @@
-use crate::common::{count, non_negative, unit_interval, Bars, DataDir, ENCODER_BF16_HELP};
+use crate::common::{count, named, non_negative, unit_interval, Bars, DataDir, ENCODER_BF16_HELP};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
 use uae_encoder::BatchOptions;
 use uae_index::Bm25Params;
-use uae_search::Retriever;
+use uae_search::{Retriever, RetrieverKind};
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
     /// QASPER split (ignored with --beir).
     #[arg(long, default_value = "test")]
     split: Split,
-    #[arg(long, value_enum, default_value = "dense")]
-    retriever: RetrieverArg,
+    /// `bm25` or `dense` (a bi-encoder, --model).
+    #[arg(long, default_value = "dense", value_parser = named::<RetrieverKind>(&["bm25", "dense"]))]
+    retriever: RetrieverKind,
     /// Bi-encoder folder for --retriever dense.
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     model: PathBuf,
@@ -50,12 +51,6 @@ pub struct EvalArgs {
     data: DataDir,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum RetrieverArg {
-    Bm25,
-    Dense,
-}
-
 pub fn run(a: EvalArgs) -> Result<()> {
     let mut coll = match (&a.beir, &a.corpus, &a.questions) {
         (Some(dir), ..) => uae_data::load_beir(dir, &a.beir_split)?,
@@ -66,8 +61,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         uae_search::limit_queries(&mut coll, n);
     }
     let retriever = match a.retriever {
-        RetrieverArg::Bm25 => Retriever::Bm25(Bm25Params { k1: a.k1, b: a.b }),
-        RetrieverArg::Dense => Retriever::Dense {
+        RetrieverKind::Bm25 => Retriever::Bm25(Bm25Params { k1: a.k1, b: a.b }),
+        RetrieverKind::Dense => Retriever::Dense {
             model: a.model.clone(),
             bf16: a.bf16,
             opts: BatchOptions {

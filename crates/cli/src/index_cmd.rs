@@ -1,7 +1,6 @@
 use crate::common::{Bars, DataDir, ENCODER_BF16_HELP};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
-use serde::Serialize;
 use std::path::PathBuf;
 use uae_data::Split;
 
@@ -29,13 +28,6 @@ pub enum IndexCmd {
     },
 }
 
-#[derive(Serialize)]
-struct IdRow<'a> {
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
-}
-
 pub fn run(cmd: IndexCmd) -> Result<()> {
     let IndexCmd::Export {
         model,
@@ -46,33 +38,11 @@ pub fn run(cmd: IndexCmd) -> Result<()> {
         out,
     } = cmd;
     let passages = match &corpus {
-        Some(c) if c.is_dir() => uae_data::read_corpus_jsonl(&c.join("corpus.jsonl"))?,
-        Some(c) => uae_data::read_corpus_jsonl(c)?,
+        Some(c) => uae_data::read_corpus(c)?,
         None => data.load(split.unwrap_or(Split::Test))?.passages(),
     };
     let enc = uae_search::load_encoder(&model, bf16)?;
-    let vecs = uae_search::embed_passages(
-        &enc,
-        &passages,
-        uae_encoder::BatchOptions::default(),
-        "passages",
-        &Bars::default(),
-    )?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    uae_artifacts::embeddings::write_npy(&out.join("vectors.npy"), &vecs, enc.dim())?;
-    let ids: Vec<IdRow> = passages
-        .iter()
-        .map(|p| IdRow {
-            id: &p.id,
-            scope: p.scope.as_deref(),
-        })
-        .collect();
-    uae_core::fs::write_jsonl(&out.join("ids.jsonl"), &ids)?;
-    println!(
-        "{} vectors of dimension {} in {}",
-        vecs.len(),
-        enc.dim(),
-        out.display()
-    );
+    let (n, dim) = uae_search::export_index(&enc, &passages, &out, &Bars::default())?;
+    println!("{n} vectors of dimension {dim} in {}", out.display());
     Ok(())
 }

@@ -1,24 +1,8 @@
-use crate::common::{count, count0, Bars, DataDir, LmArgs};
+use crate::common::{count, count_in, named, Bars, DataDir, LmArgs};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
 use uae_label::{CandidateMode, LabelConfig, LabelRun, Template};
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum Mode {
-    /// Gold evidence + hard negatives (questions with matched text evidence).
-    Gold,
-    /// No evidence labels: top dense + BM25 + random, for every answerable question.
-    Mined,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum TemplateArg {
-    /// SmolLM2-Instruct's ChatML turn (no system message).
-    Chatml,
-    /// "Context: ...\n\nQuestion: ...\nAnswer:" for base models.
-    Plain,
-}
 
 #[derive(clap::Args)]
 pub struct LabelArgs {
@@ -41,29 +25,32 @@ pub struct LabelArgs {
     /// summary.json, utility-histogram.svg. Rerunning the same command resumes.
     #[arg(long)]
     out: PathBuf,
-    /// Which passages are scored. Default: `gold` for QASPER (its evidence is
-    /// annotated), `mined` for your own data (no evidence needed).
-    #[arg(long, value_enum)]
-    candidates: Option<Mode>,
+    /// Which passages are scored: `gold` (the evidence + hard negatives; questions
+    /// with evidence only) or `mined` (top dense + BM25 + random, no evidence
+    /// needed). Default: `gold` for QASPER, `mined` for your own data.
+    #[arg(long, value_parser = named::<CandidateMode>(&["gold", "mined"]))]
+    candidates: Option<CandidateMode>,
     #[command(flatten)]
     lm: LmArgs,
     /// Bi-encoder that mines dense hard negatives.
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     encoder: PathBuf,
     /// Top non-gold paragraphs by the base encoder, per question (0 or more).
-    #[arg(long, default_value_t = 3, value_parser = count0())]
+    #[arg(long, default_value_t = 3, value_parser = count_in(0, u32::MAX as u64))]
     dense_negatives: usize,
     /// Top non-gold paragraphs by BM25, per question (0 or more).
-    #[arg(long, default_value_t = 2, value_parser = count0())]
+    #[arg(long, default_value_t = 2, value_parser = count_in(0, u32::MAX as u64))]
     bm25_negatives: usize,
     /// Random other paragraphs of the paper, per question (0 or more).
-    #[arg(long, default_value_t = 1, value_parser = count0())]
+    #[arg(long, default_value_t = 1, value_parser = count_in(0, u32::MAX as u64))]
     random_negatives: usize,
     /// Passage truncation in LLM tokens (>= 1; answers are never truncated).
     #[arg(long, default_value_t = 256, value_parser = count())]
     passage_tokens: usize,
-    #[arg(long, value_enum, default_value = "chatml")]
-    template: TemplateArg,
+    /// Prompt layout: `chatml` (SmolLM2-Instruct's turn, no system message) or
+    /// `plain` ("Context: ...\n\nQuestion: ...\nAnswer:", for base models).
+    #[arg(long, default_value = "chatml", value_parser = named::<Template>(&["chatml", "plain"]))]
+    template: Template,
     /// Seed for the random negatives.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -86,24 +73,17 @@ pub fn run(a: LabelArgs) -> Result<()> {
         }
         _ => (a.data.load(a.split)?.qa_set(), a.split.to_string()),
     };
-    let default_mode = if a.questions.is_some() {
-        Mode::Mined
-    } else {
-        Mode::Gold
+    let default_mode = match a.questions {
+        Some(_) => CandidateMode::Mined,
+        None => CandidateMode::Gold,
     };
     let config = LabelConfig {
-        candidates: match a.candidates.unwrap_or(default_mode) {
-            Mode::Gold => CandidateMode::Gold,
-            Mode::Mined => CandidateMode::Mined,
-        },
+        candidates: a.candidates.unwrap_or(default_mode),
         dense_negatives: a.dense_negatives,
         bm25_negatives: a.bm25_negatives,
         random_negatives: a.random_negatives,
         passage_tokens: a.passage_tokens,
-        template: match a.template {
-            TemplateArg::Chatml => Template::Chatml,
-            TemplateArg::Plain => Template::Plain,
-        },
+        template: a.template,
         seed: a.seed,
         max_batch: a.max_batch,
         max_batch_tokens: a.max_batch_tokens,

@@ -2,12 +2,12 @@
 //! there).
 
 use crate::common::{count, count_in, Bars, DataDir, ENCODER_BF16_HELP};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
 use uae_data::Split;
 use uae_serve::batcher::BatchLimits;
-use uae_serve::{App, Listener, ServeConfig};
+use uae_serve::{Deployment, ServeConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -71,7 +71,7 @@ pub struct ServeArgs {
 pub fn run(a: ServeArgs) -> Result<()> {
     let (passages, default_cache) = match &a.corpus {
         Some(path) => (
-            uae_data::read_corpus_jsonl(path)?,
+            uae_data::read_corpus(path)?,
             path.with_extension("uae-cache"),
         ),
         None => (
@@ -80,9 +80,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         ),
     };
     let enc = uae_search::load_encoder(&a.model, a.bf16)?;
-    let cache = a.cache_dir.clone().unwrap_or(default_cache);
-    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let read_timeout = Duration::from_millis(a.read_timeout_ms as u64);
     let cfg = ServeConfig {
         model_name: a.model.display().to_string(),
         max_k: a.max_k,
@@ -95,41 +92,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         truncate: !a.no_truncate,
         api_key: a.api_key.clone(),
-        read_timeout,
+        read_timeout: Duration::from_millis(a.read_timeout_ms as u64),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.workers)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        let listener = Listener::bind(&a.addr).await?;
-        let addr = listener.addr().to_string();
-        let app = App::new(enc, passages.len(), cfg);
-        tracing::info!(
-            addr,
-            passages = passages.len(),
-            "bound; embedding the corpus"
-        );
-        let server = tokio::spawn(listener.serve(uae_serve::router(app.clone()), read_timeout));
-        let embedder = app.clone();
-        let model = a.model.clone();
-        let (passages, vecs) = tokio::task::spawn_blocking(move || {
-            let vecs = uae_search::cached_passage_embeddings(
-                "corpus",
-                embedder.encoder(),
-                &model,
-                &passages,
-                &cache,
-                &Bars::default(),
-            );
-            (passages, vecs)
-        })
-        .await
-        .context("embedding the corpus")?;
-        app.set_corpus(passages, &vecs?)?;
-        println!("listening on http://{addr}");
-        server.await.context("the server stopped")?;
-        anyhow::Ok(())
-    })
+    let d = Deployment {
+        addr: a.addr,
+        model_dir: a.model,
+        passages,
+        cache_dir: a.cache_dir.unwrap_or(default_cache),
+        workers: a.workers,
+    };
+    uae_serve::run(enc, d, cfg, &Bars::default(), |addr| {
+        println!("listening on http://{addr}")
+    })?;
+    Ok(())
 }

@@ -1,33 +1,26 @@
-use crate::common::{count, count0, count_in, positive, Bars, DataDir};
+use crate::common::{count, count_in, named, positive, Bars, DataDir};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
 use uae_train::{DevSet, LossKind, Positives, TrainConfig, TrainRun};
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum LossArg {
-    /// Utility-modulated InfoNCE: utility softmax as soft targets, in-batch negatives.
-    Uae,
-    /// Each candidate a positive weighted by its utility share, against lower-utility ones.
-    UaeListwise,
-    /// KL(utility distribution || similarity distribution) over the candidates.
-    Kl,
-    /// Plain InfoNCE on gold evidence (no LLM signal): the ablation.
-    Infonce,
-}
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// Label folder written by `uae label` (labels.jsonl).
     #[arg(long)]
     labels: PathBuf,
-    #[arg(long, value_enum, default_value = "uae")]
-    loss: LossArg,
+    /// `uae` (utility-modulated InfoNCE: the utility softmax as soft targets,
+    /// in-batch negatives), `uae-listwise` (each candidate a positive weighted by its
+    /// utility share, against lower-utility ones), `kl` (KL of the utility and
+    /// similarity distributions over the candidates) or `infonce` (positives only,
+    /// no LLM signal: the ablation).
+    #[arg(long, default_value = "uae", value_parser = named::<LossKind>(&["uae", "uae-listwise", "kl", "infonce"]))]
+    loss: LossKind,
     /// Positives for `--loss infonce`: `gold` (the evidence annotation) or
     /// `answer-match` (candidates containing a reference answer, for data without
     /// evidence).
-    #[arg(long, value_enum, default_value = "gold")]
-    positives: PositivesArg,
+    #[arg(long, default_value = "gold", value_parser = named::<Positives>(&["gold", "answer-match"]))]
+    positives: Positives,
     /// Output: model/ (best by dev MAP, sentence-transformers layout), ckpt/,
     /// metrics.jsonl, manifest.json, loss.svg, dev.svg. Rerunning the same command
     /// resumes.
@@ -65,7 +58,7 @@ pub struct TrainArgs {
     checkpoint_every: usize,
     /// Also evaluate on dev (and keep the best model) every N optimizer steps; 0: at
     /// epoch ends only. Each evaluation embeds the dev papers (minutes on 2 cores).
-    #[arg(long, default_value_t = 0, value_parser = count0())]
+    #[arg(long, default_value_t = 0, value_parser = count_in(0, u32::MAX as u64))]
     eval_every: usize,
     /// Run GradCache's first pass (embeddings for the loss, no gradient) with the
     /// projections in bf16 on AMX tiles when the CPU has them: faster steps, gradient
@@ -92,20 +85,9 @@ pub struct TrainArgs {
     data: DataDir,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum PositivesArg {
-    Gold,
-    AnswerMatch,
-}
-
 pub fn run(a: TrainArgs) -> Result<()> {
     let config = TrainConfig {
-        loss: match a.loss {
-            LossArg::Uae => LossKind::Uae,
-            LossArg::UaeListwise => LossKind::UaeListwise,
-            LossArg::Kl => LossKind::Kl,
-            LossArg::Infonce => LossKind::Infonce,
-        },
+        loss: a.loss,
         epochs: a.epochs,
         batch_questions: a.batch_questions,
         max_candidates: a.max_candidates,
@@ -117,42 +99,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every as u64,
         eval_every: a.eval_every as u64,
         bf16_first_pass: a.bf16_first_pass,
-        positives: match a.positives {
-            PositivesArg::Gold => Positives::Gold,
-            PositivesArg::AnswerMatch => Positives::AnswerMatch,
-        },
+        positives: a.positives,
         ..Default::default()
     };
     let dev = match (&a.dev_labels, &a.dev_questions, &a.corpus) {
-        (Some(dir), ..) => {
-            let mut groups = uae_label::LabeledGroup::read_all(dir)?;
-            groups.truncate(a.dev_limit.unwrap_or(usize::MAX));
-            anyhow::ensure!(
-                !groups.is_empty(),
-                "{}: no labelled dev question",
-                dir.display()
-            );
-            DevSet::Utility(groups)
-        }
+        (Some(dir), ..) => DevSet::utility(dir, a.dev_limit)?,
         (None, Some(q), Some(c)) => {
-            let mut dev = uae_data::QaSet::load(c, q)?.collection();
-            if let Some(n) = a.dev_limit {
-                uae_search::limit_queries(&mut dev, n);
-            }
-            anyhow::ensure!(
-                dev.evaluable().count() > 0,
-                "{}: no dev question has positives; use --dev-labels for data without evidence",
-                q.display()
-            );
-            DevSet::Retrieval(dev)
+            DevSet::retrieval(uae_data::QaSet::load(c, q)?.collection(), a.dev_limit)?
         }
-        _ => {
-            let mut dev = a.data.load(Split::Dev)?.collection();
-            if let Some(n) = a.dev_limit {
-                uae_search::limit_queries(&mut dev, n);
-            }
-            DevSet::Retrieval(dev)
-        }
+        _ => DevSet::retrieval(a.data.load(Split::Dev)?.collection(), a.dev_limit)?,
     };
     let run = TrainRun {
         labels: a.labels,

@@ -50,6 +50,15 @@ pub fn read_corpus_jsonl(path: &Path) -> Result<Vec<Passage>> {
         .collect())
 }
 
+/// [`read_corpus_jsonl`] of a file, or of a BEIR folder's `corpus.jsonl`.
+pub fn read_corpus(path: &Path) -> Result<Vec<Passage>> {
+    if path.is_dir() {
+        read_corpus_jsonl(&path.join("corpus.jsonl"))
+    } else {
+        read_corpus_jsonl(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ mod qa;
 mod qasper;
 
 pub use beir::load_beir;
-pub use corpus::read_corpus_jsonl;
+pub use corpus::{read_corpus, read_corpus_jsonl};
 pub use error::{Error, Result};
 pub use io::{open_maybe_gz, read_jsonl, read_jsonl_lines};
 pub use qa::{QaItem, QaSet};

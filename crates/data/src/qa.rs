@@ -141,16 +141,11 @@ impl QaSet {
     /// Reads a corpus (a JSONL file, or a BEIR folder's `corpus.jsonl`) and a
     /// questions file.
     pub fn load(corpus: &Path, questions: &Path) -> Result<QaSet> {
-        let corpus_file = if corpus.is_dir() {
-            corpus.join("corpus.jsonl")
-        } else {
-            corpus.to_path_buf()
-        };
         let name = questions
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "questions".into());
-        QaSet::read(&name, crate::read_corpus_jsonl(&corpus_file)?, questions)
+        QaSet::read(&name, crate::read_corpus(corpus)?, questions)
     }
 
     /// The retrieval view: queries with their positives as relevant (grade 1).

@@ -235,6 +235,28 @@ pub struct QasperStats {
     pub evidence_float: usize,
 }
 
+impl QasperStats {
+    /// The markdown table `uae data stats` prints, one row per split.
+    pub fn table(all: &[QasperStats]) -> String {
+        let mut t = String::from("| split | papers | questions | evaluable | answerable | paragraphs | evidence (text matched / figure-table / all) |\n|---|---|---|---|---|---|---|\n");
+        for s in all {
+            t += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
+                s.split,
+                s.papers,
+                s.questions,
+                s.evaluable_questions,
+                s.answerable_questions,
+                s.paragraphs,
+                s.evidence_matched,
+                s.evidence_float,
+                s.evidence_strings
+            );
+        }
+        t
+    }
+}
+
 impl Qasper {
     /// Loads `qasper-{split}-v0.3.json.gz` (or `.json`) from `dir`.
     pub fn load_split(dir: &Path, split: Split) -> Result<Self> {

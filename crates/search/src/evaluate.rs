@@ -20,7 +20,7 @@ pub fn limit_queries(coll: &mut Collection, n: usize) {
     coll.passages.retain(|p| scopes.contains(&p.scope));
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrieverKind {
     Bm25,

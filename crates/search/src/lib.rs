@@ -120,6 +120,36 @@ pub fn cached_passage_embeddings(
     Ok(vecs)
 }
 
+/// One row of `ids.jsonl` beside an exported `vectors.npy`.
+#[derive(serde::Serialize)]
+struct IdRow<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+/// Embeds `passages` and writes `out/vectors.npy` (`[n, dim]` float32) and
+/// `out/ids.jsonl` (`{"id", "scope"?}` per row, in the same order), for bulk loading
+/// into a vector database. Returns (rows, dimension).
+pub fn export_index(
+    enc: &Encoder,
+    passages: &[Passage],
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<(usize, usize)> {
+    let vecs = embed_passages(enc, passages, BatchOptions::default(), "passages", progress)?;
+    uae_artifacts::embeddings::write_npy(&out.join("vectors.npy"), &vecs, enc.dim())?;
+    let ids: Vec<IdRow> = passages
+        .iter()
+        .map(|p| IdRow {
+            id: &p.id,
+            scope: p.scope.as_deref(),
+        })
+        .collect();
+    uae_core::fs::write_jsonl(&out.join("ids.jsonl"), &ids)?;
+    Ok((vecs.len(), enc.dim()))
+}
+
 /// A dense index over a passage list with its scopes: searches one query at a time,
 /// as a server does.
 pub struct DenseSearcher {

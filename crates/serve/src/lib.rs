@@ -539,6 +539,74 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Where the corpus comes from and how the server runs: what `uae serve` does.
+pub struct Deployment {
+    pub addr: String,
+    /// The model folder (its files key the embedding cache).
+    pub model_dir: std::path::PathBuf,
+    pub passages: Vec<Passage>,
+    pub cache_dir: std::path::PathBuf,
+    /// Threads answering connections.
+    pub workers: usize,
+}
+
+/// Binds `d.addr`, serves at once (searches answer 503), embeds the corpus (from the
+/// cache when it can), calls `on_ready` with the bound address, and serves until the
+/// process ends.
+pub fn run(
+    enc: Encoder,
+    d: Deployment,
+    cfg: ServeConfig,
+    progress: &(dyn uae_core::Progress + Send),
+    on_ready: impl FnOnce(&str),
+) -> std::result::Result<(), RunError> {
+    let read_timeout = cfg.read_timeout;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(d.workers.max(1))
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let (listener, app) = rt.block_on(async {
+        let listener = Listener::bind(&d.addr).await?;
+        let app = App::new(enc, d.passages.len(), cfg);
+        Ok::<_, Error>((listener, app))
+    })?;
+    let addr = listener.addr().to_string();
+    tracing::info!(
+        addr,
+        passages = d.passages.len(),
+        "bound; embedding the corpus"
+    );
+    let server = rt.spawn(listener.serve(router(app.clone()), read_timeout));
+    std::fs::create_dir_all(&d.cache_dir)
+        .map_err(uae_core::Error::io(&d.cache_dir))
+        .map_err(uae_search::Error::from)?;
+    let vecs = uae_search::cached_passage_embeddings(
+        "corpus",
+        app.encoder(),
+        &d.model_dir,
+        &d.passages,
+        &d.cache_dir,
+        progress,
+    )?;
+    app.set_corpus(d.passages, &vecs)?;
+    on_ready(&addr);
+    rt.block_on(server)
+        .map_err(|e| RunError::Runtime(std::io::Error::other(e)))?;
+    Ok(())
+}
+
+/// Why [`run`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] Error),
+    #[error(transparent)]
+    Search(#[from] uae_search::Error),
+}
+
 /// A bound listener; [`Listener::addr`] is the actual address (port 0 resolved).
 pub struct Listener {
     listener: tokio::net::TcpListener,

@@ -36,6 +36,36 @@ pub enum DevSet {
 }
 
 impl DevSet {
+    /// Questions with positives, the first `limit` of them and their scopes'
+    /// passages (see [`uae_search::limit_queries`]).
+    pub fn retrieval(
+        mut coll: Collection,
+        limit: Option<usize>,
+    ) -> std::result::Result<DevSet, RunError> {
+        if let Some(n) = limit {
+            uae_search::limit_queries(&mut coll, n);
+        }
+        if coll.evaluable().count() == 0 {
+            return Err(RunError::NoDevPositives { name: coll.name });
+        }
+        Ok(DevSet::Retrieval(coll))
+    }
+
+    /// The first `limit` labelled questions of a label folder.
+    pub fn utility(dir: &Path, limit: Option<usize>) -> std::result::Result<DevSet, RunError> {
+        let mut groups = LabeledGroup::read_all(dir).map_err(|source| RunError::Labels {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        groups.truncate(limit.unwrap_or(usize::MAX));
+        if groups.is_empty() {
+            return Err(RunError::NoCandidates {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(DevSet::Utility(groups))
+    }
+
     pub fn questions(&self) -> usize {
         match self {
             DevSet::Retrieval(c) => c.queries.len(),
@@ -55,6 +85,8 @@ pub enum RunError {
     },
     #[error("{path}: no labeled question has candidates")]
     NoCandidates { path: PathBuf },
+    #[error("{name}: no dev question has positives; use --dev-labels for data without evidence")]
+    NoDevPositives { name: String },
     #[error("{path}: infonce needs gold candidates; these labels have none (mined? try --positives answer-match)")]
     NoGold { path: PathBuf },
     #[error("{path}: no candidate contains a reference answer, so answer-match gives infonce no positive")]

@@ -203,7 +203,8 @@ pub trait Hooks {
     fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, BTreeMap<String, f64>)>;
 }
 
-/// Runs (or resumes) training into `out`: `out/ckpt/` (model, optimizer, state),
+/// Runs (or resumes) training into `out`: `out/ckpt-*/` (model, optimizer, state;
+/// `out/ckpt.json` names the current one),
 /// `out/metrics.jsonl`, and the best model exported to `out/model/`.
 pub fn train(
     enc: &Encoder,
@@ -228,15 +229,13 @@ pub fn train(
     std::fs::create_dir_all(out).map_err(io(out))?;
     let vars = enc.model.vars().to_vec();
     let mut opt = AdamW::new(cfg.adamw);
-    let ckpt = out.join("ckpt");
-    uae_core::fs::recover_dir(&uae_core::fs::partial_path(&ckpt), &ckpt, CKPT_MARKER)?;
     let model_dir = out.join("model");
     uae_core::fs::recover_dir(
         &uae_core::fs::partial_path(&model_dir),
         &model_dir,
         EXPORT_MARKER,
     )?;
-    let mut state = if ckpt.join("state.json").is_file() {
+    let mut state = if let Some(ckpt) = current_checkpoint(out) {
         load_checkpoint(&ckpt, &vars, &mut opt, cfg)?
     } else {
         TrainState {
@@ -296,13 +295,13 @@ pub fn train(
                 evaluate(enc, base_dir, out, &metrics_path, &mut state, hooks)?;
             }
             if mid_epoch && (eval_now || state.step % cfg.checkpoint_every == 0) {
-                save_checkpoint(&ckpt, &vars, &opt, &state)?;
+                save_checkpoint(out, &vars, &opt, &state)?;
             }
         }
         evaluate(enc, base_dir, out, &metrics_path, &mut state, hooks)?;
         state.epoch += 1;
         state.batch_in_epoch = 0;
-        save_checkpoint(&ckpt, &vars, &opt, &state)?;
+        save_checkpoint(out, &vars, &opt, &state)?;
     }
     Ok(state)
 }
@@ -463,25 +462,54 @@ pub fn step(
     Ok((loss, norm, tokens))
 }
 
-/// `ckpt/state.json`: where the run is and how many steps AdamW has taken.
+/// `ckpt-*/state.json`: where the run is and how many steps AdamW has taken.
 #[derive(Serialize, Deserialize)]
 struct CheckpointState {
     state: TrainState,
     optimizer_step: u64,
 }
 
+/// `RUN/ckpt.json`: the current checkpoint folder. Checkpoints are written to new
+/// folders and this pointer is replaced in one rename, so a kill at any moment
+/// leaves it naming a complete folder (the old one is removed only afterwards).
+#[derive(Serialize, Deserialize)]
+struct CheckpointPointer {
+    dir: String,
+}
+
+const POINTER: &str = "ckpt.json";
 /// The file a checkpoint folder's writer writes last.
 const CKPT_MARKER: &str = "state.json";
 /// The file an export folder's writer writes last.
 const EXPORT_MARKER: &str = "model.safetensors";
 
+/// The checkpoint a run resumes from: the folder `ckpt.json` names, or the
+/// `ckpt/` folder of runs made before the pointer existed.
+fn current_checkpoint(out: &Path) -> Option<PathBuf> {
+    let named = std::fs::read_to_string(out.join(POINTER))
+        .ok()
+        .and_then(|t| serde_json::from_str::<CheckpointPointer>(&t).ok())
+        .map(|p| out.join(p.dir));
+    named
+        .into_iter()
+        .chain([out.join("ckpt")])
+        .find(|d| d.join(CKPT_MARKER).is_file())
+}
+
 fn save_checkpoint(
-    dir: &Path,
+    out: &Path,
     vars: &[(String, Var)],
     opt: &AdamW,
     state: &TrainState,
 ) -> Result<()> {
-    let tmp = uae_core::fs::partial_path(dir);
+    // A fresh name each time: the folder the pointer names is never written to.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = format!("ckpt-{:08}-{nanos}", state.step);
+    let dir = out.join(&name);
+    let tmp = uae_core::fs::partial_path(&dir);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(uae_core::Error::io(&tmp))?;
     let model: HashMap<String, Tensor> = vars
@@ -508,11 +536,20 @@ fn save_checkpoint(
         optimizer_step: opt.step,
     };
     let text = serde_json::to_string(&st).expect("state serialises; this is a bug");
-    // Written last and atomically: its presence marks the folder complete.
     uae_core::fs::atomic_write(&tmp.join(CKPT_MARKER), text.as_bytes())?;
-    // A kill leaves the old checkpoint, or the new one (possibly still under its
-    // temporary name, which `train` finishes swapping in on the next start).
-    uae_core::fs::replace_dir(&tmp, dir)?;
+    std::fs::rename(&tmp, &dir).map_err(uae_core::Error::io(&dir))?;
+    // The commit point: one rename of the pointer file.
+    uae_core::fs::write_json(&out.join(POINTER), &CheckpointPointer { dir: name.clone() })?;
+    // Only now are older checkpoints (and leftovers of killed writes) removed.
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let stale = (n.starts_with("ckpt-") && n != name) || n == "ckpt" || n == "ckpt.partial";
+            if stale && e.path().is_dir() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     Ok(())
 }
 
@@ -630,4 +667,95 @@ pub fn export(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<()> {
     save_pytorch_safetensors(enc.model.vars(), &partial)?;
     std::fs::rename(&partial, &weights).map_err(io(&weights))?;
     Ok(uae_core::fs::replace_dir(&tmp, out)?)
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn vars(x: f32) -> Vec<(String, Var)> {
+        vec![("w".into(), Var::new(&[x, 2.0 * x], &Device::Cpu).unwrap())]
+    }
+
+    fn state(step: u64) -> TrainState {
+        TrainState {
+            step,
+            config: Some(TrainConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    fn resumed(out: &Path) -> (u64, Vec<f32>) {
+        let v = vars(0.0);
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let dir = current_checkpoint(out).expect("a checkpoint");
+        let s = load_checkpoint(&dir, &v, &mut opt, &TrainConfig::default()).unwrap();
+        (s.step, v[0].1.as_tensor().to_vec1::<f32>().unwrap())
+    }
+
+    /// A kill at each step of a checkpoint swap: while the new folder is written,
+    /// after it is renamed into place, and after the pointer moves. The run always
+    /// resumes from a complete checkpoint: the old one until the pointer moves, the
+    /// new one after.
+    #[test]
+    fn a_kill_between_the_steps_of_a_swap_resumes_from_a_complete_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        let opt = AdamW::new(AdamWConfig::default());
+        save_checkpoint(out, &vars(1.0), &opt, &state(1)).unwrap();
+        assert_eq!(resumed(out), (1, vec![1.0, 2.0]));
+        // Killed while writing the next one: a half-written folder.
+        std::fs::create_dir_all(out.join("ckpt-00000002-1.partial")).unwrap();
+        std::fs::write(
+            out.join("ckpt-00000002-1.partial/model.safetensors"),
+            b"torn",
+        )
+        .unwrap();
+        assert_eq!(resumed(out).0, 1);
+        // Killed after the new folder's rename, before the pointer's: a complete
+        // folder the pointer does not name yet.
+        let current = current_checkpoint(out).unwrap();
+        let renamed = out.join("ckpt-00000002-9");
+        std::fs::create_dir_all(&renamed).unwrap();
+        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            std::fs::copy(current.join(f), renamed.join(f)).unwrap();
+        }
+        let st = std::fs::read_to_string(renamed.join("state.json")).unwrap();
+        std::fs::write(
+            renamed.join("state.json"),
+            st.replacen("\"step\":1", "\"step\":2", 1),
+        )
+        .unwrap();
+        assert_eq!(resumed(out), (1, vec![1.0, 2.0]));
+        // After the pointer's rename: the new checkpoint, and stale folders go at the
+        // next save.
+        save_checkpoint(out, &vars(3.0), &opt, &state(2)).unwrap();
+        assert_eq!(resumed(out), (2, vec![3.0, 6.0]));
+        let left: Vec<String> = std::fs::read_dir(out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("ckpt-"))
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
+
+    /// Runs made before the pointer existed resume from their `ckpt/` folder.
+    #[test]
+    fn legacy_ckpt_folders_still_resume() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        let opt = AdamW::new(AdamWConfig::default());
+        save_checkpoint(out, &vars(5.0), &opt, &state(7)).unwrap();
+        let name = std::fs::read_dir(out)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+            .unwrap()
+            .path();
+        std::fs::rename(name, out.join("ckpt")).unwrap();
+        std::fs::remove_file(out.join(POINTER)).unwrap();
+        assert_eq!(resumed(out), (7, vec![5.0, 10.0]));
+    }
 }
