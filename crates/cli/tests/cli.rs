@@ -432,6 +432,62 @@ fn killed_training_run_resumes_to_the_same_weights() {
     );
 }
 
+/// A model whose weights hold a NaN (what a diverged run would have written) is
+/// refused on load, by every command that loads one, naming the tensor.
+#[test]
+fn non_finite_weights_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let base = root().join("models/all-MiniLM-L6-v2");
+    let bad = d.path().join("nan-model");
+    std::fs::create_dir_all(bad.join("1_Pooling")).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        if base.join(f).is_file() {
+            std::fs::copy(base.join(f), bad.join(f)).unwrap();
+        }
+    }
+    let mut w = weights(&base.join("model.safetensors"));
+    let name = w
+        .keys()
+        .find(|k| k.ends_with("attention.output.dense.bias"))
+        .unwrap()
+        .clone();
+    let n = w[&name].dims()[0];
+    let mut v = vec![0f32; n];
+    v[3] = f32::NAN;
+    w.insert(
+        name.clone(),
+        candle_core::Tensor::from_vec(v, n, &candle_core::Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&w, bad.join("model.safetensors")).unwrap();
+    std::fs::write(d.path().join("t.jsonl"), "{\"id\": \"a\", \"text\": \"hi\"}\n").unwrap();
+    let m = bad.to_str().unwrap();
+    let out = d.path().join("o");
+    let o = out.to_str().unwrap();
+    let input = d.path().join("t.jsonl");
+    let i = input.to_str().unwrap();
+    for args in [
+        vec!["embed", "--model", m, "--input", i, "--out", o],
+        vec!["eval", "--model", m, "--limit", "2", "--out", o],
+        vec![
+            "serve",
+            "--model",
+            m,
+            "--corpus",
+            i,
+            "--addr",
+            "127.0.0.1:0",
+        ],
+    ] {
+        fails_with(&args, &["non-finite", &name]);
+    }
+}
+
 /// `bench qasper` keeps each bi-encoder's passage embeddings in OUT/cache: a second run
 /// reads them back and reports the same retrieval metrics; a torn cache file is
 /// ignored and rewritten, never trusted.

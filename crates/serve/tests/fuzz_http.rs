@@ -55,3 +55,51 @@ proptest! {
         prop_assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
     }
 }
+
+fn call(r: &axum::Router, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = Request::post(path)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = rt().block_on(r.clone().oneshot(req)).unwrap();
+    let status = resp.status().as_u16();
+    let bytes = rt()
+        .block_on(axum::body::to_bytes(resp.into_body(), 1 << 24))
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Before the corpus is embedded, searches and /health answer 503 while embeddings
+/// already work; with truncation off, an input past the model's limit is a 422.
+#[test]
+fn not_ready_is_503_and_no_truncate_is_422() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2");
+    let enc = uae_search::load_encoder(&dir, false).expect("run scripts/fetch-models.sh");
+    let cfg = ServeConfig {
+        truncate: false,
+        ..Default::default()
+    };
+    let r = router(App::new(enc, 10, cfg));
+    assert_eq!(call(&r, "/search", r#"{"query": "q"}"#).0, 503);
+    let req = Request::get("/health").body(Body::empty()).unwrap();
+    assert_eq!(
+        rt().block_on(r.clone().oneshot(req))
+            .unwrap()
+            .status()
+            .as_u16(),
+        503
+    );
+    assert_eq!(call(&r, "/embed", r#"{"inputs": "short"}"#).0, 200);
+    let long = format!(r#"{{"inputs": "{}"}}"#, "word ".repeat(600));
+    let (s, body) = call(&r, "/embed", &long);
+    assert_eq!(s, 422, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("truncation is off"));
+    // A request may turn truncation back on.
+    let long = format!(
+        r#"{{"inputs": "{}", "truncate": true}}"#,
+        "word ".repeat(600)
+    );
+    assert_eq!(call(&r, "/embed", &long).0, 200);
+}
