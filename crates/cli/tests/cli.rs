@@ -465,7 +465,11 @@ fn non_finite_weights_are_refused() {
         candle_core::Tensor::from_vec(v, n, &candle_core::Device::Cpu).unwrap(),
     );
     candle_core::safetensors::save(&w, bad.join("model.safetensors")).unwrap();
-    std::fs::write(d.path().join("t.jsonl"), "{\"id\": \"a\", \"text\": \"hi\"}\n").unwrap();
+    std::fs::write(
+        d.path().join("t.jsonl"),
+        "{\"id\": \"a\", \"text\": \"hi\"}\n",
+    )
+    .unwrap();
     let m = bad.to_str().unwrap();
     let out = d.path().join("o");
     let o = out.to_str().unwrap();
