@@ -53,6 +53,43 @@ impl LmArgs {
     }
 }
 
+/// `--model`, `--bf16`, `--corpus`/`--split`: a bi-encoder and the passages it
+/// serves or exports.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelCorpus {
+    /// Bi-encoder folder (a `uae train` export or any sentence-transformers BERT).
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    pub model: PathBuf,
+    #[arg(long, help = ENCODER_BF16_HELP)]
+    pub bf16: bool,
+    /// The corpus: JSONL, one `{"id", "text", "title"?, "scope"?}` per line, or a
+    /// BEIR folder (its corpus.jsonl with `_id`).
+    #[arg(long, conflicts_with = "split")]
+    pub corpus: Option<PathBuf>,
+    /// The corpus: the paragraphs of a QASPER split (scope = paper id); the default
+    /// without --corpus is the test split.
+    #[arg(long)]
+    pub split: Option<Split>,
+    #[command(flatten)]
+    pub data: DataDir,
+}
+
+impl ModelCorpus {
+    pub fn passages(&self) -> Result<Vec<uae_core::Passage>> {
+        Ok(match &self.corpus {
+            Some(c) => uae_data::read_corpus(c)?,
+            None => self
+                .data
+                .load(self.split.unwrap_or(Split::Test))?
+                .passages(),
+        })
+    }
+
+    pub fn encoder(&self) -> Result<uae_encoder::Encoder> {
+        Ok(uae_search::load_encoder(&self.model, self.bf16)?)
+    }
+}
+
 /// Help text shared by the encoders' `--bf16` flags.
 pub const ENCODER_BF16_HELP: &str = "Run the bi-encoder's projections in bf16 on Intel AMX \
 tiles (Sapphire Rapids or later): faster, cosine >= 0.9999 to f32 on the fixtures";

@@ -1,31 +1,17 @@
 //! `uae serve`: flags for the `uae-serve` library (routes and shapes are documented
 //! there).
 
-use crate::common::{count, count_in, Bars, DataDir, ENCODER_BF16_HELP};
+use crate::common::{count, count_in, Bars, ModelCorpus};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
-use uae_data::Split;
 use uae_serve::batcher::BatchLimits;
 use uae_serve::{Deployment, ServeConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Bi-encoder folder (a `uae train` export or any sentence-transformers BERT).
-    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-    model: PathBuf,
-    #[arg(long, help = ENCODER_BF16_HELP)]
-    bf16: bool,
-    /// Corpus to serve: JSONL, one `{"id", "text", "title"?, "scope"?}` per line; a
-    /// BEIR corpus.jsonl (`_id`, `title`, `text`) works as it is.
-    #[arg(long, conflicts_with = "split")]
-    corpus: Option<PathBuf>,
-    /// Corpus to serve: the paragraphs of a QASPER split (scope = paper id); the
-    /// default when no --corpus is given is the test split.
-    #[arg(long)]
-    split: Option<Split>,
     #[command(flatten)]
-    data: DataDir,
+    mc: ModelCorpus,
     /// Address to listen on (port 0: any free port). The line `listening on URL` on
     /// stdout says which, once the corpus is embedded (/search answers 503 before).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -69,19 +55,14 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let (passages, default_cache) = match &a.corpus {
-        Some(path) => (
-            uae_data::read_corpus(path)?,
-            path.with_extension("uae-cache"),
-        ),
-        None => (
-            a.data.load(a.split.unwrap_or(Split::Test))?.passages(),
-            PathBuf::from("runs/serve-cache"),
-        ),
+    let passages = a.mc.passages()?;
+    let default_cache = match &a.mc.corpus {
+        Some(path) => path.with_extension("uae-cache"),
+        None => PathBuf::from("runs/serve-cache"),
     };
-    let enc = uae_search::load_encoder(&a.model, a.bf16)?;
+    let enc = a.mc.encoder()?;
     let cfg = ServeConfig {
-        model_name: a.model.display().to_string(),
+        model_name: a.mc.model.display().to_string(),
         max_k: a.max_k,
         payload_limit: a.payload_limit,
         max_client_batch_size: a.max_client_batch_size,
@@ -96,7 +77,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     let d = Deployment {
         addr: a.addr,
-        model_dir: a.model,
+        model_dir: a.mc.model,
         passages,
         cache_dir: a.cache_dir.unwrap_or(default_cache),
         workers: a.workers,

@@ -4,23 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
+mod common;
+use common::{root, uae};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn uae() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_uae"));
-    c.current_dir(root()).env("RUST_LOG", "warn");
-    c
-}
 
 fn fails_with(args: &[&str], needles: &[&str]) {
     fails_with_cmd(uae().args(args), needles);

@@ -5,24 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
+mod common;
+use common::uae;
+
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn uae() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_uae"));
-    c.current_dir(root()).env("RUST_LOG", "warn");
-    c
-}
 
 struct Server {
     child: Child,

@@ -4,21 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
+mod common;
+use common::uae;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn uae() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_uae"));
-    c.current_dir(root()).env("RUST_LOG", "warn");
-    c
-}
 
 fn ok(args: &[&str]) -> String {
     let out = uae().args(args).output().unwrap();

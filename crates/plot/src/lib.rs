@@ -55,6 +55,26 @@ fn svg(w: u32, h: u32, draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Dra
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
+/// A chart of f64 coordinates on an SVG.
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The series' names in a framed box at `at`.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, at: SeriesLabelPosition) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(FONT)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn finite_max(values: impl Iterator<Item = f64>) -> f64 {
     values.filter(|v| v.is_finite()).fold(0.0, f64::max)
 }
@@ -118,13 +138,7 @@ pub fn bars_svg(labels: &[String], series: &[Series<Vec<f64>>]) -> String {
                 });
             chart.draw_series(values)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(FONT)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         let style = TextStyle::from(FONT.into_font()).pos(Pos::new(HPos::Right, VPos::Center));
         for (i, label) in labels.iter().enumerate() {
             let (x, y) = chart.backend_coord(&(0.0, (n - 1 - i) as f64 + 0.5));
@@ -183,12 +197,7 @@ pub fn lines_svg(x_label: &str, series: &[Series<Vec<(f64, f64)>>]) -> String {
                 PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
             });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(FONT)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
 }
@@ -254,12 +263,7 @@ pub fn histogram_svg(
                     Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.mix(0.5).filled())
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(FONT)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
 }
