@@ -489,3 +489,86 @@ fn index_export_reads_back() {
         assert!(cosine(&got, &want) >= 0.9999, "row {i}");
     }
 }
+
+/// `uae serve` answers searches over a JSONL corpus (BEIR field names too), restricts
+/// them to a scope when asked, and turns bad requests into 4xx JSON errors.
+#[test]
+fn serve_answers_searches_and_rejects_bad_requests() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus = d.path().join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        concat!(
+            "{\"id\": \"cat\", \"text\": \"The cat sat on the mat all afternoon.\"}\n",
+            "{\"_id\": \"rates\", \"title\": \"Finance\", \"text\": \"Interest rates rose in March.\"}\n",
+            "{\"id\": \"leaf\", \"text\": \"Photosynthesis turns light into sugar.\", \"scope\": \"bio\"}\n",
+        ),
+    )
+    .unwrap();
+    let mut child = uae()
+        .args(["serve", "--addr", "127.0.0.1:0", "--corpus"])
+        .arg(&corpus)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
+    let http = |a: &str, m: &str, p: &str, b: &str| http(a, m, p, "", b);
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/search",
+        r#"{"query": "Where did the cat sit?", "k": 2}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let hits = json(&body)["hits"].as_array().unwrap().clone();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["id"], "cat");
+    assert!(hits[0]["score"].as_f64().unwrap() > hits[1]["score"].as_f64().unwrap());
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/search",
+        r#"{"query": "cat", "scope": "bio"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<String> = json(&body)["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["leaf"]);
+    let (status, body) = http(&addr, "GET", "/health", "");
+    assert_eq!((status, json(&body)["passages"].as_u64()), (200, Some(3)));
+    for (method, path, req, want) in [
+        // Validation errors are 422, as text-embeddings-inference answers them.
+        ("POST", "/search", "{not json", 422),
+        ("POST", "/search", r#"{"query": "  "}"#, 422),
+        ("POST", "/search", r#"{"query": "cat", "k": 0}"#, 422),
+        (
+            "POST",
+            "/search",
+            r#"{"query": "cat", "scope": "nope"}"#,
+            422,
+        ),
+        ("POST", "/search", r#"{"query": "cat", "top": 3}"#, 422),
+        ("GET", "/search", "", 405),
+        ("GET", "/elsewhere", "", 404),
+    ] {
+        let (status, body) = http(&addr, method, path, req);
+        assert_eq!(status, want, "{method} {path} {req}: {body}");
+        assert!(json(&body)["error"].is_string(), "{body}");
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -245,13 +245,11 @@ impl Encoder {
 
     /// Token ids with special tokens, truncated to `max_seq_length`.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let enc = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::Encode {
-                message: e.to_string(),
-            })?;
-        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(self
+            .tokenize_checked(texts)?
+            .into_iter()
+            .map(|(ids, _)| ids)
+            .collect())
     }
 
     /// Pads token id lists (right, id 0) into one batch.
