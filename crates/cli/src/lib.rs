@@ -28,18 +28,18 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Inspect datasets.
+    /// Inspect QASPER, or export it as your-own-data files.
     #[command(subcommand)]
     Data(data_cmd::DataCmd),
     /// Embed texts from a JSONL file with a bi-encoder.
     Embed(embed::EmbedArgs),
-    /// Evaluate a retriever (BM25 or a dense model) on QASPER or a BEIR folder.
+    /// Evaluate a retriever (BM25 or a dense model) on QASPER, a BEIR folder or your files.
     Eval(eval_cmd::EvalArgs),
     /// Score candidate passages by how much they lower the LLM's NLL of the answer.
     Label(label_cmd::LabelArgs),
     /// Fine-tune a bi-encoder on utility labels (or gold evidence, for the ablation).
     Train(train_cmd::TrainArgs),
-    /// Serve searches over a corpus through HTTP (POST /search): encoder + exact
+    /// Serve searches and OpenAI/TEI-compatible embeddings over HTTP: encoder + exact
     /// vector search, no LLM at query time.
     Serve(serve::ServeArgs),
     /// Export a corpus's vectors and ids for a vector database.
