@@ -41,9 +41,14 @@ fn corpus(dir: &Path) -> PathBuf {
 }
 
 fn start(dir: &Path, extra: &[&str]) -> Server {
+    start_on(&corpus(dir), extra)
+}
+
+/// `uae serve` over `corpus` on a free port, once it says it is listening.
+fn start_on(corpus: &Path, extra: &[&str]) -> Server {
     let mut child = uae()
         .args(["serve", "--addr", "127.0.0.1:0", "--corpus"])
-        .arg(corpus(dir))
+        .arg(corpus)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -505,22 +510,8 @@ fn serve_answers_searches_and_rejects_bad_requests() {
         ),
     )
     .unwrap();
-    let mut child = uae()
-        .args(["serve", "--addr", "127.0.0.1:0", "--corpus"])
-        .arg(&corpus)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let srv = start_on(&corpus, &[]);
+    let addr = srv.addr.clone();
     let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
     let http = |a: &str, m: &str, p: &str, b: &str| http(a, m, p, "", b);
     let (status, body) = http(
@@ -569,6 +560,5 @@ fn serve_answers_searches_and_rejects_bad_requests() {
         assert_eq!(status, want, "{method} {path} {req}: {body}");
         assert!(json(&body)["error"].is_string(), "{body}");
     }
-    child.kill().unwrap();
-    let _ = child.wait();
+    drop(srv);
 }
