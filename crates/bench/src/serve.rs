@@ -139,18 +139,7 @@ pub fn serve(b: &ServeBench, q: &Qasper) -> Result<ServeReport> {
         .take(200)
         .collect();
     // Batches of passages cut to exactly `tokens` ids (sent as token ids).
-    let mut cut: Vec<Vec<u32>> = Vec::new();
-    for p in &passages {
-        let ids = enc.tokenize(&[p.text.as_str()])?.remove(0);
-        if ids.len() >= b.tokens {
-            let mut c = ids[..b.tokens - 1].to_vec();
-            c.push(*ids.last().expect("non-empty; this is a bug"));
-            cut.push(c);
-        }
-        if cut.len() == 4 * b.batch {
-            break;
-        }
-    }
+    let cut = crate::speed::encoder_sequences(&enc, &passages, b.tokens, 4 * b.batch)?;
     if cut.len() < b.batch {
         return Err(Error::Invalid {
             what: "bench serve",

@@ -14,6 +14,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Up to `n` of `passages` that fill `tokens` encoder ids, each cut to exactly that
+/// many ([CLS] ... [SEP] kept).
+pub(crate) fn encoder_sequences(
+    enc: &uae_encoder::Encoder,
+    passages: &[uae_core::Passage],
+    tokens: usize,
+    n: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let mut seqs = Vec::new();
+    for p in passages {
+        if seqs.len() == n {
+            break;
+        }
+        let ids = enc.tokenize(&[p.text.as_str()])?.remove(0);
+        if ids.len() >= tokens {
+            let mut cut = ids[..tokens - 1].to_vec();
+            cut.push(*ids.last().expect("non-empty; this is a bug"));
+            seqs.push(cut);
+        }
+    }
+    Ok(seqs)
+}
+
 fn invalid(what: &'static str, message: String) -> Error {
     Error::Invalid { what, message }
 }
@@ -54,19 +77,7 @@ pub fn embed(b: &EmbedBench, q: &Qasper) -> Result<EmbedReport> {
         ));
     }
     let enc = uae_search::load_encoder(&b.model, b.bf16)?;
-    // Paragraphs long enough to fill `tokens`, cut to exactly that many ids.
-    let mut seqs: Vec<Vec<u32>> = Vec::new();
-    for p in q.passages() {
-        let ids = enc.tokenize(&[p.text.as_str()])?.remove(0);
-        if ids.len() >= b.tokens {
-            let mut cut = ids[..b.tokens - 1].to_vec();
-            cut.push(*ids.last().expect("non-empty; this is a bug"));
-            seqs.push(cut);
-            if seqs.len() == b.passages {
-                break;
-            }
-        }
-    }
+    let seqs = encoder_sequences(&enc, &q.passages(), b.tokens, b.passages)?;
     if seqs.len() < b.passages {
         return Err(invalid(
             "bench embed",
