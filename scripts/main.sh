@@ -9,6 +9,8 @@
 #                            is 2,098 with evidence and takes ~80 min to label)
 #        UAE_RUNS            output folder (default runs/main)
 #        UAE_BENCH_ARGS      bench subset flags (default --quick)
+#        UAE_BIN             a `uae` binary to run instead of building this checkout
+#                            (to compare two versions on the same inputs)
 # Every step resumes: rerun the same command after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +20,12 @@ n="${UAE_MAIN_QUESTIONS:-160}"
 r="${UAE_RUNS:-runs/main}"
 read -r -a bench_args <<< "${UAE_BENCH_ARGS:---quick}"
 bash scripts/fetch-models.sh
-cargo build --release --locked
-uae=./target/release/uae
+if [[ -n "${UAE_BIN:-}" ]]; then
+  uae="$UAE_BIN"
+else
+  cargo build --release --locked
+  uae=./target/release/uae
+fi
 start=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - start )) s)" >&2; }
 step "QASPER statistics"
