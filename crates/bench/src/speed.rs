@@ -376,3 +376,105 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
         runs_s: runs,
     })
 }
+
+/// `uae bench query`: `queries` real test questions embedded one at a time, as a
+/// server sees them (tokenising included), through the single-query path and, for
+/// comparison, through the batch path with a batch of one.
+#[derive(Debug, Clone)]
+pub struct QueryBench {
+    pub model: PathBuf,
+    pub queries: usize,
+    /// Timed passes over the questions after one warm-up pass.
+    pub repeats: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueryReport {
+    pub bench: &'static str,
+    pub model: String,
+    pub queries: usize,
+    pub threads: usize,
+    /// Median question length in encoder tokens ([CLS] and [SEP] included).
+    pub tokens_p50: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub batch_path_p50_ms: f64,
+    pub batch_path_p95_ms: f64,
+    /// Largest |difference| between the two paths' vectors (f32 rounding).
+    pub max_abs_diff: f32,
+}
+
+fn percentile_ms(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)] * 1e3
+}
+
+pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
+    if b.queries == 0 || b.repeats == 0 {
+        return Err(invalid(
+            "bench query",
+            "--queries and --repeats must be >= 1".into(),
+        ));
+    }
+    let enc = uae_search::load_encoder(&b.model, false)?;
+    let texts: Vec<&str> = q
+        .questions
+        .iter()
+        .take(b.queries)
+        .map(|x| x.text.as_str())
+        .collect();
+    if texts.len() < b.queries {
+        return Err(invalid(
+            "bench query",
+            format!("the split has only {} questions", texts.len()),
+        ));
+    }
+    let threads = rayon::current_num_threads();
+    enc.prepare_query_path()?;
+    let mut lens: Vec<usize> = enc.tokenize(&texts)?.iter().map(Vec::len).collect();
+    lens.sort_unstable();
+    // Each path runs over all questions on its own, so neither evicts the other's
+    // weights from the cache between two timed queries.
+    let time = |single_path: bool| -> Result<(Vec<f64>, Vec<Vec<f32>>)> {
+        let (mut ms, mut vecs) = (Vec::new(), Vec::new());
+        for r in 0..=b.repeats {
+            for t in &texts {
+                let start = Instant::now();
+                let v = if single_path {
+                    enc.embed_query(t, threads)?
+                } else {
+                    enc.embed(&[*t])?.remove(0)
+                };
+                if r > 0 {
+                    ms.push(start.elapsed().as_secs_f64());
+                } else {
+                    vecs.push(v);
+                }
+            }
+        }
+        Ok((ms, vecs))
+    };
+    let (mut single, a) = time(true)?;
+    let (mut batch, v) = time(false)?;
+    let max_abs_diff = a
+        .iter()
+        .flatten()
+        .zip(v.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    Ok(QueryReport {
+        bench: "query",
+        model: b.model.display().to_string(),
+        queries: b.queries,
+        threads,
+        tokens_p50: lens[lens.len() / 2],
+        p50_ms: percentile_ms(&mut single, 0.5),
+        p95_ms: percentile_ms(&mut single, 0.95),
+        p99_ms: percentile_ms(&mut single, 0.99),
+        batch_path_p50_ms: percentile_ms(&mut batch, 0.5),
+        batch_path_p95_ms: percentile_ms(&mut batch, 0.95),
+        max_abs_diff,
+    })
+}

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
 use uae_bench::qasper::QasperBench;
-use uae_bench::speed::{EmbedBench, LabelBench, TrainBench};
+use uae_bench::speed::{EmbedBench, LabelBench, QueryBench, TrainBench};
 use uae_data::Split;
 use uae_rag::RagConfig;
 
@@ -19,6 +19,10 @@ pub enum BenchCmd {
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).
     Embed(EmbedArgs),
+    /// Query latency: real test questions embedded one at a time (tokenising
+    /// included) through the single-query path that `uae serve` uses for a lone
+    /// short request, next to a batch of one; p50/p95/p99 in ms.
+    Query(QueryBenchArgs),
     /// Training-step throughput at the default shape: real train questions, each with
     /// 8 paragraphs of its paper cut to 128 tokens, `uae` loss, AdamW.
     Train(TrainBenchArgs),
@@ -48,6 +52,20 @@ pub struct EmbedArgs {
     pub batch: usize,
     /// Timed repeats after one warm-up pass (1-1000).
     #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
+    pub repeats: usize,
+    #[command(flatten)]
+    pub data: DataDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct QueryBenchArgs {
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    pub model: PathBuf,
+    /// Test questions, each embedded alone (>= 1).
+    #[arg(long, default_value_t = 200, value_parser = count())]
+    pub queries: usize,
+    /// Timed passes over the questions after one warm-up pass (1-100).
+    #[arg(long, default_value_t = 1, value_parser = count_in(1, 100))]
     pub repeats: usize,
     #[command(flatten)]
     pub data: DataDir,
@@ -254,6 +272,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 repeats: a.repeats,
             };
             print_json(&uae_bench::speed::embed(&b, &a.data.load(Split::Test)?)?)
+        }
+        BenchCmd::Query(a) => {
+            let b = QueryBench {
+                model: a.model,
+                queries: a.queries,
+                repeats: a.repeats,
+            };
+            print_json(&uae_bench::speed::query(&b, &a.data.load(Split::Test)?)?)
         }
         BenchCmd::Train(a) => {
             let b = TrainBench {

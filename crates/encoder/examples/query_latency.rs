@@ -1,5 +1,6 @@
 //! Per-query embedding latency (one short text at a time, as a server sees it):
-//! `cargo run --release -p uae-encoder --example query_latency [MODEL_DIR] [N] [bf16]`.
+//! `cargo run --release -p uae-encoder --example query_latency [MODEL_DIR] [N] [batch|bf16|query]`
+//! (`query`: the single-query path, on the rayon pool's thread count).
 
 use std::time::Instant;
 
@@ -9,24 +10,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .unwrap_or_else(|| "models/all-MiniLM-L6-v2".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let bf16 = args.next().is_some_and(|s| s == "bf16");
+    let mode = args.next().unwrap_or_else(|| "batch".into());
+    let bf16 = mode == "bf16";
+    let single = mode == "query";
     let mut enc =
         uae_encoder::Encoder::load(std::path::Path::new(&dir), &candle_core::Device::Cpu, false)?;
     if bf16 {
         enc.model.to_bf16()?;
     }
     let q = "What evaluation metrics did the authors use to compare the models?";
-    enc.embed(&[q])?;
+    let threads = rayon::current_num_threads();
+    let run = |enc: &uae_encoder::Encoder| -> Result<Vec<f32>, uae_encoder::Error> {
+        if single {
+            enc.embed_query(q, threads)
+        } else {
+            Ok(enc.embed(&[q])?.remove(0))
+        }
+    };
+    run(&enc)?;
     let mut ms = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        enc.embed(&[q])?;
+        run(&enc)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
     println!(
         "{n} queries ({}): p50 {:.2} ms, p95 {:.2} ms, min {:.2} ms",
-        if bf16 { "bf16" } else { "f32" },
+        mode,
         ms[n / 2],
         ms[n * 95 / 100],
         ms[0]

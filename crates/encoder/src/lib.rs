@@ -3,9 +3,11 @@
 
 mod model;
 pub mod ops;
+mod query;
 
 pub use candle_core::Device;
 pub use model::{Bert, BertConfig};
+pub use query::QueryModel;
 
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -109,6 +111,8 @@ pub struct Encoder {
     pub normalize: bool,
     pub max_seq_length: usize,
     pub dir: PathBuf,
+    /// The single-query layout of `model`, built on first use ([`Encoder::embed_query`]).
+    query: std::sync::OnceLock<QueryModel>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -215,6 +219,7 @@ impl Encoder {
             normalize,
             max_seq_length,
             dir: dir.to_path_buf(),
+            query: std::sync::OnceLock::new(),
         })
     }
 
@@ -228,6 +233,7 @@ impl Encoder {
             normalize: self.normalize,
             max_seq_length: self.max_seq_length,
             dir: self.dir.clone(),
+            query: std::sync::OnceLock::new(),
         })
     }
 
@@ -363,6 +369,50 @@ impl Encoder {
             progress(done);
         }
         Ok(out)
+    }
+
+    /// One text's vector through the single-query path ([`QueryModel`]): for a
+    /// short text, several times faster than a batch of one. f32 throughout; it
+    /// equals [`Encoder::embed`] to f32 rounding. `threads` splits each projection
+    /// between rayon workers (1 avoids the pool entirely).
+    pub fn embed_query(&self, text: &str, threads: usize) -> Result<Vec<f32>> {
+        let ids = self.tokenize(&[text])?.pop().unwrap_or_default();
+        self.embed_query_ids(&ids, threads)
+    }
+
+    /// [`Encoder::embed_query`] from token ids (with special tokens). A trainable
+    /// model or one off the CPU goes through the batch path instead, since its
+    /// weights change or live elsewhere.
+    pub fn embed_query_ids(&self, ids: &[u32], threads: usize) -> Result<Vec<f32>> {
+        if !self.model.vars().is_empty() || !self.device().is_cpu() {
+            let mut v = self.embed_ids(&[ids.to_vec()], BatchOptions::default(), &mut |_| {})?;
+            return Ok(v.pop().unwrap_or_default());
+        }
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size()) {
+            return Err(Error::Encode {
+                message: format!("token id {bad} is outside the vocabulary"),
+            });
+        }
+        let ids = &ids[..ids.len().min(self.max_seq_length)];
+        self.query_model()?
+            .embed(ids, self.pooling, self.normalize, threads)
+    }
+
+    /// Builds the single-query layout now (about 4 bytes a projection parameter, a
+    /// fraction of a second), so that the first query does not pay for it.
+    pub fn prepare_query_path(&self) -> Result<()> {
+        if self.model.vars().is_empty() && self.device().is_cpu() {
+            self.query_model()?;
+        }
+        Ok(())
+    }
+
+    fn query_model(&self) -> Result<&QueryModel> {
+        if let Some(m) = self.query.get() {
+            return Ok(m);
+        }
+        let built = QueryModel::new(&self.model)?;
+        Ok(self.query.get_or_init(|| built))
     }
 
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {

@@ -47,38 +47,38 @@ fn default_dropout() -> f64 {
     0.1
 }
 
-struct Layer {
-    q_w: Tensor,
-    q_b: Tensor,
-    k_w: Tensor,
-    k_b: Tensor,
-    v_w: Tensor,
-    v_b: Tensor,
+pub(crate) struct Layer {
+    pub(crate) q_w: Tensor,
+    pub(crate) q_b: Tensor,
+    pub(crate) k_w: Tensor,
+    pub(crate) k_b: Tensor,
+    pub(crate) v_w: Tensor,
+    pub(crate) v_b: Tensor,
     /// Q, K, V stacked once at load time for inference-only models.
-    qkv: Option<(Tensor, Tensor)>,
+    pub(crate) qkv: Option<(Tensor, Tensor)>,
     /// QKV, output, intermediate and FFN-output projections in bf16 ([`Bert::to_bf16`]).
-    bf16: Option<[PackedLinear; 4]>,
-    o_w: Tensor,
-    o_b: Tensor,
-    ln1_g: Tensor,
-    ln1_b: Tensor,
-    i_w: Tensor,
-    i_b: Tensor,
-    out_w: Tensor,
-    out_b: Tensor,
-    ln2_g: Tensor,
-    ln2_b: Tensor,
+    pub(crate) bf16: Option<[PackedLinear; 4]>,
+    pub(crate) o_w: Tensor,
+    pub(crate) o_b: Tensor,
+    pub(crate) ln1_g: Tensor,
+    pub(crate) ln1_b: Tensor,
+    pub(crate) i_w: Tensor,
+    pub(crate) i_b: Tensor,
+    pub(crate) out_w: Tensor,
+    pub(crate) out_b: Tensor,
+    pub(crate) ln2_g: Tensor,
+    pub(crate) ln2_b: Tensor,
 }
 
 /// A BERT encoder: token ids `[b, s]` -> hidden states `[b, s, h]`.
 pub struct Bert {
     pub config: BertConfig,
-    word: Tensor,
-    pos: Tensor,
-    tok_type: Tensor,
-    emb_ln_g: Tensor,
-    emb_ln_b: Tensor,
-    layers: Vec<Layer>,
+    pub(crate) word: Tensor,
+    pub(crate) pos: Tensor,
+    pub(crate) tok_type: Tensor,
+    pub(crate) emb_ln_g: Tensor,
+    pub(crate) emb_ln_b: Tensor,
+    pub(crate) layers: Vec<Layer>,
     dropout: f32,
     /// Trainable parameters under their checkpoint names (empty for inference models).
     vars: Vec<(String, Var)>,
@@ -412,7 +412,7 @@ impl Bert {
 }
 
 impl Layer {
-    fn stacked_qkv(&self) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn stacked_qkv(&self) -> Result<(Tensor, Tensor)> {
         Ok((
             Tensor::cat(&[&self.q_w, &self.k_w, &self.v_w], 0)?,
             Tensor::cat(&[&self.q_b, &self.k_b, &self.v_b], 0)?,

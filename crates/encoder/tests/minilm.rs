@@ -153,6 +153,39 @@ fn batch_equals_single_texts() {
     }
 }
 
+/// The single-query path (`Encoder::embed_query`, no candle) gives the batch path's
+/// vectors to f32 rounding, on 1 and 2 threads, and meets the sentence-transformers
+/// fixtures; an empty text and an over-long one are handled like the batch path.
+#[test]
+fn single_query_path_equals_batch_path() {
+    let enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
+    let long = "very long input ".repeat(100);
+    let mut texts: Vec<String> = fixture_cases()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    texts.extend(["".to_string(), "x".to_string(), long]);
+    for t in &texts {
+        let want = enc.embed(&[t.as_str()]).unwrap().remove(0);
+        for threads in [1, 2] {
+            let got = enc.embed_query(t, threads).unwrap();
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "{t:?} on {threads} threads: max |diff| {diff}");
+        }
+    }
+    for c in fixture_cases() {
+        let got = enc.embed_query(c["text"].as_str().unwrap(), 1).unwrap();
+        let cos = cosine(&got, &floats(&c["embedding"]));
+        assert!(cos >= 0.9999, "cosine {cos}");
+    }
+    let err = enc.embed_query_ids(&[101, u32::MAX, 102], 1).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+}
+
 fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     let mut s = seed;
