@@ -90,7 +90,7 @@ pub struct TrainBenchArgs {
     /// Texts per micro-batch (>= 1).
     #[arg(long, default_value_t = 32, value_parser = count())]
     pub micro_batch: usize,
-    /// GradCache's first pass in bf16 on AMX (see `uae train --bf16-first-pass`).
+    /// GradCache's first pass in bf16 (see `uae train --bf16-first-pass`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub bf16_first_pass: bool,
     /// Machine matmul peak used for the roofline fraction (GFLOP/s, > 0;
@@ -180,8 +180,8 @@ pub struct QasperArgs {
     /// More fine-tuned bi-encoders as NAME=DIR (e.g. `kl=runs/kl/model`); repeatable.
     #[arg(long = "model", value_parser = parse_named)]
     models: Vec<(String, PathBuf)>,
-    /// Add a row for the `--uae` model with its projections in bf16 on AMX tiles
-    /// (query latency ~4x lower; needs an AMX CPU). The other rows stay f32.
+    /// Add a row for the `--uae` model with its projections in bf16 (AMX tiles or
+    /// AVX512_BF16; an error on CPUs with neither). The other rows stay f32.
     #[arg(long, requires = "uae")]
     uae_bf16: bool,
     /// The LLM for answers and re-ranking (the labeler's).

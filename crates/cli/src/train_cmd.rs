@@ -61,9 +61,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, value_parser = count_in(0, u32::MAX as u64))]
     eval_every: usize,
     /// Run GradCache's first pass (embeddings for the loss, no gradient) with the
-    /// projections in bf16 on AMX tiles when the CPU has them: faster steps, gradient
-    /// of a loss evaluated at embeddings within ~1e-5 of f32 (dev metrics equal to 4
-    /// decimals). Ignored without AMX; `--bf16-first-pass false` for exact f32.
+    /// projections in bf16 (AMX tiles or AVX512_BF16) when the CPU has either: faster
+    /// steps, gradient of a loss evaluated at embeddings within ~1e-5 of f32 (dev
+    /// metrics equal to 4 decimals). Ignored without; `--bf16-first-pass false` for
+    /// exact f32.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     bf16_first_pass: bool,
     /// Evaluate on the first N dev questions only (>= 1; default: all).

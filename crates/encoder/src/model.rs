@@ -236,20 +236,18 @@ impl Bert {
         &self.device
     }
 
-    /// Rounds the four projections of every layer to bf16 for the AMX tile GEMM
-    /// (inference on CPUs with AMX; embeddings, layer norms and attention stay f32).
-    /// Errors for trainable models, non-CPU devices, and CPUs without AMX.
+    /// Rounds the four projections of every layer to bf16 for the bf16 GEMM (AMX
+    /// tiles or AVX512_BF16, whichever the CPU has; embeddings, layer norms and
+    /// attention stay f32). Errors for trainable models, non-CPU devices, and CPUs
+    /// with neither.
     pub fn to_bf16(&mut self) -> Result<()> {
         if !self.vars.is_empty() || !self.device.is_cpu() {
             return Err(Error::Precision(
                 "for inference on the CPU only (this model is trainable or on a GPU)".into(),
             ));
         }
-        if !uae_kernels::amx::available() {
-            return Err(Error::Precision(
-                "needs a CPU with AMX (Intel Sapphire Rapids or later) and Linux 5.16+; run in f32"
-                    .into(),
-            ));
+        if uae_kernels::bf16::backend().is_none() {
+            return Err(Error::Precision(uae_kernels::bf16::UNAVAILABLE.into()));
         }
         for l in &mut self.layers {
             let (w, b) = match &l.qkv {
@@ -280,7 +278,7 @@ impl Bert {
 
     /// A gradient-free copy of this model (weights shared, not copied) with its
     /// projections packed in bf16: GradCache's first pass, which only needs the
-    /// embeddings, runs on it. Errors without AMX.
+    /// embeddings, runs on it. Errors without a bf16 unit (AMX or AVX512_BF16).
     pub fn bf16_snapshot(&self) -> Result<Bert> {
         let mut snap = self.detached();
         snap.to_bf16()?;

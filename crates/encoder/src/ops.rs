@@ -129,9 +129,10 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Te
     }
 }
 
-/// A linear layer rounded to bf16 and packed for AMX tiles (inference only).
+/// A linear layer rounded to bf16 and packed for the bf16 GEMM (AMX tiles or
+/// AVX512_BF16; inference only).
 pub struct PackedLinear {
-    w: std::sync::Arc<uae_kernels::amx::PackedB>,
+    w: std::sync::Arc<uae_kernels::bf16::PackedB>,
     b: std::sync::Arc<Vec<f32>>,
 }
 
@@ -154,7 +155,7 @@ impl PackedLinear {
             cs: inp,
         };
         Ok(PackedLinear {
-            w: std::sync::Arc::new(uae_kernels::amx::PackedB::new(mat, inp, out)),
+            w: std::sync::Arc::new(uae_kernels::bf16::PackedB::new(mat, inp, out)),
             b: std::sync::Arc::new(bv),
         })
     }
@@ -185,7 +186,7 @@ impl CustomOp1 for PackedLinearOp<'_> {
             rs: k,
             cs: 1,
         };
-        uae_kernels::amx::gemm(n, x, &self.p.w, &mut dst, out, true, threads());
+        uae_kernels::bf16::gemm(n, x, &self.p.w, &mut dst, out, true, threads());
         if self.gelu {
             dst.par_chunks_mut(4096).for_each(gelu_inplace);
         }

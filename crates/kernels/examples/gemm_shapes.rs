@@ -1,8 +1,8 @@
 //! GFLOP/s of `sgemm` at the shapes the LM and encoder use:
-//! `cargo run --release -p uae-kernels --example gemm_shapes`. With AMX, the bf16 tile
-//! path too (`uae_kernels::amx`).
+//! `cargo run --release -p uae-kernels --example gemm_shapes`. With a bf16 unit, the bf16
+//! path too (`uae_kernels::bf16`: AMX or AVX512_BF16).
 use std::time::Instant;
-use uae_kernels::{amx, sgemm, Mat};
+use uae_kernels::{bf16, sgemm, Mat};
 
 fn small() {
     // Per-head attention in the encoder: Q K^T (128x128x32, K^T strided) and P V.
@@ -141,8 +141,8 @@ fn main() {
                 );
             }
         }
-        if amx::available() {
-            let packed = amx::PackedB::new(
+        if let Some(backend) = bf16::backend() {
+            let packed = bf16::PackedB::new(
                 Mat {
                     data: &b,
                     rs: n,
@@ -157,15 +157,16 @@ fn main() {
                     rs: k,
                     cs: 1,
                 };
-                amx::gemm(m, x, &packed, &mut c, n, false, threads);
+                bf16::gemm(m, x, &packed, &mut c, n, false, threads);
                 let t = Instant::now();
                 let reps = 10;
                 for _ in 0..reps {
-                    amx::gemm(m, x, &packed, &mut c, n, false, threads);
+                    bf16::gemm(m, x, &packed, &mut c, n, false, threads);
                 }
                 let s = t.elapsed().as_secs_f64() / reps as f64;
                 println!(
-                    "{m}x{n}x{k} AMX bf16 threads={threads}: {:.0} GFLOP/s",
+                    "{m}x{n}x{k} bf16 ({}) threads={threads}: {:.0} GFLOP/s",
+                    backend.name(),
                     2.0 * (m * n * k) as f64 / s / 1e9
                 );
             }

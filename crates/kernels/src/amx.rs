@@ -61,6 +61,21 @@ impl PackedB {
         self.n
     }
 
+    /// `k` padded to a multiple of 32 (pairs per column: `kp / 2`).
+    pub fn kp(&self) -> usize {
+        self.kp
+    }
+
+    /// `n` padded to a multiple of 32 (the row stride of the packed data, in columns).
+    pub fn np(&self) -> usize {
+        self.np
+    }
+
+    /// The packed bf16 values, `[kp / 2][np][2]`.
+    pub fn data(&self) -> &[u16] {
+        &self.data
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len() * 2

@@ -4,6 +4,7 @@
 //! the `gemm` crate, and vectorisable `exp`, `erf` and GELU.
 
 pub mod amx;
+pub mod bf16;
 pub mod small;
 
 use gemm::Parallelism;

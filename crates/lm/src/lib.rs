@@ -18,7 +18,7 @@ use candle_core::quantized::QMatMul;
 use rayon::prelude::*;
 use std::path::PathBuf;
 use tokenizers::Tokenizer;
-use uae_kernels::amx::{self, PackedB};
+use uae_kernels::bf16::{self, PackedB};
 use uae_kernels::{log_softmax_rows, rms_norm_rows, sgemm, silu_mul_rows, softmax_rows, Mat};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +33,8 @@ pub enum Error {
     Tokenizer { message: String },
     #[error("bad input: {message}")]
     Input { message: String },
-    #[error("bf16 weights need a CPU with AMX (Intel Sapphire Rapids or later) and Linux 5.16+; run in f32")]
-    NoAmx,
+    #[error("bf16 weights {}", bf16::UNAVAILABLE)]
+    NoBf16,
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -74,7 +74,7 @@ pub(crate) enum Weight {
         out: usize,
         inp: usize,
     },
-    /// W^T rounded to bf16 and packed for the AMX tile GEMM ([`CausalLm::to_bf16`]).
+    /// W^T rounded to bf16 and packed for the bf16 GEMM (AMX or AVX512_BF16) ([`CausalLm::to_bf16`]).
     Bf16(PackedB),
     Quant {
         q: QMatMul,
@@ -129,7 +129,7 @@ impl Weight {
                     rs: p.k(),
                     cs: 1,
                 };
-                amx::gemm(n, x, p, y, y_rs, accumulate, rayon::current_num_threads());
+                bf16::gemm(n, x, p, y, y_rs, accumulate, rayon::current_num_threads());
             }
             Weight::Quant { q, out, inp } => {
                 let xt = candle_core::Tensor::from_slice(x, (n, *inp), &candle_core::Device::Cpu)?;
@@ -269,14 +269,14 @@ impl CausalLm {
         }
     }
 
-    /// Rounds every f32 weight matrix (and a tied LM head) to bf16 for the AMX tile
-    /// GEMM: 2-4x faster prefill on CPUs with AMX, half the weight memory, and NLLs
+    /// Rounds every f32 weight matrix (and a tied LM head) to bf16 for the bf16 GEMM
+    /// (AMX tiles or AVX512_BF16): faster prefill, half the weight memory, and NLLs
     /// within a few hundredths of a nat of f32 (see BENCHMARKS.md). `model_hash` gets a
     /// `+bf16` suffix, so label and answer caches never mix the two precisions.
-    /// Errors when the CPU or kernel lacks AMX; quantised weights stay as they are.
+    /// Errors when the CPU has neither; quantised weights stay as they are.
     pub fn to_bf16(&mut self) -> Result<()> {
-        if !amx::available() {
-            return Err(Error::NoAmx);
+        if bf16::backend().is_none() {
+            return Err(Error::NoBf16);
         }
         if self.model_hash.ends_with("+bf16") {
             return Ok(());

@@ -31,8 +31,8 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 }
 
 impl LmSource {
-    /// Loads the model; with `bf16`, its weights are rounded to bf16 for the AMX
-    /// tile GEMM (an error on CPUs without AMX).
+    /// Loads the model; with `bf16`, its weights are rounded to bf16 for the bf16
+    /// GEMM (an error on CPUs with neither AMX nor AVX512_BF16).
     pub fn load(&self, bf16: bool) -> Result<CausalLm> {
         let mut lm = CausalLm::load(self)?;
         if bf16 {

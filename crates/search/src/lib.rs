@@ -42,7 +42,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
 
 /// Loads an inference bi-encoder from `dir`; with `bf16`, its projections run in
-/// bf16 on AMX tiles (an error on CPUs without AMX).
+/// bf16 (AMX tiles or AVX512_BF16; an error on CPUs with neither).
 pub fn load_encoder(dir: &Path, bf16: bool) -> Result<Encoder> {
     let mut enc = Encoder::load(dir, &uae_encoder::Device::Cpu, false).map_err(|source| {
         Error::LoadEncoder {

@@ -1,0 +1,354 @@
+//! bf16 matrix multiply on whichever unit the CPU has, chosen at run time: Intel AMX
+//! tiles ([`crate::amx`]) or the AVX512_BF16 dot product `vdpbf16ps` (AMD Zen 4/5,
+//! Intel Cooper Lake and later). Both read the same [`PackedB`] (pairs of `k` side by
+//! side, "VNNI" layout), round `A` to bf16 row by row, and accumulate in f32, so both
+//! have the same accuracy: only the rounding of the two inputs to 8 significant bits.
+//!
+//! `vdpbf16ps` multiplies 16 pairs per instruction, twice an f32 FMA's 16 products;
+//! the kernel below holds a 12 x 32 block of `C` in 24 AVX-512 registers and streams
+//! one 32-column slice of `B` per row block. Measured by `cargo run --release -p
+//! uae-kernels --example gemm_shapes`.
+
+pub use crate::amx::{from_bf16, to_bf16, PackedB};
+use crate::Mat;
+
+/// The bf16 unit in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Intel AMX tiles (`tdpbf16ps`).
+    Amx,
+    /// AVX512_BF16 (`vdpbf16ps`).
+    Avx512Bf16,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Amx => "amx",
+            Backend::Avx512Bf16 => "avx512bf16",
+        }
+    }
+}
+
+/// The fastest bf16 unit of this CPU, or `None` (then bf16 is unavailable: callers
+/// stay in f32 or report a clear error). `UAE_BF16_BACKEND=avx512bf16` skips AMX
+/// (to measure one against the other on a machine with both).
+pub fn backend() -> Option<Backend> {
+    static B: std::sync::OnceLock<Option<Backend>> = std::sync::OnceLock::new();
+    *B.get_or_init(|| {
+        let skip_amx = std::env::var("UAE_BF16_BACKEND").is_ok_and(|v| v == "avx512bf16");
+        if !skip_amx && crate::amx::available() {
+            Some(Backend::Amx)
+        } else if avx512bf16() {
+            Some(Backend::Avx512Bf16)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether the CPU has AVX-512F and AVX512_BF16.
+pub fn avx512bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// What a caller without any bf16 unit should tell its user.
+pub const UNAVAILABLE: &str =
+    "needs a CPU with AMX (Intel Sapphire Rapids or later) or AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake or later); run in f32";
+
+/// `c[m x n] = (accumulate ? c : 0) + a[m x k] * b`, `c` with row stride `c_rs`, on
+/// `threads` threads, through [`backend`]. Call only when [`backend`] is `Some`.
+///
+/// Panics (a bug in the caller) if the views are out of bounds or no bf16 unit exists.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    a: Mat,
+    b: &PackedB,
+    c: &mut [f32],
+    c_rs: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    match backend() {
+        Some(Backend::Amx) => crate::amx::gemm(m, a, b, c, c_rs, accumulate, threads),
+        Some(Backend::Avx512Bf16) => dp::gemm(m, a, b, c, c_rs, accumulate, threads),
+        None => panic!("bf16::gemm without a bf16 unit (bug)"),
+    }
+}
+
+/// Rows of `C` per register block.
+const MR: usize = 12;
+/// Columns of `C` per register block (two AVX-512 registers).
+const NR: usize = 32;
+
+mod dp {
+    use super::{to_bf16, Mat, PackedB, MR, NR};
+
+    pub(super) fn gemm(
+        m: usize,
+        a: Mat,
+        b: &PackedB,
+        c: &mut [f32],
+        c_rs: usize,
+        accumulate: bool,
+        threads: usize,
+    ) {
+        let (k, n) = (b.k(), b.n());
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(super::avx512bf16(), "vdpbf16ps without AVX512_BF16 (bug)");
+        assert!(
+            k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
+            "bf16::gemm: lhs view out of bounds (bug)"
+        );
+        assert!(
+            (m - 1) * c_rs + n <= c.len() && c_rs >= n,
+            "bf16::gemm: dst view out of bounds (bug)"
+        );
+        // A as bf16 pairs: row r, pair j = (a[r, 2j], a[r, 2j + 1]) in one u32.
+        let kh = b.kp() / 2;
+        let mut pairs = vec![0u32; m * kh];
+        let convert = |(r, row): (usize, &mut [u32])| {
+            let at = |j: usize| {
+                if j < k {
+                    to_bf16(a.data[r * a.rs + j * a.cs]) as u32
+                } else {
+                    0
+                }
+            };
+            for (j, p) in row.iter_mut().enumerate() {
+                *p = at(2 * j) | (at(2 * j + 1) << 16);
+            }
+        };
+        if threads > 1 && m >= 64 {
+            use rayon::prelude::*;
+            pairs.par_chunks_mut(kh).enumerate().for_each(convert);
+        } else {
+            pairs.chunks_mut(kh).enumerate().for_each(convert);
+        }
+        let rows_per = if threads > 1 && m >= 2 * MR * threads {
+            m.div_ceil(threads).div_ceil(MR) * MR
+        } else {
+            m
+        };
+        let work = |(t, c): (usize, &mut [f32])| {
+            let r0 = t * rows_per;
+            let rows = rows_per.min(m - r0);
+            block_rows(
+                &pairs[r0 * kh..(r0 + rows) * kh],
+                rows,
+                kh,
+                b,
+                c,
+                c_rs,
+                accumulate,
+            );
+        };
+        // Row bands of `c`; the last band may be shorter than `rows_per * c_rs`.
+        let bands: Vec<(usize, &mut [f32])> = c.chunks_mut(rows_per * c_rs).enumerate().collect();
+        if bands.len() > 1 {
+            use rayon::prelude::*;
+            bands.into_par_iter().for_each(work);
+        } else {
+            bands.into_iter().for_each(work);
+        }
+    }
+
+    /// `rows` rows of pairs times all of `b` into the band `c`.
+    fn block_rows(
+        pairs: &[u32],
+        rows: usize,
+        kh: usize,
+        b: &PackedB,
+        c: &mut [f32],
+        c_rs: usize,
+        accumulate: bool,
+    ) {
+        let (n, np) = (b.n(), b.np());
+        let data = b.data();
+        let mut out = [[0f32; NR]; MR];
+        for c0 in (0..n).step_by(NR) {
+            let cols = NR.min(n - c0);
+            for r0 in (0..rows).step_by(MR) {
+                let rr = MR.min(rows - r0);
+                let a = &pairs[r0 * kh..(r0 + rr) * kh];
+                tile(a, rr, kh, data, np, c0, &mut out);
+                for (i, o) in out.iter().take(rr).enumerate() {
+                    let dst = &mut c[(r0 + i) * c_rs + c0..(r0 + i) * c_rs + c0 + cols];
+                    if accumulate {
+                        dst.iter_mut().zip(o).for_each(|(d, s)| *d += s);
+                    } else {
+                        dst.copy_from_slice(&o[..cols]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `rr` rows of pairs (each `kh` long) times columns `c0..c0 + 32` of the packed
+    /// `b` (row stride `np` columns) into `out[..rr]`.
+    #[allow(unsafe_code)]
+    fn tile(
+        a: &[u32],
+        rr: usize,
+        kh: usize,
+        b: &[u16],
+        np: usize,
+        c0: usize,
+        out: &mut [[f32; NR]; MR],
+    ) {
+        // Pair j of columns c0..c0 + 32 is 64 u16 at ((j * np) + c0) * 2.
+        assert!(rr <= MR && a.len() >= rr * kh && c0 + NR <= np);
+        assert!(kh == 0 || ((kh - 1) * np + c0 + NR) * 2 <= b.len());
+        macro_rules! dispatch {
+            ($($r:literal)*) => {
+                match rr {
+                    // SAFETY: `gemm` asserted AVX512_BF16; the asserts above are the
+                    // bounds contract of `tile_dp`.
+                    $($r => unsafe { tile_dp::<$r>(a, kh, b, np, c0, out) },)*
+                    _ => {}
+                }
+            };
+        }
+        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12);
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512_BF16; `a` holds `R * kh` pairs and `b`
+    /// reaches `((kh - 1) * np + c0 + 32) * 2` elements.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(unsafe_code)]
+    unsafe fn tile_dp<const R: usize>(
+        a: &[u32],
+        kh: usize,
+        b: &[u16],
+        np: usize,
+        c0: usize,
+        out: &mut [[f32; NR]; MR],
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY (whole body): offsets stay inside `a` and `b` per the contract above;
+        // `out` rows are 32 floats; `__m512i` and `__m512bh` are both 512-bit vectors.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            let (ap, bp) = (a.as_ptr(), b.as_ptr());
+            for j in 0..kh {
+                let bj = bp.add((j * np + c0) * 2);
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bj.cast()));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bj.add(32).cast()));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*ap.add(r * kh + j) as i32));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], x, b0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], x, b1);
+                }
+            }
+            for (o, acc) in out.iter_mut().zip(acc) {
+                _mm512_storeu_ps(o.as_mut_ptr(), acc[0]);
+                _mm512_storeu_ps(o.as_mut_ptr().add(16), acc[1]);
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[allow(unsafe_code)]
+    unsafe fn tile_dp<const R: usize>(
+        _a: &[u32],
+        _kh: usize,
+        _b: &[u16],
+        _np: usize,
+        _c0: usize,
+        _out: &mut [[f32; NR]; MR],
+    ) {
+        unreachable!("AVX512_BF16 is x86-64 only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avx512bf16_matches_f32_within_bf16_rounding() {
+        if !avx512bf16() {
+            eprintln!("skipped: no AVX512_BF16 on this CPU");
+            return;
+        }
+        let mut state = 11u64;
+        let mut rng = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (37, 70, 45),
+            (64, 96, 384),
+            (9, 33, 2),
+            (130, 40, 17),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng()).collect();
+            let bm: Vec<f32> = (0..k * n).map(|_| rng()).collect();
+            let packed = PackedB::new(
+                Mat {
+                    data: &bm,
+                    rs: n,
+                    cs: 1,
+                },
+                k,
+                n,
+            );
+            for (threads, accumulate) in [(1, false), (2, true), (3, false)] {
+                let c_rs = n + 3;
+                let mut c = vec![1.0f32; m * c_rs];
+                dp::gemm(
+                    m,
+                    Mat {
+                        data: &a,
+                        rs: k,
+                        cs: 1,
+                    },
+                    &packed,
+                    &mut c,
+                    c_rs,
+                    accumulate,
+                    threads,
+                );
+                for r in 0..m {
+                    for j in 0..n {
+                        // Reference on the bf16-rounded inputs, in f64.
+                        let want: f64 = (0..k)
+                            .map(|t| {
+                                from_bf16(to_bf16(a[r * k + t])) as f64
+                                    * from_bf16(to_bf16(bm[t * n + j])) as f64
+                            })
+                            .sum::<f64>()
+                            + if accumulate { 1.0 } else { 0.0 };
+                        let got = c[r * c_rs + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{m}x{n}x{k} ({r},{j}): {got} vs {want}"
+                        );
+                    }
+                    // The padding past n is never written.
+                    for j in n..c_rs {
+                        if r * c_rs + j < c.len() {
+                            assert_eq!(c[r * c_rs + j], 1.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
