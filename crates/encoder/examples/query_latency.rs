@@ -1,6 +1,8 @@
 //! Per-query embedding latency (one short text at a time, as a server sees it):
-//! `cargo run --release -p uae-encoder --example query_latency [MODEL_DIR] [N] [batch|bf16|query]`
-//! (`query`: the single-query path, on the rayon pool's thread count).
+//! `cargo run --release -p uae-encoder --example query_latency [MODEL_DIR] [N] [batch|bf16|query|query-bf16] [TEXTS]`
+//! (`query`: the single-query path, on the rayon pool's thread count; `TEXTS` > 1
+//! embeds that many copies of the question in one call, to find where the single-query
+//! path stops beating the batch path).
 
 use std::time::Instant;
 
@@ -11,8 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "models/all-MiniLM-L6-v2".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
     let mode = args.next().unwrap_or_else(|| "batch".into());
-    let bf16 = mode == "bf16";
-    let single = mode == "query";
+    let bf16 = mode.contains("bf16");
+    let single = mode.starts_with("query");
+    let texts: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
     let mut enc =
         uae_encoder::Encoder::load(std::path::Path::new(&dir), &candle_core::Device::Cpu, false)?;
     if bf16 {
@@ -20,11 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let q = "What evaluation metrics did the authors use to compare the models?";
     let threads = rayon::current_num_threads();
-    let run = |enc: &uae_encoder::Encoder| -> Result<Vec<f32>, uae_encoder::Error> {
+    let ids = enc.tokenize(&vec![q; texts])?;
+    let run = |enc: &uae_encoder::Encoder| -> Result<Vec<Vec<f32>>, uae_encoder::Error> {
         if single {
-            enc.embed_query(q, threads)
+            enc.embed_queries_ids(&ids, threads)
         } else {
-            Ok(enc.embed(&[q])?.remove(0))
+            enc.embed_ids(&ids, uae_encoder::BatchOptions::default(), &mut |_| {})
         }
     };
     run(&enc)?;
@@ -36,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     ms.sort_by(f64::total_cmp);
     println!(
-        "{n} queries ({}): p50 {:.2} ms, p95 {:.2} ms, min {:.2} ms",
+        "{n} calls of {texts} x {} tokens ({}): p50 {:.2} ms, p95 {:.2} ms, min {:.2} ms",
+        ids[0].len(),
         mode,
         ms[n / 2],
         ms[n * 95 / 100],

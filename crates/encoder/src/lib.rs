@@ -372,30 +372,47 @@ impl Encoder {
     }
 
     /// One text's vector through the single-query path ([`QueryModel`]): for a
-    /// short text, several times faster than a batch of one. f32 throughout; it
-    /// equals [`Encoder::embed`] to f32 rounding. `threads` splits each projection
+    /// short text, several times faster than a batch of one. In f32 it equals
+    /// [`Encoder::embed`] to f32 rounding; after [`Bert::to_bf16`] its projections
+    /// run in bf16 as the batch path's do. `threads` splits each projection
     /// between rayon workers (1 avoids the pool entirely).
     pub fn embed_query(&self, text: &str, threads: usize) -> Result<Vec<f32>> {
         let ids = self.tokenize(&[text])?.pop().unwrap_or_default();
         self.embed_query_ids(&ids, threads)
     }
 
-    /// [`Encoder::embed_query`] from token ids (with special tokens). A trainable
-    /// model or one off the CPU goes through the batch path instead, since its
-    /// weights change or live elsewhere.
+    /// [`Encoder::embed_query`] from token ids (with special tokens).
     pub fn embed_query_ids(&self, ids: &[u32], threads: usize) -> Result<Vec<f32>> {
+        Ok(self
+            .embed_queries_ids(&[ids.to_vec()], threads)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// A few short texts' vectors (as token ids) through the single-query path: their
+    /// rows share each projection, so every weight is streamed once for all of them.
+    /// Worth it up to a few hundred tokens in all; past that the batch path's GEMM
+    /// wins. A trainable model or one off the CPU goes through the batch path, since
+    /// its weights change or live elsewhere.
+    pub fn embed_queries_ids(&self, ids: &[Vec<u32>], threads: usize) -> Result<Vec<Vec<f32>>> {
         if !self.model.vars().is_empty() || !self.device().is_cpu() {
-            let mut v = self.embed_ids(&[ids.to_vec()], BatchOptions::default(), &mut |_| {})?;
-            return Ok(v.pop().unwrap_or_default());
+            return self.embed_ids(ids, BatchOptions::default(), &mut |_| {});
         }
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size()) {
+        if let Some(bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&i| i as usize >= self.vocab_size())
+        {
             return Err(Error::Encode {
                 message: format!("token id {bad} is outside the vocabulary"),
             });
         }
-        let ids = &ids[..ids.len().min(self.max_seq_length)];
+        let seqs: Vec<&[u32]> = ids
+            .iter()
+            .map(|q| &q[..q.len().min(self.max_seq_length)])
+            .collect();
         self.query_model()?
-            .embed(ids, self.pooling, self.normalize, threads)
+            .embed(&seqs, self.pooling, self.normalize, threads)
     }
 
     /// Builds the single-query layout now (about 4 bytes a projection parameter, a

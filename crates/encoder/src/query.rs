@@ -9,19 +9,60 @@
 
 use crate::{Bert, Pooling, Result};
 use candle_core::Tensor;
+use std::sync::Arc;
+use uae_kernels::bf16::PackedB;
 use uae_kernels::small::{small_linear, Panels};
-use uae_kernels::{layer_norm_rows, softmax_scaled};
+use uae_kernels::{gelu_inplace, layer_norm_rows, softmax_scaled, Mat};
+
+/// One projection with its bias: f32 panels, or the bf16 packing of a model that
+/// [`crate::Bert::to_bf16`] converted (shared with it, not copied).
+enum Proj {
+    F32(Panels, Vec<f32>),
+    Bf16(Arc<PackedB>, Arc<Vec<f32>>),
+}
+
+impl Proj {
+    fn f32(w: &Tensor, b: &Tensor) -> Result<Self> {
+        let (n, k) = w.dims2()?;
+        Ok(Proj::F32(Panels::from_weight(&vec1(w)?, n, k), vec1(b)?))
+    }
+
+    fn n(&self) -> usize {
+        match self {
+            Proj::F32(p, _) => p.n(),
+            Proj::Bf16(p, _) => p.n(),
+        }
+    }
+
+    /// `out[m, n] = x[m, k] W^T + b`, then GELU when `gelu`.
+    fn run(&self, x: &[f32], m: usize, gelu: bool, out: &mut [f32], threads: usize) {
+        match self {
+            Proj::F32(p, b) => small_linear(x, m, p, b, gelu, out, threads),
+            Proj::Bf16(p, b) => {
+                let n = p.n();
+                for row in out.chunks_mut(n).take(m) {
+                    row.copy_from_slice(b);
+                }
+                let x = Mat {
+                    data: x,
+                    rs: p.k(),
+                    cs: 1,
+                };
+                uae_kernels::bf16::gemm(m, x, p, out, n, true, threads);
+                if gelu {
+                    gelu_inplace(&mut out[..m * n]);
+                }
+            }
+        }
+    }
+}
 
 struct QueryLayer {
-    qkv: Panels,
-    qkv_b: Vec<f32>,
-    o: Panels,
-    o_b: Vec<f32>,
+    qkv: Proj,
+    o: Proj,
     ln1: (Vec<f32>, Vec<f32>),
-    inter: Panels,
-    inter_b: Vec<f32>,
-    out: Panels,
-    out_b: Vec<f32>,
+    inter: Proj,
+    out: Proj,
     ln2: (Vec<f32>, Vec<f32>),
 }
 
@@ -42,14 +83,10 @@ fn vec1(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
-fn panels(t: &Tensor) -> Result<Panels> {
-    let (n, k) = t.dims2()?;
-    Ok(Panels::from_weight(&vec1(t)?, n, k))
-}
-
 impl QueryModel {
     /// Repacks `bert`'s f32 weights (a copy of the projections, ~4 bytes a parameter;
-    /// the word embeddings are shared).
+    /// the word embeddings are shared). A model converted to bf16 keeps its bf16
+    /// projections (shared, not copied): half the bytes streamed per query.
     pub fn new(bert: &Bert) -> Result<Self> {
         let c = &bert.config;
         let h = c.hidden_size;
@@ -63,17 +100,26 @@ impl QueryModel {
             .layers
             .iter()
             .map(|l| {
-                let (w, b) = l.stacked_qkv()?;
+                let [qkv, o, inter, out] = match &l.bf16 {
+                    Some(packed) => packed
+                        .each_ref()
+                        .map(|p| Proj::Bf16(p.w.clone(), p.b.clone())),
+                    None => {
+                        let (w, b) = l.stacked_qkv()?;
+                        [
+                            Proj::f32(&w, &b)?,
+                            Proj::f32(&l.o_w, &l.o_b)?,
+                            Proj::f32(&l.i_w, &l.i_b)?,
+                            Proj::f32(&l.out_w, &l.out_b)?,
+                        ]
+                    }
+                };
                 Ok(QueryLayer {
-                    qkv: panels(&w)?,
-                    qkv_b: vec1(&b)?,
-                    o: panels(&l.o_w)?,
-                    o_b: vec1(&l.o_b)?,
+                    qkv,
+                    o,
                     ln1: (vec1(&l.ln1_g)?, vec1(&l.ln1_b)?),
-                    inter: panels(&l.i_w)?,
-                    inter_b: vec1(&l.i_b)?,
-                    out: panels(&l.out_w)?,
-                    out_b: vec1(&l.out_b)?,
+                    inter,
+                    out,
                     ln2: (vec1(&l.ln2_g)?, vec1(&l.ln2_b)?),
                 })
             })
@@ -90,23 +136,34 @@ impl QueryModel {
         })
     }
 
-    /// Hidden states `[ids.len(), hidden]`, row-major, of one sequence (with its
-    /// special tokens). `threads` splits the projections between rayon workers.
-    pub fn hidden_states(&self, ids: &[u32], threads: usize) -> Result<Vec<f32>> {
-        let (s, h) = (ids.len(), self.hidden);
-        if s > self.max_positions {
+    /// Hidden states of several sequences (each with its special tokens), their rows
+    /// concatenated: `[sum of lengths, hidden]`, row-major. The projections see all
+    /// rows at once (each weight is streamed once for the lot); attention stays
+    /// within each sequence. `threads` splits the projections between rayon workers.
+    pub fn hidden_states(&self, seqs: &[&[u32]], threads: usize) -> Result<Vec<f32>> {
+        let h = self.hidden;
+        if let Some(long) = seqs.iter().find(|s| s.len() > self.max_positions) {
             return Err(crate::Error::TooLong {
-                len: s,
+                len: long.len(),
                 max: self.max_positions,
             });
         }
+        let s: usize = seqs.iter().map(|q| q.len()).sum();
         if s == 0 {
             return Ok(Vec::new());
         }
-        let idx = Tensor::from_vec(ids.to_vec(), s, self.word.device())?;
+        let all: Vec<u32> = seqs.iter().flat_map(|q| q.iter().copied()).collect();
+        let idx = Tensor::from_vec(all, s, self.word.device())?;
         let mut x = vec1(&self.word.index_select(&idx, 0)?)?;
-        for (row, pt) in x.chunks_mut(h).zip(self.pos_type.chunks(h)) {
-            row.iter_mut().zip(pt).for_each(|(v, p)| *v += p);
+        let mut at = 0;
+        for q in seqs {
+            for (row, pt) in x[at * h..(at + q.len()) * h]
+                .chunks_mut(h)
+                .zip(self.pos_type.chunks(h))
+            {
+                row.iter_mut().zip(pt).for_each(|(v, p)| *v += p);
+            }
+            at += q.len();
         }
         let mut tmp = vec![0f32; s * h];
         layer_norm_rows(&mut tmp, &x, &self.emb_ln.0, &self.emb_ln.1, self.eps);
@@ -115,67 +172,87 @@ impl QueryModel {
         let mut qkv = vec![0f32; s * 3 * h];
         let mut ctx = vec![0f32; s * h];
         let mut inter = vec![0f32; s * inter_n];
-        let mut scores = vec![0f32; s];
+        let longest = seqs.iter().map(|q| q.len()).max().unwrap_or(0);
+        let mut scores = vec![0f32; longest];
         let hd = h / self.heads.max(1);
         let scale = 1.0 / (hd as f32).sqrt();
         for l in &self.layers {
-            small_linear(&x, s, &l.qkv, &l.qkv_b, false, &mut qkv, threads);
-            for head in 0..self.heads {
-                let (qo, ko, vo) = (head * hd, h + head * hd, 2 * h + head * hd);
-                for i in 0..s {
-                    let q = &qkv[i * 3 * h + qo..i * 3 * h + qo + hd];
-                    for (j, sc) in scores.iter_mut().enumerate() {
-                        let k = &qkv[j * 3 * h + ko..j * 3 * h + ko + hd];
-                        *sc = q.iter().zip(k).map(|(a, b)| a * b).sum();
-                    }
-                    softmax_scaled(&mut scores, scale);
-                    let c = &mut ctx[i * h + qo..i * h + qo + hd];
-                    c.fill(0.0);
-                    for (j, &p) in scores.iter().enumerate() {
-                        let v = &qkv[j * 3 * h + vo..j * 3 * h + vo + hd];
-                        c.iter_mut().zip(v).for_each(|(c, v)| *c += p * v);
+            l.qkv.run(&x, s, false, &mut qkv, threads);
+            let mut start = 0;
+            for q in seqs {
+                let n = q.len();
+                let rows = &qkv[start * 3 * h..(start + n) * 3 * h];
+                let ctx = &mut ctx[start * h..(start + n) * h];
+                let scores = &mut scores[..n];
+                for head in 0..self.heads {
+                    let (qo, ko, vo) = (head * hd, h + head * hd, 2 * h + head * hd);
+                    for i in 0..n {
+                        let q = &rows[i * 3 * h + qo..i * 3 * h + qo + hd];
+                        for (j, sc) in scores.iter_mut().enumerate() {
+                            let k = &rows[j * 3 * h + ko..j * 3 * h + ko + hd];
+                            *sc = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                        }
+                        softmax_scaled(scores, scale);
+                        let c = &mut ctx[i * h + qo..i * h + qo + hd];
+                        c.fill(0.0);
+                        for (j, &p) in scores.iter().enumerate() {
+                            let v = &rows[j * 3 * h + vo..j * 3 * h + vo + hd];
+                            c.iter_mut().zip(v).for_each(|(c, v)| *c += p * v);
+                        }
                     }
                 }
+                start += n;
             }
             // a = LN(ctx Wo + bo + x)
-            small_linear(&ctx, s, &l.o, &l.o_b, false, &mut tmp, threads);
+            l.o.run(&ctx, s, false, &mut tmp, threads);
             tmp.iter_mut().zip(&x).for_each(|(t, v)| *t += v);
             layer_norm_rows(&mut x, &tmp, &l.ln1.0, &l.ln1.1, self.eps);
             // x = LN(gelu(a Wi + bi) Wout + bout + a)
             inter.resize(s * l.inter.n(), 0.0);
-            small_linear(&x, s, &l.inter, &l.inter_b, true, &mut inter, threads);
-            small_linear(&inter, s, &l.out, &l.out_b, false, &mut tmp, threads);
+            l.inter.run(&x, s, true, &mut inter, threads);
+            l.out.run(&inter, s, false, &mut tmp, threads);
             tmp.iter_mut().zip(&x).for_each(|(t, v)| *t += v);
             layer_norm_rows(&mut x, &tmp, &l.ln2.0, &l.ln2.1, self.eps);
         }
         Ok(x)
     }
 
-    /// One pooled (and, with `normalize`, unit-length) vector.
+    /// One pooled (and, with `normalize`, unit-length) vector per sequence.
     pub fn embed(
         &self,
-        ids: &[u32],
+        seqs: &[&[u32]],
         pooling: Pooling,
         normalize: bool,
         threads: usize,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Vec<Vec<f32>>> {
         let h = self.hidden;
-        let x = self.hidden_states(ids, threads)?;
-        let mut v = vec![0f32; h];
-        match pooling {
-            Pooling::Cls => v.copy_from_slice(&x[..h.min(x.len())]),
-            Pooling::Mean => {
-                for row in x.chunks(h) {
-                    v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+        let x = self.hidden_states(seqs, threads)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut start = 0;
+        for q in seqs {
+            let rows = &x[start * h..(start + q.len()) * h];
+            start += q.len();
+            let mut v = vec![0f32; h];
+            match pooling {
+                Pooling::Cls => {
+                    if let Some(first) = rows.get(..h) {
+                        v.copy_from_slice(first);
+                    }
                 }
-                let n = ids.len().max(1) as f32;
-                v.iter_mut().for_each(|a| *a /= n);
+                Pooling::Mean => {
+                    for row in rows.chunks(h) {
+                        v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+                    }
+                    let n = q.len().max(1) as f32;
+                    v.iter_mut().for_each(|a| *a /= n);
+                }
             }
+            if normalize {
+                let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|a| *a /= norm);
+            }
+            out.push(v);
         }
-        if normalize {
-            let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
-            v.iter_mut().for_each(|a| *a /= norm);
-        }
-        Ok(v)
+        Ok(out)
     }
 }

@@ -155,8 +155,9 @@ fn batch_equals_single_texts() {
 }
 
 /// The single-query path (`Encoder::embed_query`, no candle) gives the batch path's
-/// vectors to f32 rounding, on 1 and 2 threads, and meets the sentence-transformers
-/// fixtures; an empty text and an over-long one are handled like the batch path.
+/// vectors to f32 rounding, on 1 and 2 threads and for several texts in one pass,
+/// and meets the sentence-transformers fixtures; an empty text and an over-long one
+/// are handled like the batch path.
 #[test]
 fn single_query_path_equals_batch_path() {
     let enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
@@ -177,6 +178,20 @@ fn single_query_path_equals_batch_path() {
                 .fold(0.0, f32::max);
             assert!(diff < 1e-5, "{t:?} on {threads} threads: max |diff| {diff}");
         }
+    }
+    // Several texts in one pass (rows concatenated, attention per text).
+    let ids = enc
+        .tokenize(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap();
+    let many = enc.embed_queries_ids(&ids, 2).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        let want = enc.embed(&[t.as_str()]).unwrap().remove(0);
+        let diff = many[i]
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{t:?} among others: max |diff| {diff}");
     }
     for c in fixture_cases() {
         let got = enc.embed_query(c["text"].as_str().unwrap(), 1).unwrap();

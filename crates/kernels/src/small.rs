@@ -4,7 +4,7 @@
 //! pool; for a 14-token query that overhead, not arithmetic, is most of the time.
 //! Here the weight is packed once, at load time, into panels of [`PANEL`] output
 //! columns (`k x 16` floats each, contiguous), and each call streams every panel
-//! once while up to [`ROWS`] input rows accumulate in registers. The loops are
+//! once while blocks of up to [`ROWS`] input rows accumulate in registers. The loops are
 //! compiled per instruction set (AVX-512, AVX2, scalar) and picked at run time.
 
 /// Output columns per panel: one AVX-512 register of f32.
@@ -157,16 +157,18 @@ fn panel_range(
                 out_rs,
                 gelu,
             } = self;
-            let mut r0 = 0;
-            while r0 < m {
-                let rows = ROWS.min(m - r0);
-                let xs = &x[r0 * k..(r0 + rows) * k];
-                for p in p0..p1 {
-                    let panel = &data[p * k * PANEL..(p + 1) * k * PANEL];
-                    let c0 = p * PANEL;
-                    let width = PANEL.min(n - c0);
-                    let mut b = [0f32; PANEL];
-                    b[..width].copy_from_slice(&bias[c0..c0 + width]);
+            // Panels outer, row blocks inner: each panel is read from memory once
+            // and stays in L1/L2 while every block of rows uses it.
+            for p in p0..p1 {
+                let panel = &data[p * k * PANEL..(p + 1) * k * PANEL];
+                let c0 = p * PANEL;
+                let width = PANEL.min(n - c0);
+                let mut b = [0f32; PANEL];
+                b[..width].copy_from_slice(&bias[c0..c0 + width]);
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = ROWS.min(m - r0);
+                    let xs = &x[r0 * k..(r0 + rows) * k];
                     let mut acc = [[0f32; PANEL]; ROWS];
                     tile(xs, rows, k, panel, &b, &mut acc);
                     for (r, a) in acc.iter_mut().take(rows).enumerate() {
@@ -178,8 +180,8 @@ fn panel_range(
                         let o = (r0 + r) * out_rs + c0;
                         out[o..o + width].copy_from_slice(&a[..width]);
                     }
+                    r0 += rows;
                 }
-                r0 += rows;
             }
         }
     }

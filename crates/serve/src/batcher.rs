@@ -8,9 +8,10 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use uae_encoder::{BatchOptions, Encoder};
 
-/// A lone request of at most this many tokens takes the single-query path
-/// ([`Encoder::embed_query_ids`]): no tensors, no GEMM packing, a few times faster.
-pub const SINGLE_QUERY_TOKENS: usize = 64;
+/// A model pass of at most this many tokens takes the single-query path
+/// ([`Encoder::embed_queries_ids`]: no tensors, no GEMM packing, no padding, each
+/// weight streamed once for all its texts); a larger one the batch path's GEMMs.
+pub const SMALL_PASS_TOKENS: usize = 256;
 
 /// Batching limits.
 #[derive(Debug, Clone, Copy)]
@@ -104,9 +105,8 @@ fn run(enc: &Encoder, rx: Receiver<Job>, limits: BatchLimits, metrics: &Metrics)
             max_tokens: limits.max_batch_tokens.max(1),
             max_batch: all.len().max(1),
         };
-        let result = if all.len() == 1 && tokens <= SINGLE_QUERY_TOKENS {
-            enc.embed_query_ids(&all[0], rayon::current_num_threads())
-                .map(|v| vec![v])
+        let result = if tokens <= SMALL_PASS_TOKENS {
+            enc.embed_queries_ids(&all, rayon::current_num_threads())
         } else {
             enc.embed_ids(&all, opts, &mut |_| {})
         }
