@@ -2,6 +2,7 @@
 //! the LLM's answers, latency, LLM re-rankers) and [`speed`] (encoder, LLM scoring
 //! and training throughput). The binary only parses flags and prints.
 
+pub mod mine;
 pub mod qasper;
 pub mod serve;
 pub mod speed;

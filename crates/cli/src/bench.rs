@@ -19,6 +19,11 @@ pub enum BenchCmd {
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).
     Embed(EmbedArgs),
+    /// Corpus-wide mining at scale: word windows of every QASPER paragraph as an
+    /// unscoped corpus, as many questions, each question's dense and BM25 candidates
+    /// drawn from the whole corpus (what `uae label --corpus --candidates mined`
+    /// runs); seconds and peak memory.
+    Mine(MineBenchArgs),
     /// Query latency: real test questions embedded one at a time (tokenising
     /// included) through the single-query path that `uae serve` uses for a lone
     /// short request, next to a batch of one; p50/p95/p99 in ms.
@@ -53,6 +58,24 @@ pub struct EmbedArgs {
     /// Timed repeats after one warm-up pass (1-1000).
     #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
     pub repeats: usize,
+    #[command(flatten)]
+    pub data: DataDir,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MineBenchArgs {
+    /// The base bi-encoder that ranks the dense candidates.
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    pub encoder: PathBuf,
+    /// Passages in the corpus (>= 1).
+    #[arg(long, default_value_t = 200_000, value_parser = count())]
+    pub passages: usize,
+    /// Questions mined (>= 1).
+    #[arg(long, default_value_t = 10_000, value_parser = count())]
+    pub questions: usize,
+    /// Words per passage window (1-400).
+    #[arg(long, default_value_t = 48, value_parser = count_in(1, 400))]
+    pub words: usize,
     #[command(flatten)]
     pub data: DataDir,
 }
@@ -272,6 +295,20 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 repeats: a.repeats,
             };
             print_json(&uae_bench::speed::embed(&b, &a.data.load(Split::Test)?)?)
+        }
+        BenchCmd::Mine(a) => {
+            let b = uae_bench::mine::MineBench {
+                encoder: a.encoder,
+                passages: a.passages,
+                questions: a.questions,
+                words: a.words,
+            };
+            let splits = [
+                a.data.load(Split::Train)?,
+                a.data.load(Split::Dev)?,
+                a.data.load(Split::Test)?,
+            ];
+            print_json(&uae_bench::mine::mine(&b, &splits, &Bars::default())?)
         }
         BenchCmd::Query(a) => {
             let b = QueryBench {

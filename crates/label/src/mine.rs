@@ -126,6 +126,14 @@ pub fn mine_all(
         .map(|&i| set.questions[i].question.as_str())
         .collect();
     let qvecs = enc.embed(&qtexts).map_err(uae_search::Error::from)?;
+    // Corpus-wide questions: one blocked exact search for all of them.
+    let wide: Vec<Vec<f32>> = eligible
+        .iter()
+        .zip(&qvecs)
+        .filter(|(&i, _)| set.questions[i].scope.is_none())
+        .map(|(_, v)| v.clone())
+        .collect();
+    let mut wide_hits = dense.index.search_all(&wide, RANK_DEPTH)?.into_iter();
     let positions = |hits: Vec<Hit>| -> Vec<usize> { hits.iter().map(|h| h.passage).collect() };
     let mut items = Vec::new();
     for (&qi, qv) in eligible.iter().zip(&qvecs) {
@@ -137,7 +145,10 @@ pub fn mine_all(
             gold: Vec::new(),
         };
         let cands = members.candidates(&query);
-        let by_dense = positions(dense.top(qv, cands, Some(RANK_DEPTH))?);
+        let by_dense = positions(match q.scope {
+            None => wide_hits.next().unwrap_or_default(),
+            Some(_) => dense.top(qv, cands, Some(RANK_DEPTH))?,
+        });
         let by_bm25 = positions(bm25.search(&query, Some(RANK_DEPTH)));
         let gold: BTreeSet<usize> = q
             .positives

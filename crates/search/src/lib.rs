@@ -177,8 +177,14 @@ impl DenseSearcher {
     }
 }
 
+/// How deep corpus-wide (unscoped) queries are ranked: the top 1,000, as BEIR's
+/// evaluation does, so that memory stays O(queries x 1,000) however large the
+/// corpus. Scoped queries rank every passage of their scope.
+pub const CORPUS_WIDE_DEPTH: usize = 1000;
+
 /// Ranks every candidate for every query with dense vectors (corpus and queries
-/// embedded with `enc`, in batches).
+/// embedded with `enc`, in batches); corpus-wide queries to [`CORPUS_WIDE_DEPTH`],
+/// through the blocked exact search.
 pub fn dense_rankings(
     enc: &Encoder,
     coll: &Collection,
@@ -195,17 +201,28 @@ pub fn dense_rankings(
     let qvecs = enc.embed_with(&qtexts, opts, &mut |_| {})?;
     timings.encode_queries_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let out = coll
-        .queries
-        .iter()
-        .zip(&qvecs)
-        .map(|(q, v)| searcher.top(v, searcher.scopes.candidates(q), None))
-        .collect::<Result<Vec<_>>>()?;
+    let wide: Vec<usize> = (0..coll.queries.len())
+        .filter(|&i| coll.queries[i].scope.is_none())
+        .collect();
+    let wide_vecs: Vec<Vec<f32>> = wide.iter().map(|&i| qvecs[i].clone()).collect();
+    let mut wide_hits = searcher
+        .index
+        .search_all(&wide_vecs, CORPUS_WIDE_DEPTH)?
+        .into_iter();
+    let mut out = Vec::with_capacity(coll.queries.len());
+    for (q, v) in coll.queries.iter().zip(&qvecs) {
+        out.push(if q.scope.is_none() {
+            wide_hits.next().unwrap_or_default()
+        } else {
+            searcher.top(v, searcher.scopes.candidates(q), None)?
+        });
+    }
     timings.search_s = t.elapsed().as_secs_f64();
     Ok(out)
 }
 
-/// Ranks every candidate for every query with BM25 (statistics per scope).
+/// Ranks every candidate for every query with BM25 (statistics per scope);
+/// corpus-wide queries to [`CORPUS_WIDE_DEPTH`].
 pub fn bm25_rankings(
     coll: &Collection,
     params: Bm25Params,
@@ -215,7 +232,14 @@ pub fn bm25_rankings(
     let index = ScopedBm25::new(&coll.passages, params);
     timings.index_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let out = coll.queries.iter().map(|q| index.search(q, None)).collect();
+    let out = coll
+        .queries
+        .iter()
+        .map(|q| {
+            let depth = q.scope.is_none().then_some(CORPUS_WIDE_DEPTH);
+            index.search(q, depth)
+        })
+        .collect();
     timings.search_s = t.elapsed().as_secs_f64();
     out
 }
