@@ -37,6 +37,69 @@ pub(crate) fn encoder_sequences(
     Ok(seqs)
 }
 
+/// This machine's GEMM peak, measured now: the best of five 1024^3 products on the
+/// rayon pool's threads (f32 through [`uae_kernels::sgemm`], or bf16 through
+/// [`uae_kernels::bf16::gemm`] when `bf16` and the CPU has a bf16 unit), GFLOP/s.
+/// Every speed bench divides its own FLOP rate by it: the roofline fraction.
+pub fn gemm_peak_gflops(bf16: bool) -> f64 {
+    use uae_kernels::Mat;
+    let n = 1024;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 17) as f32 * 0.01).collect();
+    let mut c = vec![0f32; n * n];
+    let threads = rayon::current_num_threads();
+    let packed = (bf16 && uae_kernels::bf16::backend().is_some()).then(|| {
+        uae_kernels::bf16::PackedB::new(
+            Mat {
+                data: &a,
+                rs: n,
+                cs: 1,
+            },
+            n,
+            n,
+        )
+    });
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let m = Mat {
+            data: &a,
+            rs: n,
+            cs: 1,
+        };
+        match &packed {
+            Some(p) => uae_kernels::bf16::gemm(n, m, p, &mut c, n, false, threads),
+            None => uae_kernels::sgemm(n, n, n, m, m, &mut c, n, false, threads),
+        }
+        std::hint::black_box(&c);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best / 1e9
+}
+
+/// Forward FLOPs per token of a BERT encoder at sequence length `len`: the linear
+/// layers plus attention's two products.
+pub fn encoder_flops_per_token(c: &uae_encoder::BertConfig, len: usize) -> f64 {
+    let (h, i, l) = (
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.num_hidden_layers as f64,
+    );
+    2.0 * l * (4.0 * h * h + 2.0 * h * i) + 2.0 * l * 2.0 * len as f64 * h
+}
+
+/// Forward FLOPs of a causal LM over one sequence of `len` tokens whose last
+/// `scored` go through the LM head (causal attention: half the square).
+fn lm_flops_per_sequence(c: &uae_lm::LmConfig, len: usize, scored: usize) -> f64 {
+    let (h, l, f) = (c.hidden as f64, c.layers as f64, c.ffn as f64);
+    let (q, kv) = (
+        (c.heads * c.head_dim) as f64,
+        (c.kv_heads * c.head_dim) as f64,
+    );
+    let per_token = 2.0 * l * (h * (q + 2.0 * kv) + q * h + 3.0 * h * f);
+    let attention = 2.0 * l * 2.0 * q * (len as f64 * (len as f64 + 1.0) / 2.0);
+    per_token * len as f64 + attention + 2.0 * h * c.vocab as f64 * scored as f64
+}
+
 fn invalid(what: &'static str, message: String) -> Error {
     Error::Invalid { what, message }
 }
@@ -66,6 +129,10 @@ pub struct EmbedReport {
     pub seconds_median: f64,
     pub tokens_per_s: f64,
     pub passages_per_s: f64,
+    pub gflops_per_s: f64,
+    /// The measured GEMM peak of this machine in the bench's precision, GFLOP/s.
+    pub gemm_peak_gflops: f64,
+    pub roofline_fraction: f64,
     pub runs_s: Vec<f64>,
 }
 
@@ -101,6 +168,9 @@ pub fn embed(b: &EmbedBench, q: &Qasper) -> Result<EmbedReport> {
         }
     }
     let s = median(runs.clone());
+    let flops =
+        (b.passages * b.tokens) as f64 * encoder_flops_per_token(&enc.model.config, b.tokens);
+    let peak = gemm_peak_gflops(b.bf16);
     Ok(EmbedReport {
         bench: "embed",
         model: b.model.display().to_string(),
@@ -112,6 +182,9 @@ pub fn embed(b: &EmbedBench, q: &Qasper) -> Result<EmbedReport> {
         seconds_median: s,
         tokens_per_s: (b.passages * b.tokens) as f64 / s,
         passages_per_s: b.passages as f64 / s,
+        gflops_per_s: flops / s / 1e9,
+        gemm_peak_gflops: peak,
+        roofline_fraction: flops / s / 1e9 / peak,
         runs_s: runs,
     })
 }
@@ -139,6 +212,8 @@ pub struct LabelReport {
     pub tokens_per_sequence: usize,
     pub answer_tokens: usize,
     pub threads: usize,
+    /// The measured GEMM peak of this machine in the bench's precision, GFLOP/s.
+    pub gemm_peak_gflops: f64,
     /// One row per batch size.
     pub results: Vec<LabelRow>,
 }
@@ -149,6 +224,8 @@ pub struct LabelRow {
     pub tokens_per_s: f64,
     pub sequences_per_s: f64,
     pub seconds_median: f64,
+    pub gflops_per_s: f64,
+    pub roofline_fraction: f64,
 }
 
 pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
@@ -186,6 +263,7 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
         ));
     }
     let split = b.tokens - b.answer;
+    let peak = gemm_peak_gflops(b.bf16);
     let mut results = Vec::new();
     for &batch in &b.batches {
         let mut runs = Vec::new();
@@ -206,11 +284,14 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
             }
         }
         let s = median(runs);
+        let flops = b.sequences as f64 * lm_flops_per_sequence(&model.config, b.tokens, b.answer);
         results.push(LabelRow {
             batch,
             tokens_per_s: (b.sequences * b.tokens) as f64 / s,
             sequences_per_s: b.sequences as f64 / s,
             seconds_median: s,
+            gflops_per_s: flops / s / 1e9,
+            roofline_fraction: flops / s / 1e9 / peak,
         });
     }
     Ok(LabelReport {
@@ -221,6 +302,7 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
         tokens_per_sequence: b.tokens,
         answer_tokens: b.answer,
         threads: rayon::current_num_threads(),
+        gemm_peak_gflops: peak,
         results,
     })
 }
@@ -236,8 +318,6 @@ pub struct TrainBench {
     pub steps: usize,
     pub micro_batch: usize,
     pub bf16_first_pass: bool,
-    /// Machine matmul peak for the roofline fraction, GFLOP/s.
-    pub peak_gflops: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -254,6 +334,8 @@ pub struct TrainReport {
     pub seconds_per_step_median: f64,
     pub tokens_per_s: f64,
     pub gflops_per_s: f64,
+    /// The measured f32 GEMM peak of this machine, GFLOP/s.
+    pub gemm_peak_gflops: f64,
     pub roofline_fraction: f64,
     pub runs_s: Vec<f64>,
 }
@@ -312,9 +394,6 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
                 .into(),
         ));
     }
-    if !(b.peak_gflops.is_finite() && b.peak_gflops > 0.0) {
-        return Err(invalid("bench train", "--peak-gflops must be > 0".into()));
-    }
     let enc = uae_encoder::Encoder::load(&b.model, &uae_encoder::Device::Cpu, true)?;
     let groups = train_groups(q, b.questions, b.candidates, b.tokens);
     if groups.len() < b.questions {
@@ -349,16 +428,10 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
         }
     }
     let sec = median(runs.clone());
-    let c = &enc.model.config;
-    let (h, i, l) = (
-        c.hidden_size as f64,
-        c.intermediate_size as f64,
-        c.num_hidden_layers as f64,
-    );
-    // Forward FLOPs per token (linear layers + attention at this length); a step is
-    // forward + backward (3x forward) plus GradCache's re-encoding (1x).
-    let fwd = 2.0 * l * (4.0 * h * h + 2.0 * h * i) + 2.0 * l * 2.0 * b.tokens as f64 * h;
+    // A step is forward + backward (3x forward) plus GradCache's re-encoding (1x).
+    let fwd = encoder_flops_per_token(&enc.model.config, b.tokens);
     let flops = tok as f64 * fwd * 4.0;
+    let peak = gemm_peak_gflops(false);
     Ok(TrainReport {
         bench: "train",
         model: b.model.display().to_string(),
@@ -372,7 +445,8 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
         seconds_per_step_median: sec,
         tokens_per_s: tok as f64 / sec,
         gflops_per_s: flops / sec / 1e9,
-        roofline_fraction: flops / sec / 1e9 / b.peak_gflops,
+        gemm_peak_gflops: peak,
+        roofline_fraction: flops / sec / 1e9 / peak,
         runs_s: runs,
     })
 }
@@ -403,6 +477,10 @@ pub struct QueryReport {
     pub batch_path_p95_ms: f64,
     /// Largest |difference| between the two paths' vectors (f32 rounding).
     pub max_abs_diff: f32,
+    /// FLOP rate of the single-query path at its median latency and length.
+    pub gflops_per_s: f64,
+    pub gemm_peak_gflops: f64,
+    pub roofline_fraction: f64,
 }
 
 fn percentile_ms(v: &mut [f64], p: f64) -> f64 {
@@ -464,17 +542,24 @@ pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
         .zip(v.iter().flatten())
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
+    let p50 = percentile_ms(&mut single, 0.5);
+    let tokens = lens[lens.len() / 2];
+    let flops = tokens as f64 * encoder_flops_per_token(&enc.model.config, tokens);
+    let peak = gemm_peak_gflops(false);
     Ok(QueryReport {
         bench: "query",
         model: b.model.display().to_string(),
         queries: b.queries,
         threads,
         tokens_p50: lens[lens.len() / 2],
-        p50_ms: percentile_ms(&mut single, 0.5),
+        p50_ms: p50,
         p95_ms: percentile_ms(&mut single, 0.95),
         p99_ms: percentile_ms(&mut single, 0.99),
         batch_path_p50_ms: percentile_ms(&mut batch, 0.5),
         batch_path_p95_ms: percentile_ms(&mut batch, 0.95),
         max_abs_diff,
+        gflops_per_s: flops / (p50 / 1e3) / 1e9,
+        gemm_peak_gflops: peak,
+        roofline_fraction: flops / (p50 / 1e3) / 1e9 / peak,
     })
 }

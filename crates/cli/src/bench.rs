@@ -1,7 +1,7 @@
 //! `uae bench`: flags for the `uae-bench` library; each bench prints JSON (the QASPER
 //! table prints markdown) on stdout.
 
-use crate::common::{count, count_in, positive, Bars, DataDir, LmArgs, ENCODER_BF16_HELP};
+use crate::common::{count, count_in, Bars, DataDir, LmArgs, ENCODER_BF16_HELP};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -116,10 +116,6 @@ pub struct TrainBenchArgs {
     /// GradCache's first pass in bf16 (see `uae train --bf16-first-pass`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub bf16_first_pass: bool,
-    /// Machine matmul peak used for the roofline fraction (GFLOP/s, > 0;
-    /// PERF-NOTES: MKL 390, gemm x86-v4 330 on the Xeon).
-    #[arg(long, default_value_t = 330.0, value_parser = positive)]
-    pub peak_gflops: f32,
     #[command(flatten)]
     pub data: DataDir,
 }
@@ -327,7 +323,6 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 steps: a.steps,
                 micro_batch: a.micro_batch,
                 bf16_first_pass: a.bf16_first_pass,
-                peak_gflops: a.peak_gflops as f64,
             };
             print_json(&uae_bench::speed::train(&b, &a.data.load(Split::Train)?)?)
         }

@@ -16,7 +16,7 @@ const ZERO_OK: &[&str] = &[
     "b",
 ];
 /// Real-valued flags (a huge finite value is a legal, if odd, setting).
-const FLOATS: &[&str] = &["k1", "b", "lr", "tau", "tau_u", "peak_gflops"];
+const FLOATS: &[&str] = &["k1", "b", "lr", "tau", "tau_u"];
 /// Numeric flags without a default (so not found by their default's shape).
 const OPTIONAL: &[(&str, &str)] = &[
     ("uae", "threads"),
