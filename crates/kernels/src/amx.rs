@@ -82,6 +82,20 @@ impl PackedB {
     }
 }
 
+/// Panics (a bug in the caller) unless `a` reaches `m x b.k()` and `c` (row stride
+/// `c_rs`) reaches `m x b.n()`; `m` and `b.n()` must be non-zero.
+pub(crate) fn check_views(m: usize, a: Mat, b: &PackedB, c: &[f32], c_rs: usize, what: &str) {
+    let (k, n) = (b.k, b.n);
+    assert!(
+        k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
+        "{what}: lhs view out of bounds (bug)"
+    );
+    assert!(
+        (m - 1) * c_rs + n <= c.len() && c_rs >= n,
+        "{what}: dst view out of bounds (bug)"
+    );
+}
+
 /// Whether this CPU and kernel run AMX bf16 (asks the kernel for the tile state once).
 pub fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -103,19 +117,11 @@ pub fn gemm(
     accumulate: bool,
     threads: usize,
 ) {
-    let (k, n) = (b.k, b.n);
-    if m == 0 || n == 0 {
+    if m == 0 || b.n == 0 {
         return;
     }
     assert!(available(), "amx::gemm without AMX (bug)");
-    assert!(
-        k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
-        "amx::gemm: lhs view out of bounds (bug)"
-    );
-    assert!(
-        (m - 1) * c_rs + n <= c.len() && c_rs >= n,
-        "amx::gemm: dst view out of bounds (bug)"
-    );
+    check_views(m, a, b, c, c_rs, "amx::gemm");
     imp::gemm(m, a, b, c, c_rs, accumulate, threads.max(1));
 }
 

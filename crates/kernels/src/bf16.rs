@@ -106,14 +106,7 @@ mod dp {
             return;
         }
         assert!(super::avx512bf16(), "vdpbf16ps without AVX512_BF16 (bug)");
-        assert!(
-            k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
-            "bf16::gemm: lhs view out of bounds (bug)"
-        );
-        assert!(
-            (m - 1) * c_rs + n <= c.len() && c_rs >= n,
-            "bf16::gemm: dst view out of bounds (bug)"
-        );
+        crate::amx::check_views(m, a, b, c, c_rs, "bf16::gemm");
         // A as bf16 pairs: row r, pair j = (a[r, 2j], a[r, 2j + 1]) in one u32.
         let kh = b.kp() / 2;
         let mut pairs = vec![0u32; m * kh];
@@ -284,13 +277,7 @@ mod tests {
             eprintln!("skipped: no AVX512_BF16 on this CPU");
             return;
         }
-        let mut state = 11u64;
-        let mut rng = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut rng = crate::test_floats(11);
         for &(m, n, k) in &[
             (1, 1, 1),
             (37, 70, 45),

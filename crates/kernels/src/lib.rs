@@ -4,6 +4,18 @@
 //! the `gemm` crate, and vectorisable `exp`, `erf` and GELU.
 
 pub mod amx;
+
+/// A seeded generator of floats in [-0.5, 0.5) for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_floats(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed;
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+}
 pub mod bf16;
 pub mod small;
 

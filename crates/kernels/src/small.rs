@@ -295,13 +295,7 @@ mod tests {
 
     #[test]
     fn matches_a_plain_matmul_for_odd_shapes_and_threads() {
-        let mut state = 7u64;
-        let mut rng = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        };
+        let mut rng = crate::test_floats(7);
         for &(m, n, k) in &[
             (1, 1, 1),
             (14, 1152, 384),
