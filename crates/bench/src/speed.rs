@@ -457,6 +457,9 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
 #[derive(Debug, Clone)]
 pub struct QueryBench {
     pub model: PathBuf,
+    /// Both paths with the projections in bf16 (the single-query path: bf16 weights,
+    /// f32 activations).
+    pub bf16: bool,
     pub queries: usize,
     /// Timed passes over the questions after one warm-up pass.
     pub repeats: usize,
@@ -466,6 +469,7 @@ pub struct QueryBench {
 pub struct QueryReport {
     pub bench: &'static str,
     pub model: String,
+    pub bf16: bool,
     pub queries: usize,
     pub threads: usize,
     /// Median question length in encoder tokens ([CLS] and [SEP] included).
@@ -496,7 +500,7 @@ pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
             "--queries and --repeats must be >= 1".into(),
         ));
     }
-    let enc = uae_search::load_encoder(&b.model, false)?;
+    let enc = uae_search::load_encoder(&b.model, b.bf16)?;
     let texts: Vec<&str> = q
         .questions
         .iter()
@@ -545,10 +549,11 @@ pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
     let p50 = percentile_ms(&mut single, 0.5);
     let tokens = lens[lens.len() / 2];
     let flops = tokens as f64 * encoder_flops_per_token(&enc.model.config, tokens);
-    let peak = gemm_peak_gflops(false);
+    let peak = gemm_peak_gflops(b.bf16);
     Ok(QueryReport {
         bench: "query",
         model: b.model.display().to_string(),
+        bf16: b.bf16,
         queries: b.queries,
         threads,
         tokens_p50: lens[lens.len() / 2],

@@ -84,6 +84,8 @@ pub struct MineBenchArgs {
 pub struct QueryBenchArgs {
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     pub model: PathBuf,
+    #[arg(long, help = ENCODER_BF16_HELP)]
+    pub bf16: bool,
     /// Test questions, each embedded alone (>= 1).
     #[arg(long, default_value_t = 200, value_parser = count())]
     pub queries: usize,
@@ -309,6 +311,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Query(a) => {
             let b = QueryBench {
                 model: a.model,
+                bf16: a.bf16,
                 queries: a.queries,
                 repeats: a.repeats,
             };

@@ -132,8 +132,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Te
 /// A linear layer rounded to bf16 and packed for the bf16 GEMM (AMX tiles or
 /// AVX512_BF16; inference only).
 pub struct PackedLinear {
-    pub(crate) w: std::sync::Arc<uae_kernels::bf16::PackedB>,
-    pub(crate) b: std::sync::Arc<Vec<f32>>,
+    w: std::sync::Arc<uae_kernels::bf16::PackedB>,
+    b: std::sync::Arc<Vec<f32>>,
 }
 
 impl PackedLinear {

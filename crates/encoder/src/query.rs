@@ -9,22 +9,25 @@
 
 use crate::{Bert, Pooling, Result};
 use candle_core::Tensor;
-use std::sync::Arc;
-use uae_kernels::bf16::PackedB;
 use uae_kernels::small::{small_linear, Panels};
-use uae_kernels::{gelu_inplace, layer_norm_rows, softmax_scaled, Mat};
+use uae_kernels::{layer_norm_rows, softmax_scaled};
 
-/// One projection with its bias: f32 panels, or the bf16 packing of a model that
-/// [`crate::Bert::to_bf16`] converted (shared with it, not copied).
+/// One projection with its bias, as f32 panels, or bf16 panels for a model that
+/// [`crate::Bert::to_bf16`] converted (half the bytes streamed a query).
 enum Proj {
-    F32(Panels, Vec<f32>),
-    Bf16(Arc<PackedB>, Arc<Vec<f32>>),
+    F32(Panels<f32>, Vec<f32>),
+    Bf16(Panels<u16>, Vec<f32>),
 }
 
 impl Proj {
-    fn f32(w: &Tensor, b: &Tensor) -> Result<Self> {
+    fn new(w: &Tensor, b: &Tensor, bf16: bool) -> Result<Self> {
         let (n, k) = w.dims2()?;
-        Ok(Proj::F32(Panels::from_weight(&vec1(w)?, n, k), vec1(b)?))
+        let (w, b) = (vec1(w)?, vec1(b)?);
+        Ok(if bf16 {
+            Proj::Bf16(Panels::from_weight_bf16(&w, n, k), b)
+        } else {
+            Proj::F32(Panels::from_weight(&w, n, k), b)
+        })
     }
 
     fn n(&self) -> usize {
@@ -38,21 +41,7 @@ impl Proj {
     fn run(&self, x: &[f32], m: usize, gelu: bool, out: &mut [f32], threads: usize) {
         match self {
             Proj::F32(p, b) => small_linear(x, m, p, b, gelu, out, threads),
-            Proj::Bf16(p, b) => {
-                let n = p.n();
-                for row in out.chunks_mut(n).take(m) {
-                    row.copy_from_slice(b);
-                }
-                let x = Mat {
-                    data: x,
-                    rs: p.k(),
-                    cs: 1,
-                };
-                uae_kernels::bf16::gemm(m, x, p, out, n, true, threads);
-                if gelu {
-                    gelu_inplace(&mut out[..m * n]);
-                }
-            }
+            Proj::Bf16(p, b) => small_linear(x, m, p, b, gelu, out, threads),
         }
     }
 }
@@ -85,8 +74,9 @@ fn vec1(t: &Tensor) -> Result<Vec<f32>> {
 
 impl QueryModel {
     /// Repacks `bert`'s f32 weights (a copy of the projections, ~4 bytes a parameter;
-    /// the word embeddings are shared). A model converted to bf16 keeps its bf16
-    /// projections (shared, not copied): half the bytes streamed per query.
+    /// the word embeddings are shared). For a model converted to bf16 the panels hold
+    /// bf16 weights, rounded as the bf16 GEMMs round them; activations and sums stay
+    /// f32.
     pub fn new(bert: &Bert) -> Result<Self> {
         let c = &bert.config;
         let h = c.hidden_size;
@@ -100,20 +90,14 @@ impl QueryModel {
             .layers
             .iter()
             .map(|l| {
-                let [qkv, o, inter, out] = match &l.bf16 {
-                    Some(packed) => packed
-                        .each_ref()
-                        .map(|p| Proj::Bf16(p.w.clone(), p.b.clone())),
-                    None => {
-                        let (w, b) = l.stacked_qkv()?;
-                        [
-                            Proj::f32(&w, &b)?,
-                            Proj::f32(&l.o_w, &l.o_b)?,
-                            Proj::f32(&l.i_w, &l.i_b)?,
-                            Proj::f32(&l.out_w, &l.out_b)?,
-                        ]
-                    }
-                };
+                let bf16 = l.bf16.is_some();
+                let (w, b) = l.stacked_qkv()?;
+                let [qkv, o, inter, out] = [
+                    Proj::new(&w, &b, bf16)?,
+                    Proj::new(&l.o_w, &l.o_b, bf16)?,
+                    Proj::new(&l.i_w, &l.i_b, bf16)?,
+                    Proj::new(&l.out_w, &l.out_b, bf16)?,
+                ];
                 Ok(QueryLayer {
                     qkv,
                     o,

@@ -90,6 +90,12 @@ fn bf16_projections_stay_close_to_reference() {
     }
     eprintln!("lowest cosine, bf16 vs sentence-transformers f32: {worst:.6}");
     assert!(worst >= 0.9999, "bf16 embeddings drift: cosine {worst}");
+    // The single-query path of a bf16 model (bf16 weights, f32 activations).
+    for (i, c) in cases.iter().enumerate() {
+        let v = enc.embed_query(c["text"].as_str().unwrap(), 2).unwrap();
+        let cos = cosine(&v, &floats(&c["embedding"]));
+        assert!(cos >= 0.9999, "case {i}: bf16 single-query cosine {cos}");
+    }
     let trainable = Encoder::load(&model_dir(), &Device::Cpu, true).unwrap();
     // A bf16 snapshot of a trainable model draws the same dropout masks: in training
     // mode its embeddings stay within cosine 0.9999 of the f32 model's.

@@ -1,10 +1,11 @@
 //! GFLOP/s of the single-query projections (`uae_kernels::small`) at MiniLM's shapes,
 //! first with one weight reused (it stays in cache), then over six layers' distinct
 //! weights (42 MB: streamed from memory, as a real query is):
-//! `cargo run --release -p uae-kernels --example small_shapes [ROWS] [THREADS]`.
+//! `cargo run --release -p uae-kernels --example small_shapes [ROWS] [THREADS] [bf16]`
+//! (`bf16`: the streamed pass with bf16 panels, half the bytes).
 
 use std::time::Instant;
-use uae_kernels::small::{small_linear, Panels};
+use uae_kernels::small::{small_linear, Element, Panels};
 
 const SHAPES: [(usize, usize); 4] = [(1152, 384), (384, 384), (1536, 384), (384, 1536)];
 
@@ -12,6 +13,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let m: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(14);
     let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let bf16 = args.next().is_some_and(|s| s == "bf16");
     let make = |n: usize, k: usize, seed: usize| {
         let w: Vec<f32> = (0..n * k)
             .map(|i| ((i + seed) % 13) as f32 * 0.01)
@@ -36,27 +38,12 @@ fn main() {
             2.0 * (m * n * k) as f64 / s / 1e9
         );
     }
-    let layers: Vec<Vec<Panels>> = (0..6)
-        .map(|l| SHAPES.iter().map(|&(n, k)| make(n, k, l + 1)).collect())
-        .collect();
-    let bias = vec![0.5f32; 1536];
-    let reps = 100;
-    let mut flops = 0.0;
-    let t = Instant::now();
-    for _ in 0..reps {
-        for layer in &layers {
-            for p in layer {
-                small_linear(&x, m, p, &bias[..p.n()], false, &mut out, threads);
-                flops += 2.0 * (m * p.n() * p.k()) as f64;
-            }
-        }
-    }
-    let s = t.elapsed().as_secs_f64();
-    let bytes = layers
-        .iter()
-        .flatten()
-        .map(|p| p.n() * p.k() * 4)
-        .sum::<usize>();
+    let (s, flops, bytes) = if bf16 {
+        streamed(&x, m, threads, |w, n, k| Panels::from_weight_bf16(w, n, k))
+    } else {
+        streamed(&x, m, threads, |w, n, k| Panels::from_weight(w, n, k))
+    };
+    let reps = REPS;
     println!(
         "streamed, 6 layers ({:.0} MB): {:.2} ms a pass, {:.1} GFLOP/s, {:.1} GB/s",
         bytes as f64 / 1e6,
@@ -64,4 +51,45 @@ fn main() {
         flops / s / 1e9,
         bytes as f64 * reps as f64 / s / 1e9
     );
+}
+
+const REPS: usize = 100;
+
+/// Six layers of distinct weights, each pass streaming all of them: (seconds for
+/// `REPS` passes, FLOPs, bytes of one pass).
+fn streamed<T: Element>(
+    x: &[f32],
+    m: usize,
+    threads: usize,
+    pack: impl Fn(&[f32], usize, usize) -> Panels<T>,
+) -> (f64, f64, usize) {
+    let layers: Vec<Panels<T>> = (0..6)
+        .flat_map(|l| {
+            SHAPES.iter().map(move |&(n, k)| {
+                (
+                    n,
+                    k,
+                    (0..n * k)
+                        .map(|i| ((i + l + 1) % 13) as f32 * 0.01)
+                        .collect::<Vec<f32>>(),
+                )
+            })
+        })
+        .map(|(n, k, w)| pack(&w, n, k))
+        .collect();
+    let bias = vec![0.5f32; 1536];
+    let mut out = vec![0f32; m * 1536];
+    let mut flops = 0.0;
+    let t = Instant::now();
+    for _ in 0..REPS {
+        for p in &layers {
+            small_linear(x, m, p, &bias[..p.n()], false, &mut out, threads);
+            flops += 2.0 * (m * p.n() * p.k()) as f64;
+        }
+    }
+    let bytes = layers
+        .iter()
+        .map(|p| p.n() * p.k() * std::mem::size_of::<T>())
+        .sum();
+    (t.elapsed().as_secs_f64(), flops, bytes)
 }

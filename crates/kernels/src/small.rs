@@ -6,32 +6,101 @@
 //! columns (`k x 16` floats each, contiguous), and each call streams every panel
 //! once while blocks of up to [`ROWS`] input rows accumulate in registers. The loops are
 //! compiled per instruction set (AVX-512, AVX2, scalar) and picked at run time.
+//!
+//! Panels hold f32, or bf16 ([`Panels::from_weight_bf16`]): half the bytes to stream,
+//! widened to f32 in registers, so only the weights are rounded (the activations and
+//! the accumulation stay f32).
 
 /// Output columns per panel: one AVX-512 register of f32.
 pub const PANEL: usize = 16;
 /// Input rows that share one pass over a panel (accumulators kept in registers).
 pub const ROWS: usize = 16;
 
-/// A `[out, in]` weight (PyTorch `Linear` layout) repacked for [`small_linear`].
-#[derive(Clone)]
-pub struct Panels {
-    k: usize,
-    n: usize,
-    data: Vec<f32>,
+/// A weight element of [`Panels`]: f32, or bf16 bits (`u16`).
+pub trait Element: Copy + Default + Send + Sync + 'static {
+    fn from_f32(v: f32) -> Self;
+    fn to_f32(self) -> f32;
+    /// Sixteen consecutive elements widened to f32.
+    ///
+    /// # Safety
+    /// AVX-512F must be available and `p` must point at 16 readable elements.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
-impl Panels {
+impl Element for f32 {
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(unsafe_code)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+}
+
+impl Element for u16 {
+    fn from_f32(v: f32) -> Self {
+        crate::amx::to_bf16(v)
+    }
+    fn to_f32(self) -> f32 {
+        crate::amx::from_bf16(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(unsafe_code)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract; a bf16 is the high half of its f32.
+        unsafe {
+            let h = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+}
+
+/// A `[out, in]` weight (PyTorch `Linear` layout) repacked for [`small_linear`].
+#[derive(Clone)]
+pub struct Panels<T: Element = f32> {
+    k: usize,
+    n: usize,
+    data: Vec<T>,
+}
+
+impl Panels<f32> {
     /// Packs `w`, row-major `[n, k]` (output `j` is row `j`). Panics if the slice is
     /// shorter than `n * k` (a bug in the caller).
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        Self::pack(w, n, k)
+    }
+}
+
+impl Panels<u16> {
+    /// [`Panels::from_weight`] with the weights rounded to bf16 (nearest, ties to
+    /// even, as the bf16 GEMMs round).
+    pub fn from_weight_bf16(w: &[f32], n: usize, k: usize) -> Self {
+        Self::pack(w, n, k)
+    }
+}
+
+impl<T: Element> Panels<T> {
+    fn pack(w: &[f32], n: usize, k: usize) -> Self {
         assert!(w.len() >= n * k, "Panels: weight shorter than n * k (bug)");
         let panels = n.div_ceil(PANEL);
-        let mut data = vec![0f32; panels * k * PANEL];
+        let mut data = vec![T::default(); panels * k * PANEL];
         for (p, panel) in data.chunks_mut(k * PANEL).enumerate() {
             for l in 0..PANEL.min(n - p * PANEL) {
                 let row = &w[(p * PANEL + l) * k..(p * PANEL + l + 1) * k];
                 for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * PANEL + l] = v;
+                    panel[kk * PANEL + l] = T::from_f32(v);
                 }
             }
         }
@@ -52,10 +121,10 @@ impl Panels {
 /// `out[m, n] = x[m, k] W^T + bias` (then GELU when `gelu`), rows row-major. With
 /// `threads > 1` the panels are split between rayon workers. Panics when a slice is
 /// shorter than its shape (a bug in the caller).
-pub fn small_linear(
+pub fn small_linear<T: Element>(
     x: &[f32],
     m: usize,
-    w: &Panels,
+    w: &Panels<T>,
     bias: &[f32],
     gelu: bool,
     out: &mut [f32],
@@ -114,11 +183,11 @@ pub fn small_linear(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn panel_range(
+fn panel_range<T: Element>(
     x: &[f32],
     m: usize,
     k: usize,
-    data: &[f32],
+    data: &[T],
     bias: &[f32],
     p0: usize,
     p1: usize,
@@ -127,11 +196,11 @@ fn panel_range(
     out_rs: usize,
     gelu: bool,
 ) {
-    struct Kernel<'a> {
+    struct Kernel<'a, T> {
         x: &'a [f32],
         m: usize,
         k: usize,
-        data: &'a [f32],
+        data: &'a [T],
         bias: &'a [f32],
         p0: usize,
         p1: usize,
@@ -140,7 +209,7 @@ fn panel_range(
         out_rs: usize,
         gelu: bool,
     }
-    impl pulp::WithSimd for Kernel<'_> {
+    impl<T: Element> pulp::WithSimd for Kernel<'_, T> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _simd: S) {
@@ -203,11 +272,11 @@ fn panel_range(
 /// `rows` rows of `x` (each `k` long) times one panel, plus `bias`, into `acc[..rows]`.
 #[inline(always)]
 #[allow(unsafe_code)]
-fn tile(
+fn tile<T: Element>(
     x: &[f32],
     rows: usize,
     k: usize,
-    panel: &[f32],
+    panel: &[T],
     bias: &[f32; PANEL],
     acc: &mut [[f32; PANEL]; ROWS],
 ) {
@@ -219,7 +288,7 @@ fn tile(
                 match rows {
                     // SAFETY: AVX-512F was detected just above, and the assert above
                     // is the bounds contract `tile_avx512` documents.
-                    $($r => unsafe { tile_avx512::<$r>(x, k, panel, bias, acc) },)*
+                    $($r => unsafe { tile_avx512::<T, $r>(x, k, panel, bias, acc) },)*
                     _ => {}
                 }
             };
@@ -232,7 +301,7 @@ fn tile(
         for (r, a) in acc.iter_mut().take(rows).enumerate() {
             let v = x[r * k + kk];
             for (a, w) in a.iter_mut().zip(w) {
-                *a += v * w;
+                *a += v * w.to_f32();
             }
         }
     }
@@ -241,14 +310,15 @@ fn tile(
 /// [`tile`] with `R` accumulators held in AVX-512 registers.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `x` must hold `R * k` floats and `panel` `k * 16`.
+/// The CPU must support AVX-512F; `x` must hold `R * k` floats and `panel` `k * 16`
+/// elements.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(unsafe_code)]
-unsafe fn tile_avx512<const R: usize>(
+unsafe fn tile_avx512<T: Element, const R: usize>(
     x: &[f32],
     k: usize,
-    panel: &[f32],
+    panel: &[T],
     bias: &[f32; PANEL],
     acc: &mut [[f32; PANEL]; ROWS],
 ) {
@@ -262,8 +332,9 @@ unsafe fn tile_avx512<const R: usize>(
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
         for kk in 0..k {
             // A hint 2 KB ahead (the pointer may pass the end: prefetches never fault).
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(kk * PANEL + 512).cast());
-            let w = _mm512_loadu_ps(wp.add(kk * PANEL));
+            let ahead = 2048 / std::mem::size_of::<T>();
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(kk * PANEL + ahead).cast());
+            let w = T::load16(wp.add(kk * PANEL));
             for (r, a) in a.iter_mut().enumerate() {
                 let v = _mm512_set1_ps(*xp.add(r * k + kk));
                 *a = _mm512_fmadd_ps(v, w, *a);
