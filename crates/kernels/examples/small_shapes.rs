@@ -39,9 +39,9 @@ fn main() {
         );
     }
     let (s, flops, bytes) = if bf16 {
-        streamed(&x, m, threads, |w, n, k| Panels::from_weight_bf16(w, n, k))
+        streamed(&x, m, threads, Panels::from_weight_bf16)
     } else {
-        streamed(&x, m, threads, |w, n, k| Panels::from_weight(w, n, k))
+        streamed(&x, m, threads, Panels::from_weight)
     };
     let reps = REPS;
     println!(
