@@ -35,21 +35,22 @@ fn fails_with_cmd(cmd: &mut Command, needles: &[&str]) {
 fn bad_inputs_exit_non_zero_with_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    // bf16 where there is no AMX (UAE_NO_AMX hides it on machines that have it).
+    // bf16 where there is no bf16 unit (UAE_BF16_BACKEND=none hides AMX and
+    // AVX512_BF16 on machines that have them).
     std::fs::write(p.join("texts.jsonl"), "{\"text\": \"hi\"}\n").unwrap();
     let mut embed = uae();
     embed
-        .env("UAE_NO_AMX", "1")
+        .env("UAE_BF16_BACKEND", "none")
         .args(["embed", "--bf16", "--input"])
         .arg(p.join("texts.jsonl"))
         .arg("--out")
         .arg(p.join("v.jsonl"));
-    fails_with_cmd(&mut embed, &["bf16", "AMX"]);
+    fails_with_cmd(&mut embed, &["bf16", "AMX", "AVX512_BF16"]);
     let mut label = uae();
     label
-        .env("UAE_NO_AMX", "1")
+        .env("UAE_BF16_BACKEND", "none")
         .args(["bench", "label", "--bf16", "--sequences", "1"]);
-    fails_with_cmd(&mut label, &["bf16", "AMX"]);
+    fails_with_cmd(&mut label, &["bf16", "AMX", "AVX512_BF16"]);
     // Bad JSON in a QASPER file.
     std::fs::write(p.join("qasper-test-v0.3.json"), "{ not json").unwrap();
     fails_with(

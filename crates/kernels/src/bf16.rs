@@ -31,13 +31,16 @@ impl Backend {
 }
 
 /// The fastest bf16 unit of this CPU, or `None` (then bf16 is unavailable: callers
-/// stay in f32 or report a clear error). `UAE_BF16_BACKEND=avx512bf16` skips AMX
-/// (to measure one against the other on a machine with both).
+/// stay in f32 or report a clear error). `UAE_BF16_BACKEND=avx512bf16` skips AMX (to
+/// measure one against the other on a machine with both); `UAE_BF16_BACKEND=none`
+/// hides both (to test the no-bf16 path anywhere).
 pub fn backend() -> Option<Backend> {
     static B: std::sync::OnceLock<Option<Backend>> = std::sync::OnceLock::new();
     *B.get_or_init(|| {
-        let skip_amx = std::env::var("UAE_BF16_BACKEND").is_ok_and(|v| v == "avx512bf16");
-        if !skip_amx && crate::amx::available() {
+        let choice = std::env::var("UAE_BF16_BACKEND").unwrap_or_default();
+        if choice == "none" {
+            None
+        } else if choice != "avx512bf16" && crate::amx::available() {
             Some(Backend::Amx)
         } else if avx512bf16() {
             Some(Backend::Avx512Bf16)
