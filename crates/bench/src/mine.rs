@@ -141,12 +141,13 @@ pub fn mine(b: &MineBench, splits: &[Qasper], progress: &dyn Progress) -> Result
     };
     let eligible: Vec<usize> = (0..set.questions.len()).collect();
     let t = Instant::now();
-    let mined = uae_label::mine_all(&set, &eligible, &b.encoder, &cfg, progress).map_err(|e| {
-        Error::Invalid {
-            what: "bench mine",
-            message: e.to_string(),
-        }
-    })?;
+    let mined =
+        uae_label::mine_all(&set, &eligible, &b.encoder, &cfg, None, progress).map_err(|e| {
+            Error::Invalid {
+                what: "bench mine",
+                message: e.to_string(),
+            }
+        })?;
     let seconds = t.elapsed().as_secs_f64();
     Ok(MineReport {
         bench: "mine",

@@ -22,7 +22,8 @@ pub struct LabelArgs {
     #[arg(long, value_parser = count())]
     limit: Option<usize>,
     /// Output folder: scores.jsonl (durable store), labels.jsonl, manifest.json,
-    /// summary.json, utility-histogram.svg. Rerunning the same command resumes.
+    /// summary.json, utility-histogram.svg, cache/ (the mining encoder's passage
+    /// embeddings, in pieces). Rerunning the same command resumes, mid-mining too.
     #[arg(long)]
     out: PathBuf,
     /// Which passages are scored: `gold` (the evidence + hard negatives; questions

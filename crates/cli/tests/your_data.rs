@@ -118,6 +118,9 @@ fn generic_labels_equal_the_qasper_path() {
         assert_eq!(labels(&a), labels(&b), "{mode}");
         let cands = |p: &Path| std::fs::read_to_string(p.join("candidates.jsonl")).unwrap();
         assert_eq!(cands(&a), cands(&b), "{mode}");
+        // Mining cached its passage embeddings (what a killed run resumes from).
+        let cached = std::fs::read_dir(b.join("cache")).unwrap().count();
+        assert!(cached >= 1, "{mode}: no cached mining embeddings");
     }
 }
 

@@ -85,13 +85,20 @@ pub fn mine(
         .collect()
 }
 
+/// Passages embedded (and cached) per piece when mining with a cache folder.
+pub const EMBED_CHUNK: usize = 8192;
+
 /// Ranks the passages that the `eligible` questions may draw from with the base
 /// encoder in `encoder_dir` and with BM25, and mines each question's candidates.
+/// With `cache_dir`, the passage embeddings are cached there in pieces of
+/// [`EMBED_CHUNK`], so a run killed while embedding a large corpus resumes from the
+/// last finished piece.
 pub fn mine_all(
     set: &QaSet,
     eligible: &[usize],
     encoder_dir: &Path,
     cfg: &LabelConfig,
+    cache_dir: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<Mined> {
     // Only the scopes involved (all of the corpus if a question is unscoped).
@@ -112,8 +119,30 @@ pub fn mine_all(
         .map(|(i, p)| (p.id.as_str(), i))
         .collect();
     let enc = uae_search::load_encoder(encoder_dir, false)?;
-    let vecs =
-        uae_search::embed_passages(&enc, &passages, BatchOptions::default(), "mining", progress)?;
+    let vecs = match cache_dir {
+        None => uae_search::embed_passages(
+            &enc,
+            &passages,
+            BatchOptions::default(),
+            "mining",
+            progress,
+        )?,
+        Some(dir) => {
+            let pieces = passages.len().div_ceil(EMBED_CHUNK);
+            let mut vecs = Vec::with_capacity(passages.len());
+            for (i, chunk) in passages.chunks(EMBED_CHUNK).enumerate() {
+                vecs.extend(uae_search::cached_passage_embeddings(
+                    &format!("mining {}/{pieces}", i + 1),
+                    &enc,
+                    encoder_dir,
+                    chunk,
+                    dir,
+                    progress,
+                )?);
+            }
+            vecs
+        }
+    };
     let dense = DenseSearcher::new(&passages, &vecs)?;
     let bm25 = if everything {
         ScopedBm25::with_global(&passages, Bm25Params::default())

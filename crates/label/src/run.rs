@@ -123,7 +123,15 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
             items
         }
         None => {
-            let items = mine_all(r.set, &eligible, &r.encoder, &r.config, progress)?;
+            let cache = r.out.join("cache");
+            let items = mine_all(
+                r.set,
+                &eligible,
+                &r.encoder,
+                &r.config,
+                Some(&cache),
+                progress,
+            )?;
             MinedRow::write_all(&r.out, &rows(r.set, &items))?;
             items
         }
