@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use uae_artifacts::labels::{LabeledCandidate, LabeledGroup};
 use uae_data::{Paragraph, Qasper};
+use uae_eval::percentile;
 use uae_lm::LmSource;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -487,12 +488,6 @@ pub struct QueryReport {
     pub roofline_fraction: f64,
 }
 
-fn percentile_ms(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)] * 1e3
-}
-
 pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
     if b.queries == 0 || b.repeats == 0 {
         return Err(invalid(
@@ -538,15 +533,16 @@ pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
         }
         Ok((ms, vecs))
     };
-    let (mut single, a) = time(true)?;
-    let (mut batch, v) = time(false)?;
+    let (single, a) = time(true)?;
+    let (batch, v) = time(false)?;
     let max_abs_diff = a
         .iter()
         .flatten()
         .zip(v.iter().flatten())
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
-    let p50 = percentile_ms(&mut single, 0.5);
+    let ms = |v: &[f64], p: f64| percentile(v, p) * 1e3;
+    let p50 = ms(&single, 50.0);
     let tokens = lens[lens.len() / 2];
     let flops = tokens as f64 * encoder_flops_per_token(&enc.model.config, tokens);
     let peak = gemm_peak_gflops(b.bf16);
@@ -558,10 +554,10 @@ pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
         threads,
         tokens_p50: lens[lens.len() / 2],
         p50_ms: p50,
-        p95_ms: percentile_ms(&mut single, 0.95),
-        p99_ms: percentile_ms(&mut single, 0.99),
-        batch_path_p50_ms: percentile_ms(&mut batch, 0.5),
-        batch_path_p95_ms: percentile_ms(&mut batch, 0.95),
+        p95_ms: ms(&single, 95.0),
+        p99_ms: ms(&single, 99.0),
+        batch_path_p50_ms: ms(&batch, 50.0),
+        batch_path_p95_ms: ms(&batch, 95.0),
         max_abs_diff,
         gflops_per_s: flops / (p50 / 1e3) / 1e9,
         gemm_peak_gflops: peak,
