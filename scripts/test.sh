@@ -3,9 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-models.sh
-# The serving tests drive `uae serve` with the official openai Python client.
-if ! python3 -c "import openai" 2>/dev/null; then
-  python3 -m pip install -q --disable-pip-version-check "openai>=1.40" \
-    || echo "test: could not install the openai package; its test is skipped outside CI" >&2
-fi
+# Python packages the integration tests drive (openai client, llama-cpp-python's
+# server, datasets); the llama-cpp-python wheel is built once and cached. Tests that
+# need a missing package skip outside CI and fail in CI.
+bash scripts/python-deps.sh
 cargo test --workspace --locked "$@"

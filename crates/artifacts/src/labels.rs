@@ -81,6 +81,43 @@ impl Default for LabelConfig {
     }
 }
 
+/// One of `count` deterministic parts of a question set (`--shard index/count`,
+/// 1-based): the eligible questions at positions `index-1`, `index-1+count`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether the question at `position` of the eligible list is in this shard.
+    pub fn contains(&self, position: usize) -> bool {
+        position % self.count == self.index - 1
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}`: expected i/n with 1 <= i <= n (for example 2/4)");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
 /// `manifest.json` of a label folder: what a resumed run must match, and what the
 /// trainer fingerprints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +135,10 @@ pub struct LabelManifest {
     pub lm_sha256: String,
     pub encoder: String,
     pub config: LabelConfig,
+    /// The part of the questions this folder holds (`uae label --shard`); none for a
+    /// whole run or a merged folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl LabelManifest {
@@ -265,6 +306,11 @@ impl LabelSummary {
     pub fn write(&self, dir: &Path) -> Result<()> {
         uae_core::fs::write_json(&dir.join(Self::FILE), self)
     }
+
+    /// The summary of label folder `dir`, if it has one.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        read_json_if_present(&dir.join(Self::FILE))
+    }
 }
 
 /// Reads a JSON file if it exists; errors name the file.
@@ -337,6 +383,7 @@ mod tests {
             lm_sha256: lm.into(),
             encoder: "e".into(),
             config: LabelConfig::default(),
+            shard: None,
         }
     }
 

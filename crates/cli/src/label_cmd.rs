@@ -1,11 +1,15 @@
-use crate::common::{count, count_in, named, Bars, DataDir, LmArgs};
-use anyhow::Result;
+use crate::common::{count, count_in, named, positive, Bars, DataDir, LmArgs};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
+use uae_artifacts::labels::Shard;
 use uae_data::Split;
-use uae_label::{CandidateMode, LabelConfig, LabelRun, Template};
+use uae_label::{CandidateMode, LabelConfig, LabelRun, RemoteLm, RemoteOptions, Scorer, Template};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct LabelArgs {
+    #[command(subcommand)]
+    action: Option<LabelAction>,
     /// QASPER split to label (ignored with --questions).
     #[arg(long, default_value = "train")]
     split: Split,
@@ -24,15 +28,44 @@ pub struct LabelArgs {
     /// Output folder: scores.jsonl (durable store), labels.jsonl, manifest.json,
     /// summary.json, utility-histogram.svg, cache/ (the mining encoder's passage
     /// embeddings, in pieces). Rerunning the same command resumes, mid-mining too.
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Label a deterministic part of the questions: `i/n` (1 <= i <= n) takes the
+    /// eligible questions at positions i-1, i-1+n, ... (after --limit) into this
+    /// --out; `uae label merge` joins the n folders. For n machines or n servers.
     #[arg(long)]
-    out: PathBuf,
+    shard: Option<Shard>,
     /// Which passages are scored: `gold` (the evidence + hard negatives; questions
     /// with evidence only) or `mined` (top dense + BM25 + random, no evidence
     /// needed). Default: `gold` for QASPER, `mined` for your own data.
     #[arg(long, value_parser = named::<CandidateMode>(&["gold", "mined"]))]
     candidates: Option<CandidateMode>,
-    #[command(flatten)]
-    lm: LmArgs,
+    /// The LLM: a GGUF file (llama/qwen2) or a HF safetensors folder, run in this
+    /// process; or the base URL of an LLM server speaking the OpenAI completions API
+    /// (`http://HOST:PORT/v1`: vLLM, llama.cpp's server, llama-cpp-python). Repeat
+    /// the flag for several servers of the same model; requests are shared out.
+    #[arg(long, default_value = uae_label::DEFAULT_LM)]
+    lm: Vec<String>,
+    /// Local LLM only: keep GGUF weights quantised (less memory, slower prefill).
+    #[arg(long, conflicts_with = "bf16")]
+    quantized: bool,
+    /// Local LLM only: bf16 weights on AMX or AVX512_BF16 (see `uae bench label`).
+    #[arg(long)]
+    bf16: bool,
+    /// Remote LLM: requests in flight per server (1-1024).
+    #[arg(long, default_value_t = 8, value_parser = count_in(1, 1024))]
+    lm_concurrency: usize,
+    /// Remote LLM: seconds one request may take before it is retried (> 0).
+    #[arg(long, default_value_t = 120.0, value_parser = positive)]
+    lm_timeout: f32,
+    /// Remote LLM: retries of a request after a timeout, a dropped connection, a 429
+    /// or a 5xx, with exponential backoff from 0.5 s (0-100). A request out of
+    /// retries stops the run; what was scored is kept and a rerun resumes.
+    #[arg(long, default_value_t = 6, value_parser = count_in(0, 100))]
+    lm_retries: usize,
+    /// Remote LLM: bearer token for the servers (vLLM's --api-key).
+    #[arg(long, env = "UAE_LM_API_KEY", hide_env_values = true)]
+    lm_api_key: Option<String>,
     /// Bi-encoder that mines dense hard negatives.
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     encoder: PathBuf,
@@ -65,7 +98,63 @@ pub struct LabelArgs {
     data: DataDir,
 }
 
+#[derive(clap::Subcommand)]
+enum LabelAction {
+    /// Join the shard folders of one run (`uae label --shard i/n`) into one label
+    /// folder, in the unsharded order; they must share the LLM, configuration,
+    /// questions and corpus, and all n must be there.
+    Merge {
+        /// The shard folders, in any order.
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// The merged label folder (new).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write labels as a dataset for training elsewhere.
+    Export {
+        /// `sentence-transformers`: train.jsonl and train.parquet with columns
+        /// query, positive, negative_1.., label (the utilities, for DistillKLDivLoss),
+        /// plus ids.jsonl row for row.
+        #[arg(long, value_parser = ["sentence-transformers"], default_value = "sentence-transformers")]
+        format: String,
+        /// Candidates per row (>= 2; default: the most common number per question).
+        /// Questions with fewer are left out; with more, keep their best.
+        #[arg(long, value_parser = count_in(2, 100_000))]
+        candidates: Option<usize>,
+        /// The label folder.
+        labels: PathBuf,
+        /// The output folder.
+        out: PathBuf,
+    },
+}
+
+fn is_url(s: &str) -> bool {
+    s.contains("://")
+}
+
 pub fn run(a: LabelArgs) -> Result<()> {
+    match a.action {
+        Some(LabelAction::Merge { shards, out }) => {
+            let summary = uae_label::merge::merge(&shards, &out)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            return Ok(());
+        }
+        Some(LabelAction::Export {
+            labels,
+            out,
+            candidates,
+            format: _,
+        }) => {
+            let s = uae_label::export::export_sentence_transformers(&labels, &out, candidates)?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            return Ok(());
+        }
+        None => {}
+    }
+    let Some(out) = a.out.clone() else {
+        bail!("--out is required");
+    };
     let (set, split) = match (&a.corpus, &a.questions) {
         (Some(c), Some(q)) => {
             let set = uae_data::QaSet::load(c, q)?;
@@ -89,15 +178,48 @@ pub fn run(a: LabelArgs) -> Result<()> {
         max_batch: a.max_batch,
         max_batch_tokens: a.max_batch_tokens,
     };
-    let lm = a.lm.load()?;
+    let remote = a.lm.iter().any(|l| is_url(l));
+    if remote && !a.lm.iter().all(|l| is_url(l)) {
+        bail!("--lm: either one local model file or one or more server URLs, not both");
+    }
+    if !remote && a.lm.len() > 1 {
+        bail!("--lm: only server URLs can be repeated; a local model is one file or folder");
+    }
+    if remote && (a.bf16 || a.quantized) {
+        bail!("--bf16 and --quantized apply to a local LLM; a server runs the precision it was started with");
+    }
+    let (local, server);
+    let scorer = if remote {
+        server = RemoteLm::connect(
+            &a.lm,
+            RemoteOptions {
+                concurrency: a.lm_concurrency,
+                timeout: std::time::Duration::from_secs_f32(a.lm_timeout),
+                retries: a.lm_retries as u32,
+                api_key: a.lm_api_key.clone(),
+                ..Default::default()
+            },
+        )?;
+        tracing::info!(model = %server.model, endpoints = server.urls().len(), "scoring on LLM servers");
+        Scorer::Remote(&server)
+    } else {
+        let args = LmArgs {
+            lm: PathBuf::from(&a.lm[0]),
+            quantized: a.quantized,
+            bf16: a.bf16,
+        };
+        local = args.load()?;
+        Scorer::Local(&local)
+    };
     let run = LabelRun {
         set: &set,
         split,
         corpus_path: a.corpus.clone(),
         limit: a.limit,
-        out: a.out,
-        lm: &lm,
-        lm_path: a.lm.lm.clone(),
+        shard: a.shard,
+        out,
+        scorer,
+        lm_name: a.lm.join(" "),
         encoder: a.encoder,
         config,
     };

@@ -8,13 +8,17 @@
 //! so that a killed run, restarted, recomputes the same batches and ends with the
 //! same store.
 
+pub mod export;
+pub mod merge;
 pub mod mine;
+pub mod remote;
 mod run;
 mod score;
 
 pub use mine::{mine, mine_all};
+pub use remote::{RemoteLm, RemoteOptions};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};
-pub use score::{label, score_key, Job, Record};
+pub use score::{label, score_key, Job, Record, Scorer};
 pub use uae_artifacts::labels::{
     Candidate, CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledCandidate,
     LabeledGroup, Template,
@@ -39,6 +43,10 @@ pub enum Error {
     NothingToLabel { split: String },
     #[error("the LLM gave a non-finite NLL for score {key}; nothing of that batch was stored")]
     NonFiniteScore { key: String },
+    #[error("LLM server {url}: {message}")]
+    Remote { url: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Files(#[from] uae_core::Error),
     #[error(transparent)]

@@ -3,15 +3,14 @@
 //! `summary.json` and the utility histogram.
 
 use crate::mine::{mine_all, read_mined, rows};
-use crate::score::{label, Job};
+use crate::score::{label, Job, Scorer};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use uae_artifacts::labels::{
-    CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledGroup, MinedRow,
+    CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledGroup, MinedRow, Shard,
 };
 use uae_core::Progress;
 use uae_data::QaSet;
-use uae_lm::CausalLm;
 
 /// The default LLM file (what `scripts/fetch-models.sh` unpacks).
 pub const DEFAULT_LM: &str = "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -27,10 +26,13 @@ pub struct LabelRun<'a> {
     pub corpus_path: Option<PathBuf>,
     /// Label only the first N eligible questions (in file order).
     pub limit: Option<usize>,
+    /// Label only this part of the eligible questions (after `limit`).
+    pub shard: Option<Shard>,
     pub out: PathBuf,
-    pub lm: &'a CausalLm,
-    /// The LLM's path, as given (recorded in the manifest).
-    pub lm_path: PathBuf,
+    /// The local LLM or the LLM servers.
+    pub scorer: Scorer<'a>,
+    /// The LLM's path or the servers' URLs, as given (recorded in the manifest).
+    pub lm_name: String,
     /// The bi-encoder that mines dense candidates.
     pub encoder: PathBuf,
     pub config: LabelConfig,
@@ -38,8 +40,9 @@ pub struct LabelRun<'a> {
 
 impl LabelRun<'_> {
     /// Questions to label (indices into the set): with an answer, and with a
-    /// positive in `gold` mode; the first `limit` of them. Also how many were left
-    /// out for want of an answer, and (in `gold` mode) of a positive.
+    /// positive in `gold` mode; the first `limit` of them; with `shard`, its part of
+    /// those. Also how many were left out for want of an answer, and (in `gold`
+    /// mode) of a positive.
     pub fn eligible(&self) -> (Vec<usize>, usize, usize) {
         let gold = self.config.candidates == CandidateMode::Gold;
         let (mut no_answer, mut no_positive) = (0, 0);
@@ -56,6 +59,14 @@ impl LabelRun<'_> {
                 out.push(i);
             }
         }
+        if let Some(shard) = self.shard {
+            out = out
+                .into_iter()
+                .enumerate()
+                .filter(|(pos, _)| shard.contains(*pos))
+                .map(|(_, i)| i)
+                .collect();
+        }
         (out, no_answer, no_positive)
     }
 
@@ -66,10 +77,11 @@ impl LabelRun<'_> {
             limit: self.limit,
             data_file: self.set.source.display().to_string(),
             corpus: self.corpus_path.as_ref().map(|p| p.display().to_string()),
-            lm: self.lm_path.display().to_string(),
-            lm_sha256: self.lm.model_hash.clone(),
+            lm: self.lm_name.clone(),
+            lm_sha256: self.scorer.model_hash().to_string(),
             encoder: self.encoder.display().to_string(),
             config: self.config.clone(),
+            shard: self.shard,
         }
     }
 }
@@ -83,6 +95,15 @@ fn check_resume(dir: &Path, old: &LabelManifest, new: &LabelManifest) -> Result<
             what: "LLM sha256",
             found: old.lm_sha256.clone(),
             want: new.lm_sha256.clone(),
+        });
+    }
+    if old.shard != new.shard {
+        let show = |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
+        return Err(Error::Mismatch {
+            path,
+            what: "the questions of",
+            found: show(old.shard),
+            want: show(new.shard),
         });
     }
     if old.config != new.config || old.split != new.split {
@@ -137,7 +158,7 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
         }
     };
     let job = Job { set: r.set, items };
-    let (mut summary, groups) = label(r.lm, &job, &r.config, &r.out, progress)?;
+    let (mut summary, groups) = label(r.scorer, &job, &r.config, &r.out, progress)?;
     summary.skipped_no_answer = no_answer;
     summary.skipped_no_positive = no_positive;
     summary.write(&r.out)?;

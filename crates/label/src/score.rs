@@ -11,6 +11,99 @@ use uae_core::{Keyed, Progress, Store};
 use uae_data::QaSet;
 use uae_lm::{CausalLm, ScoreRequest};
 
+use crate::remote::RemoteLm;
+
+/// Who computes the answer log-probabilities: the LLM in this process, or LLM
+/// servers speaking the OpenAI completions API. Their store keys never mix: the
+/// local model is named by its file's sha256, a remote one by `openai:{model}`.
+#[derive(Clone, Copy)]
+pub enum Scorer<'a> {
+    Local(&'a CausalLm),
+    Remote(&'a RemoteLm),
+}
+
+impl Scorer<'_> {
+    /// The model identity that enters every store key.
+    pub fn model_hash(&self) -> &str {
+        match self {
+            Scorer::Local(lm) => &lm.model_hash,
+            Scorer::Remote(r) => &r.model_hash,
+        }
+    }
+}
+
+/// A cached passage truncation by a remote tokenizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cut {
+    k: String,
+    t: String,
+}
+
+impl Keyed for Cut {
+    fn key(&self) -> &str {
+        &self.k
+    }
+}
+
+/// Every distinct passage text cut to `budget` tokens of the scorer's tokenizer.
+/// Remote cuts are kept in `truncations.jsonl` so that a resumed run asks again only
+/// for the ones it has not seen.
+fn truncate_all(
+    scorer: Scorer,
+    texts: &[String],
+    budget: usize,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    match scorer {
+        Scorer::Local(lm) => {
+            for t in texts {
+                out.insert(t.clone(), lm.truncate(t, budget)?);
+            }
+        }
+        Scorer::Remote(r) => {
+            let mut store: Store<Cut> = Store::open(&dir.join("truncations.jsonl"))?;
+            let key = |t: &str| {
+                digest(&[
+                    r.model_hash.as_bytes(),
+                    budget.to_string().as_bytes(),
+                    t.as_bytes(),
+                ])
+            };
+            let mut missing = Vec::new();
+            for t in texts {
+                match store.get(&key(t)) {
+                    Some(c) => {
+                        out.insert(t.clone(), c.t.clone());
+                    }
+                    None => missing.push(t.clone()),
+                }
+            }
+            progress.start("truncating passages", missing.len() as u64);
+            let mut pending = Vec::new();
+            let mut done = 0u64;
+            let result = r.truncate_all(&missing, budget, &mut |i, cut| {
+                pending.push(Cut {
+                    k: key(&missing[i]),
+                    t: cut.clone(),
+                });
+                out.insert(missing[i].clone(), cut);
+                done += 1;
+                if pending.len() >= 256 {
+                    store.append(std::mem::take(&mut pending))?;
+                }
+                progress.set(done);
+                Ok(())
+            });
+            store.append(pending)?;
+            progress.finish();
+            result?;
+        }
+    }
+    Ok(out)
+}
+
 /// One scored (question, passage or none, answer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -56,8 +149,8 @@ type Planned = (usize, Vec<(Candidate, String)>, Vec<String>);
 
 struct Work {
     key: String,
-    prompt: Vec<u32>,
-    answer: Vec<u32>,
+    prompt: String,
+    answer: String,
 }
 
 /// A question to label and its candidates.
@@ -69,9 +162,9 @@ pub struct Job<'a> {
 
 /// Scores every (question, answer) without and with each candidate, into the store in
 /// `dir`, then writes `labels.jsonl` and returns the groups with a summary. Progress
-/// is reported after each batch.
+/// is reported after each batch (local) or as answers arrive (remote).
 pub fn label(
-    lm: &CausalLm,
+    scorer: Scorer,
     job: &Job,
     cfg: &LabelConfig,
     dir: &Path,
@@ -84,6 +177,19 @@ pub fn label(
     let mut plan: Vec<Planned> = Vec::new();
     let by_id: HashMap<&str, &uae_core::Passage> =
         job.set.corpus.iter().map(|p| (p.id.as_str(), p)).collect();
+    let mut distinct: Vec<String> = Vec::new();
+    let mut distinct_seen = std::collections::HashSet::new();
+    for (_, cands) in &job.items {
+        for c in cands {
+            if let Some(p) = by_id.get(c.passage_id.as_str()) {
+                if !p.text.trim().is_empty() && distinct_seen.insert(p.text.as_str()) {
+                    distinct.push(p.text.clone());
+                }
+            }
+        }
+    }
+    let cut = truncate_all(scorer, &distinct, cfg.passage_tokens, dir, progress)?;
+    let model_hash = scorer.model_hash().to_string();
     for (qi, cands) in &job.items {
         let q = &job.set.questions[*qi];
         let answers: Vec<String> = q.answers.clone();
@@ -92,45 +198,145 @@ pub fn label(
         }
         let mut texts = Vec::new();
         for c in cands {
-            let Some(p) = by_id
+            let Some(t) = by_id
                 .get(c.passage_id.as_str())
-                .filter(|p| !p.text.trim().is_empty())
+                .and_then(|p| cut.get(&p.text))
             else {
                 continue;
             };
-            texts.push((c.clone(), lm.truncate(&p.text, cfg.passage_tokens)?));
+            texts.push((c.clone(), t.clone()));
         }
         let passages: Vec<Option<&str>> = std::iter::once(None)
             .chain(texts.iter().map(|(_, t)| Some(t.as_str())))
             .collect();
         for a in &answers {
-            let aids = lm.encode(&cfg.template.answer(a))?;
-            if aids.is_empty() {
+            let answer = cfg.template.answer(a);
+            if answer.trim().is_empty() {
                 continue;
             }
             for p in &passages {
-                let key = score_key(&lm.model_hash, cfg, &q.question, *p, a);
+                let key = score_key(&model_hash, cfg, &q.question, *p, a);
                 if seen.insert(key.clone()) {
                     work.push(Work {
                         key,
-                        prompt: lm.encode(&cfg.template.prompt(*p, &q.question))?,
-                        answer: aids.clone(),
+                        prompt: cfg.template.prompt(*p, &q.question),
+                        answer: answer.clone(),
                     });
                 }
             }
         }
         plan.push((*qi, texts, answers));
     }
-    // A fixed batch plan: sort by length (then key), cut by count and token budget.
-    work.sort_by(|a, b| {
+    let total = work.len();
+    let mut summary = LabelSummary {
+        scores_total: total,
+        ..Default::default()
+    };
+    let done = work.iter().filter(|w| store.get(&w.key).is_some()).count();
+    summary.scores_reused = done;
+    match scorer {
+        Scorer::Local(lm) => score_local(lm, cfg, &work, &mut store, &mut summary, progress)?,
+        Scorer::Remote(r) => score_remote(r, &work, &mut store, &mut summary, progress)?,
+    }
+    // Assemble groups.
+    let mut groups = Vec::new();
+    for (qi, texts, answers) in plan {
+        let q = &job.set.questions[qi];
+        let nll = |p: Option<&str>, a: &str| -> f32 {
+            store
+                .get(&score_key(&model_hash, cfg, &q.question, p, a))
+                .map(|r| r.nll)
+                .unwrap_or(f32::NAN)
+        };
+        let without: Vec<f32> = answers.iter().map(|a| nll(None, a)).collect();
+        let mut cands = Vec::new();
+        for (c, text) in &texts {
+            let per: Vec<f32> = answers
+                .iter()
+                .zip(&without)
+                .map(|(a, w)| w - nll(Some(text), a))
+                .collect();
+            let utility = per.iter().sum::<f32>() / per.len() as f32;
+            cands.push(LabeledCandidate {
+                passage_id: c.passage_id.clone(),
+                text: text.clone(),
+                is_gold: c.is_gold,
+                source: c.source.clone(),
+                utility,
+                per_answer: per,
+            });
+        }
+        groups.push(LabeledGroup {
+            question_id: q.id.clone(),
+            paper_id: q.scope.clone().unwrap_or_default(),
+            question: q.question.clone(),
+            answers,
+            nll_without: without,
+            candidates: cands,
+        });
+    }
+    utility_stats(&mut summary, &groups);
+    summary.seconds = start.elapsed().as_secs_f64();
+    progress.finish();
+    LabeledGroup::write_all(dir, &groups)?;
+    Ok((summary, groups))
+}
+
+/// Mean NLL of answer log-probabilities; non-finite values are refused (a null in the
+/// store would make it unreadable).
+fn record(key: &str, lp: Vec<f32>) -> Result<Record> {
+    let nll = -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len().max(1) as f64;
+    if lp.is_empty() || !(nll as f32).is_finite() {
+        return Err(crate::Error::NonFiniteScore { key: key.into() });
+    }
+    Ok(Record {
+        k: key.to_string(),
+        nll: nll as f32,
+        lp,
+    })
+}
+
+fn rate_message(tokens: usize, start: std::time::Instant) -> String {
+    let s = start.elapsed().as_secs_f64().max(1e-3);
+    format!("{:.0} tokens/s", tokens as f64 / s)
+}
+
+/// The in-process LLM, in a fixed batch plan: sorted by length (then key), cut by
+/// count and token budget, so a killed run recomputes the same batches.
+fn score_local(
+    lm: &CausalLm,
+    cfg: &LabelConfig,
+    work: &[Work],
+    store: &mut Store<Record>,
+    summary: &mut LabelSummary,
+    progress: &dyn Progress,
+) -> Result<()> {
+    struct Ids<'a> {
+        key: &'a str,
+        prompt: Vec<u32>,
+        answer: Vec<u32>,
+    }
+    let mut ids = Vec::with_capacity(work.len());
+    for w in work {
+        let answer = lm.encode(&w.answer)?;
+        if answer.is_empty() {
+            continue;
+        }
+        ids.push(Ids {
+            key: &w.key,
+            prompt: lm.encode(&w.prompt)?,
+            answer,
+        });
+    }
+    ids.sort_by(|a, b| {
         (a.prompt.len() + a.answer.len())
             .cmp(&(b.prompt.len() + b.answer.len()))
-            .then(a.key.cmp(&b.key))
+            .then(a.key.cmp(b.key))
     });
     let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
     let mut s = 0;
     let mut tokens = 0;
-    for (i, w) in work.iter().enumerate() {
+    for (i, w) in ids.iter().enumerate() {
         let t = w.prompt.len() + w.answer.len();
         if i > s && (i - s >= cfg.max_batch || tokens + t > cfg.max_batch_tokens) {
             batches.push(s..i);
@@ -139,21 +345,16 @@ pub fn label(
         }
         tokens += t;
     }
-    if s < work.len() {
-        batches.push(s..work.len());
+    if s < ids.len() {
+        batches.push(s..ids.len());
     }
-    let total = work.len();
-    let mut summary = LabelSummary {
-        scores_total: total,
-        ..Default::default()
-    };
-    let mut done = work.iter().filter(|w| store.get(&w.key).is_some()).count();
-    summary.scores_reused = done;
-    progress.start("scoring", total as u64);
+    let start = std::time::Instant::now();
+    let mut done = summary.scores_reused;
+    progress.start("scoring", work.len() as u64);
     progress.set(done as u64);
     for range in batches {
-        let batch = &work[range];
-        if batch.iter().all(|w| store.get(&w.key).is_some()) {
+        let batch = &ids[range];
+        if batch.iter().all(|w| store.get(w.key).is_some()) {
             continue;
         }
         // The whole batch is recomputed even if part of it was stored before a kill,
@@ -169,84 +370,99 @@ pub fn label(
         let mut records = Vec::new();
         for (w, lp) in batch.iter().zip(lps) {
             summary.tokens_scored += w.prompt.len() + w.answer.len();
-            if store.get(&w.key).is_none() {
-                let nll = -lp.iter().map(|&x| x as f64).sum::<f64>() / lp.len() as f64;
-                if !(nll as f32).is_finite() {
-                    // Never stored: a null in the store would make it unreadable.
-                    return Err(crate::Error::NonFiniteScore { key: w.key.clone() });
-                }
-                records.push(Record {
-                    k: w.key.clone(),
-                    nll: nll as f32,
-                    lp,
-                });
+            if store.get(w.key).is_none() {
+                records.push(record(w.key, lp)?);
             }
         }
         summary.scores_computed += records.len();
         done += records.len();
         store.append(records)?;
         progress.set(done as u64);
+        progress.message(&rate_message(summary.tokens_scored, start));
     }
-    // Assemble groups.
-    let mut groups = Vec::new();
+    progress.finish();
+    Ok(())
+}
+
+/// LLM servers: every missing score as one echo request, stored as answers arrive
+/// (in groups, so a kill loses at most a few seconds of answers).
+fn score_remote(
+    r: &RemoteLm,
+    work: &[Work],
+    store: &mut Store<Record>,
+    summary: &mut LabelSummary,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let todo: Vec<&Work> = work
+        .iter()
+        .filter(|w| store.get(&w.key).is_none())
+        .collect();
+    let texts: Vec<(String, usize)> = todo
+        .iter()
+        .map(|w| {
+            (
+                format!("{}{}", w.prompt, w.answer),
+                w.answer.chars().count(),
+            )
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let mut last_flush = std::time::Instant::now();
+    let mut done = summary.scores_reused;
+    progress.start("scoring (remote)", work.len() as u64);
+    progress.set(done as u64);
+    let mut pending: Vec<Record> = Vec::new();
+    let mut computed = 0;
+    let mut tokens = 0;
+    let result = r.score_all(texts, &mut |i, echo| {
+        tokens += echo.prompt_tokens;
+        pending.push(record(&todo[i].key, echo.answer_lp)?);
+        computed += 1;
+        done += 1;
+        if pending.len() >= 64 || last_flush.elapsed().as_secs_f64() > 2.0 {
+            store.append(std::mem::take(&mut pending))?;
+            last_flush = std::time::Instant::now();
+        }
+        progress.set(done as u64);
+        progress.message(&rate_message(tokens, start));
+        Ok(())
+    });
+    store.append(pending)?;
+    summary.scores_computed += computed;
+    summary.tokens_scored += tokens;
+    progress.finish();
+    result
+}
+
+/// The summary's counts and utility statistics over `groups`: questions,
+/// candidates, gold and other candidates with their mean utilities, and how often
+/// the best candidate is gold (among questions with both kinds).
+pub(crate) fn utility_stats(summary: &mut LabelSummary, groups: &[LabeledGroup]) {
     let (mut g_sum, mut n_sum, mut best_gold, mut best_n) = (0f64, 0f64, 0usize, 0usize);
-    for (qi, texts, answers) in plan {
-        let q = &job.set.questions[qi];
-        let nll = |p: Option<&str>, a: &str| -> f32 {
-            store
-                .get(&score_key(&lm.model_hash, cfg, &q.question, p, a))
-                .map(|r| r.nll)
-                .unwrap_or(f32::NAN)
-        };
-        let without: Vec<f32> = answers.iter().map(|a| nll(None, a)).collect();
-        let mut cands = Vec::new();
-        for (c, text) in &texts {
-            let per: Vec<f32> = answers
-                .iter()
-                .zip(&without)
-                .map(|(a, w)| w - nll(Some(text), a))
-                .collect();
-            let utility = per.iter().sum::<f32>() / per.len() as f32;
+    summary.questions = groups.len();
+    summary.candidates = 0;
+    summary.gold_candidates = 0;
+    summary.non_gold_candidates = 0;
+    for g in groups {
+        for c in &g.candidates {
             if c.is_gold {
-                g_sum += utility as f64;
+                g_sum += c.utility as f64;
                 summary.gold_candidates += 1;
             } else {
-                n_sum += utility as f64;
+                n_sum += c.utility as f64;
                 summary.non_gold_candidates += 1;
             }
-            cands.push(LabeledCandidate {
-                passage_id: c.passage_id.clone(),
-                text: text.clone(),
-                is_gold: c.is_gold,
-                source: c.source.clone(),
-                utility,
-                per_answer: per,
-            });
         }
+        let cands = &g.candidates;
         if cands.iter().any(|c| c.is_gold) && cands.iter().any(|c| !c.is_gold) {
             best_n += 1;
-            let best = cands
-                .iter()
-                .max_by(|a, b| a.utility.total_cmp(&b.utility))
-                .expect("non-empty; this is a bug");
-            best_gold += best.is_gold as usize;
+            if let Some(best) = cands.iter().max_by(|a, b| a.utility.total_cmp(&b.utility)) {
+                best_gold += best.is_gold as usize;
+            }
         }
         summary.candidates += cands.len();
-        groups.push(LabeledGroup {
-            question_id: q.id.clone(),
-            paper_id: q.scope.clone().unwrap_or_default(),
-            question: q.question.clone(),
-            answers,
-            nll_without: without,
-            candidates: cands,
-        });
     }
-    summary.questions = groups.len();
     summary.mean_utility_gold = g_sum / summary.gold_candidates.max(1) as f64;
     summary.mean_utility_non_gold = n_sum / summary.non_gold_candidates.max(1) as f64;
     summary.best_is_gold_fraction = best_gold as f64 / best_n.max(1) as f64;
-    summary.seconds = start.elapsed().as_secs_f64();
-    progress.finish();
-    LabeledGroup::write_all(dir, &groups)?;
-    Ok((summary, groups))
 }
