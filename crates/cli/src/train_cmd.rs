@@ -1,4 +1,4 @@
-use crate::common::{count, count_in, named, positive, Bars, DataDir};
+use crate::common::{count, count_in, named, positive, unit_interval, Bars, DataDir};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
@@ -12,11 +12,15 @@ pub struct TrainArgs {
     /// `uae` (utility-modulated InfoNCE: the utility softmax as soft targets,
     /// in-batch negatives), `uae-listwise` (each candidate a positive weighted by its
     /// utility share, against lower-utility ones), `kl` (KL of the utility and
-    /// similarity distributions over the candidates) or `infonce` (positives only,
-    /// no LLM signal: the ablation).
-    #[arg(long, default_value = "uae", value_parser = named::<LossKind>(&["uae", "uae-listwise", "kl", "infonce"]))]
+    /// similarity distributions over the candidates), `infonce` (positives only,
+    /// no LLM signal: the ablation) or `hybrid` (`uae` whose target puts
+    /// --gold-weight of the mass on the positives, the rest on the utility softmax).
+    #[arg(long, default_value = "uae", value_parser = named::<LossKind>(&["uae", "uae-listwise", "kl", "infonce", "hybrid"]))]
     loss: LossKind,
-    /// Positives for `--loss infonce`: `gold` (the evidence annotation) or
+    /// `--loss hybrid`: the share of the target on the positives (0-1).
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    gold_weight: f32,
+    /// Positives for `--loss infonce` and `hybrid`: `gold` (the evidence annotation) or
     /// `answer-match` (candidates containing a reference answer, for data without
     /// evidence).
     #[arg(long, default_value = "gold", value_parser = named::<Positives>(&["gold", "answer-match"]))]
@@ -101,6 +105,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         eval_every: a.eval_every as u64,
         bf16_first_pass: a.bf16_first_pass,
         positives: a.positives,
+        gold_weight: a.gold_weight,
         ..Default::default()
     };
     let dev = match (&a.dev_labels, &a.dev_questions, &a.corpus) {

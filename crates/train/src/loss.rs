@@ -21,6 +21,10 @@ pub enum LossKind {
     /// InfoNCE with gold evidence as positives, everything else in the batch negative;
     /// uses no LLM signal.
     Infonce,
+    /// `uae` with a target that mixes both signals: `w` of the mass spread evenly over
+    /// the question's positives (gold evidence, or answer-match positives), `1 - w` the
+    /// utility softmax; questions without a positive keep the utility target.
+    Hybrid,
 }
 
 /// The passages of a batch, flattened: passage j belongs to question `owner[j]`.
@@ -60,6 +64,7 @@ pub fn batch_loss(
     b: &Batch,
     tau: f32,
     tau_u: f32,
+    gold_weight: f32,
 ) -> Result<Tensor> {
     let (nq, _) = q.dims2()?;
     let np = b.owner.len();
@@ -69,6 +74,25 @@ pub fn batch_loss(
     match kind {
         LossKind::Uae => {
             let t = utility_targets(b, nq, tau_u);
+            let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
+            soft_cross_entropy(&s, &matrix(t)?, &has)
+        }
+        LossKind::Hybrid => {
+            let mut t = utility_targets(b, nq, tau_u);
+            for i in 0..nq {
+                let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
+                if golds.is_empty() {
+                    continue;
+                }
+                for j in (0..np).filter(|&j| b.owner[j] == i) {
+                    let g = if b.gold[j] {
+                        1.0 / golds.len() as f32
+                    } else {
+                        0.0
+                    };
+                    t[i * np + j] = gold_weight * g + (1.0 - gold_weight) * t[i * np + j];
+                }
+            }
             let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
             soft_cross_entropy(&s, &matrix(t)?, &has)
         }
@@ -203,7 +227,8 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Uae, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.582203).abs() < 1e-5
+            (val(batch_loss(LossKind::Uae, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.582203).abs()
+                < 1e-5
         );
     }
 
@@ -216,7 +241,7 @@ mod tests {
             utility: &[1.0, 0.0],
             gold: &[true, false],
         };
-        assert!(val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0).unwrap()).abs() < 1e-5);
+        assert!(val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()).abs() < 1e-5);
         // Utilities [0, 0]: pi = [0.5, 0.5]; KL = 0.5 ln(0.5/0.731059) + 0.5 ln(0.5/0.268941)
         // = 0.5 * (-0.379885) + 0.5 * 0.620115 = 0.120115.
         let b = Batch {
@@ -225,7 +250,8 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.120115).abs() < 1e-5
+            (val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.120115).abs()
+                < 1e-5
         );
     }
 
@@ -241,7 +267,8 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Infonce, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.313262).abs()
+            (val(batch_loss(LossKind::Infonce, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.313262)
+                .abs()
                 < 1e-5
         );
         let q2 = unit(&[[1.0, 0.0], [0.0, 1.0]]);
@@ -252,9 +279,36 @@ mod tests {
             gold: &[true, false, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Infonce, &q2, &p3, &b, 1.0, 1.0).unwrap()) - 0.551445).abs()
+            (val(batch_loss(LossKind::Infonce, &q2, &p3, &b, 1.0, 1.0, 0.5).unwrap()) - 0.551445)
+                .abs()
                 < 1e-5
         );
+    }
+
+    /// hybrid is `uae` at weight 0 and `infonce` at weight 1 (every question has a
+    /// positive here); in between, the loss of the mixed target is the mix of the
+    /// two losses (cross-entropy is linear in the target). A question without a
+    /// positive keeps its utility target at any weight.
+    #[test]
+    fn hybrid_mixes_uae_and_infonce() {
+        let q = unit(&[[1.0, 0.2], [0.3, 1.0]]);
+        let p = unit(&[[1.0, 0.0], [0.5, 1.0], [0.0, 1.0], [1.0, 1.0]]);
+        let b = Batch {
+            owner: &[0, 0, 1, 1],
+            utility: &[0.3, 1.5, 1.0, -0.5],
+            gold: &[true, false, false, true],
+        };
+        let loss = |k, w| val(batch_loss(k, &q, &p, &b, 0.5, 1.0, w).unwrap());
+        let (uae, nce) = (loss(LossKind::Uae, 0.5), loss(LossKind::Infonce, 0.5));
+        assert!((loss(LossKind::Hybrid, 0.0) - uae).abs() < 1e-5);
+        assert!((loss(LossKind::Hybrid, 1.0) - nce).abs() < 1e-5);
+        assert!((loss(LossKind::Hybrid, 0.3) - (0.3 * nce + 0.7 * uae)).abs() < 1e-5);
+        let none = Batch {
+            gold: &[false; 4],
+            ..b
+        };
+        let h = val(batch_loss(LossKind::Hybrid, &q, &p, &none, 0.5, 1.0, 0.8).unwrap());
+        assert!((h - uae).abs() < 1e-5);
     }
 
     /// uae-listwise, one question, u = [1, 0], pi = [0.731059, 0.268941]:
@@ -270,7 +324,7 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::UaeListwise, &q, &p, &b, 1.0, 1.0).unwrap()) - 0.229014)
+            (val(batch_loss(LossKind::UaeListwise, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.229014)
                 .abs()
                 < 1e-5
         );
@@ -293,8 +347,9 @@ mod tests {
             LossKind::UaeListwise,
             LossKind::Kl,
             LossKind::Infonce,
+            LossKind::Hybrid,
         ] {
-            let l = batch_loss(kind, &q, &p, &b, 0.05, 1.0).unwrap();
+            let l = batch_loss(kind, &q, &p, &b, 0.05, 1.0, 0.5).unwrap();
             let g = l.backward().unwrap();
             for v in [&q, &p] {
                 let n = g

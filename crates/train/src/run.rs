@@ -212,8 +212,8 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
         source,
     })?;
     let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
-    let answer_matched =
-        r.config.loss == LossKind::Infonce && r.config.positives == Positives::AnswerMatch;
+    let uses_positives = matches!(r.config.loss, LossKind::Infonce | LossKind::Hybrid);
+    let answer_matched = uses_positives && r.config.positives == Positives::AnswerMatch;
     if answer_matched {
         answer_match(&mut groups);
     }
@@ -222,7 +222,7 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             path: r.labels.clone(),
         });
     }
-    if r.config.loss == LossKind::Infonce
+    if uses_positives
         && !groups
             .iter()
             .any(|g| g.candidates.iter().any(|c| c.is_gold))

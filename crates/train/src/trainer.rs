@@ -85,9 +85,17 @@ pub struct TrainConfig {
     /// it matched the f32 run to 4 decimals on every metric. Off: exact f32 GradCache.
     #[serde(default = "default_true")]
     pub bf16_first_pass: bool,
-    /// Which candidates are positives for `infonce` (the other losses use utilities).
+    /// Which candidates are positives for `infonce` and `hybrid` (the other losses
+    /// use utilities only).
     #[serde(default)]
     pub positives: Positives,
+    /// `hybrid`: the share of the target on the positives (the rest follows utility).
+    #[serde(default = "default_gold_weight")]
+    pub gold_weight: f32,
+}
+
+fn default_gold_weight() -> f32 {
+    0.5
 }
 
 /// Where `infonce`'s positives come from.
@@ -124,6 +132,7 @@ impl Default for TrainConfig {
             eval_every: 0,
             bf16_first_pass: true,
             positives: Positives::Gold,
+            gold_weight: default_gold_weight(),
         }
     }
 }
@@ -155,6 +164,9 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.warmup_fraction) {
             return Err("warmup_fraction must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.gold_weight) {
+            return Err("gold_weight must be between 0 and 1".into());
         }
         Ok(())
     }
@@ -417,7 +429,7 @@ pub fn step(
         utility: &utility,
         gold: &gold,
     };
-    let loss = batch_loss(cfg.loss, &q, &p, &b, cfg.tau, cfg.tau_u)?;
+    let loss = batch_loss(cfg.loss, &q, &p, &b, cfg.tau, cfg.tau_u, cfg.gold_weight)?;
     let lg = loss.backward()?;
     let zeros = |v: &Var| Tensor::zeros_like(v.as_tensor());
     let gq = lg.get(&q).cloned().map_or_else(|| zeros(&q), Ok)?;
