@@ -119,7 +119,7 @@ pub fn count_in(lo: u64, hi: u64) -> RangedU64ValueParser<usize> {
 }
 
 /// A finite number in `[lo, hi]`, `lo` itself allowed or not.
-fn float_in(s: &str, lo: f32, lo_ok: bool, hi: f32) -> std::result::Result<f32, String> {
+pub(crate) fn float_in(s: &str, lo: f32, lo_ok: bool, hi: f32) -> std::result::Result<f32, String> {
     let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
     let above = if lo_ok { v >= lo } else { v > lo };
     if v.is_finite() && above && v <= hi {

@@ -1,4 +1,4 @@
-use crate::common::{count, count_in, named, positive, Bars, DataDir, LmArgs};
+use crate::common::{count, count_in, named, Bars, DataDir, LmArgs};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 use uae_artifacts::labels::Shard;
@@ -55,8 +55,9 @@ pub struct LabelArgs {
     /// Remote LLM: requests in flight per server (1-1024).
     #[arg(long, default_value_t = 8, value_parser = count_in(1, 1024))]
     lm_concurrency: usize,
-    /// Remote LLM: seconds one request may take before it is retried (> 0).
-    #[arg(long, default_value_t = 120.0, value_parser = positive)]
+    /// Remote LLM: seconds one request may take before it is retried (> 0, at most
+    /// a day).
+    #[arg(long, default_value_t = 120.0, value_parser = seconds)]
     lm_timeout: f32,
     /// Remote LLM: retries of a request after a timeout, a dropped connection, a 429
     /// or a 5xx, with exponential backoff from 0.5 s (0-100). A request out of
@@ -127,6 +128,10 @@ enum LabelAction {
         /// The output folder.
         out: PathBuf,
     },
+}
+
+fn seconds(s: &str) -> std::result::Result<f32, String> {
+    crate::common::float_in(s, 0.0, false, 86_400.0)
 }
 
 fn is_url(s: &str) -> bool {

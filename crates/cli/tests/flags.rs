@@ -14,6 +14,8 @@ const ZERO_OK: &[&str] = &[
     "eval_every",
     "k1",
     "b",
+    "lm_retries",
+    "gold_weight",
 ];
 /// Real-valued flags (a huge finite value is a legal, if odd, setting).
 const FLOATS: &[&str] = &["k1", "b", "lr", "tau", "tau_u"];
@@ -21,6 +23,7 @@ const FLOATS: &[&str] = &["k1", "b", "lr", "tau", "tau_u"];
 const OPTIONAL: &[(&str, &str)] = &[
     ("uae", "threads"),
     ("label", "limit"),
+    ("export", "candidates"),
     ("eval", "limit"),
     ("train", "dev_limit"),
     ("qasper", "questions"),

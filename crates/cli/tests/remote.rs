@@ -345,46 +345,21 @@ fn shards_merge_into_the_unsharded_labels() {
     );
     assert_eq!(again["scores_computed"], 0, "{again}");
 
-    let e = run_err(&[
-        "label",
-        "merge",
-        s(&parts[0]),
-        s(&parts[1]),
-        "--out",
-        s(&d.path().join("m2")),
-    ]);
-    assert!(e.contains("shard 3/3 missing"), "{e}");
-    let e = run_err(&[
-        "label",
-        "merge",
-        s(&parts[0]),
-        s(&parts[0]),
-        s(&parts[1]),
-        "--out",
-        s(&d.path().join("m3")),
-    ]);
-    assert!(e.contains("both shard 1/3"), "{e}");
-    let e = run_err(&[
-        "label",
-        "merge",
-        s(&parts[0]),
-        s(&whole),
-        "--out",
-        s(&d.path().join("m4")),
-    ]);
-    assert!(e.contains("not a shard"), "{e}");
     let other = d.path().join("other-seed");
     run(args(&other, &["--shard", "2/3", "--seed", "7"]));
-    let e = run_err(&[
-        "label",
-        "merge",
-        s(&parts[0]),
-        s(&other),
-        s(&parts[2]),
-        "--out",
-        s(&d.path().join("m5")),
-    ]);
-    assert!(e.contains("label configuration"), "{e}");
+    let out = d.path().join("refused");
+    for (dirs, needle) in [
+        (vec![&parts[0], &parts[1]], "shard 3/3 missing"),
+        (vec![&parts[0], &parts[0], &parts[1]], "both shard 1/3"),
+        (vec![&parts[0], &whole], "not a shard"),
+        (vec![&parts[0], &other, &parts[2]], "label configuration"),
+    ] {
+        let mut a = vec!["label", "merge"];
+        a.extend(dirs.iter().map(|p| s(p)));
+        a.extend(["--out", s(&out)]);
+        let e = run_err(&a);
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
     for bad in ["0/3", "4/3", "1/0", "x", "1/2/3"] {
         let e = run_err(
             &args(&d.path().join("bad"), &["--shard", bad])

@@ -551,40 +551,16 @@ mod tests {
     #[test]
     fn answer_tokens_are_found_from_the_end() {
         // Prompt "Q: x\nA:" + answer " yes sir", then a generated token.
-        let (v, p) = echo(
-            &["Q", ":", " x", "\n", "A", ":", " yes", " sir", "!"],
-            &[
-                None,
-                Some(-1.0),
-                Some(-2.0),
-                Some(-3.0),
-                Some(-4.0),
-                Some(-5.0),
-                Some(-0.5),
-                Some(-0.25),
-                Some(-9.0),
-            ],
-            true,
-        );
+        let toks = ["Q", ":", " x", "\n", "A", ":", " yes", " sir", "!"];
+        let lps = [-1.0, -2.0, -3.0, -4.0, -5.0, -0.5, -0.25, -9.0];
+        let lps: Vec<Option<f32>> = std::iter::once(None).chain(lps.map(Some)).collect();
+        let (v, p) = echo(&toks, &lps, true);
         let e = parse_echo(&v, &p, " yes sir".len(), "m").unwrap();
         assert_eq!(e.answer_lp, vec![-0.5, -0.25]);
         assert_eq!(e.prompt_tokens, 8);
         // The generated token left out of the list (llama-cpp-python without BOS):
         // the same answer, the completion text tells.
-        let (mut v, p) = echo(
-            &["Q", ":", " x", "\n", "A", ":", " yes", " sir"],
-            &[
-                None,
-                Some(-1.0),
-                Some(-2.0),
-                Some(-3.0),
-                Some(-4.0),
-                Some(-5.0),
-                Some(-0.5),
-                Some(-0.25),
-            ],
-            false,
-        );
+        let (mut v, p) = echo(&toks[..8], &lps[..8], false);
         v["choices"][0]["text"] = json!(format!("{p}!"));
         assert_eq!(
             parse_echo(&v, &p, 8, "m").unwrap().answer_lp,
