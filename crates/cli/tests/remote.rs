@@ -156,13 +156,7 @@ fn label_args<'a>(out: &'a Path, urls: &[&'a str], extra: &[&'a str]) -> Vec<&'a
 }
 
 fn run_ok(args: &[&str]) -> Value {
-    let out = uae().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&common::ok(args)).unwrap()
 }
 
 fn run_err(args: &[&str]) -> String {

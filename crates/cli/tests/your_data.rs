@@ -5,19 +5,9 @@
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
 mod common;
-use common::uae;
+use common::{ok, uae};
 
 use std::path::{Path, PathBuf};
-
-fn ok(args: &[&str]) -> String {
-    let out = uae().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

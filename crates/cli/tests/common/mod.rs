@@ -19,3 +19,14 @@ pub fn uae() -> Command {
     c.current_dir(root()).env("RUST_LOG", "warn");
     c
 }
+
+/// Runs `uae` with `args`, asserts it succeeded, returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = uae().args(args).output().expect("uae runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
