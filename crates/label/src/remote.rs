@@ -180,18 +180,19 @@ impl RemoteLm {
         &self.urls
     }
 
-    /// Echoes every `(prompt + answer, answer chars)` and hands each finished one to
-    /// `sink` (in completion order) with its index. Stops at the first failure that
-    /// retries cannot fix, after the requests in flight have come back (and been
-    /// handed over), and returns that failure.
+    /// Echoes every prompt (the answer appended; `answer_chars[i]` long) and hands
+    /// each finished one to `sink` (in completion order) with its index. Stops at the
+    /// first failure that retries cannot fix, after the requests in flight have come
+    /// back (and been handed over), and returns that failure.
     pub fn score_all(
         &self,
-        texts: Vec<(String, usize)>,
+        prompts: Vec<String>,
+        answer_chars: &[usize],
         sink: &mut dyn FnMut(usize, Echo) -> Result<()>,
     ) -> Result<()> {
-        let prompts = Arc::new(texts.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>());
-        self.dispatch(prompts, &mut |i, v| {
-            let echo = parse_echo(&v, &texts[i].0, texts[i].1, &self.model)
+        let prompts = Arc::new(prompts);
+        self.dispatch(prompts.clone(), &mut |i, v| {
+            let echo = parse_echo(&v, &prompts[i], answer_chars[i], &self.model)
                 .map_err(|m| remote_err(&self.urls[0], m))?;
             sink(i, echo)
         })

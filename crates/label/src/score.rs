@@ -397,15 +397,11 @@ fn score_remote(
         .iter()
         .filter(|w| store.get(&w.key).is_none())
         .collect();
-    let texts: Vec<(String, usize)> = todo
+    let prompts: Vec<String> = todo
         .iter()
-        .map(|w| {
-            (
-                format!("{}{}", w.prompt, w.answer),
-                w.answer.chars().count(),
-            )
-        })
+        .map(|w| format!("{}{}", w.prompt, w.answer))
         .collect();
+    let answer_chars: Vec<usize> = todo.iter().map(|w| w.answer.chars().count()).collect();
     let start = std::time::Instant::now();
     let mut last_flush = std::time::Instant::now();
     let mut done = summary.scores_reused;
@@ -414,7 +410,7 @@ fn score_remote(
     let mut pending: Vec<Record> = Vec::new();
     let mut computed = 0;
     let mut tokens = 0;
-    let result = r.score_all(texts, &mut |i, echo| {
+    let result = r.score_all(prompts, &answer_chars, &mut |i, echo| {
         tokens += echo.prompt_tokens;
         pending.push(record(&todo[i].key, echo.answer_lp)?);
         computed += 1;
