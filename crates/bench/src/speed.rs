@@ -319,6 +319,8 @@ pub struct TrainBench {
     pub steps: usize,
     pub micro_batch: usize,
     pub bf16_first_pass: bool,
+    /// See [`uae_train::TrainConfig::graph_memory_mb`].
+    pub graph_memory_mb: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -330,8 +332,14 @@ pub struct TrainReport {
     pub tokens_per_passage: usize,
     pub micro_batch: usize,
     pub bf16_first_pass: bool,
+    pub graph_memory_mb: usize,
     pub threads: usize,
     pub tokens_per_step: usize,
+    /// Tokens encoded a second time per step (GradCache's second pass, for the
+    /// micro-batches whose graph did not fit `graph_memory_mb`).
+    pub reencoded_tokens_per_step: usize,
+    /// Peak resident memory of the process (Linux `VmHWM`), MiB.
+    pub peak_rss_mib: Option<f64>,
     pub seconds_per_step_median: f64,
     pub tokens_per_s: f64,
     pub gflops_per_s: f64,
@@ -411,6 +419,7 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
     let cfg = uae_train::TrainConfig {
         micro_batch: b.micro_batch,
         bf16_first_pass: b.bf16_first_pass,
+        graph_memory_mb: b.graph_memory_mb,
         max_passage_tokens: b.tokens,
         ..Default::default()
     };
@@ -419,19 +428,21 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
     let refs: Vec<&LabeledGroup> = groups.iter().collect();
     let mut runs = Vec::new();
     let mut tok = 0;
+    let mut again = 0;
     for s in 0..=b.steps {
         let t = Instant::now();
-        let (_, _, n) =
-            uae_train::trainer::step(&enc, &vars, &mut opt, &refs, &cfg, 1e-5, s as u64)?;
+        let out = uae_train::trainer::step(&enc, &vars, &mut opt, &refs, &cfg, 1e-5, s as u64)?;
         if s > 0 {
             runs.push(t.elapsed().as_secs_f64());
-            tok = n;
+            tok = out.tokens;
+            again = out.reencoded_tokens;
         }
     }
     let sec = median(runs.clone());
-    // A step is forward + backward (3x forward) plus GradCache's re-encoding (1x).
+    // A step is forward + backward (3x forward), plus GradCache's re-encoding (1x)
+    // of the micro-batches whose graph was not kept.
     let fwd = encoder_flops_per_token(&enc.model.config, b.tokens);
-    let flops = tok as f64 * fwd * 4.0;
+    let flops = (tok as f64 * 3.0 + again as f64) * fwd;
     let peak = gemm_peak_gflops(false);
     Ok(TrainReport {
         bench: "train",
@@ -441,8 +452,11 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
         tokens_per_passage: b.tokens,
         micro_batch: b.micro_batch,
         bf16_first_pass: b.bf16_first_pass,
+        graph_memory_mb: b.graph_memory_mb,
         threads: rayon::current_num_threads(),
         tokens_per_step: tok,
+        reencoded_tokens_per_step: again,
+        peak_rss_mib: crate::mine::peak_rss_mib(),
         seconds_per_step_median: sec,
         tokens_per_s: tok as f64 / sec,
         gflops_per_s: flops / sec / 1e9,

@@ -118,6 +118,9 @@ pub struct TrainBenchArgs {
     /// GradCache's first pass in bf16 (see `uae train --bf16-first-pass`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub bf16_first_pass: bool,
+    /// Memory for graphs kept from the first pass, MiB (see `uae train --graph-memory-mb`).
+    #[arg(long, default_value_t = uae_train::trainer::DEFAULT_GRAPH_MEMORY_MB, value_parser = count_in(0, 1 << 30))]
+    pub graph_memory_mb: usize,
     #[command(flatten)]
     pub data: DataDir,
 }
@@ -326,6 +329,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 steps: a.steps,
                 micro_batch: a.micro_batch,
                 bf16_first_pass: a.bf16_first_pass,
+                graph_memory_mb: a.graph_memory_mb,
             };
             print_json(&uae_bench::speed::train(&b, &a.data.load(Split::Train)?)?)
         }

@@ -3,5 +3,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    uae_kernels::tune_allocator();
     uae_cli::run(uae_cli::Cli::parse())
 }

@@ -71,6 +71,12 @@ pub struct TrainArgs {
     /// exact f32.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     bf16_first_pass: bool,
+    /// Memory for autograd graphs kept from GradCache's first pass, MiB. Micro-batches
+    /// whose graph fits are encoded once and back-propagated from it (no second forward
+    /// pass; same gradient); the rest take GradCache's two passes. 0: plain GradCache,
+    /// the least memory. The default keeps a default step under 4 GB.
+    #[arg(long, default_value_t = uae_train::trainer::DEFAULT_GRAPH_MEMORY_MB, value_parser = count_in(0, 1 << 30))]
+    graph_memory_mb: usize,
     /// Evaluate on the first N dev questions only (>= 1; default: all).
     #[arg(long, value_parser = count())]
     dev_limit: Option<usize>,
@@ -104,6 +110,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every as u64,
         eval_every: a.eval_every as u64,
         bf16_first_pass: a.bf16_first_pass,
+        graph_memory_mb: a.graph_memory_mb,
         positives: a.positives,
         gold_weight: a.gold_weight,
         ..Default::default()

@@ -19,6 +19,24 @@ pub(crate) fn test_floats(seed: u64) -> impl FnMut() -> f32 {
 pub mod bf16;
 pub mod small;
 
+/// Keeps large freed blocks in the process heap instead of returning them to the
+/// kernel. glibc serves allocations above its mmap threshold (at most 32 MiB by
+/// default) with fresh `mmap`s, so every large activation or gradient tensor of a
+/// training step costs page faults and the kernel zeroing its pages again; with a
+/// 1 GiB threshold they come from (and go back to) the heap. Measured on a 2-core
+/// EPYC: a default training step 12.6 s -> 11.6 s. The cost is that the resident size
+/// stays near its peak. Call once, early in `main`; a no-op off Linux glibc.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads
+    // start allocating, with documented parameter numbers and in-range values.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 use gemm::Parallelism;
 
 /// A strided matrix view: element (r, c) lives at `data[r * rs + c * cs]`.

@@ -85,6 +85,13 @@ pub struct TrainConfig {
     /// it matched the f32 run to 4 decimals on every metric. Off: exact f32 GradCache.
     #[serde(default = "default_true")]
     pub bf16_first_pass: bool,
+    /// Memory for autograd graphs kept from GradCache's first pass, in MiB. A
+    /// micro-batch whose graph fits (estimated from its padded token count) is
+    /// encoded once, with its graph, and back-propagated from that graph: no second
+    /// forward pass. The others take GradCache's two passes. Same gradient either way
+    /// (the same dropout masks), bar floating-point order; 0 is plain GradCache.
+    #[serde(default)]
+    pub graph_memory_mb: usize,
     /// Which candidates are positives for `infonce` and `hybrid` (the other losses
     /// use utilities only).
     #[serde(default)]
@@ -92,6 +99,20 @@ pub struct TrainConfig {
     /// `hybrid`: the share of the target on the positives (the rest follows utility).
     #[serde(default = "default_gold_weight")]
     pub gold_weight: f32,
+}
+
+/// The default [`TrainConfig::graph_memory_mb`]: with the model, its AdamW state and
+/// the loss, a default step (16 questions x 8 passages x 128 tokens) stays under 4 GB.
+pub const DEFAULT_GRAPH_MEMORY_MB: usize = 2048;
+
+/// Estimated bytes of the autograd graph one padded token leaves in a BERT layer
+/// stack: per layer the saved activations (input, QKV, attention context, output
+/// projection, two layer norms, the FFN's two sides, dropout masks: about 12 hidden
+/// widths and 2 intermediate widths) and the attention probabilities (heads x
+/// sequence length), f32.
+pub fn graph_bytes_per_token(c: &uae_encoder::BertConfig, seq_len: usize) -> usize {
+    let per_layer = 12 * c.hidden_size + 2 * c.intermediate_size + c.num_attention_heads * seq_len;
+    4 * c.num_hidden_layers * per_layer
 }
 
 fn default_gold_weight() -> f32 {
@@ -131,6 +152,7 @@ impl Default for TrainConfig {
             checkpoint_every: 50,
             eval_every: 0,
             bf16_first_pass: true,
+            graph_memory_mb: DEFAULT_GRAPH_MEMORY_MB,
             positives: Positives::Gold,
             gold_weight: default_gold_weight(),
         }
@@ -269,7 +291,7 @@ pub fn train(
                 &order[b * cfg.batch_questions..((b + 1) * cfg.batch_questions).min(groups.len())];
             let batch: Vec<&LabeledGroup> = idx.iter().map(|&i| groups[i]).collect();
             let lr = linear_schedule(state.step, warmup, total, cfg.lr);
-            let (loss, norm, tokens) = step(
+            let done = step(
                 enc,
                 &vars,
                 &mut opt,
@@ -293,10 +315,10 @@ pub fn train(
             let log = StepLog {
                 step: state.step,
                 epoch: state.epoch,
-                loss,
-                grad_norm: norm,
+                loss: done.loss,
+                grad_norm: done.grad_norm,
                 lr,
-                tokens,
+                tokens: done.tokens,
                 seconds: t.elapsed().as_secs_f64(),
             };
             MetricsLine::Step(log.clone()).append(&metrics_path)?;
@@ -344,7 +366,19 @@ fn evaluate(
     Ok(())
 }
 
-/// One optimizer step over a batch of questions. Returns (loss, grad norm, tokens).
+/// What one optimizer step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    pub loss: f32,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Real (unpadded) tokens encoded, questions and passages.
+    pub tokens: usize,
+    /// Of those, the tokens encoded twice (GradCache's second pass).
+    pub reencoded_tokens: usize,
+}
+
+/// One optimizer step over a batch of questions.
 pub fn step(
     enc: &Encoder,
     vars: &[(String, Var)],
@@ -353,7 +387,7 @@ pub fn step(
     cfg: &TrainConfig,
     lr: f32,
     seed: u64,
-) -> Result<(f32, f32, usize)> {
+) -> Result<StepOutcome> {
     let mut owner = Vec::new();
     let mut utility = Vec::new();
     let mut gold = Vec::new();
@@ -398,22 +432,51 @@ pub fn step(
         let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
         Ok(enc.forward_t(&enc.batch(&seqs)?, Some(dseed))?)
     };
-    // 1. Embeddings without keeping graphs (optionally through a bf16 snapshot).
-    let snapshot = if cfg.bf16_first_pass && uae_kernels::bf16::backend().is_some() {
+    // Which micro-batches keep their graph from the first pass (in order, while the
+    // estimate fits the budget).
+    let mut budget = cfg.graph_memory_mb.saturating_mul(1 << 20);
+    let keep: Vec<bool> = micro
+        .iter()
+        .map(|&(side, s, e, _)| {
+            let ids = if side == 0 { &qids } else { &pids };
+            let len = ids[s..e].iter().map(Vec::len).max().unwrap_or(1);
+            let bytes = (e - s) * len * graph_bytes_per_token(&enc.model.config, len);
+            let fits = bytes <= budget;
+            if fits {
+                budget -= bytes;
+            }
+            fits
+        })
+        .collect();
+    // 1. Embeddings for the loss: with their graph where kept, else without one
+    //    (optionally through a bf16 snapshot).
+    let snapshot = if cfg.bf16_first_pass
+        && keep.iter().any(|k| !k)
+        && uae_kernels::bf16::backend().is_some()
+    {
         Some(enc.model.bf16_snapshot()?)
     } else {
         None
     };
+    let mut kept: Vec<Option<Tensor>> = Vec::with_capacity(micro.len());
     let mut qe = Vec::new();
     let mut pe = Vec::new();
-    for &(side, s, e, d) in &micro {
-        let v = match &snapshot {
-            Some(m) => {
-                let ids = if side == 0 { &qids } else { &pids };
-                let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
-                enc.forward_with(m, &enc.batch(&seqs)?, Some(d))?
+    for (&(side, s, e, d), &k) in micro.iter().zip(&keep) {
+        let v = if k {
+            let t = encode(side, s, e, d)?;
+            let v = t.detach();
+            kept.push(Some(t));
+            v
+        } else {
+            kept.push(None);
+            match &snapshot {
+                Some(m) => {
+                    let ids = if side == 0 { &qids } else { &pids };
+                    let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
+                    enc.forward_with(m, &enc.batch(&seqs)?, Some(d))?
+                }
+                None => encode(side, s, e, d)?.detach(),
             }
-            None => encode(side, s, e, d)?.detach(),
         };
         if side == 0 {
             qe.push(v)
@@ -421,6 +484,7 @@ pub fn step(
             pe.push(v)
         }
     }
+    drop(snapshot);
     let q = Var::from_tensor(&Tensor::cat(&qe, 0)?)?;
     let p = Var::from_tensor(&Tensor::cat(&pe, 0)?)?;
     // 2. Loss and its gradient with respect to the embeddings.
@@ -434,16 +498,17 @@ pub fn step(
     let zeros = |v: &Var| Tensor::zeros_like(v.as_tensor());
     let gq = lg.get(&q).cloned().map_or_else(|| zeros(&q), Ok)?;
     let gp = lg.get(&p).cloned().map_or_else(|| zeros(&p), Ok)?;
-    // 3. Re-encode each micro-batch with the same dropout, backprop sum(emb * grad).
-    let mut acc: Vec<Option<Vec<f32>>> = vec![None; vars.len()];
-    for &(side, s, e, d) in &micro {
-        let g = if side == 0 {
-            gq.narrow(0, s, e - s)?
+    let grad_of = |side: u64, s: usize, e: usize| {
+        if side == 0 {
+            gq.narrow(0, s, e - s)
         } else {
-            gp.narrow(0, s, e - s)?
-        };
-        let surrogate = (encode(side, s, e, d)? * g)?.sum_all()?;
-        let grads = surrogate.backward()?;
+            gp.narrow(0, s, e - s)
+        }
+    };
+    // 3. Backprop sum(emb * grad): one pass through every kept graph together, then
+    //    each other micro-batch re-encoded with the same dropout.
+    let mut acc: Vec<Option<Vec<f32>>> = vec![None; vars.len()];
+    let mut add = |grads: candle_core::backprop::GradStore| -> Result<()> {
         for ((_, var), a) in vars.iter().zip(acc.iter_mut()) {
             if let Some(gr) = grads.get(var) {
                 let gv = gr.flatten_all()?.to_vec1::<f32>()?;
@@ -452,6 +517,26 @@ pub fn step(
                     None => *a = Some(gv),
                 }
             }
+        }
+        Ok(())
+    };
+    let mut surrogate: Option<Tensor> = None;
+    for (&(side, s, e, _), t) in micro.iter().zip(kept.iter_mut()) {
+        if let Some(t) = t.take() {
+            let term = (t * grad_of(side, s, e)?)?.sum_all()?;
+            surrogate = Some(match surrogate {
+                Some(acc) => (acc + term)?,
+                None => term,
+            });
+        }
+    }
+    if let Some(sur) = surrogate {
+        add(sur.backward()?)?;
+    }
+    for (&(side, s, e, d), &k) in micro.iter().zip(&keep) {
+        if !k {
+            let surrogate = (encode(side, s, e, d)? * grad_of(side, s, e)?)?.sum_all()?;
+            add(surrogate.backward()?)?;
         }
     }
     let loss = loss.to_scalar::<f32>()?;
@@ -471,7 +556,21 @@ pub fn step(
         });
     }
     let norm = opt.step_flat(vars, acc, lr, Some(cfg.clip))?;
-    Ok((loss, norm, tokens))
+    let reencoded_tokens = micro
+        .iter()
+        .zip(&keep)
+        .filter(|(_, &k)| !k)
+        .map(|(&(side, s, e, _), _)| {
+            let ids = if side == 0 { &qids } else { &pids };
+            ids[s..e].iter().map(Vec::len).sum::<usize>()
+        })
+        .sum();
+    Ok(StepOutcome {
+        loss,
+        grad_norm: norm,
+        tokens,
+        reencoded_tokens,
+    })
 }
 
 /// `ckpt-*/state.json`: where the run is and how many steps AdamW has taken.
