@@ -6,7 +6,10 @@
 //! resumed training run repeats the same masks); token type
 //! ids are always 0 (single-segment input).
 
-use crate::ops::{attention, layer_norm, linear, linear_bf16, PackedLinear};
+use crate::ops::{
+    attention, dropout_add, dropout_mask, gelu_linear, layer_norm, linear, linear_bf16,
+    PackedLinear,
+};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use serde::Deserialize;
@@ -345,13 +348,23 @@ impl Bert {
         lens: &[usize],
         dropout_seed: Option<u64>,
     ) -> Result<Tensor> {
-        let mut site = 0u64;
-        let mut drop = |x: Tensor| -> Result<Tensor> {
-            site += 1;
-            match dropout_seed {
-                Some(seed) if self.dropout > 0.0 => Ok(dropout(&x, self.dropout, seed, site)?),
-                _ => Ok(x),
-            }
+        // Dropout sites are numbered in order, so every pass with the same seed (the
+        // bf16 branch included) draws the same masks: GradCache relies on it.
+        let site = std::cell::Cell::new(0u64);
+        let next_site = || {
+            site.set(site.get() + 1);
+            site.get()
+        };
+        let p = match dropout_seed {
+            Some(seed) if self.dropout > 0.0 => Some((self.dropout, seed)),
+            _ => None,
+        };
+        let drop_add = |x: Tensor, r: &Tensor| -> Result<Tensor> {
+            let site = next_site();
+            Ok(match p {
+                Some((p, seed)) => dropout_add(&x, r, p, seed, site)?,
+                None => (x + r)?,
+            })
         };
         let (b, s) = ids.dims2()?;
         let h = self.config.hidden_size;
@@ -376,7 +389,13 @@ impl Bert {
             &self.emb_ln_b,
             self.config.layer_norm_eps,
         )?;
-        let mut x = drop(x)?;
+        let mut x = match p {
+            Some((p, seed)) => {
+                let mask = dropout_mask(x.elem_count(), p, seed, next_site());
+                (x.clone() * Tensor::from_vec(mask, x.shape(), x.device())?)?
+            }
+            None => x,
+        };
         let eps = self.config.layer_norm_eps;
         for layer in &self.layers {
             if let Some([qkv_p, o_p, i_p, out_p]) = &layer.bf16 {
@@ -385,11 +404,11 @@ impl Bert {
                     attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
                 // Same dropout sites as the f32 branch, so a training-mode pass here
                 // draws the same masks (GradCache's first pass relies on it).
-                let a = drop(linear_bf16(&ctx, o_p, false)?)?;
-                let a = layer_norm(&(a + &x)?, &layer.ln1_g, &layer.ln1_b, eps)?;
+                let a = drop_add(linear_bf16(&ctx, o_p, false)?, &x)?;
+                let a = layer_norm(&a, &layer.ln1_g, &layer.ln1_b, eps)?;
                 let inter = linear_bf16(&a, i_p, true)?;
-                let o = drop(linear_bf16(&inter, out_p, false)?)?;
-                x = layer_norm(&(o + &a)?, &layer.ln2_g, &layer.ln2_b, eps)?;
+                let o = drop_add(linear_bf16(&inter, out_p, false)?, &a)?;
+                x = layer_norm(&o, &layer.ln2_g, &layer.ln2_b, eps)?;
                 continue;
             }
             let (w, bias) = match &layer.qkv {
@@ -399,11 +418,19 @@ impl Bert {
             let qkv = linear(&x, &w, &bias, false)?.reshape((b, s, 3 * h))?;
             let ctx =
                 attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
-            let a = drop(linear(&ctx, &layer.o_w, &layer.o_b, false)?)?;
-            let a = layer_norm(&(a + &x)?, &layer.ln1_g, &layer.ln1_b, eps)?;
-            let inter = linear(&a, &layer.i_w, &layer.i_b, true)?;
-            let o = drop(linear(&inter, &layer.out_w, &layer.out_b, false)?)?;
-            x = layer_norm(&(o + &a)?, &layer.ln2_g, &layer.ln2_b, eps)?;
+            let a = drop_add(linear(&ctx, &layer.o_w, &layer.o_b, false)?, &x)?;
+            let a = layer_norm(&a, &layer.ln1_g, &layer.ln1_b, eps)?;
+            // With gradients, the GELU output is recomputed in the backward pass
+            // instead of being kept; without, it is the first GEMM's epilogue.
+            let o = if a.track_op() || layer.out_w.track_op() {
+                let pre = linear(&a, &layer.i_w, &layer.i_b, false)?;
+                gelu_linear(&pre, &layer.out_w, &layer.out_b)?
+            } else {
+                let inter = linear(&a, &layer.i_w, &layer.i_b, true)?;
+                linear(&inter, &layer.out_w, &layer.out_b, false)?
+            };
+            let o = drop_add(o, &a)?;
+            x = layer_norm(&o, &layer.ln2_g, &layer.ln2_b, eps)?;
         }
         Ok(x.reshape((b, s, h))?)
     }
@@ -416,22 +443,4 @@ impl Layer {
             Tensor::cat(&[&self.q_b, &self.k_b, &self.v_b], 0)?,
         ))
     }
-}
-
-/// Inverted dropout with a mask from a SplitMix64 stream keyed by (seed, site).
-fn dropout(x: &Tensor, p: f32, seed: u64, site: u64) -> candle_core::Result<Tensor> {
-    let n = x.elem_count();
-    let mut rng = uae_core::SplitMix64::new(seed ^ site.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let keep = 1.0 / (1.0 - p);
-    let threshold = (p as f64 * (1u64 << 53) as f64) as u64;
-    let mask: Vec<f32> = (0..n)
-        .map(|_| {
-            if (rng.next_u64() >> 11) < threshold {
-                0.0
-            } else {
-                keep
-            }
-        })
-        .collect();
-    x * Tensor::from_vec(mask, x.shape(), x.device())?
 }

@@ -34,6 +34,77 @@ fn fused(t: &Tensor) -> bool {
 
 // ---------------------------------------------------------------- linear
 
+/// What happens to `x` before the GEMM of [`linear_fwd`].
+#[derive(Clone, Copy, PartialEq)]
+enum Pre {
+    None,
+    /// GELU of `x` into a scratch buffer (the input is the pre-activation).
+    Gelu,
+}
+
+/// `pre(x) W^T + b`, then GELU when `gelu_after`: the CPU forward of [`LinearOp`] and
+/// [`GeluLinearOp`].
+#[allow(clippy::too_many_arguments)]
+fn linear_fwd(
+    xs: &CpuStorage,
+    xl: &Layout,
+    ws: &CpuStorage,
+    wl: &Layout,
+    bs: &CpuStorage,
+    bl: &Layout,
+    gelu_after: bool,
+    pre: Pre,
+) -> Result<(CpuStorage, Shape)> {
+    let (x, w, b) = (
+        f32s(xs, xl, "linear x")?,
+        f32s(ws, wl, "linear w")?,
+        f32s(bs, bl, "linear b")?,
+    );
+    let (n, k) = xl.shape().dims2()?;
+    let (out, k2) = wl.shape().dims2()?;
+    if k != k2 || b.len() != out {
+        candle_core::bail!("linear: x [{n}, {k}] vs w [{out}, {k2}] vs b [{}]", b.len());
+    }
+    let act;
+    let x = match pre {
+        Pre::None => x,
+        Pre::Gelu => {
+            let mut buf = vec![0f32; x.len()];
+            buf.par_chunks_mut(4096)
+                .zip(x.par_chunks(4096))
+                .for_each(|(o, x)| gelu_into(o, x));
+            act = buf;
+            &act
+        }
+    };
+    let mut dst = vec![0f32; n * out];
+    dst.par_chunks_mut(out)
+        .for_each(|row| row.copy_from_slice(b));
+    sgemm(
+        n,
+        out,
+        k,
+        Mat {
+            data: x,
+            rs: k,
+            cs: 1,
+        },
+        Mat {
+            data: w,
+            rs: 1,
+            cs: k,
+        },
+        &mut dst,
+        out,
+        true,
+        threads(),
+    );
+    if gelu_after {
+        dst.par_chunks_mut(4096).for_each(gelu_inplace);
+    }
+    Ok((CpuStorage::F32(dst), (n, out).into()))
+}
+
 /// `x W^T + b` with the bias written by the GEMM epilogue; optional GELU (inference only).
 struct LinearOp {
     gelu: bool,
@@ -53,42 +124,7 @@ impl CustomOp3 for LinearOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (
-            f32s(xs, xl, "linear x")?,
-            f32s(ws, wl, "linear w")?,
-            f32s(bs, bl, "linear b")?,
-        );
-        let (n, k) = xl.shape().dims2()?;
-        let (out, k2) = wl.shape().dims2()?;
-        if k != k2 || b.len() != out {
-            candle_core::bail!("linear: x [{n}, {k}] vs w [{out}, {k2}] vs b [{}]", b.len());
-        }
-        let mut dst = vec![0f32; n * out];
-        dst.par_chunks_mut(out)
-            .for_each(|row| row.copy_from_slice(b));
-        sgemm(
-            n,
-            out,
-            k,
-            Mat {
-                data: x,
-                rs: k,
-                cs: 1,
-            },
-            Mat {
-                data: w,
-                rs: 1,
-                cs: k,
-            },
-            &mut dst,
-            out,
-            true,
-            threads(),
-        );
-        if self.gelu {
-            dst.par_chunks_mut(4096).for_each(gelu_inplace);
-        }
-        Ok((CpuStorage::F32(dst), (n, out).into()))
+        linear_fwd(xs, xl, ws, wl, bs, bl, self.gelu, Pre::None)
     }
 
     fn bwd(
@@ -127,6 +163,141 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Te
     } else {
         Ok(y)
     }
+}
+
+/// `gelu(x) W^T + b` for the pre-activation `x`, keeping only `x` for the backward
+/// pass: the GELU output (as wide as the FFN) is recomputed there instead of living in
+/// the autograd graph, so a training graph holds one FFN-wide tensor per layer, not two.
+struct GeluLinearOp;
+
+impl CustomOp3 for GeluLinearOp {
+    fn name(&self) -> &'static str {
+        "uae-gelu-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        linear_fwd(xs, xl, ws, wl, bs, bl, false, Pre::Gelu)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let act = x.apply_op1_no_bwd(&GeluOp)?;
+        let dact = g.matmul(w)?;
+        let dw = g.t()?.matmul(&act)?;
+        drop(act);
+        let dx = x.apply_op2_no_bwd(&dact.contiguous()?, &GeluBwdOp)?;
+        let db = g.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `gelu(x) W^T + b` (`x [n, in]` the pre-activation, weight `[out, in]`).
+/// Differentiable; on CPU the GELU output is not kept for the backward pass.
+pub fn gelu_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !fused(x) {
+        return linear_reference(&gelu_t(x)?, w, b, false);
+    }
+    x.contiguous()?.apply_op3(w, b, GeluLinearOp)
+}
+
+// ---------------------------------------------------------------- dropout
+
+/// The inverted-dropout mask of one site: each element `0` with probability `p`,
+/// else `1 / (1 - p)`, from a SplitMix64 stream keyed by `(seed, site)`.
+pub fn dropout_mask(n: usize, p: f32, seed: u64, site: u64) -> Vec<f32> {
+    let mut rng = uae_core::SplitMix64::new(seed ^ site.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let keep = 1.0 / (1.0 - p);
+    let threshold = (p as f64 * (1u64 << 53) as f64) as u64;
+    (0..n)
+        .map(|_| {
+            if (rng.next_u64() >> 11) < threshold {
+                0.0
+            } else {
+                keep
+            }
+        })
+        .collect()
+}
+
+/// `dropout(x) + r` with the mask of `(seed, site)`.
+struct DropAddOp {
+    p: f32,
+    seed: u64,
+    site: u64,
+}
+
+impl CustomOp2 for DropAddOp {
+    fn name(&self) -> &'static str {
+        "uae-dropout-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = (
+            f32s(xs, xl, "dropout x")?,
+            f32s(rs, rl, "dropout residual")?,
+        );
+        if xl.shape() != rl.shape() {
+            candle_core::bail!("dropout-add: {:?} vs {:?}", xl.shape(), rl.shape());
+        }
+        let mut out = dropout_mask(x.len(), self.p, self.seed, self.site);
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096).zip(r.par_chunks(4096)))
+            .for_each(|(o, (x, r))| {
+                for ((o, x), r) in o.iter_mut().zip(x).zip(r) {
+                    *o = *x * *o + *r;
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _r: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let mask = dropout_mask(x.elem_count(), self.p, self.seed, self.site);
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        Ok((Some(g.mul(&mask)?), Some(g.clone())))
+    }
+}
+
+/// `dropout(x) + r`: inverted dropout with the mask of `(seed, site)`
+/// ([`dropout_mask`]), then the residual. Differentiable; on CPU one pass, and the
+/// autograd graph keeps neither the mask nor the dropped-out tensor (the backward
+/// pass draws the mask again).
+pub fn dropout_add(x: &Tensor, r: &Tensor, p: f32, seed: u64, site: u64) -> Result<Tensor> {
+    if !fused(x) {
+        let mask = Tensor::from_vec(
+            dropout_mask(x.elem_count(), p, seed, site),
+            x.shape(),
+            x.device(),
+        )?;
+        return (x * mask)? + r;
+    }
+    x.contiguous()?
+        .apply_op2(&r.contiguous()?, DropAddOp { p, seed, site })
 }
 
 /// A linear layer rounded to bf16 and packed for the bf16 GEMM (AMX tiles or

@@ -289,6 +289,48 @@ fn fused_ops_match_composed_reference_with_gradients() {
     }
 }
 
+/// The training-only fused ops (GELU recomputed in the backward pass; dropout mask
+/// redrawn there) give the values and gradients of their compositions.
+#[test]
+fn gelu_linear_and_dropout_add_match_their_compositions() {
+    let (n, i, h) = (6, 40, 24);
+    let x = candle_core::Var::from_tensor(&rand_tensor(&[n, i], 11)).unwrap();
+    let w = candle_core::Var::from_tensor(&rand_tensor(&[h, i], 12)).unwrap();
+    let b = candle_core::Var::from_tensor(&rand_tensor(&[h], 13)).unwrap();
+    let r = candle_core::Var::from_tensor(&rand_tensor(&[n, h], 14)).unwrap();
+    let gy = rand_tensor(&[n, h], 15);
+    let run = |fused_path: bool| {
+        let y = if fused_path {
+            let y = ops::gelu_linear(&x, &w, &b).unwrap();
+            ops::dropout_add(&y, &r, 0.25, 3, 2).unwrap()
+        } else {
+            let y = ops::linear_reference(&ops::gelu_t(&x).unwrap(), &w, &b, false).unwrap();
+            let mask = ops::dropout_mask(n * h, 0.25, 3, 2);
+            let mask = Tensor::from_vec(mask, (n, h), &Device::Cpu).unwrap();
+            ((y * mask).unwrap() + r.as_tensor()).unwrap()
+        };
+        let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs: Vec<Tensor> = [&x, &w, &b, &r]
+            .iter()
+            .map(|v| grads.get(v).unwrap().clone())
+            .collect();
+        (y, gs)
+    };
+    let (yf, gf) = run(true);
+    let (yr, gr) = run(false);
+    assert!(max_diff(&yf, &yr) < 1e-5, "{}", max_diff(&yf, &yr));
+    for (a, b) in gf.iter().zip(&gr) {
+        assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
+    }
+    // About a quarter of the mask is dropped, the rest scaled by 1 / 0.75.
+    let mask = ops::dropout_mask(4000, 0.25, 3, 2);
+    let dropped = mask.iter().filter(|&&m| m == 0.0).count();
+    assert!((800..1200).contains(&dropped), "{dropped}");
+    assert!(mask
+        .iter()
+        .all(|&m| m == 0.0 || (m - 1.0 / 0.75).abs() < 1e-6));
+}
+
 /// Every parameter of a trainable model receives a non-zero gradient (no op in the
 /// graph silently stops backprop, as candle's fast LayerNorm would).
 #[test]

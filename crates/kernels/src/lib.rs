@@ -33,7 +33,7 @@ pub fn tune_allocator() {
     // start allocating, with documented parameter numbers and in-range values.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
     }
 }
 
