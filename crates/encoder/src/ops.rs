@@ -140,9 +140,48 @@ impl CustomOp3 for LinearOp {
         }
         let dx = g.matmul(w)?;
         let dw = g.t()?.matmul(x)?;
-        let db = g.sum(0)?;
+        let db = col_sum(g)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
+}
+
+/// Column sums of `[n, m]`: the bias gradient. Candle's `sum(0)` walks the rows on one
+/// thread with a strided inner loop; this sums bands of rows in parallel.
+struct ColSumOp;
+
+impl CustomOp1 for ColSumOp {
+    fn name(&self) -> &'static str {
+        "uae-col-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32s(s, l, "column sum")?;
+        let (n, m) = l.shape().dims2()?;
+        let band = n.div_ceil(4 * threads()).max(64) * m;
+        let partial: Vec<Vec<f32>> = g
+            .par_chunks(band.max(1))
+            .map(|rows| {
+                let mut acc = vec![0f32; m];
+                for row in rows.chunks(m) {
+                    acc.iter_mut().zip(row).for_each(|(a, x)| *a += x);
+                }
+                acc
+            })
+            .collect();
+        let mut out = vec![0f32; m];
+        for p in partial {
+            out.iter_mut().zip(p).for_each(|(a, x)| *a += x);
+        }
+        Ok((CpuStorage::F32(out), m.into()))
+    }
+}
+
+/// Sum over dim 0 of a 2-D tensor (parallel on CPU; no gradient).
+pub fn col_sum(g: &Tensor) -> Result<Tensor> {
+    if !fused(g) || g.rank() != 2 {
+        return g.sum(0);
+    }
+    g.contiguous()?.apply_op1_no_bwd(&ColSumOp)
 }
 
 /// `x [n, in] -> [n, out]` with weight `[out, in]` and bias `[out]`; GELU after it when
@@ -200,7 +239,7 @@ impl CustomOp3 for GeluLinearOp {
         let dw = g.t()?.matmul(&act)?;
         drop(act);
         let dx = x.apply_op2_no_bwd(&dact.contiguous()?, &GeluBwdOp)?;
-        let db = g.sum(0)?;
+        let db = col_sum(g)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }

@@ -322,6 +322,9 @@ fn gelu_linear_and_dropout_add_match_their_compositions() {
     for (a, b) in gf.iter().zip(&gr) {
         assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
     }
+    let big = rand_tensor(&[1000, 7], 16);
+    let want = big.sum(0).unwrap();
+    assert!(max_diff(&ops::col_sum(&big).unwrap(), &want) < 1e-4);
     // About a quarter of the mask is dropped, the rest scaled by 1 / 0.75.
     let mask = ops::dropout_mask(4000, 0.25, 3, 2);
     let dropped = mask.iter().filter(|&&m| m == 0.0).count();
