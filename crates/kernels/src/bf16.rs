@@ -114,6 +114,16 @@ mod dp {
         let kh = b.kp() / 2;
         let mut pairs = vec![0u32; m * kh];
         let convert = |(r, row): (usize, &mut [u32])| {
+            if a.cs == 1 {
+                // SAFETY: AVX-512F is present (asserted above); the row of `a` is
+                // `k` floats from `r * a.rs` (check_views) and `row` holds `kh >= k / 2`
+                // pairs.
+                #[allow(unsafe_code)]
+                unsafe {
+                    round_row(&a.data[r * a.rs..r * a.rs + k], row)
+                };
+                return;
+            }
             let at = |j: usize| {
                 if j < k {
                     to_bf16(a.data[r * a.rs + j * a.cs]) as u32
@@ -159,6 +169,45 @@ mod dp {
         }
     }
 
+    /// Rounds the floats `src` to bf16 pairs in `dst` (zeros past the end): 16 at a time
+    /// with AVX-512F integer ops computing exactly [`to_bf16`]'s round-to-nearest-even.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `dst` must hold at least `src.len() / 2` pairs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn round_row(src: &[f32], dst: &mut [u32]) {
+        use std::arch::x86_64::*;
+        assert!(dst.len() * 2 >= src.len());
+        let full = src.len() / 16 * 16;
+        // SAFETY (whole body): 16 floats are read at i < full <= src.len() - 15, and
+        // 16 u16 (8 pairs) written at pair i / 2 < dst.len() - 7.
+        unsafe {
+            let out = dst.as_mut_ptr().cast::<u16>();
+            let bias = _mm512_set1_epi32(0x7fff);
+            let one = _mm512_set1_epi32(1);
+            for i in (0..full).step_by(16) {
+                let bits = _mm512_loadu_si512(src.as_ptr().add(i).cast());
+                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), one);
+                let r =
+                    _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(bias, odd)));
+                _mm256_storeu_si256(out.add(i).cast(), _mm512_cvtepi32_epi16(r));
+            }
+        }
+        let tail = dst[full / 2..].iter_mut();
+        let at = |j: usize| src.get(j).map_or(0, |&x| to_bf16(x) as u32);
+        for (j, p) in (full / 2..).zip(tail) {
+            *p = at(2 * j) | (at(2 * j + 1) << 16);
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn round_row(_src: &[f32], _dst: &mut [u32]) {
+        unreachable!("AVX512_BF16 is x86-64 only")
+    }
+
     /// `rows` rows of pairs times all of `b` into the band `c`.
     fn block_rows(
         pairs: &[u32],
@@ -171,28 +220,21 @@ mod dp {
     ) {
         let (n, np) = (b.n(), b.np());
         let data = b.data();
-        let mut out = [[0f32; NR]; MR];
         for c0 in (0..n).step_by(NR) {
             let cols = NR.min(n - c0);
             for r0 in (0..rows).step_by(MR) {
                 let rr = MR.min(rows - r0);
                 let a = &pairs[r0 * kh..(r0 + rr) * kh];
-                tile(a, rr, kh, data, np, c0, &mut out);
-                for (i, o) in out.iter().take(rr).enumerate() {
-                    let dst = &mut c[(r0 + i) * c_rs + c0..(r0 + i) * c_rs + c0 + cols];
-                    if accumulate {
-                        dst.iter_mut().zip(o).for_each(|(d, s)| *d += s);
-                    } else {
-                        dst.copy_from_slice(&o[..cols]);
-                    }
-                }
+                let dst = &mut c[r0 * c_rs + c0..];
+                tile(a, rr, kh, data, np, c0, dst, c_rs, cols, accumulate);
             }
         }
     }
 
-    /// `rr` rows of pairs (each `kh` long) times columns `c0..c0 + 32` of the packed
-    /// `b` (row stride `np` columns) into `out[..rr]`.
-    #[allow(unsafe_code)]
+    /// `rr` rows of pairs (each `kh` long) times columns `c0..c0 + cols` of the packed
+    /// `b` (row stride `np` columns) into (or onto, with `accumulate`) the first `cols`
+    /// floats of `rr` rows of `c` (row stride `c_rs`).
+    #[allow(unsafe_code, clippy::too_many_arguments)]
     fn tile(
         a: &[u32],
         rr: usize,
@@ -200,17 +242,21 @@ mod dp {
         b: &[u16],
         np: usize,
         c0: usize,
-        out: &mut [[f32; NR]; MR],
+        c: &mut [f32],
+        c_rs: usize,
+        cols: usize,
+        accumulate: bool,
     ) {
         // Pair j of columns c0..c0 + 32 is 64 u16 at ((j * np) + c0) * 2.
-        assert!(rr <= MR && a.len() >= rr * kh && c0 + NR <= np);
+        assert!(rr <= MR && a.len() >= rr * kh && c0 + NR <= np && cols <= NR);
         assert!(kh == 0 || ((kh - 1) * np + c0 + NR) * 2 <= b.len());
+        assert!(rr > 0 && (rr - 1) * c_rs + cols <= c.len());
         macro_rules! dispatch {
             ($($r:literal)*) => {
                 match rr {
                     // SAFETY: `gemm` asserted AVX512_BF16; the asserts above are the
                     // bounds contract of `tile_dp`.
-                    $($r => unsafe { tile_dp::<$r>(a, kh, b, np, c0, out) },)*
+                    $($r => unsafe { tile_dp::<$r>(a, kh, b, np, c0, c, c_rs, cols, accumulate) },)*
                     _ => {}
                 }
             };
@@ -219,22 +265,27 @@ mod dp {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512F and AVX512_BF16; `a` holds `R * kh` pairs and `b`
-    /// reaches `((kh - 1) * np + c0 + 32) * 2` elements.
+    /// The CPU must have AVX-512F and AVX512_BF16; `a` holds `R * kh` pairs, `b`
+    /// reaches `((kh - 1) * np + c0 + 32) * 2` elements, `cols <= 32` and `c` reaches
+    /// `(R - 1) * c_rs + cols` floats.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, clippy::too_many_arguments)]
     unsafe fn tile_dp<const R: usize>(
         a: &[u32],
         kh: usize,
         b: &[u16],
         np: usize,
         c0: usize,
-        out: &mut [[f32; NR]; MR],
+        c: &mut [f32],
+        c_rs: usize,
+        cols: usize,
+        accumulate: bool,
     ) {
         use std::arch::x86_64::*;
-        // SAFETY (whole body): offsets stay inside `a` and `b` per the contract above;
-        // `out` rows are 32 floats; `__m512i` and `__m512bh` are both 512-bit vectors.
+        // SAFETY (whole body): offsets stay inside `a`, `b` and `c` per the contract
+        // above (stores are masked to `cols`); `__m512i` and `__m512bh` are both 512-bit
+        // vectors.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
             let (ap, bp) = (a.as_ptr(), b.as_ptr());
@@ -249,22 +300,37 @@ mod dp {
                     acc[1] = _mm512_dpbf16_ps(acc[1], x, b1);
                 }
             }
-            for (o, acc) in out.iter_mut().zip(acc) {
-                _mm512_storeu_ps(o.as_mut_ptr(), acc[0]);
-                _mm512_storeu_ps(o.as_mut_ptr().add(16), acc[1]);
+            let mask = |from: usize| -> __mmask16 {
+                let n = cols.saturating_sub(from).min(16);
+                ((1u32 << n) - 1) as __mmask16
+            };
+            let (m0, m1) = (mask(0), mask(16));
+            let cp = c.as_mut_ptr();
+            for (r, acc) in acc.iter().enumerate() {
+                let row = cp.add(r * c_rs);
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
+                }
+                _mm512_mask_storeu_ps(row, m0, v0);
+                _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
             }
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, clippy::too_many_arguments)]
     unsafe fn tile_dp<const R: usize>(
         _a: &[u32],
         _kh: usize,
         _b: &[u16],
         _np: usize,
         _c0: usize,
-        _out: &mut [[f32; NR]; MR],
+        _c: &mut [f32],
+        _c_rs: usize,
+        _cols: usize,
+        _accumulate: bool,
     ) {
         unreachable!("AVX512_BF16 is x86-64 only")
     }
@@ -273,6 +339,41 @@ mod dp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn vector_rounding_equals_scalar_rounding() {
+        if !avx512bf16() {
+            eprintln!("skipped: no AVX512_BF16 on this CPU");
+            return;
+        }
+        let mut rng = crate::test_floats(5);
+        for len in [0, 1, 15, 16, 17, 33, 384] {
+            let mut src: Vec<f32> = (0..len).map(|_| rng() * 1e3).collect();
+            // Ties and specials: halfway cases round to even, signs and zeros kept.
+            for (i, v) in [
+                f32::from_bits(0x3f80_8000),
+                f32::from_bits(0x3f81_8000),
+                -0.0,
+                f32::INFINITY,
+                1e-40,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if i < len {
+                    src[i] = v;
+                }
+            }
+            let mut dst = vec![7u32; len.div_ceil(32) * 16 + 1];
+            // SAFETY: AVX-512F checked above; dst holds more than len / 2 pairs.
+            unsafe { dp::round_row(&src, &mut dst) };
+            for (j, &p) in dst.iter().enumerate() {
+                let at = |t: usize| src.get(t).map_or(0, |&x| to_bf16(x) as u32);
+                assert_eq!(p, at(2 * j) | (at(2 * j + 1) << 16), "len {len} pair {j}");
+            }
+        }
+    }
 
     #[test]
     fn avx512bf16_matches_f32_within_bf16_rounding() {
