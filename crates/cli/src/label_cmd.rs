@@ -3,7 +3,9 @@ use anyhow::{bail, Result};
 use std::path::PathBuf;
 use uae_artifacts::labels::Shard;
 use uae_data::Split;
-use uae_label::{CandidateMode, LabelConfig, LabelRun, RemoteLm, RemoteOptions, Scorer, Template};
+use uae_label::{
+    CandidateMode, LabelConfig, LabelRun, LmSource, RemoteLm, RemoteOptions, Scorer, Template,
+};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -134,10 +136,6 @@ fn seconds(s: &str) -> std::result::Result<f32, String> {
     crate::common::float_in(s, 0.0, false, 86_400.0)
 }
 
-fn is_url(s: &str) -> bool {
-    s.contains("://")
-}
-
 pub fn run(a: LabelArgs) -> Result<()> {
     match a.action {
         Some(LabelAction::Merge { shards, out }) => {
@@ -183,38 +181,35 @@ pub fn run(a: LabelArgs) -> Result<()> {
         max_batch: a.max_batch,
         max_batch_tokens: a.max_batch_tokens,
     };
-    let remote = a.lm.iter().any(|l| is_url(l));
-    if remote && !a.lm.iter().all(|l| is_url(l)) {
-        bail!("--lm: either one local model file or one or more server URLs, not both");
-    }
-    if !remote && a.lm.len() > 1 {
-        bail!("--lm: only server URLs can be repeated; a local model is one file or folder");
-    }
-    if remote && (a.bf16 || a.quantized) {
+    let source = LmSource::parse(&a.lm)?;
+    if matches!(source, LmSource::Servers(_)) && (a.bf16 || a.quantized) {
         bail!("--bf16 and --quantized apply to a local LLM; a server runs the precision it was started with");
     }
     let (local, server);
-    let scorer = if remote {
-        server = RemoteLm::connect(
-            &a.lm,
-            RemoteOptions {
-                concurrency: a.lm_concurrency,
-                timeout: std::time::Duration::from_secs_f32(a.lm_timeout),
-                retries: a.lm_retries as u32,
-                api_key: a.lm_api_key.clone(),
-                ..Default::default()
-            },
-        )?;
-        tracing::info!(model = %server.model, endpoints = server.urls().len(), "scoring on LLM servers");
-        Scorer::Remote(&server)
-    } else {
-        let args = LmArgs {
-            lm: PathBuf::from(&a.lm[0]),
-            quantized: a.quantized,
-            bf16: a.bf16,
-        };
-        local = args.load()?;
-        Scorer::Local(&local)
+    let scorer = match source {
+        LmSource::Servers(urls) => {
+            server = RemoteLm::connect(
+                &urls,
+                RemoteOptions {
+                    concurrency: a.lm_concurrency,
+                    timeout: std::time::Duration::from_secs_f32(a.lm_timeout),
+                    retries: a.lm_retries as u32,
+                    api_key: a.lm_api_key.clone(),
+                    ..Default::default()
+                },
+            )?;
+            tracing::info!(model = %server.model, endpoints = server.urls().len(), "scoring on LLM servers");
+            Scorer::Remote(&server)
+        }
+        LmSource::Local(path) => {
+            let args = LmArgs {
+                lm: path,
+                quantized: a.quantized,
+                bf16: a.bf16,
+            };
+            local = args.load()?;
+            Scorer::Local(&local)
+        }
     };
     let run = LabelRun {
         set: &set,

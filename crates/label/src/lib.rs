@@ -18,7 +18,7 @@ mod score;
 pub use mine::{mine, mine_all};
 pub use remote::{RemoteLm, RemoteOptions};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};
-pub use score::{label, score_key, Job, Record, Scorer};
+pub use score::{label, score_key, Job, LmSource, Record, Scorer};
 pub use uae_artifacts::labels::{
     Candidate, CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledCandidate,
     LabeledGroup, Template,

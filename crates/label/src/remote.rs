@@ -191,9 +191,9 @@ impl RemoteLm {
         sink: &mut dyn FnMut(usize, Echo) -> Result<()>,
     ) -> Result<()> {
         let prompts = Arc::new(prompts);
-        self.dispatch(prompts.clone(), &mut |i, v| {
+        self.dispatch(prompts.clone(), &mut |i, url, v| {
             let echo = parse_echo(&v, &prompts[i], answer_chars[i], &self.model)
-                .map_err(|m| remote_err(&self.urls[0], m))?;
+                .map_err(|m| remote_err(url, m))?;
             sink(i, echo)
         })
     }
@@ -227,11 +227,10 @@ impl RemoteLm {
         };
         let prompts = Arc::new(long.iter().map(|&i| prefix(&texts[i])).collect::<Vec<_>>());
         let mut whole = Vec::new();
-        self.dispatch(prompts.clone(), &mut |j, v| {
+        self.dispatch(prompts.clone(), &mut |j, url, v| {
             let i = long[j];
             let complete = prompts[j].len() == texts[i].len();
-            let t = cut_at(&v, &prompts[j], budget, !complete)
-                .map_err(|m| remote_err(&self.urls[0], m))?;
+            let t = cut_at(&v, &prompts[j], budget, !complete).map_err(|m| remote_err(url, m))?;
             match t {
                 Some(t) if complete || t.len() < prompts[j].len() => sink(i, t),
                 _ => {
@@ -241,25 +240,26 @@ impl RemoteLm {
             }
         })?;
         let prompts = Arc::new(whole.iter().map(|&i| texts[i].clone()).collect::<Vec<_>>());
-        self.dispatch(prompts.clone(), &mut |j, v| {
+        self.dispatch(prompts.clone(), &mut |j, url, v| {
             let t = cut_at(&v, &prompts[j], budget, false)
-                .map_err(|m| remote_err(&self.urls[0], m))?
+                .map_err(|m| remote_err(url, m))?
                 .unwrap_or_else(|| prompts[j].clone());
             sink(whole[j], t)
         })
     }
 
     /// Sends every prompt as an echo request, `concurrency` at a time per endpoint,
-    /// and hands each answer to `on_value` on this thread, in completion order.
+    /// and hands each answer to `on_value` on this thread, in completion order, with
+    /// the URL of the endpoint that answered (for errors).
     fn dispatch(
         &self,
         prompts: Arc<Vec<String>>,
-        on_value: &mut dyn FnMut(usize, Value) -> Result<()>,
+        on_value: &mut dyn FnMut(usize, &str, Value) -> Result<()>,
     ) -> Result<()> {
         let queue = Arc::new(Mutex::new((0..prompts.len()).collect::<VecDeque<usize>>()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<Value>)>();
-        for url in &self.urls {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, usize, Result<Value>)>();
+        for (u, url) in self.urls.iter().enumerate() {
             for _ in 0..self.opts.concurrency.max(1) {
                 let (prompts, queue, stop, tx) =
                     (prompts.clone(), queue.clone(), stop.clone(), tx.clone());
@@ -282,7 +282,7 @@ impl RemoteLm {
                         if r.is_err() {
                             stop.store(true, Ordering::Relaxed);
                         }
-                        if tx.send((i, r)).is_err() {
+                        if tx.send((i, u, r)).is_err() {
                             break;
                         }
                     }
@@ -292,11 +292,11 @@ impl RemoteLm {
         drop(tx);
         let mut first_err: Option<Error> = None;
         self.rt.block_on(async {
-            while let Some((i, r)) = rx.recv().await {
+            while let Some((i, u, r)) = rx.recv().await {
                 if first_err.is_some() {
                     continue;
                 }
-                if let Err(e) = r.and_then(|v| on_value(i, v)) {
+                if let Err(e) = r.and_then(|v| on_value(i, &self.urls[u], v)) {
                     stop.store(true, Ordering::Relaxed);
                     first_err = Some(e);
                 }

@@ -32,6 +32,34 @@ impl Scorer<'_> {
     }
 }
 
+/// What `--lm` names: one local model (a GGUF file or a safetensors folder), or one
+/// or more servers of the same model (base URLs, `http://HOST:PORT/v1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmSource {
+    Local(std::path::PathBuf),
+    Servers(Vec<String>),
+}
+
+impl LmSource {
+    /// Reads the `--lm` values: URLs (anything with `://`) are servers and may repeat;
+    /// otherwise exactly one local path. Mixing the two is an error.
+    pub fn parse(specs: &[String]) -> crate::Result<Self> {
+        let is_url = |s: &String| s.contains("://");
+        match specs {
+            [] => Err(crate::Error::Invalid("--lm: no LLM given".into())),
+            _ if specs.iter().all(is_url) => Ok(LmSource::Servers(specs.to_vec())),
+            _ if specs.iter().any(is_url) => Err(crate::Error::Invalid(
+                "--lm: either one local model file or one or more server URLs, not both".into(),
+            )),
+            [one] => Ok(LmSource::Local(one.into())),
+            _ => Err(crate::Error::Invalid(
+                "--lm: only server URLs can be repeated; a local model is one file or folder"
+                    .into(),
+            )),
+        }
+    }
+}
+
 /// A cached passage truncation by a remote tokenizer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Cut {
@@ -461,4 +489,25 @@ pub(crate) fn utility_stats(summary: &mut LabelSummary, groups: &[LabeledGroup])
     summary.mean_utility_gold = g_sum / summary.gold_candidates.max(1) as f64;
     summary.mean_utility_non_gold = n_sum / summary.non_gold_candidates.max(1) as f64;
     summary.best_is_gold_fraction = best_gold as f64 / best_n.max(1) as f64;
+}
+
+#[cfg(test)]
+mod lm_source_tests {
+    use super::LmSource;
+
+    #[test]
+    fn local_path_servers_and_mixtures() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            LmSource::parse(&v(&["m.gguf"])).unwrap(),
+            LmSource::Local("m.gguf".into())
+        );
+        assert_eq!(
+            LmSource::parse(&v(&["http://a/v1", "http://b/v1"])).unwrap(),
+            LmSource::Servers(v(&["http://a/v1", "http://b/v1"]))
+        );
+        for bad in [&[][..], &["a.gguf", "b.gguf"], &["a.gguf", "http://b/v1"]] {
+            assert!(LmSource::parse(&v(bad)).is_err(), "{bad:?}");
+        }
+    }
 }
