@@ -19,13 +19,7 @@ data="${1:-${UAE_DATA_DIR:-../shared/data/qasper}}"
 n="${UAE_MAIN_QUESTIONS:-160}"
 r="${UAE_RUNS:-runs/main}"
 read -r -a bench_args <<< "${UAE_BENCH_ARGS:---quick}"
-bash scripts/fetch-models.sh
-if [[ -n "${UAE_BIN:-}" ]]; then
-  uae="$UAE_BIN"
-else
-  cargo build --release --locked
-  uae=./target/release/uae
-fi
+source scripts/uae-bin.sh
 start=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - start )) s)" >&2; }
 step "QASPER statistics"

@@ -31,13 +31,7 @@ if [[ -n "${UAE_PIPELINE_LIMIT:-}" ]]; then
   eval_args+=(--limit "$UAE_PIPELINE_LIMIT")
   dev_limit="$UAE_PIPELINE_LIMIT"
 fi
-bash scripts/fetch-models.sh
-if [[ -n "${UAE_BIN:-}" ]]; then
-  uae="$UAE_BIN"
-else
-  cargo build --release --locked
-  uae=./target/release/uae
-fi
+source scripts/uae-bin.sh
 mkdir -p "$out"
 t0=$(date +%s)
 last=$t0

@@ -274,18 +274,30 @@ fn fused_ops_match_composed_reference_with_gradients() {
             let l = ops::linear_reference(&x, &w, &beta, true).unwrap();
             ops::layer_norm_reference(&l, &gamma, &beta, 1e-12).unwrap()
         };
-        let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs: Vec<Tensor> = [&x, &gamma, &beta, &w]
-            .iter()
-            .map(|v| grads.get(v).unwrap().clone())
-            .collect();
-        (y, gs)
+        y
     };
-    let (yf, gf) = run(true);
-    let (yr, gr) = run(false);
-    assert!(max_diff(&yf, &yr) < 1e-4, "{}", max_diff(&yf, &yr));
-    for (a, b) in gf.iter().zip(&gr) {
-        assert!(max_diff(a, b) < 1e-3, "{}", max_diff(a, b));
+    assert_same_values_and_gradients(run, &gy, &[&x, &gamma, &beta, &w], 1e-4, 1e-3);
+}
+
+/// `run(true)` (the fused path) and `run(false)` (the reference) give values within
+/// `tol_y` and gradients of `sum(y * gy)` with respect to `vars` within `tol_g`.
+fn assert_same_values_and_gradients(
+    run: impl Fn(bool) -> Tensor,
+    gy: &Tensor,
+    vars: &[&candle_core::Var],
+    tol_y: f32,
+    tol_g: f32,
+) {
+    let grads_of = |y: &Tensor| {
+        let grads = (y * gy).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter()
+            .map(|v| grads.get(v).unwrap().clone())
+            .collect::<Vec<Tensor>>()
+    };
+    let (yf, yr) = (run(true), run(false));
+    assert!(max_diff(&yf, &yr) < tol_y, "{}", max_diff(&yf, &yr));
+    for (a, b) in grads_of(&yf).iter().zip(&grads_of(&yr)) {
+        assert!(max_diff(a, b) < tol_g, "{}", max_diff(a, b));
     }
 }
 
@@ -309,19 +321,9 @@ fn gelu_linear_and_dropout_add_match_their_compositions() {
             let mask = Tensor::from_vec(mask, (n, h), &Device::Cpu).unwrap();
             ((y * mask).unwrap() + r.as_tensor()).unwrap()
         };
-        let grads = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs: Vec<Tensor> = [&x, &w, &b, &r]
-            .iter()
-            .map(|v| grads.get(v).unwrap().clone())
-            .collect();
-        (y, gs)
+        y
     };
-    let (yf, gf) = run(true);
-    let (yr, gr) = run(false);
-    assert!(max_diff(&yf, &yr) < 1e-5, "{}", max_diff(&yf, &yr));
-    for (a, b) in gf.iter().zip(&gr) {
-        assert!(max_diff(a, b) < 1e-4, "{}", max_diff(a, b));
-    }
+    assert_same_values_and_gradients(run, &gy, &[&x, &w, &b, &r], 1e-5, 1e-4);
     let big = rand_tensor(&[1000, 7], 16);
     let want = big.sum(0).unwrap();
     assert!(max_diff(&ops::col_sum(&big).unwrap(), &want) < 1e-4);
