@@ -267,14 +267,13 @@ fn fused_ops_match_composed_reference_with_gradients() {
     let w = candle_core::Var::from_tensor(&rand_tensor(&[h, h], 6)).unwrap();
     let gy = rand_tensor(&[5, h], 7);
     let run = |fused_path: bool| {
-        let y = if fused_path {
+        if fused_path {
             let l = ops::linear(&x, &w, &beta, true).unwrap();
             ops::layer_norm(&l, &gamma, &beta, 1e-12).unwrap()
         } else {
             let l = ops::linear_reference(&x, &w, &beta, true).unwrap();
             ops::layer_norm_reference(&l, &gamma, &beta, 1e-12).unwrap()
-        };
-        y
+        }
     };
     assert_same_values_and_gradients(run, &gy, &[&x, &gamma, &beta, &w], 1e-4, 1e-3);
 }
@@ -312,7 +311,7 @@ fn gelu_linear_and_dropout_add_match_their_compositions() {
     let r = candle_core::Var::from_tensor(&rand_tensor(&[n, h], 14)).unwrap();
     let gy = rand_tensor(&[n, h], 15);
     let run = |fused_path: bool| {
-        let y = if fused_path {
+        if fused_path {
             let y = ops::gelu_linear(&x, &w, &b).unwrap();
             ops::dropout_add(&y, &r, 0.25, 3, 2).unwrap()
         } else {
@@ -320,8 +319,7 @@ fn gelu_linear_and_dropout_add_match_their_compositions() {
             let mask = ops::dropout_mask(n * h, 0.25, 3, 2);
             let mask = Tensor::from_vec(mask, (n, h), &Device::Cpu).unwrap();
             ((y * mask).unwrap() + r.as_tensor()).unwrap()
-        };
-        y
+        }
     };
     assert_same_values_and_gradients(run, &gy, &[&x, &w, &b, &r], 1e-5, 1e-4);
     let big = rand_tensor(&[1000, 7], 16);
