@@ -27,28 +27,56 @@ pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
-/// `B [k, n]` in bf16, padded to multiples of 32 and stored as `[kp / 2][np][2]`: the
-/// layout `tdpbf16ps` reads, two consecutive `k` of one column side by side.
+/// `B [k, n]` in bf16, padded to multiples of 32, pairs of consecutive `k` of one column
+/// side by side ("VNNI"), in one of two orders: `[kp / 2][np][2]`, the layout AMX's
+/// `tdpbf16ps` reads with a row stride; or, for the AVX512_BF16 kernel, 32-column
+/// strips `[np / 32][kp / 2][32][2]`, so that a strip streams through memory in order.
 pub struct PackedB {
     data: Vec<u16>,
     k: usize,
     n: usize,
     kp: usize,
     np: usize,
+    strips: bool,
 }
 
 impl PackedB {
-    /// Packs the `k x n` matrix that `b` views (element `(r, c)` at `r * rs + c * cs`).
+    /// Packs the `k x n` matrix that `b` views (element `(r, c)` at `r * rs + c * cs`)
+    /// in the layout of this CPU's bf16 unit ([`crate::bf16::backend`]).
     pub fn new(b: Mat, k: usize, n: usize) -> Self {
+        let strips = crate::bf16::backend() == Some(crate::bf16::Backend::Avx512Bf16);
+        Self::with_layout(b, k, n, strips)
+    }
+
+    /// [`PackedB::new`] in a chosen layout: `strips` for the AVX512_BF16 kernel (which
+    /// reads both), else AMX's.
+    pub fn with_layout(b: Mat, k: usize, n: usize, strips: bool) -> Self {
         let (kp, np) = (k.div_ceil(32) * 32, n.div_ceil(32) * 32);
         let mut data = vec![0u16; kp * np];
+        let kh = kp / 2;
         for r in 0..k {
-            let base = (r / 2) * np * 2 + r % 2;
             for c in 0..n {
-                data[base + c * 2] = to_bf16(b.data[r * b.rs + c * b.cs]);
+                let at = if strips {
+                    (((c / 32) * kh + r / 2) * 32 + c % 32) * 2 + r % 2
+                } else {
+                    (r / 2) * np * 2 + c * 2 + r % 2
+                };
+                data[at] = to_bf16(b.data[r * b.rs + c * b.cs]);
             }
         }
-        PackedB { data, k, n, kp, np }
+        PackedB {
+            data,
+            k,
+            n,
+            kp,
+            np,
+            strips,
+        }
+    }
+
+    /// Whether the layout is 32-column strips (else AMX's row-major pairs).
+    pub fn strips(&self) -> bool {
+        self.strips
     }
 
     /// Rows (`k`) of the packed matrix.
@@ -71,7 +99,7 @@ impl PackedB {
         self.np
     }
 
-    /// The packed bf16 values, `[kp / 2][np][2]`.
+    /// The packed bf16 values, in the layout [`PackedB::strips`] names.
     pub fn data(&self) -> &[u16] {
         &self.data
     }
@@ -121,6 +149,7 @@ pub fn gemm(
         return;
     }
     assert!(available(), "amx::gemm without AMX (bug)");
+    assert!(!b.strips, "amx::gemm on a strip-packed B (bug)");
     check_views(m, a, b, c, c_rs, "amx::gemm");
     imp::gemm(m, a, b, c, c_rs, accumulate, threads.max(1));
 }

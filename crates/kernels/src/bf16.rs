@@ -220,43 +220,52 @@ mod dp {
     ) {
         let (n, np) = (b.n(), b.np());
         let data = b.data();
+        // Where pair 0 of columns c0..c0 + 32 starts, and the step from pair j to j + 1.
+        let strips = b.strips();
+        let stride = if strips { 2 * NR } else { 2 * np };
+        let start = |c0: usize| {
+            if strips {
+                c0 / NR * kh * 2 * NR
+            } else {
+                c0 * 2
+            }
+        };
         for c0 in (0..n).step_by(NR) {
             let cols = NR.min(n - c0);
+            let bs = &data[start(c0)..];
             for r0 in (0..rows).step_by(MR) {
                 let rr = MR.min(rows - r0);
                 let a = &pairs[r0 * kh..(r0 + rr) * kh];
                 let dst = &mut c[r0 * c_rs + c0..];
-                tile(a, rr, kh, data, np, c0, dst, c_rs, cols, accumulate);
+                tile(a, rr, kh, bs, stride, dst, c_rs, cols, accumulate);
             }
         }
     }
 
-    /// `rr` rows of pairs (each `kh` long) times columns `c0..c0 + cols` of the packed
-    /// `b` (row stride `np` columns) into (or onto, with `accumulate`) the first `cols`
-    /// floats of `rr` rows of `c` (row stride `c_rs`).
+    /// `rr` rows of pairs (each `kh` long) times a 32-column slice of the packed `b`
+    /// (pair j of its columns: 64 u16 at `j * stride`) into (or onto, with
+    /// `accumulate`) the first `cols` floats of `rr` rows of `c` (row stride `c_rs`).
     #[allow(unsafe_code, clippy::too_many_arguments)]
     fn tile(
         a: &[u32],
         rr: usize,
         kh: usize,
         b: &[u16],
-        np: usize,
-        c0: usize,
+        stride: usize,
         c: &mut [f32],
         c_rs: usize,
         cols: usize,
         accumulate: bool,
     ) {
-        // Pair j of columns c0..c0 + 32 is 64 u16 at ((j * np) + c0) * 2.
-        assert!(rr <= MR && a.len() >= rr * kh && c0 + NR <= np && cols <= NR);
-        assert!(kh == 0 || ((kh - 1) * np + c0 + NR) * 2 <= b.len());
+        assert!(rr <= MR && a.len() >= rr * kh && cols <= NR && stride >= 2 * NR);
+        assert!(kh == 0 || (kh - 1) * stride + 2 * NR <= b.len());
         assert!(rr > 0 && (rr - 1) * c_rs + cols <= c.len());
         macro_rules! dispatch {
             ($($r:literal)*) => {
                 match rr {
                     // SAFETY: `gemm` asserted AVX512_BF16; the asserts above are the
                     // bounds contract of `tile_dp`.
-                    $($r => unsafe { tile_dp::<$r>(a, kh, b, np, c0, c, c_rs, cols, accumulate) },)*
+                    $($r => unsafe { tile_dp::<$r>(a, kh, b, stride, c, c_rs, cols, accumulate) },)*
                     _ => {}
                 }
             };
@@ -266,7 +275,7 @@ mod dp {
 
     /// # Safety
     /// The CPU must have AVX-512F and AVX512_BF16; `a` holds `R * kh` pairs, `b`
-    /// reaches `((kh - 1) * np + c0 + 32) * 2` elements, `cols <= 32` and `c` reaches
+    /// reaches `(kh - 1) * stride + 64` elements, `cols <= 32` and `c` reaches
     /// `(R - 1) * c_rs + cols` floats.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -275,8 +284,7 @@ mod dp {
         a: &[u32],
         kh: usize,
         b: &[u16],
-        np: usize,
-        c0: usize,
+        stride: usize,
         c: &mut [f32],
         c_rs: usize,
         cols: usize,
@@ -290,7 +298,7 @@ mod dp {
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
             let (ap, bp) = (a.as_ptr(), b.as_ptr());
             for j in 0..kh {
-                let bj = bp.add((j * np + c0) * 2);
+                let bj = bp.add(j * stride);
                 let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bj.cast()));
                 let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bj.add(32).cast()));
                 for (r, acc) in acc.iter_mut().enumerate() {
@@ -325,8 +333,7 @@ mod dp {
         _a: &[u32],
         _kh: usize,
         _b: &[u16],
-        _np: usize,
-        _c0: usize,
+        _stride: usize,
         _c: &mut [f32],
         _c_rs: usize,
         _cols: usize,
@@ -391,16 +398,22 @@ mod tests {
         ] {
             let a: Vec<f32> = (0..m * k).map(|_| rng()).collect();
             let bm: Vec<f32> = (0..k * n).map(|_| rng()).collect();
-            let packed = PackedB::new(
-                Mat {
-                    data: &bm,
-                    rs: n,
-                    cs: 1,
-                },
-                k,
-                n,
-            );
-            for (threads, accumulate) in [(1, false), (2, true), (3, false)] {
+            for (strips, threads, accumulate) in [
+                (true, 1, false),
+                (true, 2, true),
+                (false, 3, false),
+                (false, 2, true),
+            ] {
+                let packed = PackedB::with_layout(
+                    Mat {
+                        data: &bm,
+                        rs: n,
+                        cs: 1,
+                    },
+                    k,
+                    n,
+                    strips,
+                );
                 let c_rs = n + 3;
                 let mut c = vec![1.0f32; m * c_rs];
                 dp::gemm(
