@@ -54,7 +54,7 @@ flags=$(grep -m1 "^flags" /proc/cpuinfo | grep -o -w -E "avx512f|avx512_bf16|amx
 {
   echo "{"
   echo "  \"cpu\": \"$cpu\", \"flags\": \"$flags\", \"threads\": $(nproc), \"bf16_labels\": $([[ " ${label_args[*]} " == *" --bf16 "* ]] && echo true || echo false),"
-  (IFS=,; echo "  ${stages[*]},")
+  for s in "${stages[@]}"; do echo "  $s,"; done
   echo "  \"total\": $(( $(date +%s) - t0 ))"
   echo "}"
 } > "$out/timing.json"
