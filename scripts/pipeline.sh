@@ -6,8 +6,9 @@
 # seconds and writes them, with the CPU model, to OUT/timing.json.
 #
 # Usage: scripts/pipeline.sh [--bf16] [OUT]      (OUT defaults to runs/pipeline)
-#   --bf16   label with the LLM's projections in bf16 (AMX or AVX512_BF16; answer NLLs
-#            within 0.01 nats of f32). Training and evaluation stay f32.
+#   --bf16   mine and label with the encoder's and the LLM's projections in bf16 (AMX
+#            or AVX512_BF16; answer NLLs within 0.01 nats of f32). Training and
+#            evaluation stay f32.
 # Env:  UAE_PIPELINE_LIMIT  a smoke test: the first N train questions, dev and test
 #                           questions only
 #       UAE_DATA_DIR        QASPER folder (default ../shared/data/qasper)
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 label_args=()
 if [[ "${1:-}" == "--bf16" ]]; then
-  label_args+=(--bf16)
+  label_args+=(--bf16 --encoder-bf16)
   shift
 fi
 out="${1:-runs/pipeline}"

@@ -63,6 +63,11 @@ pub struct LabelConfig {
     pub max_batch: usize,
     /// Tokens per LLM forward pass.
     pub max_batch_tokens: usize,
+    /// Dense mining with the encoder's projections in bf16 (faster; a candidate can
+    /// differ from f32 mining where two passages tie within bf16 rounding). Absent
+    /// from the manifest when off, so f32 runs read as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mining_bf16: bool,
 }
 
 impl Default for LabelConfig {
@@ -77,6 +82,7 @@ impl Default for LabelConfig {
             seed: 0,
             max_batch: 16,
             max_batch_tokens: 4096,
+            mining_bf16: false,
         }
     }
 }

@@ -72,6 +72,11 @@ pub struct LabelArgs {
     /// Bi-encoder that mines dense hard negatives.
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     encoder: PathBuf,
+    /// Mine dense candidates with the encoder's projections in bf16 (AMX or
+    /// AVX512_BF16): mining ~1.5x faster; a candidate can differ from f32 mining where
+    /// two passages tie within bf16 rounding. Recorded in the manifest.
+    #[arg(long)]
+    encoder_bf16: bool,
     /// Top non-gold paragraphs by the base encoder, per question (0 or more).
     #[arg(long, default_value_t = 3, value_parser = count_in(0, u32::MAX as u64))]
     dense_negatives: usize,
@@ -180,6 +185,7 @@ pub fn run(a: LabelArgs) -> Result<()> {
         seed: a.seed,
         max_batch: a.max_batch,
         max_batch_tokens: a.max_batch_tokens,
+        mining_bf16: a.encoder_bf16,
     };
     let source = LmSource::parse(&a.lm)?;
     if matches!(source, LmSource::Servers(_)) && (a.bf16 || a.quantized) {

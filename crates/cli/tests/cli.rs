@@ -51,6 +51,19 @@ fn bad_inputs_exit_non_zero_with_a_clear_error() {
         .env("UAE_BF16_BACKEND", "none")
         .args(["bench", "label", "--bf16", "--sequences", "1"]);
     fails_with_cmd(&mut label, &["bf16", "AMX", "AVX512_BF16"]);
+    let mut mine = uae();
+    mine.env("UAE_BF16_BACKEND", "none")
+        .args([
+            "label",
+            "--encoder-bf16",
+            "--split",
+            "dev",
+            "--limit",
+            "1",
+            "--out",
+        ])
+        .arg(p.join("labels"));
+    fails_with_cmd(&mut mine, &["bf16", "AMX", "AVX512_BF16"]);
     // Bad JSON in a QASPER file.
     std::fs::write(p.join("qasper-test-v0.3.json"), "{ not json").unwrap();
     fails_with(

@@ -118,7 +118,7 @@ pub fn mine_all(
         .enumerate()
         .map(|(i, p)| (p.id.as_str(), i))
         .collect();
-    let enc = uae_search::load_encoder(encoder_dir, false)?;
+    let enc = uae_search::load_encoder(encoder_dir, cfg.mining_bf16)?;
     let vecs = match cache_dir {
         None => uae_search::embed_passages(
             &enc,
