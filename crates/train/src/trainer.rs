@@ -427,23 +427,29 @@ pub fn step(
             s = e;
         }
     }
-    let encode = |side: u64, s: usize, e: usize, dseed: u64| -> Result<Tensor> {
+    // The token ids of micro-batch (side, s..e).
+    let seqs_of = |side: u64, s: usize, e: usize| -> Vec<&[u32]> {
         let ids = if side == 0 { &qids } else { &pids };
-        let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
-        Ok(enc.forward_t(&enc.batch(&seqs)?, Some(dseed))?)
+        ids[s..e].iter().map(Vec::as_slice).collect()
+    };
+    let encode = |side: u64, s: usize, e: usize, dseed: u64| -> Result<Tensor> {
+        Ok(enc.forward_t(&enc.batch(&seqs_of(side, s, e))?, Some(dseed))?)
     };
     // Which micro-batches keep their graph from the first pass (in order, while the
     // estimate fits the budget).
     let mut budget = cfg.graph_memory_mb.saturating_mul(1 << 20);
+    let mut reencoded_tokens = 0;
     let keep: Vec<bool> = micro
         .iter()
         .map(|&(side, s, e, _)| {
-            let ids = if side == 0 { &qids } else { &pids };
-            let len = ids[s..e].iter().map(Vec::len).max().unwrap_or(1);
-            let bytes = (e - s) * len * graph_bytes_per_token(&enc.model.config);
+            let seqs = seqs_of(side, s, e);
+            let len = seqs.iter().map(|q| q.len()).max().unwrap_or(1);
+            let bytes = seqs.len() * len * graph_bytes_per_token(&enc.model.config);
             let fits = bytes <= budget;
             if fits {
                 budget -= bytes;
+            } else {
+                reencoded_tokens += seqs.iter().map(|q| q.len()).sum::<usize>();
             }
             fits
         })
@@ -469,11 +475,7 @@ pub fn step(
         } else {
             kept.push(None);
             match &snapshot {
-                Some(m) => {
-                    let ids = if side == 0 { &qids } else { &pids };
-                    let seqs: Vec<&[u32]> = ids[s..e].iter().map(Vec::as_slice).collect();
-                    enc.forward_with(m, &enc.batch(&seqs)?, Some(d))?
-                }
+                Some(m) => enc.forward_with(m, &enc.batch(&seqs_of(side, s, e))?, Some(d))?,
                 None => encode(side, s, e, d)?.detach(),
             }
         };
@@ -555,15 +557,6 @@ pub fn step(
         });
     }
     let norm = opt.step_flat(vars, acc, lr, Some(cfg.clip))?;
-    let reencoded_tokens = micro
-        .iter()
-        .zip(&keep)
-        .filter(|(_, &k)| !k)
-        .map(|(&(side, s, e, _), _)| {
-            let ids = if side == 0 { &qids } else { &pids };
-            ids[s..e].iter().map(Vec::len).sum::<usize>()
-        })
-        .sum();
     Ok(StepOutcome {
         loss,
         grad_norm: norm,
