@@ -142,6 +142,11 @@ pub fn unit_interval(s: &str) -> std::result::Result<f32, String> {
     float_in(s, 0.0, true, 1.0)
 }
 
+/// Any finite number (utilities in nats may be negative).
+pub fn finite(s: &str) -> std::result::Result<f32, String> {
+    float_in(s, f32::MIN, true, f32::MAX)
+}
+
 /// A finite number >= 0.
 pub fn non_negative(s: &str) -> std::result::Result<f32, String> {
     float_in(s, 0.0, true, f32::MAX)

@@ -1,4 +1,4 @@
-use crate::common::{count, count_in, named, positive, unit_interval, Bars, DataDir};
+use crate::common::{count, count_in, finite, named, positive, unit_interval, Bars, DataDir};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
@@ -25,6 +25,15 @@ pub struct TrainArgs {
     /// evidence).
     #[arg(long, default_value = "gold", value_parser = named::<Positives>(&["gold", "answer-match"]))]
     positives: Positives,
+    /// Utility losses (`uae`, `uae-listwise`, `kl`, `hybrid`): a question whose best
+    /// candidate lowers the answer's NLL by less than this many nats gets no utility
+    /// target: the LLM found no candidate that helps, so the utility softmax would
+    /// rank noise. Its candidates stay in the batch as negatives for the others, and
+    /// `hybrid` still trains it on its positives. For mined candidates without
+    /// evidence (QASPER: the best candidate is evidence for 5-17% of questions below
+    /// 1 nat, 77% above 2). Default: every question trains.
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    min_utility: Option<f32>,
     /// Output: model/ (best by dev MAP, sentence-transformers layout), ckpt/,
     /// metrics.jsonl, manifest.json, loss.svg, dev.svg. Rerunning the same command
     /// resumes.
@@ -113,6 +122,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         graph_memory_mb: a.graph_memory_mb,
         positives: a.positives,
         gold_weight: a.gold_weight,
+        min_utility: a.min_utility,
         ..Default::default()
     };
     let dev = match (&a.dev_labels, &a.dev_questions, &a.corpus) {

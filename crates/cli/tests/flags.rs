@@ -138,3 +138,26 @@ fn named_models_parse() {
     assert!(parse("kl").is_err());
     assert!(parse("=x").is_err());
 }
+
+/// `--min-utility` is in nats and may be negative, but must be a finite number.
+#[test]
+fn min_utility_takes_any_finite_number() {
+    let parse = |v: &str| {
+        Cli::try_parse_from([
+            "uae",
+            "train",
+            "--labels",
+            "l",
+            "--out",
+            "o",
+            "--min-utility",
+            v,
+        ])
+    };
+    for ok in ["-0.5", "0", "1.5"] {
+        assert!(parse(ok).is_ok(), "{ok} was refused");
+    }
+    for bad in ["nan", "inf", "-inf", "1e400", "x"] {
+        assert!(parse(bad).is_err(), "{bad} was accepted");
+    }
+}

@@ -36,6 +36,38 @@ pub struct Batch<'a> {
 
 const NEG: f32 = -1e9;
 
+/// The objective and its knobs, as [`crate::TrainConfig`] sets them.
+#[derive(Debug, Clone, Copy)]
+pub struct LossParams {
+    pub kind: LossKind,
+    /// Similarity temperature.
+    pub tau: f32,
+    /// Utility temperature.
+    pub tau_u: f32,
+    /// `hybrid`: the share of the target on the positives.
+    pub gold_weight: f32,
+    /// Utility losses: a question whose best candidate's utility is below this (nats)
+    /// gives no utility target (the LLM found no passage that helps its answer, so
+    /// the softmax over its candidates would follow noise); its candidates stay in
+    /// the batch as negatives for the others. `hybrid` still trains such a question
+    /// on its positives, if it has any. `None`: every question has a target.
+    pub min_utility: Option<f32>,
+}
+
+/// Whether each question's best own candidate reaches `min_utility` (all true
+/// without a bar; false for a question with no candidates).
+fn confident(b: &Batch, questions: usize, min_utility: Option<f32>) -> Vec<bool> {
+    let mut best = vec![f32::NEG_INFINITY; questions];
+    let mut any = vec![false; questions];
+    for (j, &i) in b.owner.iter().enumerate() {
+        best[i] = best[i].max(b.utility[j]);
+        any[i] = true;
+    }
+    (0..questions)
+        .map(|i| any[i] && min_utility.is_none_or(|m| best[i] >= m))
+        .collect()
+}
+
 /// Softmax over each question's own candidates of `u / tau_u` -> `[Q, P]` (0 elsewhere).
 fn utility_targets(b: &Batch, questions: usize, tau_u: f32) -> Vec<f32> {
     let p = b.owner.len();
@@ -57,33 +89,34 @@ fn utility_targets(b: &Batch, questions: usize, tau_u: f32) -> Vec<f32> {
 /// The mean loss over the batch's questions. `q`: `[Q, d]`, `p`: `[P, d]`, both
 /// L2-normalised; `tau` scales similarities, `tau_u` utilities. Questions with no
 /// target (no candidates; for `infonce`, no gold) are left out of the mean.
-pub fn batch_loss(
-    kind: LossKind,
-    q: &Tensor,
-    p: &Tensor,
-    b: &Batch,
-    tau: f32,
-    tau_u: f32,
-    gold_weight: f32,
-) -> Result<Tensor> {
+pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<Tensor> {
+    let LossParams {
+        kind,
+        tau,
+        tau_u,
+        gold_weight,
+        min_utility,
+    } = *lp;
     let (nq, _) = q.dims2()?;
     let np = b.owner.len();
     let dev = q.device();
     let s = (q.matmul(&p.t()?)? / tau as f64)?; // [Q, P]
     let matrix = |v: Vec<f32>| Tensor::from_vec(v, (nq, np), dev);
+    let has = confident(b, nq, min_utility);
     match kind {
         LossKind::Uae => {
             let t = utility_targets(b, nq, tau_u);
-            let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
             soft_cross_entropy(&s, &matrix(t)?, &has)
         }
         LossKind::Hybrid => {
             let mut t = utility_targets(b, nq, tau_u);
+            let mut has = has;
             for i in 0..nq {
                 let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
                 if golds.is_empty() {
                     continue;
                 }
+                has[i] = true;
                 for j in (0..np).filter(|&j| b.owner[j] == i) {
                     let g = if b.gold[j] {
                         1.0 / golds.len() as f32
@@ -93,7 +126,6 @@ pub fn batch_loss(
                     t[i * np + j] = gold_weight * g + (1.0 - gold_weight) * t[i * np + j];
                 }
             }
-            let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
             soft_cross_entropy(&s, &matrix(t)?, &has)
         }
         LossKind::Kl => {
@@ -111,7 +143,6 @@ pub fn batch_loss(
                 .collect();
             let tt = matrix(t)?;
             let per_q = ((matrix(ent)? - (tt * lsm)?)?).sum(1)?;
-            let has: Vec<bool> = (0..nq).map(|i| b.owner.contains(&i)).collect();
             masked_mean(&per_q, &has)
         }
         LossKind::Infonce => {
@@ -135,7 +166,7 @@ pub fn batch_loss(
             let mut masks = Vec::new();
             let mut cols = Vec::new();
             let mut weights = Vec::new();
-            for (j, &i) in b.owner.iter().enumerate() {
+            for (j, &i) in b.owner.iter().enumerate().filter(|&(_, &i)| has[i]) {
                 rows.push(i as u32);
                 cols.push(j as u32);
                 weights.push(t[i * np + j] / (nq as f32));
@@ -160,8 +191,8 @@ pub fn batch_loss(
             let picked = lsm
                 .gather(&Tensor::from_vec(cols, (n, 1), dev)?, 1)?
                 .squeeze(1)?;
-            let questions = (0..nq).filter(|i| b.owner.contains(i)).count().max(1) as f32;
-            // Weights carry 1/Q; rescale to the mean over questions that have candidates.
+            let questions = has.iter().filter(|&&h| h).count().max(1) as f32;
+            // Weights carry 1/Q; rescale to the mean over questions with a target.
             (picked * Tensor::from_vec(weights, n, dev)?)?
                 .sum_all()?
                 .neg()?
@@ -205,6 +236,16 @@ mod tests {
         Tensor::from_vec(flat, (v.len(), 2), &Device::Cpu).unwrap()
     }
 
+    fn lp(kind: LossKind, tau: f32, tau_u: f32, gold_weight: f32) -> LossParams {
+        LossParams {
+            kind,
+            tau,
+            tau_u,
+            gold_weight,
+            min_utility: None,
+        }
+    }
+
     fn val(t: Tensor) -> f64 {
         t.to_scalar::<f32>().unwrap() as f64
     }
@@ -227,7 +268,8 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Uae, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.582203).abs()
+            (val(batch_loss(&lp(LossKind::Uae, 1.0, 1.0, 0.5), &q, &p, &b).unwrap()) - 0.582203)
+                .abs()
                 < 1e-5
         );
     }
@@ -241,7 +283,9 @@ mod tests {
             utility: &[1.0, 0.0],
             gold: &[true, false],
         };
-        assert!(val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()).abs() < 1e-5);
+        assert!(
+            val(batch_loss(&lp(LossKind::Kl, 1.0, 1.0, 0.5), &q, &p, &b).unwrap()).abs() < 1e-5
+        );
         // Utilities [0, 0]: pi = [0.5, 0.5]; KL = 0.5 ln(0.5/0.731059) + 0.5 ln(0.5/0.268941)
         // = 0.5 * (-0.379885) + 0.5 * 0.620115 = 0.120115.
         let b = Batch {
@@ -250,7 +294,8 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Kl, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.120115).abs()
+            (val(batch_loss(&lp(LossKind::Kl, 1.0, 1.0, 0.5), &q, &p, &b).unwrap()) - 0.120115)
+                .abs()
                 < 1e-5
         );
     }
@@ -267,7 +312,8 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Infonce, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.313262)
+            (val(batch_loss(&lp(LossKind::Infonce, 1.0, 1.0, 0.5), &q, &p, &b).unwrap())
+                - 0.313262)
                 .abs()
                 < 1e-5
         );
@@ -279,7 +325,8 @@ mod tests {
             gold: &[true, false, false],
         };
         assert!(
-            (val(batch_loss(LossKind::Infonce, &q2, &p3, &b, 1.0, 1.0, 0.5).unwrap()) - 0.551445)
+            (val(batch_loss(&lp(LossKind::Infonce, 1.0, 1.0, 0.5), &q2, &p3, &b).unwrap())
+                - 0.551445)
                 .abs()
                 < 1e-5
         );
@@ -298,7 +345,7 @@ mod tests {
             utility: &[0.3, 1.5, 1.0, -0.5],
             gold: &[true, false, false, true],
         };
-        let loss = |k, w| val(batch_loss(k, &q, &p, &b, 0.5, 1.0, w).unwrap());
+        let loss = |k, w| val(batch_loss(&lp(k, 0.5, 1.0, w), &q, &p, &b).unwrap());
         let (uae, nce) = (loss(LossKind::Uae, 0.5), loss(LossKind::Infonce, 0.5));
         assert!((loss(LossKind::Hybrid, 0.0) - uae).abs() < 1e-5);
         assert!((loss(LossKind::Hybrid, 1.0) - nce).abs() < 1e-5);
@@ -307,8 +354,46 @@ mod tests {
             gold: &[false; 4],
             ..b
         };
-        let h = val(batch_loss(LossKind::Hybrid, &q, &p, &none, 0.5, 1.0, 0.8).unwrap());
+        let h = val(batch_loss(&lp(LossKind::Hybrid, 0.5, 1.0, 0.8), &q, &p, &none).unwrap());
         assert!((h - uae).abs() < 1e-5);
+    }
+
+    /// `min_utility` drops the target of a question whose best candidate is below it;
+    /// its candidates stay as in-batch negatives. q0 = (1, 0) owns p0 = (1, 0) and
+    /// p1 = (0, 1) with u = [1, 0]; q1 = (0, 1) owns p2 = (0, 1), p3 = (1, 0) with
+    /// u = [0.2, -0.5]. tau = tau_u = 1. q0's row s = [1, 0, 0, 1],
+    /// log softmax = [-1.006409, -2.006409, -2.006409, -1.006409], pi = [0.731059,
+    /// 0.268941]: loss 0.731059 * 1.006409 + 0.268941 * 2.006409 = 1.275350.
+    /// Hybrid (weight 0.5, p0 gold) with a bar above every utility still trains q0 on
+    /// [0.865529, 0.134471]: 1.140880.
+    #[test]
+    fn min_utility_gates_the_utility_target() {
+        let q = unit(&[[1.0, 0.0], [0.0, 1.0]]);
+        let p = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]);
+        let b = Batch {
+            owner: &[0, 0, 1, 1],
+            utility: &[1.0, 0.0, 0.2, -0.5],
+            gold: &[true, false, false, false],
+        };
+        let gated = |kind, bar| {
+            let params = LossParams {
+                min_utility: bar,
+                ..lp(kind, 1.0, 1.0, 0.5)
+            };
+            val(batch_loss(&params, &q, &p, &b).unwrap())
+        };
+        assert!((gated(LossKind::Uae, Some(0.5)) - 1.275350).abs() < 1e-5);
+        assert!((gated(LossKind::Uae, Some(0.1)) - gated(LossKind::Uae, None)).abs() < 1e-6);
+        assert!((gated(LossKind::Uae, Some(0.1)) - 1.275350).abs() > 1e-2);
+        assert_eq!(gated(LossKind::Uae, Some(5.0)), 0.0);
+        assert_eq!(gated(LossKind::UaeListwise, Some(5.0)), 0.0);
+        assert_eq!(gated(LossKind::Kl, Some(5.0)), 0.0);
+        assert!((gated(LossKind::Hybrid, Some(5.0)) - 1.140880).abs() < 1e-5);
+        // infonce has no utility target: the bar changes nothing.
+        assert_eq!(
+            gated(LossKind::Infonce, Some(5.0)),
+            gated(LossKind::Infonce, None)
+        );
     }
 
     /// uae-listwise, one question, u = [1, 0], pi = [0.731059, 0.268941]:
@@ -324,7 +409,8 @@ mod tests {
             gold: &[true, false],
         };
         assert!(
-            (val(batch_loss(LossKind::UaeListwise, &q, &p, &b, 1.0, 1.0, 0.5).unwrap()) - 0.229014)
+            (val(batch_loss(&lp(LossKind::UaeListwise, 1.0, 1.0, 0.5), &q, &p, &b).unwrap())
+                - 0.229014)
                 .abs()
                 < 1e-5
         );
@@ -349,7 +435,7 @@ mod tests {
             LossKind::Infonce,
             LossKind::Hybrid,
         ] {
-            let l = batch_loss(kind, &q, &p, &b, 0.05, 1.0, 0.5).unwrap();
+            let l = batch_loss(&lp(kind, 0.05, 1.0, 0.5), &q, &p, &b).unwrap();
             let g = l.backward().unwrap();
             for v in [&q, &p] {
                 let n = g

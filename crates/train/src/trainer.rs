@@ -1,7 +1,7 @@
 //! The training loop: batches of labeled questions, GradCache-style micro-batching,
 //! AdamW, checkpoints that resume exactly, and sentence-transformers export.
 
-use crate::{batch_loss, linear_schedule, AdamW, AdamWConfig, Batch, LossKind};
+use crate::{batch_loss, linear_schedule, AdamW, AdamWConfig, Batch, LossKind, LossParams};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -99,6 +99,24 @@ pub struct TrainConfig {
     /// `hybrid`: the share of the target on the positives (the rest follows utility).
     #[serde(default = "default_gold_weight")]
     pub gold_weight: f32,
+    /// Utility losses: questions whose best candidate lowers the answer's NLL by less
+    /// than this many nats get no utility target (their candidates stay as in-batch
+    /// negatives); see [`LossParams::min_utility`]. `None`: every question trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_utility: Option<f32>,
+}
+
+impl TrainConfig {
+    /// The loss and its knobs.
+    pub fn loss_params(&self) -> LossParams {
+        LossParams {
+            kind: self.loss,
+            tau: self.tau,
+            tau_u: self.tau_u,
+            gold_weight: self.gold_weight,
+            min_utility: self.min_utility,
+        }
+    }
 }
 
 /// The default [`TrainConfig::graph_memory_mb`]: enough for every graph of a default
@@ -155,6 +173,7 @@ impl Default for TrainConfig {
             graph_memory_mb: DEFAULT_GRAPH_MEMORY_MB,
             positives: Positives::Gold,
             gold_weight: default_gold_weight(),
+            min_utility: None,
         }
     }
 }
@@ -189,6 +208,9 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.gold_weight) {
             return Err("gold_weight must be between 0 and 1".into());
+        }
+        if let Some(m) = self.min_utility.filter(|m| !m.is_finite()) {
+            return Err(format!("min_utility must be a finite number, not {m}"));
         }
         Ok(())
     }
@@ -494,7 +516,7 @@ pub fn step(
         utility: &utility,
         gold: &gold,
     };
-    let loss = batch_loss(cfg.loss, &q, &p, &b, cfg.tau, cfg.tau_u, cfg.gold_weight)?;
+    let loss = batch_loss(&cfg.loss_params(), &q, &p, &b)?;
     let lg = loss.backward()?;
     let zeros = |v: &Var| Tensor::zeros_like(v.as_tensor());
     let gq = lg.get(&q).cloned().map_or_else(|| zeros(&q), Ok)?;
