@@ -29,7 +29,7 @@ pub struct TrainArgs {
     /// candidate lowers the answer's NLL by less than this many nats gets no utility
     /// target: the LLM found no candidate that helps, so the utility softmax would
     /// rank noise. Its candidates stay in the batch as negatives for the others, and
-    /// `hybrid` still trains it on its positives. For mined candidates without
+    /// `hybrid` trains it on its positives alone. For mined candidates without
     /// evidence (QASPER: the best candidate is evidence for 5-17% of questions below
     /// 1 nat, 77% above 2). Default: every question trains.
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]

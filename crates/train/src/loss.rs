@@ -23,7 +23,8 @@ pub enum LossKind {
     Infonce,
     /// `uae` with a target that mixes both signals: `w` of the mass spread evenly over
     /// the question's positives (gold evidence, or answer-match positives), `1 - w` the
-    /// utility softmax; questions without a positive keep the utility target.
+    /// utility softmax; questions without a positive keep the utility target, and
+    /// questions under [`LossParams::min_utility`] take their positives alone.
     Hybrid,
 }
 
@@ -49,8 +50,8 @@ pub struct LossParams {
     /// Utility losses: a question whose best candidate's utility is below this (nats)
     /// gives no utility target (the LLM found no passage that helps its answer, so
     /// the softmax over its candidates would follow noise); its candidates stay in
-    /// the batch as negatives for the others. `hybrid` still trains such a question
-    /// on its positives, if it has any. `None`: every question has a target.
+    /// the batch as negatives for the others. `hybrid` trains such a question on its
+    /// positives alone, if it has any. `None`: every question has a target.
     pub min_utility: Option<f32>,
 }
 
@@ -116,6 +117,9 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
                 if golds.is_empty() {
                     continue;
                 }
+                // Below the utility bar the utility softmax is noise: the positives
+                // alone are the target.
+                let w = if has[i] { gold_weight } else { 1.0 };
                 has[i] = true;
                 for j in (0..np).filter(|&j| b.owner[j] == i) {
                     let g = if b.gold[j] {
@@ -123,7 +127,7 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
                     } else {
                         0.0
                     };
-                    t[i * np + j] = gold_weight * g + (1.0 - gold_weight) * t[i * np + j];
+                    t[i * np + j] = w * g + (1.0 - w) * t[i * np + j];
                 }
             }
             soft_cross_entropy(&s, &matrix(t)?, &has)
@@ -364,7 +368,8 @@ mod tests {
     /// u = [0.2, -0.5]. tau = tau_u = 1. q0's row s = [1, 0, 0, 1],
     /// log softmax = [-1.006409, -2.006409, -2.006409, -1.006409], pi = [0.731059,
     /// 0.268941]: loss 0.731059 * 1.006409 + 0.268941 * 2.006409 = 1.275350.
-    /// Hybrid (weight 0.5, p0 gold) with a bar above every utility still trains q0 on
+    /// Hybrid (weight 0.5, p0 gold) with a bar above every utility trains q0 on its
+    /// positive alone: 1.006409; with the bar under q0's best (1.0) on the mix
     /// [0.865529, 0.134471]: 1.140880.
     #[test]
     fn min_utility_gates_the_utility_target() {
@@ -388,7 +393,8 @@ mod tests {
         assert_eq!(gated(LossKind::Uae, Some(5.0)), 0.0);
         assert_eq!(gated(LossKind::UaeListwise, Some(5.0)), 0.0);
         assert_eq!(gated(LossKind::Kl, Some(5.0)), 0.0);
-        assert!((gated(LossKind::Hybrid, Some(5.0)) - 1.140880).abs() < 1e-5);
+        assert!((gated(LossKind::Hybrid, Some(5.0)) - 1.006409).abs() < 1e-5);
+        assert!((gated(LossKind::Hybrid, Some(0.5)) - 1.140880).abs() < 1e-5);
         // infonce has no utility target: the bar changes nothing.
         assert_eq!(
             gated(LossKind::Infonce, Some(5.0)),

@@ -101,7 +101,8 @@ pub struct TrainConfig {
     pub gold_weight: f32,
     /// Utility losses: questions whose best candidate lowers the answer's NLL by less
     /// than this many nats get no utility target (their candidates stay as in-batch
-    /// negatives); see [`LossParams::min_utility`]. `None`: every question trains.
+    /// negatives; `hybrid` falls back to their positives); see
+    /// [`LossParams::min_utility`]. `None`: every question trains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_utility: Option<f32>,
 }
