@@ -144,7 +144,11 @@ pub fn unit_interval(s: &str) -> std::result::Result<f32, String> {
 
 /// Any finite number (utilities in nats may be negative).
 pub fn finite(s: &str) -> std::result::Result<f32, String> {
-    float_in(s, f32::MIN, true, f32::MAX)
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("`{s}` must be a finite number")),
+        Err(e) => Err(format!("`{s}`: {e}")),
+    }
 }
 
 /// A finite number >= 0.

@@ -26,7 +26,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "gold", value_parser = named::<Positives>(&["gold", "answer-match"]))]
     positives: Positives,
     /// Utility losses (`uae`, `uae-listwise`, `kl`, `hybrid`): a question whose best
-    /// candidate lowers the answer's NLL by less than this many nats gets no utility
+    /// candidate lowers the answer's NLL (mean per token) by less than this many nats gets no utility
     /// target: the LLM found no candidate that helps, so the utility softmax would
     /// rank noise. Its candidates stay in the batch as negatives for the others, and
     /// `hybrid` trains it on its positives alone. For mined candidates without
