@@ -304,7 +304,14 @@ pub struct LabelSummary {
     pub non_gold_candidates: usize,
     /// Among questions with at least one gold and one non-gold candidate.
     pub best_is_gold_fraction: f64,
+    /// How many questions have a best candidate of at least 0.5, 1, 2 and 3 nats
+    /// (keys as written): what `uae train --min-utility` would keep.
+    #[serde(default)]
+    pub questions_best_utility_at_least: std::collections::BTreeMap<String, usize>,
 }
+
+/// The bars [`LabelSummary::questions_best_utility_at_least`] counts, in nats.
+pub const BEST_UTILITY_BARS: [f32; 4] = [0.5, 1.0, 2.0, 3.0];
 
 impl LabelSummary {
     pub const FILE: &'static str = "summary.json";

@@ -467,6 +467,7 @@ pub(crate) fn utility_stats(summary: &mut LabelSummary, groups: &[LabeledGroup])
     summary.candidates = 0;
     summary.gold_candidates = 0;
     summary.non_gold_candidates = 0;
+    summary.questions_best_utility_at_least.clear();
     for g in groups {
         for c in &g.candidates {
             if c.is_gold {
@@ -485,6 +486,14 @@ pub(crate) fn utility_stats(summary: &mut LabelSummary, groups: &[LabeledGroup])
             }
         }
         summary.candidates += cands.len();
+        if let Some(best) = cands.iter().map(|c| c.utility).reduce(f32::max) {
+            for bar in uae_artifacts::labels::BEST_UTILITY_BARS {
+                *summary
+                    .questions_best_utility_at_least
+                    .entry(bar.to_string())
+                    .or_default() += (best >= bar) as usize;
+            }
+        }
     }
     summary.mean_utility_gold = g_sum / summary.gold_candidates.max(1) as f64;
     summary.mean_utility_non_gold = n_sum / summary.non_gold_candidates.max(1) as f64;
@@ -509,5 +518,55 @@ mod lm_source_tests {
         for bad in [&[][..], &["a.gguf", "b.gguf"], &["a.gguf", "http://b/v1"]] {
             assert!(LmSource::parse(&v(bad)).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::utility_stats;
+    use uae_artifacts::labels::{LabelSummary, LabeledCandidate, LabeledGroup};
+
+    fn group(utilities: &[(f32, bool)]) -> LabeledGroup {
+        LabeledGroup {
+            question_id: "q".into(),
+            paper_id: String::new(),
+            question: "?".into(),
+            answers: vec!["a".into()],
+            nll_without: vec![1.0],
+            candidates: utilities
+                .iter()
+                .map(|&(utility, is_gold)| LabeledCandidate {
+                    passage_id: "p".into(),
+                    text: "t".into(),
+                    is_gold,
+                    source: "dense".into(),
+                    utility,
+                    per_answer: vec![utility],
+                })
+                .collect(),
+        }
+    }
+
+    /// Best utilities 2.5, 0.7 and -0.1 (and a question with no candidates): counts
+    /// per bar, mean utilities and how often the best candidate is gold.
+    #[test]
+    fn summary_counts_questions_by_best_utility() {
+        let groups = [
+            group(&[(2.5, true), (0.1, false)]),
+            group(&[(0.2, true), (0.7, false)]),
+            group(&[(-0.1, false)]),
+            group(&[]),
+        ];
+        let mut s = LabelSummary::default();
+        utility_stats(&mut s, &groups);
+        let at = |k: &str| s.questions_best_utility_at_least[k];
+        assert_eq!((at("0.5"), at("1"), at("2"), at("3")), (2, 1, 1, 0));
+        assert_eq!((s.questions, s.candidates, s.gold_candidates), (4, 5, 2));
+        assert!((s.mean_utility_gold - 1.35).abs() < 1e-6);
+        assert!((s.best_is_gold_fraction - 0.5).abs() < 1e-12);
+        // Recomputing (a resumed or merged run) replaces the counts.
+        utility_stats(&mut s, &groups[..1]);
+        assert_eq!(s.questions_best_utility_at_least["2"], 1);
+        assert_eq!(s.questions_best_utility_at_least["0.5"], 1);
     }
 }
