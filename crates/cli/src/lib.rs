@@ -39,6 +39,9 @@ enum Cmd {
     Label(label_cmd::LabelArgs),
     /// Fine-tune a bi-encoder on utility labels (or gold evidence, for the ablation).
     Train(train_cmd::TrainArgs),
+    /// Average a fine-tuned model with its base, weight by weight (WiSE-FT): keeps
+    /// more of the base's accuracy on other domains, without training again.
+    Interpolate(train_cmd::InterpolateArgs),
     /// Serve searches and OpenAI/TEI-compatible embeddings over HTTP: encoder + exact
     /// vector search, no LLM at query time.
     Serve(serve::ServeArgs),
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Cmd::Serve(a) => serve::run(a),
         Cmd::Label(a) => label_cmd::run(a),
         Cmd::Train(a) => train_cmd::run(a),
+        Cmd::Interpolate(a) => train_cmd::interpolate(a),
         Cmd::Bench(c) => bench::run(c),
         Cmd::Index(c) => index_cmd::run(c),
     };

@@ -143,3 +143,26 @@ pub fn run(a: TrainArgs) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&state)?);
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct InterpolateArgs {
+    /// The fine-tuned model folder (`uae train`'s `out/model`).
+    #[arg(long)]
+    model: PathBuf,
+    /// The model it was fine-tuned from.
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    base: PathBuf,
+    /// The fine-tuned model's share of every weight (0-1): 1 is the fine-tuned
+    /// model, 0 the base. Lower keeps more of the base's accuracy on other domains.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    model_weight: f32,
+    /// Output folder (sentence-transformers layout, as `uae train` writes).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn interpolate(a: InterpolateArgs) -> Result<()> {
+    uae_train::interpolate(&a.model, &a.base, a.model_weight, &a.out)?;
+    println!("{}", a.out.display());
+    Ok(())
+}

@@ -16,6 +16,7 @@ const ZERO_OK: &[&str] = &[
     "b",
     "lm_retries",
     "gold_weight",
+    "model_weight",
     "graph_memory_mb",
 ];
 /// Real-valued flags (a huge finite value is a legal, if odd, setting).

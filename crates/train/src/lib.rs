@@ -11,4 +11,6 @@ pub use optim::{linear_schedule, AdamW, AdamWConfig};
 pub use run::{
     answer_match, dev_metrics, run, utility_ndcg, write_curves, DevSet, RunError, TrainRun,
 };
-pub use trainer::{epoch_order, export, train, Hooks, Positives, StepLog, TrainConfig, TrainState};
+pub use trainer::{
+    epoch_order, export, interpolate, train, Hooks, Positives, StepLog, TrainConfig, TrainState,
+};

@@ -795,6 +795,59 @@ pub fn export(enc: &Encoder, base_dir: &Path, out: &Path) -> Result<()> {
     Ok(uae_core::fs::replace_dir(&tmp, out)?)
 }
 
+/// Weight-space ensembling (WiSE-FT, Wortsman et al. 2022): writes to `out` the
+/// model whose every weight is `weight * fine_tuned + (1 - weight) * base`, with
+/// the fine-tuned folder's config, tokenizer and pooling files. Fine-tuning on one
+/// domain costs accuracy on others; interpolating towards the base buys most of
+/// that back for a small in-domain cost, without training again. Both folders must
+/// hold the same architecture (same weight names and shapes).
+pub fn interpolate(fine_tuned: &Path, base: &Path, weight: f32, out: &Path) -> Result<()> {
+    if !(0.0..=1.0).contains(&weight) {
+        return Err(Error::Config(format!(
+            "the fine-tuned model's weight must be between 0 and 1, not {weight}"
+        )));
+    }
+    let device = candle_core::Device::Cpu;
+    let ft = Encoder::load(fine_tuned, &device, true)?;
+    let b = Encoder::load(base, &device, true)?;
+    let base_vars: HashMap<&str, &Var> = b
+        .model
+        .vars()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v))
+        .collect();
+    for (name, v) in ft.model.vars() {
+        let Some(w0) = base_vars.get(name.as_str()) else {
+            return Err(Error::Config(format!(
+                "{}: no weight `{name}`, which {} has: not the same architecture",
+                base.display(),
+                fine_tuned.display()
+            )));
+        };
+        if w0.dims() != v.dims() {
+            return Err(Error::Config(format!(
+                "`{name}` is {:?} in {} but {:?} in {}: not the same architecture",
+                v.dims(),
+                fine_tuned.display(),
+                w0.dims(),
+                base.display()
+            )));
+        }
+        let mixed = ((v.as_tensor() * weight as f64)? + (w0.as_tensor() * (1.0 - weight as f64))?)?;
+        v.set(&mixed)?;
+    }
+    if base_vars.len() != ft.model.vars().len() {
+        return Err(Error::Config(format!(
+            "{} has {} weights, {} has {}: not the same architecture",
+            base.display(),
+            base_vars.len(),
+            fine_tuned.display(),
+            ft.model.vars().len()
+        )));
+    }
+    export(&ft, fine_tuned, out)
+}
+
 #[cfg(test)]
 mod checkpoint_tests {
     use super::*;
