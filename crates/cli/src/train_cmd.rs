@@ -26,12 +26,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "gold", value_parser = named::<Positives>(&["gold", "answer-match"]))]
     positives: Positives,
     /// Utility losses (`uae`, `uae-listwise`, `kl`, `hybrid`): a question whose best
-    /// candidate lowers the answer's NLL (mean per token) by less than this many nats gets no utility
-    /// target: the LLM found no candidate that helps, so the utility softmax would
-    /// rank noise. Its candidates stay in the batch as negatives for the others, and
-    /// `hybrid` trains it on its positives alone. For mined candidates without
-    /// evidence (QASPER: the best candidate is evidence for 5-17% of questions below
-    /// 1 nat, 77% above 2). Default: every question trains.
+    /// candidate lowers the answer's NLL (mean per token) by less than this many nats
+    /// gets no utility target: the LLM found no candidate that helps, so the utility
+    /// softmax would rank noise. Its candidates stay in the batch as negatives for the
+    /// others, and `hybrid` trains it on its positives alone. For mined candidates
+    /// without evidence (QASPER: the best candidate is the evidence for 9-17% of
+    /// questions below 1 nat, 77% above 2; 2 was best on dev). Default: every
+    /// question trains.
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     min_utility: Option<f32>,
     /// Output: model/ (best by dev MAP, sentence-transformers layout), ckpt/,
