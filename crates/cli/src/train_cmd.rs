@@ -35,6 +35,13 @@ pub struct TrainArgs {
     /// question trains.
     #[arg(long, value_parser = finite, allow_negative_numbers = true)]
     min_utility: Option<f32>,
+    /// `--loss infonce`: a question's own non-positive candidates whose utility is at
+    /// least this many nats are spared: left out of that question's softmax instead
+    /// of pushed away, since the LLM says they help answer it (evidence the annotation
+    /// missed). They stay negatives for the other questions. Default: every
+    /// non-positive is a negative.
+    #[arg(long, value_parser = finite, allow_negative_numbers = true)]
+    spare_utility: Option<f32>,
     /// Output: model/ (best by dev MAP, sentence-transformers layout), ckpt/,
     /// metrics.jsonl, manifest.json, loss.svg, dev.svg. Rerunning the same command
     /// resumes.
@@ -124,6 +131,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         positives: a.positives,
         gold_weight: a.gold_weight,
         min_utility: a.min_utility,
+        spare_utility: a.spare_utility,
         ..Default::default()
     };
     let dev = match (&a.dev_labels, &a.dev_questions, &a.corpus) {

@@ -140,25 +140,18 @@ fn named_models_parse() {
     assert!(parse("=x").is_err());
 }
 
-/// `--min-utility` is in nats and may be negative, but must be a finite number.
+/// `--min-utility` and `--spare-utility` are in nats and may be negative, but must be
+/// finite numbers.
 #[test]
-fn min_utility_takes_any_finite_number() {
-    let parse = |v: &str| {
-        Cli::try_parse_from([
-            "uae",
-            "train",
-            "--labels",
-            "l",
-            "--out",
-            "o",
-            "--min-utility",
-            v,
-        ])
-    };
-    for ok in ["-0.5", "0", "1.5"] {
-        assert!(parse(ok).is_ok(), "{ok} was refused");
-    }
-    for bad in ["nan", "inf", "-inf", "1e400", "x"] {
-        assert!(parse(bad).is_err(), "{bad} was accepted");
+fn utility_bars_take_any_finite_number() {
+    for flag in ["--min-utility", "--spare-utility"] {
+        let parse =
+            |v: &str| Cli::try_parse_from(["uae", "train", "--labels", "l", "--out", "o", flag, v]);
+        for ok in ["-0.5", "0", "1.5"] {
+            assert!(parse(ok).is_ok(), "{flag} {ok} was refused");
+        }
+        for bad in ["nan", "inf", "-inf", "1e400", "x"] {
+            assert!(parse(bad).is_err(), "{flag} {bad} was accepted");
+        }
     }
 }

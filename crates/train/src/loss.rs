@@ -53,6 +53,12 @@ pub struct LossParams {
     /// the batch as negatives for the others. `hybrid` trains such a question on its
     /// positives alone, if it has any. `None`: every question has a target.
     pub min_utility: Option<f32>,
+    /// `infonce`: a question's own non-positive candidates whose utility is at least
+    /// this (nats) are spared: left out of that question's softmax, neither pulled
+    /// up nor pushed down. The LLM says they help answer it, so they are likely
+    /// evidence the annotation missed (false negatives); they stay negatives for the
+    /// other questions. `None`: every non-positive is a negative.
+    pub spare_utility: Option<f32>,
 }
 
 /// Whether each question's best own candidate reaches `min_utility` (all true
@@ -97,6 +103,7 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
         tau_u,
         gold_weight,
         min_utility,
+        spare_utility,
     } = *lp;
     let (nq, _) = q.dims2()?;
     let np = b.owner.len();
@@ -160,7 +167,18 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
                 }
                 has[i] = !golds.is_empty();
             }
-            soft_cross_entropy(&s, &matrix(t)?, &has)
+            match spare_utility {
+                None => soft_cross_entropy(&s, &matrix(t)?, &has),
+                Some(bar) => {
+                    let mut mask = vec![0f32; nq * np];
+                    for (j, &i) in b.owner.iter().enumerate() {
+                        if !b.gold[j] && b.utility[j] >= bar {
+                            mask[i * np + j] = NEG;
+                        }
+                    }
+                    soft_cross_entropy(&s.broadcast_add(&matrix(mask)?)?, &matrix(t)?, &has)
+                }
+            }
         }
         LossKind::UaeListwise => {
             let t = utility_targets(b, nq, tau_u);
@@ -247,6 +265,7 @@ mod tests {
             tau_u,
             gold_weight,
             min_utility: None,
+            spare_utility: None,
         }
     }
 
@@ -400,6 +419,34 @@ mod tests {
             gated(LossKind::Infonce, Some(5.0)),
             gated(LossKind::Infonce, None)
         );
+    }
+
+    /// `spare_utility` takes a question's useful non-positives out of its own softmax
+    /// only. q0 = (1, 0) owns p0 = (1, 0) (gold) and p1 = (0.6, 0.8) (not gold, u 2);
+    /// q1 = (0, 1) owns p2 = (0, 1) (gold). tau = 1. Plain InfoNCE, q0's row
+    /// s = [1, 0.6, 0]: -log(e / (e + e^0.6 + 1)) = 0.712067; q1's row s = [0, 0.8, 1]:
+    /// -log(e / (1 + e^0.8 + e)) = 0.782352; mean 0.747210. With p1 spared (bar 1.5)
+    /// q0's row is -log(e / (e + 1)) = 0.313262 and q1's is unchanged (p1 is not its
+    /// candidate): mean 0.547807. A bar above p1's utility changes nothing.
+    #[test]
+    fn spare_utility_drops_useful_negatives_from_their_own_question() {
+        let q = unit(&[[1.0, 0.0], [0.0, 1.0]]);
+        let p = unit(&[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]);
+        let b = Batch {
+            owner: &[0, 0, 1],
+            utility: &[1.0, 2.0, 1.0],
+            gold: &[true, false, true],
+        };
+        let spared = |bar| {
+            let params = LossParams {
+                spare_utility: bar,
+                ..lp(LossKind::Infonce, 1.0, 1.0, 0.5)
+            };
+            val(batch_loss(&params, &q, &p, &b).unwrap())
+        };
+        assert!((spared(None) - 0.747210).abs() < 1e-5);
+        assert!((spared(Some(1.5)) - 0.547807).abs() < 1e-5);
+        assert!((spared(Some(2.5)) - 0.747210).abs() < 1e-5);
     }
 
     /// uae-listwise, one question, u = [1, 0], pi = [0.731059, 0.268941]:

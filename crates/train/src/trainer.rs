@@ -105,6 +105,11 @@ pub struct TrainConfig {
     /// [`LossParams::min_utility`]. `None`: every question trains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_utility: Option<f32>,
+    /// `infonce`: own non-positive candidates with at least this utility (nats) are
+    /// left out of their question's softmax (likely unannotated evidence); see
+    /// [`LossParams::spare_utility`]. `None`: all are negatives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare_utility: Option<f32>,
 }
 
 impl TrainConfig {
@@ -116,6 +121,7 @@ impl TrainConfig {
             tau_u: self.tau_u,
             gold_weight: self.gold_weight,
             min_utility: self.min_utility,
+            spare_utility: self.spare_utility,
         }
     }
 }
@@ -175,6 +181,7 @@ impl Default for TrainConfig {
             positives: Positives::Gold,
             gold_weight: default_gold_weight(),
             min_utility: None,
+            spare_utility: None,
         }
     }
 }
@@ -212,6 +219,14 @@ impl TrainConfig {
         }
         if let Some(m) = self.min_utility.filter(|m| !m.is_finite()) {
             return Err(format!("min_utility must be a finite number, not {m}"));
+        }
+        if let Some(m) = self.spare_utility {
+            if !m.is_finite() {
+                return Err(format!("spare_utility must be a finite number, not {m}"));
+            }
+            if self.loss != LossKind::Infonce {
+                return Err("spare_utility applies to the infonce loss only".into());
+            }
         }
         Ok(())
     }
@@ -846,6 +861,34 @@ pub fn interpolate(fine_tuned: &Path, base: &Path, weight: f32, out: &Path) -> R
         )));
     }
     export(&ft, fine_tuned, out)
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    /// The defaults train; bad numbers and a spare bar on a loss without positives
+    /// are refused with the field's name.
+    #[test]
+    fn check_names_what_is_wrong() {
+        assert_eq!(TrainConfig::default().check(), Ok(()));
+        let bad = |c: TrainConfig| c.check().unwrap_err();
+        let base = TrainConfig::default;
+        assert!(bad(TrainConfig { tau: 0.0, ..base() }).contains("tau"));
+        assert!(bad(TrainConfig {
+            gold_weight: 1.5,
+            ..base()
+        })
+        .contains("gold_weight"));
+        let spare = |loss, bar| TrainConfig {
+            loss,
+            spare_utility: Some(bar),
+            ..base()
+        };
+        assert!(bad(spare(LossKind::Uae, 1.0)).contains("infonce"));
+        assert!(bad(spare(LossKind::Infonce, f32::NAN)).contains("finite"));
+        assert_eq!(spare(LossKind::Infonce, 1.0).check(), Ok(()));
+    }
 }
 
 #[cfg(test)]
