@@ -8,7 +8,7 @@
 
 use crate::ops::{
     attention, dropout_add, dropout_mask, gelu_linear, layer_norm, linear, linear_bf16,
-    PackedLinear,
+    linear_bf16_add, PackedLinear,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -403,11 +403,21 @@ impl Bert {
                 let ctx =
                     attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
                 // Same dropout sites as the f32 branch, so a training-mode pass here
-                // draws the same masks (GradCache's first pass relies on it).
-                let a = drop_add(linear_bf16(&ctx, o_p, false)?, &x)?;
+                // draws the same masks (GradCache's first pass relies on it). Without
+                // dropout the residual sum is fused into the GEMM.
+                let linear_add = |x: &Tensor, w, r: &Tensor| -> Result<Tensor> {
+                    match p {
+                        Some(_) => drop_add(linear_bf16(x, w, false)?, r),
+                        None => {
+                            next_site();
+                            Ok(linear_bf16_add(x, w, r)?)
+                        }
+                    }
+                };
+                let a = linear_add(&ctx, o_p, &x)?;
                 let a = layer_norm(&a, &layer.ln1_g, &layer.ln1_b, eps)?;
                 let inter = linear_bf16(&a, i_p, true)?;
-                let o = drop_add(linear_bf16(&inter, out_p, false)?, &a)?;
+                let o = linear_add(&inter, out_p, &a)?;
                 x = layer_norm(&o, &layer.ln2_g, &layer.ln2_b, eps)?;
                 continue;
             }

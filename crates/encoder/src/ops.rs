@@ -389,19 +389,78 @@ impl CustomOp1 for PackedLinearOp<'_> {
             candle_core::bail!("linear: x [{n}, {k}] vs packed w [{out}, {}]", self.p.w.k());
         }
         let mut dst = vec![0f32; n * out];
-        dst.par_chunks_mut(out)
-            .for_each(|row| row.copy_from_slice(&self.p.b));
         let x = Mat {
             data: x,
             rs: k,
             cs: 1,
         };
-        uae_kernels::bf16::gemm(n, x, &self.p.w, &mut dst, out, true, threads());
-        if self.gelu {
-            dst.par_chunks_mut(4096).for_each(gelu_inplace);
-        }
+        uae_kernels::bf16::gemm_linear(
+            n,
+            x,
+            &self.p.w,
+            &mut dst,
+            &self.p.b,
+            None,
+            self.gelu,
+            threads(),
+        );
         Ok((CpuStorage::F32(dst), (n, out).into()))
     }
+}
+
+struct PackedLinearAddOp<'a> {
+    p: &'a PackedLinear,
+}
+
+impl CustomOp2 for PackedLinearAddOp<'_> {
+    fn name(&self) -> &'static str {
+        "uae-linear-add-bf16"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(xs, xl, "linear x")?;
+        let r = f32s(rs, rl, "linear residual")?;
+        let (n, k) = xl.shape().dims2()?;
+        let out = self.p.w.n();
+        if k != self.p.w.k() || rl.shape().dims() != [n, out] {
+            candle_core::bail!(
+                "linear: x [{n}, {k}], residual {:?} vs packed w [{out}, {}]",
+                rl.shape().dims(),
+                self.p.w.k()
+            );
+        }
+        let mut dst = vec![0f32; n * out];
+        let x = Mat {
+            data: x,
+            rs: k,
+            cs: 1,
+        };
+        uae_kernels::bf16::gemm_linear(
+            n,
+            x,
+            &self.p.w,
+            &mut dst,
+            &self.p.b,
+            Some(r),
+            false,
+            threads(),
+        );
+        Ok((CpuStorage::F32(dst), (n, out).into()))
+    }
+}
+
+/// `x W^T + b + r` through a [`PackedLinear`]: the residual sum of a BERT block with
+/// the addition fused into the GEMM's stores; no gradient. `x [n, in]` and
+/// `r [n, out]` must be f32 on the CPU.
+pub fn linear_bf16_add(x: &Tensor, p: &PackedLinear, r: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&r.contiguous()?, &PackedLinearAddOp { p })
 }
 
 /// `x [n, in] -> [n, out]` through a [`PackedLinear`] (bias and GELU fused); no

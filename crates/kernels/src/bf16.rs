@@ -87,6 +87,67 @@ pub fn gemm(
     }
 }
 
+/// `c[m x n] = gelu?(a[m x k] * b + bias) + residual?` (`c` and `residual` dense, row
+/// stride `n`): a linear layer, and the residual sum after it. On AVX512_BF16 the
+/// bias seeds the accumulators, the residual is added as they are stored, and GELU
+/// runs on each register tile right after, while it is in L1; the AMX path does them
+/// in passes over `c`. Call only when [`backend`] is `Some`.
+///
+/// Panics (a bug in the caller) if `bias` is not `n` long, `residual` not `m * n`,
+/// both `gelu` and `residual` are asked for, or the views are out of bounds.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_linear(
+    m: usize,
+    a: Mat,
+    b: &PackedB,
+    c: &mut [f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    gelu: bool,
+    threads: usize,
+) {
+    let n = b.n();
+    assert_eq!(bias.len(), n, "bf16::gemm_linear: bias length (bug)");
+    assert!(
+        residual.is_none_or(|r| r.len() == m * n) && !(gelu && residual.is_some()),
+        "bf16::gemm_linear: residual (bug)"
+    );
+    match backend() {
+        Some(Backend::Amx) => {
+            c.chunks_mut(n.max(1))
+                .take(m)
+                .enumerate()
+                .for_each(|(r, row)| match residual {
+                    Some(res) => row
+                        .iter_mut()
+                        .zip(&res[r * n..(r + 1) * n])
+                        .zip(bias)
+                        .for_each(|((o, x), b)| *o = x + b),
+                    None => row.copy_from_slice(bias),
+                });
+            crate::amx::gemm(m, a, b, c, n, true, threads);
+            if gelu {
+                c[..m * n].chunks_mut(4096).for_each(crate::gelu_inplace);
+            }
+        }
+        Some(Backend::Avx512Bf16) => dp::gemm_with(
+            m,
+            a,
+            b,
+            c,
+            n,
+            dp::Epilogue {
+                accumulate: false,
+                bias: Some(bias),
+                residual,
+                gelu,
+            },
+            threads,
+        ),
+        None => panic!("bf16::gemm_linear without a bf16 unit (bug)"),
+    }
+}
+
 /// Rows of `C` per register block.
 const MR: usize = 12;
 /// Columns of `C` per register block (two AVX-512 registers).
@@ -95,6 +156,17 @@ const NR: usize = 32;
 mod dp {
     use super::{to_bf16, Mat, PackedB, MR, NR};
 
+    /// What a register tile does with its sums: add them onto `c` (`accumulate`),
+    /// start them from `bias` (indexed by column), add `residual` (laid out as `c`)
+    /// as they are stored, and apply GELU after.
+    #[derive(Clone, Copy)]
+    pub(super) struct Epilogue<'e> {
+        pub accumulate: bool,
+        pub bias: Option<&'e [f32]>,
+        pub residual: Option<&'e [f32]>,
+        pub gelu: bool,
+    }
+
     pub(super) fn gemm(
         m: usize,
         a: Mat,
@@ -102,6 +174,24 @@ mod dp {
         c: &mut [f32],
         c_rs: usize,
         accumulate: bool,
+        threads: usize,
+    ) {
+        let epi = Epilogue {
+            accumulate,
+            bias: None,
+            residual: None,
+            gelu: false,
+        };
+        gemm_with(m, a, b, c, c_rs, epi, threads)
+    }
+
+    pub(super) fn gemm_with(
+        m: usize,
+        a: Mat,
+        b: &PackedB,
+        c: &mut [f32],
+        c_rs: usize,
+        epi: Epilogue,
         threads: usize,
     ) {
         let (k, n) = (b.k(), b.n());
@@ -149,15 +239,12 @@ mod dp {
         let work = |(t, c): (usize, &mut [f32])| {
             let r0 = t * rows_per;
             let rows = rows_per.min(m - r0);
-            block_rows(
-                &pairs[r0 * kh..(r0 + rows) * kh],
-                rows,
-                kh,
-                b,
-                c,
-                c_rs,
-                accumulate,
-            );
+            // The band's own rows of the residual, aligned with `c`'s.
+            let epi = Epilogue {
+                residual: epi.residual.map(|res| &res[r0 * c_rs..]),
+                ..epi
+            };
+            block_rows(&pairs[r0 * kh..(r0 + rows) * kh], rows, kh, b, c, c_rs, epi);
         };
         // Row bands of `c`; the last band may be shorter than `rows_per * c_rs`.
         let bands: Vec<(usize, &mut [f32])> = c.chunks_mut(rows_per * c_rs).enumerate().collect();
@@ -216,7 +303,7 @@ mod dp {
         b: &PackedB,
         c: &mut [f32],
         c_rs: usize,
-        accumulate: bool,
+        epi: Epilogue,
     ) {
         let (n, np) = (b.n(), b.np());
         let data = b.data();
@@ -237,14 +324,34 @@ mod dp {
                 let rr = MR.min(rows - r0);
                 let a = &pairs[r0 * kh..(r0 + rr) * kh];
                 let dst = &mut c[r0 * c_rs + c0..];
-                tile(a, rr, kh, bs, stride, dst, c_rs, cols, accumulate);
+                let bias = epi.bias.map(|b| &b[c0..c0 + cols]);
+                let res = epi.residual.map(|res| &res[r0 * c_rs + c0..]);
+                tile(
+                    a,
+                    rr,
+                    kh,
+                    bs,
+                    stride,
+                    dst,
+                    c_rs,
+                    cols,
+                    epi.accumulate,
+                    bias,
+                    res,
+                );
+                if epi.gelu {
+                    for r in 0..rr {
+                        crate::gelu_inplace(&mut dst[r * c_rs..r * c_rs + cols]);
+                    }
+                }
             }
         }
     }
 
     /// `rr` rows of pairs (each `kh` long) times a 32-column slice of the packed `b`
     /// (pair j of its columns: 64 u16 at `j * stride`) into (or onto, with
-    /// `accumulate`) the first `cols` floats of `rr` rows of `c` (row stride `c_rs`).
+    /// `accumulate`) the first `cols` floats of `rr` rows of `c` (row stride `c_rs`),
+    /// plus `bias` (`cols` floats) and `res` (laid out as `c`) when given.
     #[allow(unsafe_code, clippy::too_many_arguments)]
     fn tile(
         a: &[u32],
@@ -256,8 +363,12 @@ mod dp {
         c_rs: usize,
         cols: usize,
         accumulate: bool,
+        bias: Option<&[f32]>,
+        res: Option<&[f32]>,
     ) {
         assert!(rr <= MR && a.len() >= rr * kh && cols <= NR && stride >= 2 * NR);
+        assert!(bias.is_none_or(|b| b.len() == cols));
+        assert!(rr == 0 || res.is_none_or(|r| (rr - 1) * c_rs + cols <= r.len()));
         assert!(kh == 0 || (kh - 1) * stride + 2 * NR <= b.len());
         assert!(rr > 0 && (rr - 1) * c_rs + cols <= c.len());
         macro_rules! dispatch {
@@ -265,7 +376,7 @@ mod dp {
                 match rr {
                     // SAFETY: `gemm` asserted AVX512_BF16; the asserts above are the
                     // bounds contract of `tile_dp`.
-                    $($r => unsafe { tile_dp::<$r>(a, kh, b, stride, c, c_rs, cols, accumulate) },)*
+                    $($r => unsafe { tile_dp::<$r>(a, kh, b, stride, c, c_rs, cols, accumulate, bias, res) },)*
                     _ => {}
                 }
             };
@@ -276,7 +387,8 @@ mod dp {
     /// # Safety
     /// The CPU must have AVX-512F and AVX512_BF16; `a` holds `R * kh` pairs, `b`
     /// reaches `(kh - 1) * stride + 64` elements, `cols <= 32` and `c` reaches
-    /// `(R - 1) * c_rs + cols` floats.
+    /// `(R - 1) * c_rs + cols` floats, and so does `res` if given; `bias`, if given,
+    /// holds `cols` floats.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(unsafe_code, clippy::too_many_arguments)]
@@ -289,13 +401,27 @@ mod dp {
         c_rs: usize,
         cols: usize,
         accumulate: bool,
+        bias: Option<&[f32]>,
+        res: Option<&[f32]>,
     ) {
         use std::arch::x86_64::*;
-        // SAFETY (whole body): offsets stay inside `a`, `b` and `c` per the contract
-        // above (stores are masked to `cols`); `__m512i` and `__m512bh` are both 512-bit
-        // vectors.
+        // SAFETY (whole body): offsets stay inside `a`, `b`, `c` and `bias` per the
+        // contract above (loads and stores are masked to `cols`); `__m512i` and
+        // `__m512bh` are both 512-bit vectors.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            let mask = |from: usize| -> __mmask16 {
+                let n = cols.saturating_sub(from).min(16);
+                ((1u32 << n) - 1) as __mmask16
+            };
+            let (m0, m1) = (mask(0), mask(16));
+            let seed = match bias {
+                Some(bv) => [
+                    _mm512_maskz_loadu_ps(m0, bv.as_ptr()),
+                    _mm512_maskz_loadu_ps(m1, bv.as_ptr().wrapping_add(16)),
+                ],
+                None => [_mm512_setzero_ps(); 2],
+            };
+            let mut acc = [seed; R];
             let (ap, bp) = (a.as_ptr(), b.as_ptr());
             for j in 0..kh {
                 let bj = bp.add(j * stride);
@@ -308,11 +434,6 @@ mod dp {
                     acc[1] = _mm512_dpbf16_ps(acc[1], x, b1);
                 }
             }
-            let mask = |from: usize| -> __mmask16 {
-                let n = cols.saturating_sub(from).min(16);
-                ((1u32 << n) - 1) as __mmask16
-            };
-            let (m0, m1) = (mask(0), mask(16));
             let cp = c.as_mut_ptr();
             for (r, acc) in acc.iter().enumerate() {
                 let row = cp.add(r * c_rs);
@@ -320,6 +441,11 @@ mod dp {
                 if accumulate {
                     v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
                     v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row.wrapping_add(16)));
+                }
+                if let Some(res) = res {
+                    let x = res.as_ptr().add(r * c_rs);
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, x));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, x.wrapping_add(16)));
                 }
                 _mm512_mask_storeu_ps(row, m0, v0);
                 _mm512_mask_storeu_ps(row.wrapping_add(16), m1, v1);
@@ -338,6 +464,8 @@ mod dp {
         _c_rs: usize,
         _cols: usize,
         _accumulate: bool,
+        _bias: Option<&[f32]>,
+        _res: Option<&[f32]>,
     ) {
         unreachable!("AVX512_BF16 is x86-64 only")
     }
@@ -451,6 +579,58 @@ mod tests {
                             assert_eq!(c[r * c_rs + j], 1.0);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The fused linear layer equals bias + GEMM (+ GELU, or + residual) in passes, on
+    /// whichever bf16 unit this CPU has.
+    #[test]
+    fn gemm_linear_fuses_bias_and_gelu() {
+        if backend().is_none() {
+            eprintln!("skipped: no bf16 unit on this CPU");
+            return;
+        }
+        let mut rng = crate::test_floats(5);
+        for &(m, n, k) in &[(1, 1, 1), (37, 70, 45), (130, 40, 17), (64, 96, 384)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng()).collect();
+            let bm: Vec<f32> = (0..k * n).map(|_| rng()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng()).collect();
+            let packed = PackedB::new(
+                Mat {
+                    data: &bm,
+                    rs: n,
+                    cs: 1,
+                },
+                k,
+                n,
+            );
+            let am = Mat {
+                data: &a,
+                rs: k,
+                cs: 1,
+            };
+            let res: Vec<f32> = (0..m * n).map(|_| rng()).collect();
+            for (gelu, residual, threads) in [(false, false, 1), (true, false, 2), (false, true, 2)]
+            {
+                let mut want = vec![0f32; m * n];
+                want.chunks_mut(n).for_each(|r| r.copy_from_slice(&bias));
+                gemm(m, am, &packed, &mut want, n, true, threads);
+                if gelu {
+                    crate::gelu_inplace(&mut want);
+                }
+                if residual {
+                    want.iter_mut().zip(&res).for_each(|(w, r)| *w += r);
+                }
+                let mut got = vec![f32::NAN; m * n];
+                let r = residual.then_some(&res[..]);
+                gemm_linear(m, am, &packed, &mut got, &bias, r, gelu, threads);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{m}x{n}x{k} gelu {gelu} at {i}: {g} vs {w}"
+                    );
                 }
             }
         }
