@@ -382,29 +382,8 @@ impl CustomOp1 for PackedLinearOp<'_> {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32s(xs, xl, "linear x")?;
-        let (n, k) = xl.shape().dims2()?;
-        let out = self.p.w.n();
-        if k != self.p.w.k() {
-            candle_core::bail!("linear: x [{n}, {k}] vs packed w [{out}, {}]", self.p.w.k());
-        }
-        let mut dst = vec![0f32; n * out];
-        let x = Mat {
-            data: x,
-            rs: k,
-            cs: 1,
-        };
-        uae_kernels::bf16::gemm_linear(
-            n,
-            x,
-            &self.p.w,
-            &mut dst,
-            &self.p.b,
-            None,
-            self.gelu,
-            threads(),
-        );
-        Ok((CpuStorage::F32(dst), (n, out).into()))
+        self.p
+            .forward(f32s(xs, xl, "linear x")?, xl, None, self.gelu)
     }
 }
 
@@ -424,15 +403,31 @@ impl CustomOp2 for PackedLinearAddOp<'_> {
         rs: &CpuStorage,
         rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32s(xs, xl, "linear x")?;
         let r = f32s(rs, rl, "linear residual")?;
+        self.p
+            .forward(f32s(xs, xl, "linear x")?, xl, Some((r, rl)), false)
+    }
+}
+
+impl PackedLinear {
+    /// `gelu?(x W^T + b) + r?` for `x` of layout `xl` (`[n, in]`) and the residual
+    /// `r [n, out]`, through [`uae_kernels::bf16::gemm_linear`].
+    fn forward(
+        &self,
+        x: &[f32],
+        xl: &Layout,
+        residual: Option<(&[f32], &Layout)>,
+        gelu: bool,
+    ) -> Result<(CpuStorage, Shape)> {
         let (n, k) = xl.shape().dims2()?;
-        let out = self.p.w.n();
-        if k != self.p.w.k() || rl.shape().dims() != [n, out] {
+        let out = self.w.n();
+        if k != self.w.k() {
+            candle_core::bail!("linear: x [{n}, {k}] vs packed w [{out}, {}]", self.w.k());
+        }
+        if let Some((_, rl)) = residual.filter(|(_, rl)| rl.shape().dims() != [n, out]) {
             candle_core::bail!(
-                "linear: x [{n}, {k}], residual {:?} vs packed w [{out}, {}]",
-                rl.shape().dims(),
-                self.p.w.k()
+                "linear: residual {:?} for output [{n}, {out}]",
+                rl.shape().dims()
             );
         }
         let mut dst = vec![0f32; n * out];
@@ -441,16 +436,8 @@ impl CustomOp2 for PackedLinearAddOp<'_> {
             rs: k,
             cs: 1,
         };
-        uae_kernels::bf16::gemm_linear(
-            n,
-            x,
-            &self.p.w,
-            &mut dst,
-            &self.p.b,
-            Some(r),
-            false,
-            threads(),
-        );
+        let r = residual.map(|(r, _)| r);
+        uae_kernels::bf16::gemm_linear(n, x, &self.w, &mut dst, &self.b, r, gelu, threads());
         Ok((CpuStorage::F32(dst), (n, out).into()))
     }
 }
