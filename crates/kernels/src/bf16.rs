@@ -114,8 +114,11 @@ pub fn gemm_linear(
     );
     match backend() {
         Some(Backend::Amx) => {
-            c.chunks_mut(n.max(1))
-                .take(m)
+            // The passes run on all threads, as the encoder's did before they moved
+            // here.
+            use rayon::prelude::*;
+            c[..m * n]
+                .par_chunks_mut(n.max(1))
                 .enumerate()
                 .for_each(|(r, row)| match residual {
                     Some(res) => row
@@ -127,7 +130,9 @@ pub fn gemm_linear(
                 });
             crate::amx::gemm(m, a, b, c, n, true, threads);
             if gelu {
-                c[..m * n].chunks_mut(4096).for_each(crate::gelu_inplace);
+                c[..m * n]
+                    .par_chunks_mut(4096)
+                    .for_each(crate::gelu_inplace);
             }
         }
         Some(Backend::Avx512Bf16) => dp::gemm_with(
