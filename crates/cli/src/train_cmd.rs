@@ -2,7 +2,7 @@ use crate::common::{count, count_in, finite, named, positive, unit_interval, Bar
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
-use uae_train::{DevSet, LossKind, Positives, TrainConfig, TrainRun};
+use uae_train::{DevSet, LossKind, Positives, TrainConfig, TrainRun, UtilityNorm};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -13,10 +13,18 @@ pub struct TrainArgs {
     /// in-batch negatives), `uae-listwise` (each candidate a positive weighted by its
     /// utility share, against lower-utility ones), `kl` (KL of the utility and
     /// similarity distributions over the candidates), `infonce` (positives only,
-    /// no LLM signal: the ablation) or `hybrid` (`uae` whose target puts
-    /// --gold-weight of the mass on the positives, the rest on the utility softmax).
-    #[arg(long, default_value = "uae", value_parser = named::<LossKind>(&["uae", "uae-listwise", "kl", "infonce", "hybrid"]))]
+    /// no LLM signal: the ablation), `hybrid` (`uae` whose target puts
+    /// --gold-weight of the mass on the positives, the rest on the utility softmax)
+    /// or `margin-mse` (each pair of a question's candidates: the similarity margin
+    /// regressed on the utility margin over --tau-u; no in-batch negatives).
+    #[arg(long, default_value = "uae", value_parser = named::<LossKind>(&["uae", "uae-listwise", "kl", "infonce", "hybrid", "margin-mse"]))]
     loss: LossKind,
+    /// Utility losses: how each question's utilities are scaled before they become
+    /// targets. `none` (nats as labelled), `zscore` ((u - mean) / std over the
+    /// question's candidates; --tau-u is then in standard deviations) or `rank`
+    /// (minus the rank, best 0; only the order counts, --tau-u in ranks).
+    #[arg(long, default_value = "none", value_parser = named::<UtilityNorm>(&["none", "zscore", "rank"]))]
+    utility_norm: UtilityNorm,
     /// `--loss hybrid`: the share of the target on the positives (0-1).
     #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
     gold_weight: f32,
@@ -132,6 +140,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         gold_weight: a.gold_weight,
         min_utility: a.min_utility,
         spare_utility: a.spare_utility,
+        utility_norm: a.utility_norm,
         ..Default::default()
     };
     let dev = match (&a.dev_labels, &a.dev_questions, &a.corpus) {

@@ -6,7 +6,7 @@ pub mod optim;
 pub mod run;
 pub mod trainer;
 
-pub use loss::{batch_loss, Batch, LossKind, LossParams};
+pub use loss::{batch_loss, Batch, LossKind, LossParams, UtilityNorm};
 pub use optim::{linear_schedule, AdamW, AdamWConfig};
 pub use run::{
     answer_match, dev_metrics, run, utility_ndcg, write_curves, DevSet, RunError, TrainRun,

@@ -26,6 +26,37 @@ pub enum LossKind {
     /// utility softmax; questions without a positive keep the utility target, and
     /// questions under [`LossParams::min_utility`] take their positives alone.
     Hybrid,
+    /// MarginMSE (Hofstaetter et al. 2020; sentence-transformers' distillation loss):
+    /// for every pair of a question's own candidates, the squared difference between
+    /// the similarity margin `s_ij - s_ik` and the utility margin
+    /// `(u_ij - u_ik) / tau_u`. No softmax and no in-batch negatives: it learns the
+    /// utility's differences, not a distribution.
+    MarginMse,
+}
+
+/// How a question's utilities are scaled before they become targets (the softmax of
+/// `uae`, `uae-listwise`, `kl` and `hybrid`, the margins of `margin-mse`). Utilities
+/// of different questions live on different scales: a long answer's mean NLL moves
+/// less than a short one's, so one `tau_u` is sharp for some and flat for others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UtilityNorm {
+    /// The utilities in nats, as labelled.
+    #[default]
+    None,
+    /// Per question, `(u - mean) / std` over its candidates (all 0 when they tie):
+    /// `tau_u` is then in standard deviations.
+    Zscore,
+    /// Per question, minus the rank (0 for the best; ties share their mean rank):
+    /// only the order counts, and `tau_u` is in ranks.
+    Rank,
+}
+
+impl UtilityNorm {
+    /// Whether the norm changes nothing (skips the field in manifests).
+    pub fn is_none(&self) -> bool {
+        *self == UtilityNorm::None
+    }
 }
 
 /// The passages of a batch, flattened: passage j belongs to question `owner[j]`.
@@ -59,6 +90,8 @@ pub struct LossParams {
     /// evidence the annotation missed (false negatives); they stay negatives for the
     /// other questions. `None`: every non-positive is a negative.
     pub spare_utility: Option<f32>,
+    /// How utilities are scaled per question before they become targets.
+    pub utility_norm: UtilityNorm,
 }
 
 /// Whether each question's best own candidate reaches `min_utility` (all true
@@ -75,19 +108,65 @@ fn confident(b: &Batch, questions: usize, min_utility: Option<f32>) -> Vec<bool>
         .collect()
 }
 
-/// Softmax over each question's own candidates of `u / tau_u` -> `[Q, P]` (0 elsewhere).
-fn utility_targets(b: &Batch, questions: usize, tau_u: f32) -> Vec<f32> {
+/// Each passage's utility, scaled per question by `norm` (see [`UtilityNorm`]).
+fn normalized(b: &Batch, questions: usize, norm: UtilityNorm) -> Vec<f32> {
+    let mut v = b.utility.to_vec();
+    if norm.is_none() {
+        return v;
+    }
+    for i in 0..questions {
+        let own: Vec<usize> = (0..b.owner.len()).filter(|&j| b.owner[j] == i).collect();
+        if own.is_empty() {
+            continue;
+        }
+        match norm {
+            UtilityNorm::None => {}
+            UtilityNorm::Zscore => {
+                let n = own.len() as f32;
+                let mean = own.iter().map(|&j| b.utility[j]).sum::<f32>() / n;
+                let var = own
+                    .iter()
+                    .map(|&j| (b.utility[j] - mean).powi(2))
+                    .sum::<f32>()
+                    / n;
+                let sd = var.sqrt();
+                for &j in &own {
+                    v[j] = if sd > 1e-6 {
+                        (b.utility[j] - mean) / sd
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            UtilityNorm::Rank => {
+                for &j in &own {
+                    let above = own.iter().filter(|&&k| b.utility[k] > b.utility[j]).count();
+                    let ties = own
+                        .iter()
+                        .filter(|&&k| b.utility[k] == b.utility[j])
+                        .count();
+                    // Ranks above..above+ties-1 shared: their mean.
+                    v[j] = -(above as f32 + (ties as f32 - 1.0) / 2.0);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Softmax over each question's own candidates of `v / tau_u` -> `[Q, P]` (0 elsewhere).
+fn utility_targets(b: &Batch, v: &[f32], questions: usize, tau_u: f32) -> Vec<f32> {
     let p = b.owner.len();
     let mut t = vec![0f32; questions * p];
     for i in 0..questions {
         let own: Vec<usize> = (0..p).filter(|&j| b.owner[j] == i).collect();
         let m = own
             .iter()
-            .map(|&j| b.utility[j] / tau_u)
+            .map(|&j| v[j] / tau_u)
             .fold(f32::NEG_INFINITY, f32::max);
-        let z: f32 = own.iter().map(|&j| (b.utility[j] / tau_u - m).exp()).sum();
+        let z: f32 = own.iter().map(|&j| (v[j] / tau_u - m).exp()).sum();
         for &j in &own {
-            t[i * p + j] = (b.utility[j] / tau_u - m).exp() / z;
+            t[i * p + j] = (v[j] / tau_u - m).exp() / z;
         }
     }
     t
@@ -104,6 +183,7 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
         gold_weight,
         min_utility,
         spare_utility,
+        utility_norm,
     } = *lp;
     let (nq, _) = q.dims2()?;
     let np = b.owner.len();
@@ -111,13 +191,14 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
     let s = (q.matmul(&p.t()?)? / tau as f64)?; // [Q, P]
     let matrix = |v: Vec<f32>| Tensor::from_vec(v, (nq, np), dev);
     let has = confident(b, nq, min_utility);
+    let v = normalized(b, nq, utility_norm);
     match kind {
         LossKind::Uae => {
-            let t = utility_targets(b, nq, tau_u);
+            let t = utility_targets(b, &v, nq, tau_u);
             soft_cross_entropy(&s, &matrix(t)?, &has)
         }
         LossKind::Hybrid => {
-            let mut t = utility_targets(b, nq, tau_u);
+            let mut t = utility_targets(b, &v, nq, tau_u);
             let mut has = has;
             for i in 0..nq {
                 let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
@@ -140,7 +221,7 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
             soft_cross_entropy(&s, &matrix(t)?, &has)
         }
         LossKind::Kl => {
-            let t = utility_targets(b, nq, tau_u);
+            let t = utility_targets(b, &v, nq, tau_u);
             let mut mask = vec![NEG; nq * np];
             for (j, &i) in b.owner.iter().enumerate() {
                 mask[i * np + j] = 0.0;
@@ -180,8 +261,39 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
                 }
             }
         }
+        LossKind::MarginMse => {
+            // Every pair (j, k) of a question's own candidates; each question with a
+            // pair weighs the same.
+            let (mut left, mut right, mut margin, mut weight) = (vec![], vec![], vec![], vec![]);
+            let own: Vec<Vec<usize>> = (0..nq)
+                .map(|i| (0..np).filter(|&j| b.owner[j] == i).collect())
+                .collect();
+            let with_pairs = (0..nq).filter(|&i| has[i] && own[i].len() >= 2).count();
+            for i in (0..nq).filter(|&i| has[i] && own[i].len() >= 2) {
+                let c = &own[i];
+                let pairs = (c.len() * (c.len() - 1) / 2) as f32;
+                for x in 0..c.len() {
+                    for &k in &c[x + 1..] {
+                        let j = c[x];
+                        left.push((i * np + j) as u32);
+                        right.push((i * np + k) as u32);
+                        margin.push((v[j] - v[k]) / tau_u);
+                        weight.push(1.0 / (pairs * with_pairs as f32));
+                    }
+                }
+            }
+            let n = left.len();
+            if n == 0 {
+                return Tensor::zeros((), DType::F32, dev);
+            }
+            let flat = s.flatten_all()?;
+            let pick = |ix: Vec<u32>| flat.index_select(&Tensor::from_vec(ix, n, dev)?, 0);
+            let d = (pick(left)? - pick(right)?)?;
+            let err = (d - Tensor::from_vec(margin, n, dev)?)?.sqr()?;
+            (err * Tensor::from_vec(weight, n, dev)?)?.sum_all()
+        }
         LossKind::UaeListwise => {
-            let t = utility_targets(b, nq, tau_u);
+            let t = utility_targets(b, &v, nq, tau_u);
             // One row per (question i, own candidate j): visible are j itself, B_i and
             // own candidates of strictly lower utility.
             let mut rows = Vec::new();
@@ -266,6 +378,7 @@ mod tests {
             gold_weight,
             min_utility: None,
             spare_utility: None,
+            utility_norm: UtilityNorm::None,
         }
     }
 
@@ -449,6 +562,87 @@ mod tests {
         assert!((spared(Some(2.5)) - 0.747210).abs() < 1e-5);
     }
 
+    /// z-scores: u = [1, 0] -> [1, -1] (mean 0.5, sd 0.5); with tau_u = 2 the
+    /// target is softmax([0.5, -0.5]) = [0.731059, 0.268941], the same as the raw
+    /// utilities at tau_u = 1, so the loss is `uae_by_hand`'s 0.582203. Ranks: u =
+    /// [1, 0] -> [0, -1], at tau_u = 1 the same again. Ties share their rank: three
+    /// candidates u = [2, 2, 0] rank [-0.5, -0.5, -2]; and a question whose
+    /// candidates all tie has z-scores 0 (a flat target).
+    #[test]
+    fn utility_norms_rescale_each_question() {
+        let (q, p) = one_question();
+        let b = Batch {
+            owner: &[0, 0],
+            utility: &[1.0, 0.0],
+            gold: &[true, false],
+        };
+        let normed = |norm, tau_u| {
+            let params = LossParams {
+                utility_norm: norm,
+                ..lp(LossKind::Uae, 1.0, tau_u, 0.5)
+            };
+            val(batch_loss(&params, &q, &p, &b).unwrap())
+        };
+        assert!((normed(UtilityNorm::Zscore, 2.0) - 0.582203).abs() < 1e-5);
+        assert!((normed(UtilityNorm::Rank, 1.0) - 0.582203).abs() < 1e-5);
+        assert!((normed(UtilityNorm::Zscore, 1.0) - 0.582203).abs() > 1e-2);
+        let three = Batch {
+            owner: &[0, 0, 0, 1, 1],
+            utility: &[2.0, 2.0, 0.0, 5.0, 5.0],
+            gold: &[false; 5],
+        };
+        assert_eq!(
+            normalized(&three, 2, UtilityNorm::Rank),
+            vec![-0.5, -0.5, -2.0, -0.5, -0.5]
+        );
+        assert_eq!(normalized(&three, 2, UtilityNorm::Zscore)[3..], [0.0, 0.0]);
+        // Scale and shift of one question's utilities change no z-score.
+        let shifted = Batch {
+            utility: &[7.0, 7.0, 1.0, 5.0, 5.0],
+            ..three
+        };
+        let (a, b) = (
+            normalized(&three, 2, UtilityNorm::Zscore),
+            normalized(&shifted, 2, UtilityNorm::Zscore),
+        );
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
+    }
+
+    /// margin-mse, one question: s = [1, 0] (tau 1), u = [1, 0]. At tau_u = 1 the
+    /// margins agree: loss 0. At tau_u = 0.5 the utility margin is 2: (1 - 2)^2 = 1.
+    /// Two questions each weigh half: q1 = (0, 1) owns p2 = (0, 1) and p3 = (1, 0)
+    /// (s = [1, 0]) with u = [0, 3]: at tau_u = 1, (1 - (-3))^2 = 16; the mean with
+    /// q0's 0 is 8. A question with one candidate has no pair and is left out.
+    #[test]
+    fn margin_mse_by_hand() {
+        let (q, p) = one_question();
+        let b = Batch {
+            owner: &[0, 0],
+            utility: &[1.0, 0.0],
+            gold: &[true, false],
+        };
+        let m = |tau_u, q: &Tensor, p: &Tensor, b: &Batch| {
+            val(batch_loss(&lp(LossKind::MarginMse, 1.0, tau_u, 0.5), q, p, b).unwrap())
+        };
+        assert!(m(1.0, &q, &p, &b).abs() < 1e-6);
+        assert!((m(0.5, &q, &p, &b) - 1.0).abs() < 1e-5);
+        let q2 = unit(&[[1.0, 0.0], [0.0, 1.0]]);
+        let p4 = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]);
+        let b2 = Batch {
+            owner: &[0, 0, 1, 1],
+            utility: &[1.0, 0.0, 0.0, 3.0],
+            gold: &[false; 4],
+        };
+        assert!((m(1.0, &q2, &p4, &b2) - 8.0).abs() < 1e-4);
+        let p3 = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]);
+        let b3 = Batch {
+            owner: &[0, 0, 1],
+            utility: &[1.0, 0.0, 9.0],
+            gold: &[false; 3],
+        };
+        assert!(m(1.0, &q2, &p3, &b3).abs() < 1e-6);
+    }
+
     /// uae-listwise, one question, u = [1, 0], pi = [0.731059, 0.268941]:
     /// row for p0 sees p0 and the lower-utility p1: -log 0.731059 = 0.313262;
     /// row for p1 sees only itself: -log 1 = 0.
@@ -487,6 +681,7 @@ mod tests {
             LossKind::Kl,
             LossKind::Infonce,
             LossKind::Hybrid,
+            LossKind::MarginMse,
         ] {
             let l = batch_loss(&lp(kind, 0.05, 1.0, 0.5), &q, &p, &b).unwrap();
             let g = l.backward().unwrap();

@@ -1,7 +1,9 @@
 //! The training loop: batches of labeled questions, GradCache-style micro-batching,
 //! AdamW, checkpoints that resume exactly, and sentence-transformers export.
 
-use crate::{batch_loss, linear_schedule, AdamW, AdamWConfig, Batch, LossKind, LossParams};
+use crate::{
+    batch_loss, linear_schedule, AdamW, AdamWConfig, Batch, LossKind, LossParams, UtilityNorm,
+};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -110,6 +112,10 @@ pub struct TrainConfig {
     /// [`LossParams::spare_utility`]. `None`: all are negatives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spare_utility: Option<f32>,
+    /// Utility losses: how utilities are scaled per question before they become
+    /// targets; see [`UtilityNorm`].
+    #[serde(default, skip_serializing_if = "UtilityNorm::is_none")]
+    pub utility_norm: UtilityNorm,
 }
 
 impl TrainConfig {
@@ -122,6 +128,7 @@ impl TrainConfig {
             gold_weight: self.gold_weight,
             min_utility: self.min_utility,
             spare_utility: self.spare_utility,
+            utility_norm: self.utility_norm,
         }
     }
 }
@@ -182,6 +189,7 @@ impl Default for TrainConfig {
             gold_weight: default_gold_weight(),
             min_utility: None,
             spare_utility: None,
+            utility_norm: UtilityNorm::None,
         }
     }
 }
@@ -227,6 +235,9 @@ impl TrainConfig {
             if self.loss != LossKind::Infonce {
                 return Err("spare_utility applies to the infonce loss only".into());
             }
+        }
+        if !self.utility_norm.is_none() && self.loss == LossKind::Infonce {
+            return Err("utility_norm applies to the utility losses, not infonce".into());
         }
         Ok(())
     }
@@ -887,6 +898,13 @@ mod config_tests {
         };
         assert!(bad(spare(LossKind::Uae, 1.0)).contains("infonce"));
         assert!(bad(spare(LossKind::Infonce, f32::NAN)).contains("finite"));
+        let norm = |loss| TrainConfig {
+            loss,
+            utility_norm: UtilityNorm::Rank,
+            ..base()
+        };
+        assert!(bad(norm(LossKind::Infonce)).contains("utility_norm"));
+        assert_eq!(norm(LossKind::MarginMse).check(), Ok(()));
         assert_eq!(spare(LossKind::Infonce, 1.0).check(), Ok(()));
     }
 }
