@@ -321,6 +321,8 @@ pub struct TrainBench {
     pub bf16_first_pass: bool,
     /// See [`uae_train::TrainConfig::graph_memory_mb`].
     pub graph_memory_mb: usize,
+    /// See [`uae_train::TrainConfig::mixed_precision`].
+    pub mixed_precision: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -333,6 +335,7 @@ pub struct TrainReport {
     pub micro_batch: usize,
     pub bf16_first_pass: bool,
     pub graph_memory_mb: usize,
+    pub mixed_precision: bool,
     pub threads: usize,
     pub tokens_per_step: usize,
     /// Tokens encoded a second time per step (GradCache's second pass, for the
@@ -403,7 +406,8 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
                 .into(),
         ));
     }
-    let enc = uae_encoder::Encoder::load(&b.model, &uae_encoder::Device::Cpu, true)?;
+    let mut enc = uae_encoder::Encoder::load(&b.model, &uae_encoder::Device::Cpu, true)?;
+    enc.model.set_bf16_gemms(b.mixed_precision)?;
     let groups = train_groups(q, b.questions, b.candidates, b.tokens);
     if groups.len() < b.questions {
         return Err(invalid(
@@ -443,7 +447,8 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
     // of the micro-batches whose graph was not kept.
     let fwd = encoder_flops_per_token(&enc.model.config, b.tokens);
     let flops = (tok as f64 * 3.0 + again as f64) * fwd;
-    let peak = gemm_peak_gflops(false);
+    // Mixed precision is measured against the bf16 peak, the unit its GEMMs run on.
+    let peak = gemm_peak_gflops(b.mixed_precision);
     Ok(TrainReport {
         bench: "train",
         model: b.model.display().to_string(),
@@ -453,6 +458,7 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
         micro_batch: b.micro_batch,
         bf16_first_pass: b.bf16_first_pass,
         graph_memory_mb: b.graph_memory_mb,
+        mixed_precision: b.mixed_precision,
         threads: rayon::current_num_threads(),
         tokens_per_step: tok,
         reencoded_tokens_per_step: again,

@@ -121,6 +121,9 @@ pub struct TrainBenchArgs {
     /// Memory for graphs kept from the first pass, MiB (see `uae train --graph-memory-mb`).
     #[arg(long, default_value_t = uae_train::trainer::DEFAULT_GRAPH_MEMORY_MB, value_parser = count_in(0, 1 << 30))]
     pub graph_memory_mb: usize,
+    /// bf16 GEMMs with f32 weights and gradients (see `uae train --mixed-precision`).
+    #[arg(long)]
+    pub mixed_precision: bool,
     #[command(flatten)]
     pub data: DataDir,
 }
@@ -330,6 +333,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 micro_batch: a.micro_batch,
                 bf16_first_pass: a.bf16_first_pass,
                 graph_memory_mb: a.graph_memory_mb,
+                mixed_precision: a.mixed_precision,
             };
             print_json(&uae_bench::speed::train(&b, &a.data.load(Split::Train)?)?)
         }

@@ -7,8 +7,8 @@
 //! ids are always 0 (single-segment input).
 
 use crate::ops::{
-    attention, dropout_add, dropout_mask, gelu_linear, layer_norm, linear, linear_bf16,
-    linear_bf16_add, PackedLinear,
+    attention, dropout_add, dropout_mask, gelu_linear_in, layer_norm, linear_bf16, linear_bf16_add,
+    linear_in, PackedLinear,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -83,6 +83,9 @@ pub struct Bert {
     pub(crate) emb_ln_b: Tensor,
     pub(crate) layers: Vec<Layer>,
     dropout: f32,
+    /// Run the f32 projections' GEMMs, forward and backward, on the bf16 unit
+    /// ([`Bert::set_bf16_gemms`]): mixed-precision training.
+    bf16_gemms: bool,
     /// Trainable parameters under their checkpoint names (empty for inference models).
     vars: Vec<(String, Var)>,
     device: Device,
@@ -231,6 +234,7 @@ impl Bert {
             emb_ln_b,
             layers,
             dropout,
+            bf16_gemms: false,
             device: device.clone(),
         })
     }
@@ -324,9 +328,29 @@ impl Bert {
             emb_ln_b: d(&self.emb_ln_b),
             layers,
             dropout: self.dropout,
+            bf16_gemms: false,
             vars: Vec::new(),
             device: self.device.clone(),
         }
+    }
+
+    /// Mixed precision for a trainable model: every projection's GEMM, forward and
+    /// backward, rounds its inputs to bf16 and sums in f32 on the bf16 unit (AMX tiles
+    /// or AVX512_BF16), as PyTorch's CPU autocast does for linear layers. Weights,
+    /// gradients, optimizer state, layer norms, attention and the loss stay f32.
+    /// Copies made for inference ([`Bert::inference_copy`]) are plain f32. Errors on
+    /// a CPU with neither unit, or a model on another device.
+    pub fn set_bf16_gemms(&mut self, on: bool) -> Result<()> {
+        if on && !self.device.is_cpu() {
+            return Err(Error::Precision(
+                "bf16 GEMMs are for the CPU (this model is on a GPU)".into(),
+            ));
+        }
+        if on && uae_kernels::bf16::backend().is_none() {
+            return Err(Error::Precision(uae_kernels::bf16::UNAVAILABLE.into()));
+        }
+        self.bf16_gemms = on;
+        Ok(())
     }
 
     /// Whether [`Bert::to_bf16`] has run.
@@ -425,19 +449,20 @@ impl Bert {
                 Some((w, b)) => (w.clone(), b.clone()),
                 None => layer.stacked_qkv()?,
             };
-            let qkv = linear(&x, &w, &bias, false)?.reshape((b, s, 3 * h))?;
+            let mp = self.bf16_gemms;
+            let qkv = linear_in(&x, &w, &bias, false, mp)?.reshape((b, s, 3 * h))?;
             let ctx =
                 attention(&qkv, self.config.num_attention_heads, lens)?.reshape((b * s, h))?;
-            let a = drop_add(linear(&ctx, &layer.o_w, &layer.o_b, false)?, &x)?;
+            let a = drop_add(linear_in(&ctx, &layer.o_w, &layer.o_b, false, mp)?, &x)?;
             let a = layer_norm(&a, &layer.ln1_g, &layer.ln1_b, eps)?;
             // With gradients, the GELU output is recomputed in the backward pass
             // instead of being kept; without, it is the first GEMM's epilogue.
             let o = if a.track_op() || layer.out_w.track_op() {
-                let pre = linear(&a, &layer.i_w, &layer.i_b, false)?;
-                gelu_linear(&pre, &layer.out_w, &layer.out_b)?
+                let pre = linear_in(&a, &layer.i_w, &layer.i_b, false, mp)?;
+                gelu_linear_in(&pre, &layer.out_w, &layer.out_b, mp)?
             } else {
-                let inter = linear(&a, &layer.i_w, &layer.i_b, true)?;
-                linear(&inter, &layer.out_w, &layer.out_b, false)?
+                let inter = linear_in(&a, &layer.i_w, &layer.i_b, true, mp)?;
+                linear_in(&inter, &layer.out_w, &layer.out_b, false, mp)?
             };
             let o = drop_add(o, &a)?;
             x = layer_norm(&o, &layer.ln2_g, &layer.ln2_b, eps)?;

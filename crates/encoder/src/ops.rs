@@ -54,6 +54,7 @@ fn linear_fwd(
     bl: &Layout,
     gelu_after: bool,
     pre: Pre,
+    bf16: bool,
 ) -> Result<(CpuStorage, Shape)> {
     let (x, w, b) = (
         f32s(xs, xl, "linear x")?,
@@ -77,6 +78,27 @@ fn linear_fwd(
             &act
         }
     };
+    if bf16 {
+        // Mixed precision: W^T packed in bf16 for this call (the weights change every
+        // step), bias and GELU in the GEMM's epilogue.
+        let packed = uae_kernels::bf16::PackedB::new(
+            Mat {
+                data: w,
+                rs: 1,
+                cs: k,
+            },
+            k,
+            out,
+        );
+        let mut dst = vec![0f32; n * out];
+        let x = Mat {
+            data: x,
+            rs: k,
+            cs: 1,
+        };
+        uae_kernels::bf16::gemm_linear(n, x, &packed, &mut dst, b, None, gelu_after, threads());
+        return Ok((CpuStorage::F32(dst), (n, out).into()));
+    }
     let mut dst = vec![0f32; n * out];
     dst.par_chunks_mut(out)
         .for_each(|row| row.copy_from_slice(b));
@@ -106,8 +128,10 @@ fn linear_fwd(
 }
 
 /// `x W^T + b` with the bias written by the GEMM epilogue; optional GELU (inference only).
+/// `bf16`: every GEMM, forward and backward, on the bf16 unit (mixed precision).
 struct LinearOp {
     gelu: bool,
+    bf16: bool,
 }
 
 impl CustomOp3 for LinearOp {
@@ -124,7 +148,7 @@ impl CustomOp3 for LinearOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        linear_fwd(xs, xl, ws, wl, bs, bl, self.gelu, Pre::None)
+        linear_fwd(xs, xl, ws, wl, bs, bl, self.gelu, Pre::None, self.bf16)
     }
 
     fn bwd(
@@ -138,8 +162,8 @@ impl CustomOp3 for LinearOp {
         if self.gelu {
             candle_core::bail!("uae-linear with fused GELU is inference-only (this is a bug)");
         }
-        let dx = g.matmul(w)?;
-        let dw = g.t()?.matmul(x)?;
+        let dx = matmul_in(g, w, self.bf16)?;
+        let dw = matmul_in(&g.t()?, x, self.bf16)?;
         let db = col_sum(g)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
@@ -188,15 +212,29 @@ pub fn col_sum(g: &Tensor) -> Result<Tensor> {
 /// `gelu` is set. Differentiable; on CPU the bias (and, without gradients, the GELU)
 /// are fused into the matmul.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Tensor> {
+    linear_in(x, w, b, gelu_after, false)
+}
+
+/// [`linear`], with its GEMMs (forward and backward) on the bf16 unit when `bf16` is
+/// set: mixed precision, as PyTorch's CPU autocast runs a linear layer. Weights,
+/// activations and gradients stay f32; each GEMM rounds its two inputs to bf16 and
+/// sums in f32. Needs [`uae_kernels::bf16::backend`] (the caller checks).
+pub fn linear_in(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    gelu_after: bool,
+    bf16: bool,
+) -> Result<Tensor> {
     if !fused(x) {
         return linear_reference(x, w, b, gelu_after);
     }
     let x = x.contiguous()?;
     let needs_grad = x.track_op() || w.track_op() || b.track_op();
     if gelu_after && !needs_grad {
-        return x.apply_op3_no_bwd(w, b, &LinearOp { gelu: true });
+        return x.apply_op3_no_bwd(w, b, &LinearOp { gelu: true, bf16 });
     }
-    let y = x.apply_op3(w, b, LinearOp { gelu: false })?;
+    let y = x.apply_op3(w, b, LinearOp { gelu: false, bf16 })?;
     if gelu_after {
         gelu_t(&y)
     } else {
@@ -207,7 +245,9 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, gelu_after: bool) -> Result<Te
 /// `gelu(x) W^T + b` for the pre-activation `x`, keeping only `x` for the backward
 /// pass: the GELU output (as wide as the FFN) is recomputed there instead of living in
 /// the autograd graph, so a training graph holds one FFN-wide tensor per layer, not two.
-struct GeluLinearOp;
+struct GeluLinearOp {
+    bf16: bool,
+}
 
 impl CustomOp3 for GeluLinearOp {
     fn name(&self) -> &'static str {
@@ -223,7 +263,7 @@ impl CustomOp3 for GeluLinearOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        linear_fwd(xs, xl, ws, wl, bs, bl, false, Pre::Gelu)
+        linear_fwd(xs, xl, ws, wl, bs, bl, false, Pre::Gelu, self.bf16)
     }
 
     fn bwd(
@@ -235,8 +275,8 @@ impl CustomOp3 for GeluLinearOp {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let act = x.apply_op1_no_bwd(&GeluOp)?;
-        let dact = g.matmul(w)?;
-        let dw = g.t()?.matmul(&act)?;
+        let dact = matmul_in(g, w, self.bf16)?;
+        let dw = matmul_in(&g.t()?, &act, self.bf16)?;
         drop(act);
         let dx = x.apply_op2_no_bwd(&dact.contiguous()?, &GeluBwdOp)?;
         let db = col_sum(g)?;
@@ -247,10 +287,69 @@ impl CustomOp3 for GeluLinearOp {
 /// `gelu(x) W^T + b` (`x [n, in]` the pre-activation, weight `[out, in]`).
 /// Differentiable; on CPU the GELU output is not kept for the backward pass.
 pub fn gelu_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    gelu_linear_in(x, w, b, false)
+}
+
+/// [`gelu_linear`] with its GEMMs on the bf16 unit when `bf16` is set (see
+/// [`linear_in`]).
+pub fn gelu_linear_in(x: &Tensor, w: &Tensor, b: &Tensor, bf16: bool) -> Result<Tensor> {
     if !fused(x) {
         return linear_reference(&gelu_t(x)?, w, b, false);
     }
-    x.contiguous()?.apply_op3(w, b, GeluLinearOp)
+    x.contiguous()?.apply_op3(w, b, GeluLinearOp { bf16 })
+}
+
+/// `a [m, k] b [k, n]`: candle's f32 matmul, or with `bf16` both inputs rounded to
+/// bf16 and summed in f32 (the backward GEMMs of mixed precision).
+fn matmul_in(a: &Tensor, b: &Tensor, bf16: bool) -> Result<Tensor> {
+    if bf16 && fused(a) && fused(b) {
+        a.apply_op2_no_bwd(&b.contiguous()?, &Bf16MatmulOp)
+    } else {
+        a.matmul(b)
+    }
+}
+
+/// `a [m, k] b [k, n]` on the bf16 unit; `a` may be any strided view (a transposed
+/// gradient is read in place), `b` contiguous (packed per call). No gradient.
+struct Bf16MatmulOp;
+
+impl CustomOp2 for Bf16MatmulOp {
+    fn name(&self) -> &'static str {
+        "uae-matmul-bf16"
+    }
+
+    fn cpu_fwd(
+        &self,
+        as_: &CpuStorage,
+        al: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = al.shape().dims2()?;
+        let (k2, n) = bl.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("matmul: a [{m}, {k}] vs b [{k2}, {n}]");
+        }
+        let b = f32s(bs, bl, "matmul b")?;
+        let stride = al.stride();
+        let a = Mat {
+            data: &as_.as_slice::<f32>()?[al.start_offset()..],
+            rs: stride[0],
+            cs: stride[1],
+        };
+        let packed = uae_kernels::bf16::PackedB::new(
+            Mat {
+                data: b,
+                rs: n,
+                cs: 1,
+            },
+            k,
+            n,
+        );
+        let mut c = vec![0f32; m * n];
+        uae_kernels::bf16::gemm(m, a, &packed, &mut c, n, false, threads());
+        Ok((CpuStorage::F32(c), (m, n).into()))
+    }
 }
 
 // ---------------------------------------------------------------- dropout

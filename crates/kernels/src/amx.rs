@@ -49,20 +49,64 @@ impl PackedB {
     }
 
     /// [`PackedB::new`] in a chosen layout: `strips` for the AVX512_BF16 kernel (which
-    /// reads both), else AMX's.
+    /// reads both), else AMX's. Packs on all threads, with a branch-free inner loop where
+    /// a whole 32-column block of two rows is inside the matrix: training packs weights
+    /// and activations at every step, so this is on the hot path there.
     pub fn with_layout(b: Mat, k: usize, n: usize, strips: bool) -> Self {
+        use rayon::prelude::*;
         let (kp, np) = (k.div_ceil(32) * 32, n.div_ceil(32) * 32);
         let mut data = vec![0u16; kp * np];
         let kh = kp / 2;
-        for r in 0..k {
-            for c in 0..n {
-                let at = if strips {
-                    (((c / 32) * kh + r / 2) * 32 + c % 32) * 2 + r % 2
-                } else {
-                    (r / 2) * np * 2 + c * 2 + r % 2
-                };
-                data[at] = to_bf16(b.data[r * b.rs + c * b.cs]);
+        let at = |r: usize, c: usize| {
+            if r < k && c < n {
+                to_bf16(b.data[r * b.rs + c * b.cs])
+            } else {
+                0
             }
+        };
+        // Columns c0..c0 + 32 of rows 2p and 2p + 1, interleaved into `out` (64 values).
+        let block = |p: usize, c0: usize, out: &mut [u16]| {
+            let (r0, r1) = (2 * p, 2 * p + 1);
+            if b.cs == 1 && r1 < k && c0 + 32 <= n {
+                let x0 = &b.data[r0 * b.rs + c0..r0 * b.rs + c0 + 32];
+                let x1 = &b.data[r1 * b.rs + c0..r1 * b.rs + c0 + 32];
+                for ((o, &v0), &v1) in out.chunks_exact_mut(2).zip(x0).zip(x1) {
+                    o[0] = to_bf16(v0);
+                    o[1] = to_bf16(v1);
+                }
+            } else if b.rs == 1 && r1 < k && c0 + 32 <= n {
+                // Column-major source (a transposed view): each pair is two adjacent
+                // floats of one column.
+                for (cc, o) in out.chunks_exact_mut(2).enumerate() {
+                    let at = (c0 + cc) * b.cs + r0;
+                    o[0] = to_bf16(b.data[at]);
+                    o[1] = to_bf16(b.data[at + 1]);
+                }
+            } else {
+                for (cc, o) in out.chunks_exact_mut(2).enumerate() {
+                    o[0] = at(r0, c0 + cc);
+                    o[1] = at(r1, c0 + cc);
+                }
+            }
+        };
+        if strips {
+            // Strip s holds columns 32s..32s + 32 of every pair of rows, in order.
+            data.par_chunks_mut(kh * 64)
+                .enumerate()
+                .for_each(|(s, strip)| {
+                    for (p, out) in strip.chunks_exact_mut(64).enumerate() {
+                        block(p, s * 32, out);
+                    }
+                });
+        } else {
+            // Pair-row p holds every column of rows 2p and 2p + 1.
+            data.par_chunks_mut(np * 2)
+                .enumerate()
+                .for_each(|(p, row)| {
+                    for (cb, out) in row.chunks_exact_mut(64).enumerate() {
+                        block(p, cb * 32, out);
+                    }
+                });
         }
         PackedB {
             data,
@@ -277,6 +321,19 @@ mod imp {
 
     /// Rows `r0..r0 + 32` of `a` (zero past `m` and past `k`) as bf16, row stride `kp`.
     fn convert_rows(a: Mat, m: usize, k: usize, r0: usize, kp: usize, out: &mut [u16]) {
+        if a.rs == 1 && a.cs != 1 {
+            // A transposed view (a weight gradient's `g^T`): walk `k` outside, so each
+            // step reads up to 32 adjacent floats.
+            let rows = 32.min(m.saturating_sub(r0));
+            out.fill(0);
+            for t in 0..k {
+                let src = &a.data[t * a.cs + r0..t * a.cs + r0 + rows];
+                for (i, &v) in src.iter().enumerate() {
+                    out[i * kp + t] = to_bf16(v);
+                }
+            }
+            return;
+        }
         for i in 0..32 {
             let row = &mut out[i * kp..(i + 1) * kp];
             let r = r0 + i;
@@ -497,6 +554,53 @@ mod tests {
         check(5, 384, 1000, false, 2);
         check(200, 96, 33, true, 2);
         check(1, 31, 1, true, 3);
+    }
+
+    /// The threaded, blocked packing puts every element where the layouts say, from
+    /// row-major and column-major views, with zeros in the padding.
+    #[test]
+    fn packing_places_every_element() {
+        for (k, n) in [(64, 64), (37, 70), (1, 1), (33, 95), (128, 31)] {
+            let m: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let rows = Mat {
+                data: &m,
+                rs: n,
+                cs: 1,
+            };
+            let cols = Mat {
+                data: &m,
+                rs: 1,
+                cs: k,
+            };
+            for (view, idx) in [
+                (
+                    rows,
+                    Box::new(|r: usize, c: usize| r * n + c) as Box<dyn Fn(usize, usize) -> usize>,
+                ),
+                (cols, Box::new(|r: usize, c: usize| c * k + r)),
+            ] {
+                for strips in [false, true] {
+                    let p = PackedB::with_layout(view, k, n, strips);
+                    let (kp, np) = (p.kp(), p.np());
+                    let kh = kp / 2;
+                    for r in 0..kp {
+                        for c in 0..np {
+                            let at = if strips {
+                                (((c / 32) * kh + r / 2) * 32 + c % 32) * 2 + r % 2
+                            } else {
+                                (r / 2) * np * 2 + c * 2 + r % 2
+                            };
+                            let want = if r < k && c < n {
+                                to_bf16(m[idx(r, c)])
+                            } else {
+                                0
+                            };
+                            assert_eq!(p.data()[at], want, "{k}x{n} strips {strips} ({r},{c})");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -230,11 +230,55 @@ mod dp {
                 *p = at(2 * j) | (at(2 * j + 1) << 16);
             }
         };
-        if threads > 1 && m >= 64 {
-            use rayon::prelude::*;
-            pairs.par_chunks_mut(kh).enumerate().for_each(convert);
-        } else {
-            pairs.chunks_mut(kh).enumerate().for_each(convert);
+        // A transposed view (row r of A is column r of a row-major matrix, as for a
+        // weight gradient `g^T x`): bands of 16 rows, so that each step reads 16
+        // adjacent floats instead of one float per cache line.
+        let transposed = |(bi, band): (usize, &mut [u32])| {
+            let r0 = bi * 16;
+            let rows = band.len() / kh;
+            let zeros = [0f32; 16];
+            // Row t of the stored matrix, columns r0..r0 + rows (zeros past k).
+            let src = |t: usize| -> &[f32] {
+                if t < k {
+                    &a.data[t * a.cs + r0..t * a.cs + r0 + rows]
+                } else {
+                    &zeros[..rows]
+                }
+            };
+            // 16 pairs x 16 rows at a time: rounded in vector-friendly loops into
+            // `tmp`, then written out as 16-pair runs of each row.
+            let mut tmp = [[0u32; 16]; 16];
+            for j0 in (0..kh).step_by(16) {
+                let jn = 16.min(kh - j0);
+                for (jj, t) in tmp.iter_mut().enumerate().take(jn) {
+                    let (lo, hi) = (src(2 * (j0 + jj)), src(2 * (j0 + jj) + 1));
+                    for ((d, &l), &h) in t.iter_mut().zip(lo).zip(hi) {
+                        *d = to_bf16(l) as u32 | ((to_bf16(h) as u32) << 16);
+                    }
+                }
+                for rr in 0..rows {
+                    let out = &mut band[rr * kh + j0..rr * kh + j0 + jn];
+                    for (jj, d) in out.iter_mut().enumerate() {
+                        *d = tmp[jj][rr];
+                    }
+                }
+            }
+        };
+        let par = threads > 1 && m >= 64;
+        match (a.rs == 1 && a.cs != 1, par) {
+            (true, true) => {
+                use rayon::prelude::*;
+                pairs
+                    .par_chunks_mut(16 * kh)
+                    .enumerate()
+                    .for_each(transposed);
+            }
+            (true, false) => pairs.chunks_mut(16 * kh).enumerate().for_each(transposed),
+            (false, true) => {
+                use rayon::prelude::*;
+                pairs.par_chunks_mut(kh).enumerate().for_each(convert);
+            }
+            (false, false) => pairs.chunks_mut(kh).enumerate().for_each(convert),
         }
         let rows_per = if threads > 1 && m >= 2 * MR * threads {
             m.div_ceil(threads).div_ceil(MR) * MR
@@ -562,6 +606,24 @@ mod tests {
                     accumulate,
                     threads,
                 );
+                // The same A as a transposed view (its transpose stored row-major), as
+                // a weight gradient passes it: the same pairs, so the same bits.
+                let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+                let mut ct = vec![1.0f32; m * c_rs];
+                dp::gemm(
+                    m,
+                    Mat {
+                        data: &at,
+                        rs: 1,
+                        cs: m,
+                    },
+                    &packed,
+                    &mut ct,
+                    c_rs,
+                    accumulate,
+                    threads,
+                );
+                assert_eq!(c, ct, "{m}x{n}x{k}: transposed A");
                 for r in 0..m {
                     for j in 0..n {
                         // Reference on the bf16-rounded inputs, in f64.

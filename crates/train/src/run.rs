@@ -234,12 +234,14 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             RunError::NoGold { path }
         });
     }
-    let enc = Encoder::load(&r.base, &uae_encoder::Device::Cpu, true).map_err(|source| {
-        RunError::Base {
-            path: r.base.clone(),
-            source,
-        }
-    })?;
+    let base_error = |source| RunError::Base {
+        path: r.base.clone(),
+        source,
+    };
+    let mut enc = Encoder::load(&r.base, &uae_encoder::Device::Cpu, true).map_err(base_error)?;
+    enc.model
+        .set_bf16_gemms(r.config.mixed_precision)
+        .map_err(base_error)?;
     std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
     // Resuming on other labels would silently train a mixture.
     if let Some(old) = TrainManifest::<serde_json::Value>::read(&r.out)? {

@@ -116,6 +116,11 @@ pub struct TrainConfig {
     /// targets; see [`UtilityNorm`].
     #[serde(default, skip_serializing_if = "UtilityNorm::is_none")]
     pub utility_norm: UtilityNorm,
+    /// Mixed precision: every projection's GEMM, forward and backward, in bf16 with
+    /// f32 sums on AMX or AVX512_BF16 (see [`uae_encoder::Bert::set_bf16_gemms`]);
+    /// weights, gradients and AdamW stay f32.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mixed_precision: bool,
 }
 
 impl TrainConfig {
@@ -190,6 +195,7 @@ impl Default for TrainConfig {
             min_utility: None,
             spare_utility: None,
             utility_norm: UtilityNorm::None,
+            mixed_precision: false,
         }
     }
 }
