@@ -136,10 +136,18 @@ def train(a):
 
     tokens = [0]
 
+    import contextlib
+
+    # --autocast: PyTorch's CPU mixed precision (bf16 matmuls, f32 weights and
+    # optimizer), the counterpart of `uae bench train --mixed-precision`.
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.autocast else contextlib.nullcontext
+
     def step():
         opt.zero_grad()
-        q, nq = enc(qs, 64)
-        p, np_ = enc(ps, a.tokens)
+        with cast():
+            q, nq = enc(qs, 64)
+            p, np_ = enc(ps, a.tokens)
+        q, p = q.float(), p.float()
         s = q @ p.T / 0.05
         target = torch.zeros_like(s)
         for i in range(len(qs)):
@@ -154,6 +162,7 @@ def train(a):
     return {
         "bench": "train",
         "impl": "pytorch",
+        "autocast_bf16": a.autocast,
         "questions": len(qs),
         "candidates": a.candidates,
         "tokens_per_passage": a.tokens,
@@ -206,6 +215,7 @@ def main():
     t.add_argument("--questions", type=int, default=16)
     t.add_argument("--candidates", type=int, default=8)
     t.add_argument("--tokens", type=int, default=128)
+    t.add_argument("--autocast", action="store_true", help="bf16 autocast (CPU mixed precision)")
     s = sub.add_parser("st-load")
     s.add_argument("model_dir")
     a = ap.parse_args()

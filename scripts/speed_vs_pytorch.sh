@@ -20,4 +20,9 @@ for r in $(seq "$ROUNDS"); do
   echo "label uae-bf16 $($UAE bench label --bf16 2>/dev/null | jq -c '[.results[].tokens_per_s]')"
   echo "train uae-f32 $($UAE bench train --steps 2 2>/dev/null | jq .tokens_per_s)"
   echo "train pytorch $($PT train 2>/dev/null | jq .tokens_per_s)"
+  # Mixed precision on both sides (bf16 GEMMs, f32 weights); skipped without a bf16 unit.
+  if $UAE bench train --steps 1 --questions 1 --candidates 1 --tokens 8 --mixed-precision >/dev/null 2>&1; then
+    echo "train uae-mixed $($UAE bench train --steps 2 --mixed-precision 2>/dev/null | jq .tokens_per_s)"
+    echo "train pytorch-autocast $($PT train --autocast 2>/dev/null | jq .tokens_per_s)"
+  fi
 done
