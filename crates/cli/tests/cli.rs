@@ -64,6 +64,15 @@ fn bad_inputs_exit_non_zero_with_a_clear_error() {
         ])
         .arg(p.join("labels"));
     fails_with_cmd(&mut mine, &["bf16", "AMX", "AVX512_BF16"]);
+    let mut train = uae();
+    train.env("UAE_BF16_BACKEND", "none").args([
+        "bench",
+        "train",
+        "--mixed-precision",
+        "--steps",
+        "1",
+    ]);
+    fails_with_cmd(&mut train, &["bf16", "AMX", "AVX512_BF16"]);
     // Bad JSON in a QASPER file.
     std::fs::write(p.join("qasper-test-v0.3.json"), "{ not json").unwrap();
     fails_with(
