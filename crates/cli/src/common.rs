@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use clap::builder::RangedU64ValueParser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use uae_data::{Qasper, Split};
 
 /// `--data-dir` for QASPER, shared by subcommands.
@@ -158,7 +159,9 @@ pub fn non_negative(s: &str) -> std::result::Result<f32, String> {
 
 /// A progress bar on stderr with rate and ETA. When stderr is not a terminal (a job
 /// under `nohup`), indicatif draws nothing, so a log line is written every 30 s instead.
-fn bar(len: u64, what: &str) -> ProgressBar {
+/// `skipped` holds the units that were done before the phase started (see
+/// [`uae_core::Progress::skip`]); the logged rate leaves them out.
+fn bar(len: u64, what: &str, skipped: Arc<AtomicU64>) -> ProgressBar {
     use std::io::IsTerminal;
     let pb = ProgressBar::new(len);
     if !std::io::stderr().is_terminal() {
@@ -171,7 +174,8 @@ fn bar(len: u64, what: &str) -> ProgressBar {
                 break;
             }
             let (pos, len) = (pb.position(), pb.length().unwrap_or(0));
-            let rate = pos as f64 / pb.elapsed().as_secs_f64().max(1e-9);
+            let fresh = pos.saturating_sub(skipped.load(Ordering::Relaxed));
+            let rate = fresh as f64 / pb.elapsed().as_secs_f64().max(1e-9);
             let eta = if rate > 0.0 {
                 (len.saturating_sub(pos)) as f64 / rate
             } else {
@@ -194,14 +198,15 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Progress bars for the libraries' phases: one bar at a time.
+/// Progress bars for the libraries' phases: one bar at a time, with the units its
+/// phase skipped (already done when it started).
 #[derive(Default)]
-pub struct Bars(Mutex<Option<ProgressBar>>);
+pub struct Bars(Mutex<Option<(ProgressBar, Arc<AtomicU64>)>>);
 
 impl Bars {
-    fn with(&self, f: impl FnOnce(&ProgressBar)) {
-        if let Some(pb) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            f(pb);
+    fn with(&self, f: impl FnOnce(&ProgressBar, &AtomicU64)) {
+        if let Some((pb, skipped)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            f(pb, skipped);
         }
     }
 }
@@ -209,26 +214,37 @@ impl Bars {
 impl uae_core::Progress for Bars {
     fn start(&self, what: &str, total: u64) {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = slot.take() {
+        if let Some((old, _)) = slot.take() {
             old.finish_and_clear();
         }
-        *slot = Some(bar(total, what));
+        let skipped = Arc::new(AtomicU64::new(0));
+        *slot = Some((bar(total, what, skipped.clone()), skipped));
     }
 
     fn set_total(&self, total: u64) {
-        self.with(|pb| pb.set_length(total));
+        self.with(|pb, _| pb.set_length(total));
     }
 
     fn set(&self, done: u64) {
-        self.with(|pb| pb.set_position(done));
+        self.with(|pb, _| pb.set_position(done));
+    }
+
+    fn skip(&self, done: u64) {
+        self.with(|pb, skipped| {
+            skipped.store(done, Ordering::Relaxed);
+            pb.set_position(done);
+            // The terminal bar's rate and ETA start from here, as the log line's do.
+            pb.reset_eta();
+            pb.reset_elapsed();
+        });
     }
 
     fn message(&self, msg: &str) {
-        self.with(|pb| pb.set_message(msg.to_string()));
+        self.with(|pb, _| pb.set_message(msg.to_string()));
     }
 
     fn finish(&self) {
-        if let Some(pb) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some((pb, _)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
             pb.finish_and_clear();
         }
     }

@@ -9,6 +9,11 @@ pub trait Progress: Sync {
     fn set_total(&self, _total: u64) {}
     /// Units done so far in the current phase.
     fn set(&self, done: u64);
+    /// Units found already done when the phase starts (a resumed run): counted in the
+    /// position but not in the rate, so the ETA reflects the work that is left.
+    fn skip(&self, done: u64) {
+        self.set(done);
+    }
     /// A short status beside the bar (a loss, say).
     fn message(&self, _msg: &str) {}
     /// The current phase is over.

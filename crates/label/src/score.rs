@@ -379,7 +379,7 @@ fn score_local(
     let start = std::time::Instant::now();
     let mut done = summary.scores_reused;
     progress.start("scoring", work.len() as u64);
-    progress.set(done as u64);
+    progress.skip(done as u64);
     for range in batches {
         let batch = &ids[range];
         if batch.iter().all(|w| store.get(w.key).is_some()) {
@@ -434,7 +434,7 @@ fn score_remote(
     let mut last_flush = std::time::Instant::now();
     let mut done = summary.scores_reused;
     progress.start("scoring (remote)", work.len() as u64);
-    progress.set(done as u64);
+    progress.skip(done as u64);
     let mut pending: Vec<Record> = Vec::new();
     let mut computed = 0;
     let mut tokens = 0;

@@ -121,11 +121,18 @@ pub enum RunError {
 struct RunHooks<'a> {
     dev: &'a DevSet,
     progress: &'a dyn Progress,
+    /// Whether a step has been reported (the first one of a resumed run skips the
+    /// steps before it, so the ETA counts only this run's pace).
+    stepped: bool,
 }
 
 impl Hooks for RunHooks<'_> {
     fn on_step(&mut self, log: &StepLog, total: u64) {
         self.progress.set_total(total);
+        if !self.stepped && log.step > 1 {
+            self.progress.skip(log.step - 1);
+        }
+        self.stepped = true;
         self.progress.set(log.step);
         self.progress.message(&format!("loss {:.4}", log.loss));
     }
@@ -276,6 +283,7 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
     let mut hooks = RunHooks {
         dev: &r.dev,
         progress,
+        stepped: false,
     };
     let state = train(&enc, &r.base, &groups, &r.config, &r.out, &mut hooks)?;
     progress.finish();
