@@ -4,6 +4,7 @@
 
 mod bench;
 mod common;
+mod compare_cmd;
 mod data_cmd;
 mod embed;
 mod eval_cmd;
@@ -35,6 +36,9 @@ enum Cmd {
     Embed(embed::EmbedArgs),
     /// Evaluate a retriever (BM25 or a dense model) on QASPER, a BEIR folder or your files.
     Eval(eval_cmd::EvalArgs),
+    /// Compare two evaluation runs query by query: the difference of each metric, its
+    /// 95% bootstrap interval and a paired significance test.
+    Compare(compare_cmd::CompareArgs),
     /// Score candidate passages by how much they lower the LLM's NLL of the answer.
     Label(label_cmd::LabelArgs),
     /// Fine-tune a bi-encoder on utility labels (or gold evidence, for the ablation).
@@ -75,6 +79,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Cmd::Data(c) => data_cmd::run(c),
         Cmd::Embed(a) => embed::run(a),
         Cmd::Eval(a) => eval_cmd::run(a),
+        Cmd::Compare(a) => compare_cmd::run(a),
         Cmd::Serve(a) => serve::run(a),
         Cmd::Label(a) => label_cmd::run(a),
         Cmd::Train(a) => train_cmd::run(a),

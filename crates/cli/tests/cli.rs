@@ -561,3 +561,62 @@ fn bench_reuses_and_validates_its_embedding_cache() {
     assert_eq!(std::fs::metadata(&cached[0]).unwrap().len(), len);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn compare_scores_two_runs_query_by_query() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // 40 judged queries; B puts the relevant passage first in 30, A in 10.
+    let (mut qrels, mut ra, mut rb) = (String::new(), String::new(), String::new());
+    for q in 0..40 {
+        qrels.push_str(&format!("q{q} 0 gold{q} 1\n"));
+        for (run, first) in [(&mut ra, q < 10), (&mut rb, q < 30)] {
+            let (x, y) = if first {
+                ("gold", "other")
+            } else {
+                ("other", "gold")
+            };
+            run.push_str(&format!("q{q} Q0 {x}{q} 1 0.9 t\nq{q} Q0 {y}{q} 2 0.5 t\n"));
+        }
+    }
+    for (dir, run) in [("a", &ra), ("b", &rb)] {
+        std::fs::create_dir_all(p.join(dir)).unwrap();
+        std::fs::write(p.join(dir).join("run.trec"), run).unwrap();
+        std::fs::write(p.join(dir).join("qrels.trec"), &qrels).unwrap();
+    }
+    let out = uae()
+        .arg("compare")
+        .args([p.join("a"), p.join("b")])
+        .args(["--resamples", "2000", "--json"])
+        .arg(p.join("c.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("40 queries"), "{text}");
+    // R@1 0.25 -> 0.75: +0.5, +200%, B wins 20 and loses none.
+    assert!(
+        text.contains("| recall@1 | 0.2500 | 0.7500 | +0.5000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+200.0%") && text.contains("20 / 0 / 20"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("c.json")).unwrap()).unwrap();
+    assert_eq!(json["metrics"].as_array().unwrap().len(), 11);
+    assert!(json["metrics"][0]["p_value"].as_f64().unwrap() < 0.01);
+    // Different judgments, an unknown metric, a broken line: one-line errors.
+    std::fs::write(p.join("b").join("qrels.trec"), "q0 0 gold0 1\n").unwrap();
+    let (a, b) = (p.join("a"), p.join("b"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    fails_with(&["compare", a, b], &["qrels.trec", "different"]);
+    fails_with(&["compare", a, a, "--metrics", "map,p@5"], &["p@5"]);
+    std::fs::write(p.join("a").join("run.trec"), "q0 Q0 gold0 one 0.9 t\n").unwrap();
+    fails_with(&["compare", a, a], &["run.trec", "line 1", "one"]);
+}

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use uae_core::{Hit, Passage, Query};
 
+pub mod compare;
 pub mod f1;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,12 @@ pub enum Error {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path}, line {line}: {message}")]
+    Parse {
+        path: std::path::PathBuf,
+        line: usize,
+        message: String,
     },
 }
 
