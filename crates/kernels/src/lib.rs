@@ -18,6 +18,8 @@ pub(crate) fn test_floats(seed: u64) -> impl FnMut() -> f32 {
 }
 pub mod bf16;
 pub mod small;
+#[cfg(target_arch = "x86_64")]
+mod vmath;
 
 /// Keeps large freed blocks in the process heap instead of returning them to the
 /// kernel. glibc serves allocations above its mmap threshold (at most 32 MiB by
@@ -208,9 +210,62 @@ macro_rules! simd_kernel {
     };
 }
 
+/// Whether the explicit AVX-512 element-wise kernels (`vmath`) can run here.
+#[inline]
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `x <- gelu(x)` element-wise.
+#[allow(unsafe_code)]
+pub fn gelu_inplace(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F was detected just above.
+        return unsafe { vmath::gelu_inplace(x) };
+    }
+    portable_gelu_inplace(x)
+}
+
+/// `out <- gelu(x)` element-wise (over the shorter slice).
+#[allow(unsafe_code)]
+pub fn gelu_into(out: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F was detected just above.
+        return unsafe { vmath::gelu_into(out, x) };
+    }
+    portable_gelu_into(out, x)
+}
+
+/// `out <- g * gelu'(x)` element-wise (over the shortest slice).
+#[allow(unsafe_code)]
+pub fn gelu_grad_into(out: &mut [f32], x: &[f32], g: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F was detected just above.
+        return unsafe { vmath::gelu_grad_into(out, x, g) };
+    }
+    portable_gelu_grad_into(out, x, g)
+}
+
+/// Row-wise softmax of `scale * p` for rows of length `n`.
+#[allow(unsafe_code)]
+pub fn softmax_rows(p: &mut [f32], n: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: AVX-512F was detected just above.
+        return unsafe { vmath::softmax_rows(p, n, scale) };
+    }
+    portable_softmax_rows(p, n, scale)
+}
+
 simd_kernel! {
-    /// `x <- gelu(x)` element-wise.
-    pub fn gelu_inplace<'a>(x: &'a mut [f32]) {
+    /// [`gelu_inplace`] without AVX-512 intrinsics (auto-vectorised).
+    pub fn portable_gelu_inplace<'a>(x: &'a mut [f32]) {
         for v in x.iter_mut() {
             *v = gelu(*v);
         }
@@ -218,8 +273,8 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    /// `out <- gelu(x)` element-wise.
-    pub fn gelu_into<'a>(out: &'a mut [f32], x: &'a [f32]) {
+    /// [`gelu_into`] without AVX-512 intrinsics.
+    pub fn portable_gelu_into<'a>(out: &'a mut [f32], x: &'a [f32]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = gelu(v);
         }
@@ -227,8 +282,8 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    /// `out <- g * gelu'(x)` element-wise.
-    pub fn gelu_grad_into<'a>(out: &'a mut [f32], x: &'a [f32], g: &'a [f32]) {
+    /// [`gelu_grad_into`] without AVX-512 intrinsics.
+    pub fn portable_gelu_grad_into<'a>(out: &'a mut [f32], x: &'a [f32], g: &'a [f32]) {
         for ((o, &v), &gv) in out.iter_mut().zip(x).zip(g) {
             *o = gv * gelu_grad(v);
         }
@@ -236,8 +291,8 @@ simd_kernel! {
 }
 
 simd_kernel! {
-    /// Row-wise softmax of `scale * p` for rows of length `n`.
-    pub fn softmax_rows<'a>(p: &'a mut [f32], n: usize, scale: f32) {
+    /// [`softmax_rows`] without AVX-512 intrinsics.
+    pub fn portable_softmax_rows<'a>(p: &'a mut [f32], n: usize, scale: f32) {
         for row in p.chunks_mut(n.max(1)) {
             softmax_scaled(row, scale);
         }
@@ -349,6 +404,45 @@ pub fn gelu_grad(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vmath_matches_the_portable_path() {
+        // Whatever the CPU picks (the AVX-512 kernels where there is AVX-512F) against
+        // the auto-vectorised reference, on every length around the 16-lane tail.
+        let mut rng = test_floats(11);
+        for n in [0usize, 1, 5, 15, 16, 17, 31, 32, 33, 100, 1536] {
+            let x: Vec<f32> = (0..n).map(|_| rng() * 16.0).collect();
+            let g: Vec<f32> = (0..n).map(|_| rng()).collect();
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                    let tol = 2e-6 * q.abs().max(1.0);
+                    assert!(
+                        (p - q).abs() <= tol,
+                        "{what} n={n} [{i}] x={}: {p} vs {q}",
+                        x[i]
+                    );
+                }
+            };
+            let (mut a, mut b) = (x.clone(), x.clone());
+            gelu_inplace(&mut a);
+            portable_gelu_inplace(&mut b);
+            close(&a, &b, "gelu_inplace");
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            gelu_into(&mut a, &x);
+            portable_gelu_into(&mut b, &x);
+            close(&a, &b, "gelu_into");
+            gelu_grad_into(&mut a, &x, &g);
+            portable_gelu_grad_into(&mut b, &x, &g);
+            close(&a, &b, "gelu_grad_into");
+            for row in [1usize, 7, 16, 33] {
+                let m = n / row * row;
+                let (mut a, mut b) = (x[..m].to_vec(), x[..m].to_vec());
+                softmax_rows(&mut a, row, 0.3);
+                portable_softmax_rows(&mut b, row, 0.3);
+                close(&a, &b, "softmax_rows");
+            }
+        }
+    }
 
     #[test]
     fn exp_erf_gelu_are_accurate() {
