@@ -13,6 +13,9 @@ pub enum CandidateMode {
     Gold,
     /// No evidence labels: top dense + top BM25 + random, for every answerable question.
     Mined,
+    /// A retriever's own top passages, read from a TREC run file (`uae eval`'s
+    /// run.trec): what the LLM gains from what the retriever would hand it.
+    Retrieved,
 }
 
 /// Prompt layout. `chatml` is SmolLM2-Instruct's chat format without a system turn.
@@ -68,6 +71,18 @@ pub struct LabelConfig {
     /// from the manifest when off, so f32 runs read as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mining_bf16: bool,
+    /// `retrieved` candidates: how many of each question's top passages, and the
+    /// sha256 of the run file they come from (so a resumed run reads the same one).
+    /// Absent from other runs' manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieved: Option<Retrieved>,
+}
+
+/// Where `retrieved` candidates come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retrieved {
+    pub top_k: usize,
+    pub run_sha256: String,
 }
 
 impl Default for LabelConfig {
@@ -83,6 +98,7 @@ impl Default for LabelConfig {
             max_batch: 16,
             max_batch_tokens: 4096,
             mining_bf16: false,
+            retrieved: None,
         }
     }
 }

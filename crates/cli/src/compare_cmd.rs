@@ -1,26 +1,28 @@
 use crate::common::count_in;
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uae_eval::compare::{self, CompareOptions, Qrels};
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
-    /// Run A, the reference: a `uae eval --out` folder (run.trec, qrels.trec) or a
-    /// TREC run file.
+    /// Run A, the reference: a `uae eval --out` folder (run.trec, qrels.trec), a
+    /// TREC run file, or a `uae label --candidates retrieved` folder (labels.jsonl:
+    /// the LLM's utility of the retriever's top passages; no evidence labels needed).
     a: PathBuf,
-    /// Run B, compared against A over the same judged queries.
+    /// Run B, compared against A over the same questions (the same kind as A).
     b: PathBuf,
     /// TREC qrels (`qid 0 docid grade`). Default: the folders' qrels.trec, which must
     /// then agree.
     #[arg(long)]
     qrels: Option<PathBuf>,
-    /// Metrics to print, comma-separated (any of recall@1/3/5/10, hit@1/3/5/10, map,
-    /// mrr, ndcg@10); the JSON holds all.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "recall@1,recall@5,map,mrr,ndcg@10"
-    )]
+    /// Metrics to print, comma-separated; the JSON holds all. Runs: any of
+    /// recall@1/3/5/10, hit@1/3/5/10, map, mrr, ndcg@10 (default recall@1, recall@5,
+    /// map, mrr, ndcg@10). Utility folders: utility@1 (the top passage's utility,
+    /// nats of the answer's mean NLL), best@k (the best of the labelled top k),
+    /// helps@1 (share of questions whose top passage lowers the NLL by >= 1 nat);
+    /// default all three.
+    #[arg(long, value_delimiter = ',')]
     metrics: Vec<String>,
     /// Bootstrap resamples for the 95% intervals, and sign flips for the p-value
     /// (1-1000000; more is steadier and slower: 10,000 over 1,300 queries takes a
@@ -46,16 +48,77 @@ fn locate(p: &Path) -> (PathBuf, Option<PathBuf>) {
     }
 }
 
+/// What is compared: retrieval runs against qrels, or utility label folders.
+const RUN_METRICS: [&str; 5] = ["recall@1", "recall@5", "map", "mrr", "ndcg@10"];
+const UTILITY_METRICS: [&str; 3] = ["utility@1", "best@k", "helps@1"];
+
+fn is_labels(p: &Path) -> bool {
+    p.is_dir() && !p.join("run.trec").exists() && p.join("labels.jsonl").exists()
+}
+
 pub fn run(a: CompareArgs) -> Result<()> {
-    let names = uae_eval::Metrics::default().rows().map(|(k, _)| k);
+    let utility = match (is_labels(&a.a), is_labels(&a.b)) {
+        (true, true) => true,
+        (false, false) => false,
+        _ => bail!(
+            "{} and {}: compare two retrieval runs, or two utility label folders, not one of each",
+            a.a.display(),
+            a.b.display()
+        ),
+    };
+    let all: Vec<&str> = if utility {
+        UTILITY_METRICS.to_vec()
+    } else {
+        uae_eval::Metrics::default().rows().map(|(k, _)| k).to_vec()
+    };
     for m in &a.metrics {
-        if !names.contains(&m.as_str()) {
+        if !all.contains(&m.as_str()) {
             bail!(
                 "--metrics: unknown metric `{m}` (one of {})",
-                names.join(", ")
+                all.join(", ")
             );
         }
     }
+    let shown: Vec<String> = match (a.metrics.is_empty(), utility) {
+        (false, _) => a.metrics.clone(),
+        (true, true) => UTILITY_METRICS.map(String::from).to_vec(),
+        (true, false) => RUN_METRICS.map(String::from).to_vec(),
+    };
+    let opts = CompareOptions {
+        resamples: a.resamples,
+        seed: a.seed,
+    };
+    let c = if utility {
+        if a.qrels.is_some() {
+            bail!("--qrels applies to retrieval runs; utility folders carry their own answers");
+        }
+        compare_utilities(&a.a, &a.b, opts)?
+    } else {
+        compare_runs(&a, opts)?
+    };
+    println!(
+        "{} {}, B against A; 95% paired bootstrap intervals and two-sided sign-flip p-values over {} resamples (seed {})\n",
+        c.queries,
+        if utility { "questions" } else { "queries" },
+        c.resamples,
+        c.seed
+    );
+    print!(
+        "{}",
+        c.table(
+            &a.a.display().to_string(),
+            &a.b.display().to_string(),
+            &shown
+        )
+    );
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&c)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn compare_runs(a: &CompareArgs, opts: CompareOptions) -> Result<compare::Comparison> {
     let (run_a, qrels_a) = locate(&a.a);
     let (run_b, qrels_b) = locate(&a.b);
     let qrels: Qrels = match (&a.qrels, &qrels_a, &qrels_b) {
@@ -94,31 +157,67 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
         check_report(dir, per);
     }
-    let c = compare::compare(
-        &pa,
-        &pb,
-        CompareOptions {
-            resamples: a.resamples,
-            seed: a.seed,
-        },
-    );
-    println!(
-        "{} queries, B against A; 95% paired bootstrap intervals and two-sided sign-flip p-values over {} resamples (seed {})\n",
-        c.queries, c.resamples, c.seed
-    );
-    print!(
-        "{}",
-        c.table(
-            &a.a.display().to_string(),
-            &a.b.display().to_string(),
-            &a.metrics
-        )
-    );
-    if let Some(path) = &a.json {
-        let text = serde_json::to_string_pretty(&c)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    Ok(compare::compare(&pa, &pb, opts))
+}
+
+/// Per question of a `retrieved` label folder: [utility@1, best@k, helps@1]
+/// (questions whose top passage could not be scored are left out).
+fn utilities(dir: &Path) -> Result<BTreeMap<String, Vec<f64>>> {
+    let groups = uae_label::LabeledGroup::read_all(dir)?;
+    Ok(groups
+        .into_iter()
+        .filter_map(|g| {
+            let u: Vec<f64> = g.candidates.iter().map(|c| c.utility as f64).collect();
+            let first = *u.first()?;
+            let best = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let helps = if first >= 1.0 { 1.0 } else { 0.0 };
+            Some((g.question_id, vec![first, best, helps]))
+        })
+        .collect())
+}
+
+fn compare_utilities(a: &Path, b: &Path, opts: CompareOptions) -> Result<compare::Comparison> {
+    let manifest = |d: &Path| -> Result<uae_label::LabelManifest> {
+        uae_label::LabelManifest::read(d)?.with_context(|| {
+            format!(
+                "{}: no manifest.json (not a `uae label` folder)",
+                d.display()
+            )
+        })
+    };
+    let (ma, mb) = (manifest(a)?, manifest(b)?);
+    for (m, d) in [(&ma, a), (&mb, b)] {
+        if m.config.candidates != uae_label::CandidateMode::Retrieved {
+            bail!(
+                "{}: labelled with `{}` candidates; utilities of a retriever come from `uae label --candidates retrieved --ranking RUN`",
+                d.display(),
+                serde_json::to_string(&m.config.candidates)?.trim_matches('"')
+            );
+        }
     }
-    Ok(())
+    let same = ma.lm_sha256 == mb.lm_sha256
+        && ma.config.template == mb.config.template
+        && ma.config.passage_tokens == mb.config.passage_tokens
+        && ma.split == mb.split
+        && ma.config.retrieved.as_ref().map(|r| r.top_k)
+            == mb.config.retrieved.as_ref().map(|r| r.top_k);
+    if !same {
+        bail!(
+            "{} and {} were labelled with another LLM, template, passage budget, question set or --top-k: their utilities are not comparable",
+            a.display(),
+            b.display()
+        );
+    }
+    let (ua, ub) = (utilities(a)?, utilities(b)?);
+    let shared = ua.keys().filter(|q| ub.contains_key(*q)).count();
+    if shared == 0 {
+        bail!(
+            "{} and {} share no labelled question",
+            a.display(),
+            b.display()
+        );
+    }
+    Ok(compare::compare_values(&UTILITY_METRICS, &ua, &ub, opts))
 }
 
 /// Warns when a folder's report.json disagrees with the metrics recomputed from its

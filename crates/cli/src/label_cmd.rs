@@ -38,10 +38,20 @@ pub struct LabelArgs {
     #[arg(long)]
     shard: Option<Shard>,
     /// Which passages are scored: `gold` (the evidence + hard negatives; questions
-    /// with evidence only) or `mined` (top dense + BM25 + random, no evidence
-    /// needed). Default: `gold` for QASPER, `mined` for your own data.
-    #[arg(long, value_parser = named::<CandidateMode>(&["gold", "mined"]))]
+    /// with evidence only), `mined` (top dense + BM25 + random, no evidence needed)
+    /// or `retrieved` (each question's top --top-k passages in the --ranking run
+    /// file: how much a retriever's results help the LLM answer, evidence labels or
+    /// not). Default: `gold` for QASPER, `mined` for your own data.
+    #[arg(long, value_parser = named::<CandidateMode>(&["gold", "mined", "retrieved"]))]
     candidates: Option<CandidateMode>,
+    /// `--candidates retrieved`: a TREC run file (`uae eval --out`'s run.trec) over
+    /// the same questions and corpus.
+    #[arg(long)]
+    ranking: Option<PathBuf>,
+    /// `--candidates retrieved`: how many of each question's top passages are
+    /// scored, each on its own (1-1000).
+    #[arg(long, default_value_t = 1, value_parser = count_in(1, 1000))]
+    top_k: usize,
     /// The LLM: a GGUF file (llama/qwen2) or a HF safetensors folder, run in this
     /// process; or the base URL of an LLM server speaking the OpenAI completions API
     /// (`http://HOST:PORT/v1`: vLLM, llama.cpp's server, llama-cpp-python). Repeat
@@ -175,8 +185,17 @@ pub fn run(a: LabelArgs) -> Result<()> {
         Some(_) => CandidateMode::Mined,
         None => CandidateMode::Gold,
     };
+    let candidates = a.candidates.unwrap_or(default_mode);
+    let ranking = match (candidates, &a.ranking) {
+        (CandidateMode::Retrieved, Some(path)) => Some(uae_label::Ranking::read(path, a.top_k)?),
+        (CandidateMode::Retrieved, None) => {
+            bail!("--candidates retrieved needs --ranking RUN_FILE")
+        }
+        (_, Some(_)) => bail!("--ranking is read only with --candidates retrieved"),
+        (_, None) => None,
+    };
     let config = LabelConfig {
-        candidates: a.candidates.unwrap_or(default_mode),
+        candidates,
         dense_negatives: a.dense_negatives,
         bm25_negatives: a.bm25_negatives,
         random_negatives: a.random_negatives,
@@ -186,6 +205,7 @@ pub fn run(a: LabelArgs) -> Result<()> {
         max_batch: a.max_batch,
         max_batch_tokens: a.max_batch_tokens,
         mining_bf16: a.encoder_bf16,
+        retrieved: ranking.as_ref().map(|r| r.config()),
     };
     let source = LmSource::parse(&a.lm)?;
     if matches!(source, LmSource::Servers(_)) && (a.bf16 || a.quantized) {
@@ -228,6 +248,7 @@ pub fn run(a: LabelArgs) -> Result<()> {
         lm_name: a.lm.join(" "),
         encoder: a.encoder,
         config,
+        ranking: ranking.as_ref(),
     };
     let (summary, _) = uae_label::run(&run, &Bars::default())?;
     println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -248,3 +248,151 @@ fn own_files_label_train_and_fail_clearly() {
         assert!(!out.status.success() && err.contains(needle), "{err}");
     }
 }
+
+/// Runs `uae` with `args`, asserts it failed with a one-line error holding `needles`.
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = uae().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+    for n in needles {
+        assert!(line.contains(n), "`{line}` should mention `{n}`");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Two retrievers' top passages scored by the LLM (`--candidates retrieved`), then
+/// compared question by question: the candidates are each run's top k in rank order,
+/// the second run reuses every score the first computed for the same passage, and
+/// the misuses are one-line errors.
+#[test]
+fn retrieved_passages_are_labelled_and_compared() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    for r in ["bm25", "dense"] {
+        let out = p.join(r);
+        ok(&[
+            "eval",
+            "--split",
+            "dev",
+            "--retriever",
+            r,
+            "--limit",
+            "4",
+            "--out",
+            s(&out),
+        ]);
+    }
+    let label = |r: &str| -> serde_json::Value {
+        let out = p.join(format!("u-{r}"));
+        let ranking = p.join(r).join("run.trec");
+        serde_json::from_str(&ok(&[
+            "label",
+            "--split",
+            "dev",
+            "--candidates",
+            "retrieved",
+            "--ranking",
+            s(&ranking),
+            "--top-k",
+            "2",
+            "--limit",
+            "3",
+            "--out",
+            s(&out),
+        ]))
+        .unwrap()
+    };
+    let first = label("bm25");
+    assert_eq!(first["questions"], 3, "{first}");
+    assert!(first["scores_computed"].as_u64().unwrap() > 0);
+    // The dense run's store starts from BM25's: the no-passage scores and any shared
+    // passage are reused.
+    std::fs::create_dir_all(p.join("u-dense")).unwrap();
+    std::fs::copy(
+        p.join("u-bm25/scores.jsonl"),
+        p.join("u-dense/scores.jsonl"),
+    )
+    .unwrap();
+    let second = label("dense");
+    assert!(second["scores_reused"].as_u64().unwrap() >= 3, "{second}");
+    // Each question's candidates are the run's top 2, in its order.
+    let run = std::fs::read_to_string(p.join("dense/run.trec")).unwrap();
+    let labels = std::fs::read_to_string(p.join("u-dense/labels.jsonl")).unwrap();
+    for line in labels.lines() {
+        let g: serde_json::Value = serde_json::from_str(line).unwrap();
+        let q = g["question_id"].as_str().unwrap();
+        let top: Vec<&str> = run
+            .lines()
+            .filter(|l| l.starts_with(q))
+            .take(2)
+            .map(|l| l.split(' ').nth(2).unwrap())
+            .collect();
+        let got: Vec<&str> = g["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["passage_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, top, "{q}");
+    }
+    let (a, b) = (p.join("u-bm25"), p.join("u-dense"));
+    let out = ok(&["compare", s(&a), s(&b), "--resamples", "500"]);
+    assert!(
+        out.contains("3 questions") && out.contains("| utility@1 |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| best@k |") && out.contains("| helps@1 |"),
+        "{out}"
+    );
+    // Misuses.
+    let ranking = p.join("dense/run.trec");
+    fails(
+        &[
+            "label",
+            "--split",
+            "dev",
+            "--candidates",
+            "retrieved",
+            "--out",
+            s(&p.join("x")),
+        ],
+        &["--ranking"],
+    );
+    fails(
+        &[
+            "label",
+            "--split",
+            "dev",
+            "--ranking",
+            s(&ranking),
+            "--out",
+            s(&p.join("x")),
+        ],
+        &["--candidates retrieved"],
+    );
+    let bad = p.join("bad.trec");
+    let first_q = run.lines().next().unwrap().split(' ').next().unwrap();
+    std::fs::write(&bad, format!("{first_q} Q0 no-such-passage 1 0.5 t\n")).unwrap();
+    fails(
+        &[
+            "label",
+            "--split",
+            "dev",
+            "--candidates",
+            "retrieved",
+            "--ranking",
+            s(&bad),
+            "--limit",
+            "1",
+            "--out",
+            s(&p.join("y")),
+        ],
+        &["no-such-passage", "not in the corpus"],
+    );
+    fails(
+        &["compare", s(&a), s(&p.join("dense"))],
+        &["not one of each"],
+    );
+}

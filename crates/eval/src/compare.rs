@@ -194,23 +194,35 @@ pub fn compare(
     b: &BTreeMap<String, Metrics>,
     opts: CompareOptions,
 ) -> Comparison {
-    let qids: Vec<&String> = a.keys().filter(|q| b.contains_key(*q)).collect();
-    let n = qids.len();
-    let resamples = opts.resamples.max(1);
     let names = Metrics::default().rows().map(|(k, _)| k);
-    let column = |m: &BTreeMap<String, Metrics>, k: usize| -> Vec<f64> {
-        qids.iter().map(|q| m[*q].rows()[k].1).collect()
+    let columns = |m: &BTreeMap<String, Metrics>| -> BTreeMap<String, Vec<f64>> {
+        m.iter()
+            .map(|(q, x)| (q.clone(), x.rows().iter().map(|r| r.1).collect()))
+            .collect()
+    };
+    compare_values(&names, &columns(a), &columns(b), opts)
+}
+
+/// [`compare`] for any per-query values: `names[k]` is the metric in column `k` of
+/// each query's row. Queries in only one of the two maps are left out.
+pub fn compare_values(
+    names: &[&str],
+    a: &BTreeMap<String, Vec<f64>>,
+    b: &BTreeMap<String, Vec<f64>>,
+    opts: CompareOptions,
+) -> Comparison {
+    let qids: Vec<&String> = a.keys().filter(|q| b.contains_key(*q)).collect();
+    let resamples = opts.resamples.max(1);
+    let column = |m: &BTreeMap<String, Vec<f64>>, k: usize| -> Vec<f64> {
+        qids.iter().map(|q| m[*q][k]).collect()
     };
     let metrics = names
         .iter()
         .enumerate()
-        .map(|(k, name)| {
-            let (xa, xb) = (column(a, k), column(b, k));
-            delta(name, &xa, &xb, resamples, opts.seed)
-        })
+        .map(|(k, name)| delta(name, &column(a, k), &column(b, k), resamples, opts.seed))
         .collect();
     Comparison {
-        queries: n,
+        queries: qids.len(),
         resamples,
         seed: opts.seed,
         metrics,

@@ -11,11 +11,13 @@
 pub mod export;
 pub mod merge;
 pub mod mine;
+mod ranking;
 pub mod remote;
 mod run;
 mod score;
 
 pub use mine::{mine, mine_all};
+pub use ranking::Ranking;
 pub use remote::{RemoteLm, RemoteOptions};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};
 pub use score::{label, score_key, Job, LmSource, Record, Scorer};

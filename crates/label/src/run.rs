@@ -3,6 +3,7 @@
 //! `summary.json` and the utility histogram.
 
 use crate::mine::{mine_all, read_mined, rows};
+use crate::ranking::Ranking;
 use crate::score::{label, Job, Scorer};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub struct LabelRun<'a> {
     /// The bi-encoder that mines dense candidates.
     pub encoder: PathBuf,
     pub config: LabelConfig,
+    /// `retrieved` mode: the ranked passages to score.
+    pub ranking: Option<&'a Ranking>,
 }
 
 impl LabelRun<'_> {
@@ -43,6 +46,9 @@ impl LabelRun<'_> {
     /// positive in `gold` mode; the first `limit` of them; with `shard`, its part of
     /// those. Also how many were left out for want of an answer, and (in `gold`
     /// mode) of a positive.
+    ///
+    /// In `retrieved` mode a question must also be in the ranking; those that are not
+    /// are counted with the ones without a positive.
     pub fn eligible(&self) -> (Vec<usize>, usize, usize) {
         let gold = self.config.candidates == CandidateMode::Gold;
         let (mut no_answer, mut no_positive) = (0, 0);
@@ -51,9 +57,10 @@ impl LabelRun<'_> {
             if out.len() == self.limit.unwrap_or(usize::MAX) {
                 break;
             }
+            let unranked = self.ranking.is_some_and(|r| !r.contains(&q.id));
             if q.answers.is_empty() {
                 no_answer += 1;
-            } else if gold && q.positives.is_empty() {
+            } else if (gold && q.positives.is_empty()) || unranked {
                 no_positive += 1;
             } else {
                 out.push(i);
@@ -132,18 +139,28 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
             split: r.split.clone(),
         });
     }
+    if (r.config.candidates == CandidateMode::Retrieved) != r.ranking.is_some() {
+        return Err(Error::Invalid(
+            "`retrieved` candidates come with a ranking, and only they do".into(),
+        ));
+    }
     std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
     let manifest = r.manifest();
     if let Some(old) = LabelManifest::read(&r.out)? {
         check_resume(&r.out, &old, &manifest)?;
     }
     manifest.write(&r.out)?;
-    let items = match read_mined(&r.out, r.set, &eligible)? {
-        Some(items) => {
+    let items = match (read_mined(&r.out, r.set, &eligible)?, r.ranking) {
+        (_, Some(ranking)) => {
+            let items = ranking.candidates(r.set, &eligible)?;
+            MinedRow::write_all(&r.out, &rows(r.set, &items))?;
+            items
+        }
+        (Some(items), None) => {
             tracing::info!(path = %r.out.join(MinedRow::FILE).display(), "reusing mined candidates");
             items
         }
-        None => {
+        (None, None) => {
             let cache = r.out.join("cache");
             let items = mine_all(
                 r.set,
