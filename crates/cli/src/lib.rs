@@ -36,8 +36,9 @@ enum Cmd {
     Embed(embed::EmbedArgs),
     /// Evaluate a retriever (BM25 or a dense model) on QASPER, a BEIR folder or your files.
     Eval(eval_cmd::EvalArgs),
-    /// Compare two evaluation runs query by query: the difference of each metric, its
-    /// 95% bootstrap interval and a paired significance test.
+    /// Compare two evaluation runs (or two retrievers' utility labels) question by
+    /// question: the difference of each metric, its 95% bootstrap interval and a
+    /// paired significance test.
     Compare(compare_cmd::CompareArgs),
     /// Score candidate passages by how much they lower the LLM's NLL of the answer.
     Label(label_cmd::LabelArgs),
