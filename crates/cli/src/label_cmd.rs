@@ -27,7 +27,7 @@ pub struct LabelArgs {
     /// Label only the first N eligible questions (in file order; >= 1).
     #[arg(long, value_parser = count())]
     limit: Option<usize>,
-    /// Output folder: scores.jsonl (durable store), labels.jsonl, manifest.json,
+    /// Output folder: scores.jsonl (durable store), score-plan.json (which scores this run computes: fixed at its first start, so a resumed run batches them alike), labels.jsonl, manifest.json,
     /// summary.json, utility-histogram.svg, cache/ (the mining encoder's passage
     /// embeddings, in pieces). Rerunning the same command resumes, mid-mining too.
     #[arg(long, required = true)]

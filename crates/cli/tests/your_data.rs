@@ -285,7 +285,7 @@ fn retrieved_passages_are_labelled_and_compared() {
     }
     let label = |r: &str| -> serde_json::Value {
         let out = p.join(format!("u-{r}"));
-        let ranking = p.join(r).join("run.trec");
+        let ranking = p.join(r.split('-').next().unwrap()).join("run.trec");
         serde_json::from_str(&ok(&[
             "label",
             "--split",
@@ -316,6 +316,15 @@ fn retrieved_passages_are_labelled_and_compared() {
     .unwrap();
     let second = label("dense");
     assert!(second["scores_reused"].as_u64().unwrap() >= 3, "{second}");
+    // Reused scores cost nothing: only the missing ones are batched and run, so the
+    // LLM reads fewer tokens than a run from an empty store (which scores them all).
+    let fresh = label("dense-fresh-run");
+    let tokens = |v: &serde_json::Value| v["tokens_scored"].as_u64().unwrap();
+    assert!(tokens(&second) < tokens(&fresh), "{second} vs {fresh}");
+    assert_eq!(
+        second["scores_computed"].as_u64().unwrap() + second["scores_reused"].as_u64().unwrap(),
+        fresh["scores_computed"].as_u64().unwrap()
+    );
     // Each question's candidates are the run's top 2, in its order.
     let run = std::fs::read_to_string(p.join("dense/run.trec")).unwrap();
     let labels = std::fs::read_to_string(p.join("u-dense/labels.jsonl")).unwrap();

@@ -263,7 +263,11 @@ pub fn label(
     let done = work.iter().filter(|w| store.get(&w.key).is_some()).count();
     summary.scores_reused = done;
     match scorer {
-        Scorer::Local(lm) => score_local(lm, cfg, &work, &mut store, &mut summary, progress)?,
+        Scorer::Local(lm) => {
+            let planned = ScorePlan::open(dir, &work, &store)?;
+            let work: Vec<&Work> = work.iter().filter(|w| planned.contains(&w.key)).collect();
+            score_local(lm, cfg, &work, &mut store, &mut summary, progress)?
+        }
         Scorer::Remote(r) => score_remote(r, &work, &mut store, &mut summary, progress)?,
     }
     // Assemble groups.
@@ -331,10 +335,65 @@ fn rate_message(tokens: usize, start: std::time::Instant) -> String {
 
 /// The in-process LLM, in a fixed batch plan: sorted by length (then key), cut by
 /// count and token budget, so a killed run recomputes the same batches.
+/// The scores a local run computes, fixed when it first starts (`score-plan.json`).
+///
+/// Batches are formed over these keys only, so scores reused from a copied store cost
+/// nothing: planning over every key would recompute each batch that holds a single
+/// missing score. A resumed run reads the same plan back, so its batches, and
+/// therefore its values, are those of an uninterrupted run (a sequence's NLL depends
+/// on its batch within ~1e-6).
+#[derive(Serialize, Deserialize)]
+struct ScorePlan {
+    keys: Vec<String>,
+}
+
+impl ScorePlan {
+    const FILE: &'static str = "score-plan.json";
+
+    /// The run's plan: read back if an earlier start wrote one (with any key since
+    /// lost from the store added), else every key of `work` missing from `store`,
+    /// written before the first score.
+    fn open(
+        dir: &Path,
+        work: &[Work],
+        store: &Store<Record>,
+    ) -> Result<std::collections::HashSet<String>> {
+        let path = dir.join(Self::FILE);
+        let missing = work
+            .iter()
+            .filter(|w| store.get(&w.key).is_none())
+            .map(|w| w.key.clone());
+        let mut keys: std::collections::HashSet<String> = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let plan: ScorePlan =
+                    serde_json::from_slice(&bytes).map_err(|e| uae_core::Error::Corrupt {
+                        path: path.clone(),
+                        line: e.line(),
+                        message: format!("{e} (delete the file to plan again)"),
+                    })?;
+                plan.keys.into_iter().collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(uae_core::Error::io(&path)(e).into()),
+        };
+        let before = keys.len();
+        let fresh = !path.exists();
+        keys.extend(missing);
+        if fresh || keys.len() != before {
+            let mut sorted: Vec<&String> = keys.iter().collect();
+            sorted.sort();
+            let text =
+                serde_json::to_string(&serde_json::json!({ "keys": sorted })).unwrap_or_default();
+            uae_core::fs::atomic_write(&path, text.as_bytes())?;
+        }
+        Ok(keys)
+    }
+}
+
 fn score_local(
     lm: &CausalLm,
     cfg: &LabelConfig,
-    work: &[Work],
+    work: &[&Work],
     store: &mut Store<Record>,
     summary: &mut LabelSummary,
     progress: &dyn Progress,
@@ -345,7 +404,7 @@ fn score_local(
         answer: Vec<u32>,
     }
     let mut ids = Vec::with_capacity(work.len());
-    for w in work {
+    for &w in work {
         let answer = lm.encode(&w.answer)?;
         if answer.is_empty() {
             continue;
@@ -377,7 +436,8 @@ fn score_local(
         batches.push(s..ids.len());
     }
     let start = std::time::Instant::now();
-    let mut done = summary.scores_reused;
+    // Progress over this run's plan: what an earlier start of it already stored.
+    let mut done = work.iter().filter(|w| store.get(&w.key).is_some()).count();
     progress.start("scoring", work.len() as u64);
     progress.skip(done as u64);
     for range in batches {
