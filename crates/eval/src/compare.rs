@@ -320,7 +320,7 @@ impl Comparison {
                 continue;
             }
             s.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:+.4} [{:+.4}, {:+.4}] | {:+.1}% [{:+.1}, {:+.1}] | {:.3} | {} / {} / {} |\n",
+                "| {} | {:.4} | {:.4} | {:+.4} [{:+.4}, {:+.4}] | {:+.1}% [{:+.1}, {:+.1}] | {} | {} / {} / {} |\n",
                 m.metric,
                 m.a,
                 m.b,
@@ -330,7 +330,11 @@ impl Comparison {
                 m.rel_pct,
                 m.rel_pct_ci[0],
                 m.rel_pct_ci[1],
-                m.p_value,
+                if m.p_value < 0.001 {
+                    "<0.001".to_string()
+                } else {
+                    format!("{:.3}", m.p_value)
+                },
                 m.b_wins,
                 m.b_losses,
                 m.ties
