@@ -3,6 +3,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uae_eval::compare::{self, CompareOptions, Qrels};
+use uae_label::UTILITY_METRICS;
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
@@ -50,7 +51,6 @@ fn locate(p: &Path) -> (PathBuf, Option<PathBuf>) {
 
 /// What is compared: retrieval runs against qrels, or utility label folders.
 const RUN_METRICS: [&str; 5] = ["recall@1", "recall@5", "map", "mrr", "ndcg@10"];
-const UTILITY_METRICS: [&str; 3] = ["utility@1", "best@k", "helps@1"];
 
 fn is_labels(p: &Path) -> bool {
     p.is_dir() && !p.join("run.trec").exists() && p.join("labels.jsonl").exists()
@@ -160,57 +160,19 @@ fn compare_runs(a: &CompareArgs, opts: CompareOptions) -> Result<compare::Compar
     Ok(compare::compare(&pa, &pb, opts))
 }
 
-/// Per question of a `retrieved` label folder: [utility@1, best@k, helps@1]
-/// (questions whose top passage could not be scored are left out).
-fn utilities(dir: &Path) -> Result<BTreeMap<String, Vec<f64>>> {
-    let groups = uae_label::LabeledGroup::read_all(dir)?;
-    Ok(groups
-        .into_iter()
-        .filter_map(|g| {
-            let u: Vec<f64> = g.candidates.iter().map(|c| c.utility as f64).collect();
-            let first = *u.first()?;
-            let best = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let helps = if first >= 1.0 { 1.0 } else { 0.0 };
-            Some((g.question_id, vec![first, best, helps]))
-        })
-        .collect())
-}
-
 fn compare_utilities(a: &Path, b: &Path, opts: CompareOptions) -> Result<compare::Comparison> {
-    let manifest = |d: &Path| -> Result<uae_label::LabelManifest> {
-        uae_label::LabelManifest::read(d)?.with_context(|| {
-            format!(
-                "{}: no manifest.json (not a `uae label` folder)",
-                d.display()
-            )
-        })
-    };
-    let (ma, mb) = (manifest(a)?, manifest(b)?);
-    for (m, d) in [(&ma, a), (&mb, b)] {
-        if m.config.candidates != uae_label::CandidateMode::Retrieved {
-            bail!(
-                "{}: labelled with `{}` candidates; utilities of a retriever come from `uae label --candidates retrieved --ranking RUN`",
-                d.display(),
-                serde_json::to_string(&m.config.candidates)?.trim_matches('"')
-            );
-        }
-    }
-    let same = ma.lm_sha256 == mb.lm_sha256
-        && ma.config.template == mb.config.template
-        && ma.config.passage_tokens == mb.config.passage_tokens
-        && ma.split == mb.split
-        && ma.config.retrieved.as_ref().map(|r| r.top_k)
-            == mb.config.retrieved.as_ref().map(|r| r.top_k);
-    if !same {
+    let ((ma, ua), (mb, ub)) = (
+        uae_label::retrieved_utilities(a)?,
+        uae_label::retrieved_utilities(b)?,
+    );
+    if !uae_label::comparable(&ma, &mb) {
         bail!(
             "{} and {} were labelled with another LLM, template, passage budget, question set or --top-k: their utilities are not comparable",
             a.display(),
             b.display()
         );
     }
-    let (ua, ub) = (utilities(a)?, utilities(b)?);
-    let shared = ua.keys().filter(|q| ub.contains_key(*q)).count();
-    if shared == 0 {
+    if !ua.keys().any(|q| ub.contains_key(q)) {
         bail!(
             "{} and {} share no labelled question",
             a.display(),
@@ -222,15 +184,8 @@ fn compare_utilities(a: &Path, b: &Path, opts: CompareOptions) -> Result<compare
 
 /// Warns when a folder's report.json disagrees with the metrics recomputed from its
 /// run (a truncated or edited run file).
-fn check_report(dir: &Path, per: &std::collections::BTreeMap<String, uae_eval::Metrics>) {
-    #[derive(serde::Deserialize)]
-    struct Report {
-        metrics: uae_eval::Metrics,
-    }
-    let Ok(text) = std::fs::read_to_string(dir.join("report.json")) else {
-        return;
-    };
-    let Ok(r) = serde_json::from_str::<Report>(&text) else {
+fn check_report(dir: &Path, per: &BTreeMap<String, uae_eval::Metrics>) {
+    let Ok(Some(r)) = uae_search::EvalReport::read(dir) else {
         return;
     };
     let ours: Vec<_> = per.values().copied().collect();

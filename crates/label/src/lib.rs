@@ -17,7 +17,7 @@ mod run;
 mod score;
 
 pub use mine::{mine, mine_all};
-pub use ranking::Ranking;
+pub use ranking::{comparable, retrieved_utilities, Ranking, UTILITY_METRICS};
 pub use remote::{RemoteLm, RemoteOptions};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};
 pub use score::{label, score_key, Job, LmSource, Record, Scorer};

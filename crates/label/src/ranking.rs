@@ -91,3 +91,58 @@ impl Ranking {
             .collect()
     }
 }
+
+/// What a `retrieved` label folder says of its retriever, per question, in this
+/// order: the top passage's utility (nats), the best utility of the labelled top k,
+/// and whether the top passage helps by at least 1 nat (1 or 0).
+pub const UTILITY_METRICS: [&str; 3] = ["utility@1", "best@k", "helps@1"];
+
+/// The per-question [`UTILITY_METRICS`] of a `uae label --candidates retrieved`
+/// folder, and its manifest. Questions whose top passage could not be scored are
+/// left out.
+pub fn retrieved_utilities(
+    dir: &Path,
+) -> Result<(
+    uae_artifacts::labels::LabelManifest,
+    BTreeMap<String, Vec<f64>>,
+)> {
+    use uae_artifacts::labels::{CandidateMode, LabelManifest, LabeledGroup};
+    let manifest = LabelManifest::read(dir)?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: no manifest.json (not a `uae label` folder)",
+            dir.display()
+        ))
+    })?;
+    if manifest.config.candidates != CandidateMode::Retrieved {
+        return Err(Error::Invalid(format!(
+            "{}: labelled with {:?} candidates; a retriever's utilities come from `uae label --candidates retrieved --ranking RUN`",
+            dir.display(),
+            manifest.config.candidates
+        )));
+    }
+    let rows = LabeledGroup::read_all(dir)?
+        .into_iter()
+        .filter_map(|g| {
+            let u: Vec<f64> = g.candidates.iter().map(|c| c.utility as f64).collect();
+            let first = *u.first()?;
+            let best = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let helps = if first >= 1.0 { 1.0 } else { 0.0 };
+            Some((g.question_id, vec![first, best, helps]))
+        })
+        .collect();
+    Ok((manifest, rows))
+}
+
+/// Whether two `retrieved` folders' utilities can be compared: the same LLM,
+/// template, passage budget, question set and top k.
+pub fn comparable(
+    a: &uae_artifacts::labels::LabelManifest,
+    b: &uae_artifacts::labels::LabelManifest,
+) -> bool {
+    let k = |m: &uae_artifacts::labels::LabelManifest| m.config.retrieved.as_ref().map(|r| r.top_k);
+    a.lm_sha256 == b.lm_sha256
+        && a.config.template == b.config.template
+        && a.config.passage_tokens == b.config.passage_tokens
+        && a.split == b.split
+        && k(a) == k(b)
+}

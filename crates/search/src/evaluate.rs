@@ -62,7 +62,7 @@ impl Retriever {
 }
 
 /// `report.json` of `uae eval`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct EvalReport {
     pub collection: String,
     pub retriever: RetrieverKind,
@@ -73,6 +73,27 @@ pub struct EvalReport {
     pub passages: usize,
     pub metrics: Metrics,
     pub timings: Timings,
+}
+
+impl EvalReport {
+    pub const FILE: &'static str = "report.json";
+
+    /// The report in `dir`, if `uae eval` wrote one there.
+    pub fn read(dir: &Path) -> Result<Option<EvalReport>> {
+        let path = dir.join(Self::FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(uae_core::Error::io(&path))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            uae_core::Error::Corrupt {
+                path,
+                line: e.line(),
+                message: e.to_string(),
+            }
+            .into()
+        })
+    }
 }
 
 /// Ranks every query of `coll`, scores the rankings, and writes `run.trec`,
@@ -116,6 +137,6 @@ pub fn evaluate(
         metrics,
         timings,
     };
-    uae_core::fs::write_json(&out.join("report.json"), &report)?;
+    uae_core::fs::write_json(&out.join(EvalReport::FILE), &report)?;
     Ok(report)
 }

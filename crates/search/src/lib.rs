@@ -57,7 +57,7 @@ pub fn load_encoder(dir: &Path, bf16: bool) -> Result<Encoder> {
 }
 
 /// Wall time of the phases of a ranking run.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
     pub index_s: f64,
     pub encode_queries_s: f64,
