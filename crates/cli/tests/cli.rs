@@ -5,31 +5,12 @@
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
 mod common;
-use common::{root, uae};
+use common::{fails_with, fails_with_cmd, root, uae};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn fails_with(args: &[&str], needles: &[&str]) {
-    fails_with_cmd(uae().args(args), needles);
-}
-
-fn fails_with_cmd(cmd: &mut Command, needles: &[&str]) {
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_else(|| panic!("no error line in {err}"));
-    for n in needles {
-        assert!(line.contains(n), "`{line}` should mention `{n}`");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-}
 
 #[test]
 fn bad_inputs_exit_non_zero_with_a_clear_error() {

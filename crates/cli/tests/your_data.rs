@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
 mod common;
-use common::{ok, uae};
+use common::{fails_with as fails, ok, uae};
 
 use std::path::{Path, PathBuf};
 
@@ -197,8 +197,8 @@ fn own_files_label_train_and_fail_clearly() {
         ("{\"question\": \"q\"}\n", vec!["no question", "answer"]),
     ] {
         std::fs::write(&bad, text).unwrap();
-        let out = uae()
-            .args([
+        fails(
+            &[
                 "label",
                 "--corpus",
                 s(&p.join("corpus.jsonl")),
@@ -206,19 +206,9 @@ fn own_files_label_train_and_fail_clearly() {
                 s(&bad),
                 "--out",
                 s(&labels),
-            ])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("error:"))
-            .unwrap_or_else(|| panic!("{err}"));
-        for n in needles {
-            assert!(line.contains(n), "`{line}` should mention `{n}`");
-        }
-        assert!(!err.contains("panicked"));
+            ],
+            &needles,
+        );
     }
     assert!(
         labels.join("labels.jsonl").is_file(),
@@ -247,18 +237,6 @@ fn own_files_label_train_and_fail_clearly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(needle), "{err}");
     }
-}
-
-/// Runs `uae` with `args`, asserts it failed with a one-line error holding `needles`.
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = uae().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} should fail");
-    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
-    for n in needles {
-        assert!(line.contains(n), "`{line}` should mention `{n}`");
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// Two retrievers' top passages scored by the LLM (`--candidates retrieved`), then

@@ -30,3 +30,25 @@ pub fn ok(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `uae` with `args`, asserts it failed with a one-line `error:` holding every
+/// needle, and that nothing panicked.
+pub fn fails_with(args: &[&str], needles: &[&str]) {
+    fails_with_cmd(uae().args(args), needles);
+}
+
+/// [`fails_with`] for a prepared command (environment, paths).
+pub fn fails_with_cmd(cmd: &mut Command, needles: &[&str]) {
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let out = cmd.output().expect("uae runs");
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
+    for n in needles {
+        assert!(line.contains(n), "`{line}` should mention `{n}`");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
