@@ -363,21 +363,21 @@ impl ScorePlan {
             .iter()
             .filter(|w| store.get(&w.key).is_none())
             .map(|w| w.key.clone());
-        let mut keys: std::collections::HashSet<String> = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let plan: ScorePlan =
-                    serde_json::from_slice(&bytes).map_err(|e| uae_core::Error::Corrupt {
-                        path: path.clone(),
-                        line: e.line(),
-                        message: format!("{e} (delete the file to plan again)"),
-                    })?;
-                plan.keys.into_iter().collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-            Err(e) => return Err(uae_core::Error::io(&path)(e).into()),
-        };
+        let (mut keys, fresh): (std::collections::HashSet<String>, bool) =
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let plan: ScorePlan =
+                        serde_json::from_slice(&bytes).map_err(|e| uae_core::Error::Corrupt {
+                            path: path.clone(),
+                            line: e.line(),
+                            message: format!("{e} (delete the file to plan again)"),
+                        })?;
+                    (plan.keys.into_iter().collect(), false)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Default::default(), true),
+                Err(e) => return Err(uae_core::Error::io(&path)(e).into()),
+            };
         let before = keys.len();
-        let fresh = !path.exists();
         keys.extend(missing);
         if fresh || keys.len() != before {
             let mut sorted: Vec<&String> = keys.iter().collect();
