@@ -313,6 +313,11 @@ pub struct LabelSummary {
     pub scores_computed: usize,
     pub scores_reused: usize,
     pub tokens_scored: usize,
+    /// Of `tokens_scored`, those not computed again: a prefix shared by several
+    /// prompts (one passage scored with several questions, one prompt with several
+    /// answers) runs once (local scoring).
+    #[serde(default)]
+    pub tokens_shared: usize,
     pub seconds: f64,
     pub mean_utility_gold: f64,
     pub mean_utility_non_gold: f64,

@@ -120,6 +120,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
             summary.scores_computed += s.scores_computed;
             summary.scores_reused += s.scores_reused;
             summary.tokens_scored += s.tokens_scored;
+            summary.tokens_shared += s.tokens_shared;
             summary.seconds += s.seconds;
         }
     }

@@ -9,7 +9,7 @@ use uae_artifacts::labels::{Candidate, LabelConfig, LabelSummary, LabeledCandida
 use uae_core::hash::digest;
 use uae_core::{Keyed, Progress, Store};
 use uae_data::QaSet;
-use uae_lm::{CausalLm, ScoreRequest};
+use uae_lm::{CausalLm, ScoreGroup, ScoreRequest};
 
 use crate::remote::RemoteLm;
 
@@ -390,6 +390,53 @@ impl ScorePlan {
     }
 }
 
+/// Work items (`members`, a range of the sorted order) whose prompts begin with the
+/// same `shared` tokens, run once for all of them.
+#[derive(Debug, PartialEq, Eq)]
+struct Unit {
+    members: std::ops::Range<usize>,
+    shared: usize,
+}
+
+/// Shorter common prefixes are not worth a pass and a cache copy of their own.
+const MIN_SHARED_TOKENS: usize = 16;
+
+/// Cuts lexicographically sorted prompts into runs that share a prefix: a prompt
+/// joins the run before it when they share at least [`MIN_SHARED_TOKENS`] and the
+/// run's saved tokens (each member after the first skips the prefix) grow by
+/// joining; else it starts a run. A run holds at most `max_members` prompts, and its
+/// prefix leaves every member at least one token of its own (the row that predicts
+/// the answer's first token). A lone prompt is a run with nothing shared.
+fn share_prefixes(prompts: &[&[u32]], max_members: usize) -> Vec<Unit> {
+    let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let mut units = Vec::new();
+    let (mut s, mut shared) = (0, 0);
+    for i in 1..=prompts.len() {
+        let n = i - s;
+        let join = i < prompts.len() && n < max_members && {
+            let l = lcp(prompts[i - 1], prompts[i]).min(prompts[i].len().saturating_sub(1));
+            let with = if n == 1 {
+                l.min(prompts[s].len().saturating_sub(1))
+            } else {
+                l.min(shared)
+            };
+            let better = n * with > (n - 1) * shared;
+            if with >= MIN_SHARED_TOKENS && better {
+                shared = with;
+            }
+            with >= MIN_SHARED_TOKENS && better
+        };
+        if !join && i > s {
+            units.push(Unit {
+                members: s..i,
+                shared: if n >= 2 { shared } else { 0 },
+            });
+            (s, shared) = (i, 0);
+        }
+    }
+    units
+}
+
 fn score_local(
     lm: &CausalLm,
     cfg: &LabelConfig,
@@ -415,25 +462,31 @@ fn score_local(
             answer,
         });
     }
-    ids.sort_by(|a, b| {
-        (a.prompt.len() + a.answer.len())
-            .cmp(&(b.prompt.len() + b.answer.len()))
-            .then(a.key.cmp(b.key))
-    });
-    let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
+    // Lexicographic order puts prompts that share a prefix (one passage with several
+    // questions, one prompt with several answers) next to each other.
+    ids.sort_by(|a, b| (&a.prompt, &a.answer, a.key).cmp(&(&b.prompt, &b.answer, b.key)));
+    let prompts: Vec<&[u32]> = ids.iter().map(|w| w.prompt.as_slice()).collect();
+    let units = share_prefixes(&prompts, cfg.max_batch.max(1));
+    let mut batches: Vec<std::ops::Range<usize>> = Vec::new(); // ranges of `units`
     let mut s = 0;
-    let mut tokens = 0;
-    for (i, w) in ids.iter().enumerate() {
-        let t = w.prompt.len() + w.answer.len();
-        if i > s && (i - s >= cfg.max_batch || tokens + t > cfg.max_batch_tokens) {
+    let (mut seqs, mut tokens) = (0, 0);
+    for (i, u) in units.iter().enumerate() {
+        let t = u.shared
+            + ids[u.members.clone()]
+                .iter()
+                .map(|w| w.prompt.len() + w.answer.len() - u.shared)
+                .sum::<usize>();
+        let n = u.members.len();
+        if i > s && (seqs + n > cfg.max_batch || tokens + t > cfg.max_batch_tokens) {
             batches.push(s..i);
             s = i;
-            tokens = 0;
+            (seqs, tokens) = (0, 0);
         }
+        seqs += n;
         tokens += t;
     }
-    if s < ids.len() {
-        batches.push(s..ids.len());
+    if s < units.len() {
+        batches.push(s..units.len());
     }
     let start = std::time::Instant::now();
     // Progress over this run's plan: what an earlier start of it already stored.
@@ -441,25 +494,37 @@ fn score_local(
     progress.start("scoring", work.len() as u64);
     progress.skip(done as u64);
     for range in batches {
-        let batch = &ids[range];
-        if batch.iter().all(|w| store.get(w.key).is_some()) {
+        let batch = &units[range];
+        let members = batch[0].members.start..batch[batch.len() - 1].members.end;
+        if ids[members].iter().all(|w| store.get(w.key).is_some()) {
             continue;
         }
         // The whole batch is recomputed even if part of it was stored before a kill,
         // so every value comes from the same batch composition as an uninterrupted run.
-        let reqs: Vec<ScoreRequest> = batch
+        let groups: Vec<ScoreGroup> = batch
             .iter()
-            .map(|w| ScoreRequest {
-                context: &w.prompt,
-                targets: &w.answer,
+            .map(|u| ScoreGroup {
+                shared: u.shared,
+                reqs: ids[u.members.clone()]
+                    .iter()
+                    .map(|w| ScoreRequest {
+                        context: &w.prompt,
+                        targets: &w.answer,
+                    })
+                    .collect(),
             })
             .collect();
-        let lps = lm.score(&reqs)?;
+        let lps = lm.score_groups(&groups)?;
         let mut records = Vec::new();
-        for (w, lp) in batch.iter().zip(lps) {
-            summary.tokens_scored += w.prompt.len() + w.answer.len();
-            if store.get(w.key).is_none() {
-                records.push(record(w.key, lp)?);
+        for (u, lps) in batch.iter().zip(lps) {
+            if u.members.len() >= 2 {
+                summary.tokens_shared += u.shared * (u.members.len() - 1);
+            }
+            for (w, lp) in ids[u.members.clone()].iter().zip(lps) {
+                summary.tokens_scored += w.prompt.len() + w.answer.len();
+                if store.get(w.key).is_none() {
+                    records.push(record(w.key, lp)?);
+                }
             }
         }
         summary.scores_computed += records.len();
@@ -628,5 +693,65 @@ mod stats_tests {
         utility_stats(&mut s, &groups[..1]);
         assert_eq!(s.questions_best_utility_at_least["2"], 1);
         assert_eq!(s.questions_best_utility_at_least["0.5"], 1);
+    }
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::{share_prefixes, Unit, MIN_SHARED_TOKENS};
+
+    fn unit(members: std::ops::Range<usize>, shared: usize) -> Unit {
+        Unit { members, shared }
+    }
+
+    /// A prompt of `head` tokens from `from`, then `tail` tokens from `tag`.
+    fn prompt(from: u32, head: usize, tag: u32, tail: usize) -> Vec<u32> {
+        (0..head as u32)
+            .map(|i| from + i)
+            .chain((0..tail as u32).map(|i| tag * 1000 + i))
+            .collect()
+    }
+
+    #[test]
+    fn runs_share_a_passage_and_never_a_short_or_whole_prompt() {
+        let m = MIN_SHARED_TOKENS;
+        let p = [
+            prompt(0, 40, 1, 10), // passage A with three questions
+            prompt(0, 40, 2, 10),
+            prompt(0, 40, 3, 10),
+            prompt(100, m - 1, 4, 10), // two prompts sharing too little
+            prompt(100, m - 1, 5, 10),
+            prompt(200, 30, 6, 0), // one prompt, twice (two answers): all but one token
+            prompt(200, 30, 6, 0),
+            prompt(300, 50, 7, 5), // passage B: the run stops when the prefix would shrink
+            prompt(300, 50, 8, 5), // too much for its gain
+            prompt(300, 20, 9, 40),
+        ];
+        let refs: Vec<&[u32]> = p.iter().map(Vec::as_slice).collect();
+        let units = share_prefixes(&refs, 16);
+        assert_eq!(
+            units,
+            vec![
+                unit(0..3, 40),
+                unit(3..4, 0),
+                unit(4..5, 0),
+                unit(5..7, 29),
+                unit(7..9, 50),
+                unit(9..10, 0),
+            ]
+        );
+        // Every member keeps a token of its own and begins with the shared prefix.
+        for u in &units {
+            for i in u.members.clone() {
+                assert!(u.shared < p[i].len());
+                assert_eq!(p[i][..u.shared], p[u.members.start][..u.shared]);
+            }
+        }
+        // A cap on members cuts a run; the empty input has no run.
+        assert_eq!(
+            share_prefixes(&refs[..3], 2),
+            vec![unit(0..2, 40), unit(2..3, 0)]
+        );
+        assert!(share_prefixes(&[], 4).is_empty());
     }
 }

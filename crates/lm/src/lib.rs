@@ -226,9 +226,19 @@ pub(crate) struct Parts {
 }
 
 /// One sequence to score: log p(targets[i] | context + targets[..i]).
+#[derive(Debug, Clone, Copy)]
 pub struct ScoreRequest<'a> {
     pub context: &'a [u32],
     pub targets: &'a [u32],
+}
+
+/// Requests whose contexts all begin with the same `shared` tokens (a passage
+/// scored with several questions, a prompt with several answers): see
+/// [`CausalLm::score_groups`]. `shared` must be shorter than every context.
+#[derive(Debug, Clone)]
+pub struct ScoreGroup<'a> {
+    pub shared: usize,
+    pub reqs: Vec<ScoreRequest<'a>>,
 }
 
 impl CausalLm {
@@ -557,42 +567,107 @@ impl CausalLm {
     /// Scores a batch in one packed forward pass: for each request, the log-probability
     /// of every target token given the context and the targets before it.
     pub fn score(&self, reqs: &[ScoreRequest]) -> Result<Vec<Vec<f32>>> {
-        for r in reqs {
-            if r.context.is_empty() || r.targets.is_empty() {
-                return Err(Error::Input {
-                    message: "scoring needs a non-empty context and target".into(),
-                });
+        let group = ScoreGroup {
+            shared: 0,
+            reqs: reqs.to_vec(),
+        };
+        Ok(self.score_groups(std::slice::from_ref(&group))?.remove(0))
+    }
+
+    /// Scores groups of requests whose contexts begin with the same `shared` tokens:
+    /// that prefix runs once per group (one packed pass over every group's prefix),
+    /// and each request continues from a copy of its group's KV cache (a second packed
+    /// pass over everything after the prefixes). Values equal [`CausalLm::score`] on
+    /// the same requests up to float summation order: a token sees the same keys at
+    /// the same positions either way. Output: per group, per request, as `score`.
+    pub fn score_groups(&self, groups: &[ScoreGroup]) -> Result<Vec<Vec<Vec<f32>>>> {
+        for g in groups {
+            let Some(first) = g.reqs.first() else {
+                continue;
+            };
+            for r in &g.reqs {
+                if r.context.is_empty() || r.targets.is_empty() {
+                    return Err(Error::Input {
+                        message: "scoring needs a non-empty context and target".into(),
+                    });
+                }
+                // The token before the first target must be computed after the prefix.
+                if g.shared >= r.context.len() || r.context[..g.shared] != first.context[..g.shared]
+                {
+                    return Err(Error::Input {
+                        message: format!(
+                            "a group's {} shared tokens must begin every context and leave one of it",
+                            g.shared
+                        ),
+                    });
+                }
             }
         }
-        let seqs: Vec<Vec<u32>> = reqs
-            .iter()
-            .map(|r| [r.context, &r.targets[..r.targets.len() - 1]].concat())
+        // A prefix is worth its own pass only when two or more requests read it.
+        let shared = |g: &ScoreGroup| if g.reqs.len() >= 2 { g.shared } else { 0 };
+        let prefixed: Vec<usize> = (0..groups.len())
+            .filter(|&gi| shared(&groups[gi]) > 0)
             .collect();
+        let prefixes: Vec<&[u32]> = prefixed
+            .iter()
+            .map(|&gi| &groups[gi].reqs[0].context[..groups[gi].shared])
+            .collect();
+        let mut prefix_caches: Vec<KvCache> = prefixes.iter().map(|_| self.new_cache()).collect();
+        if !prefixes.is_empty() {
+            self.forward(&mut prefix_caches, &prefixes)?;
+        }
+        let mut caches = Vec::new();
+        let mut seqs: Vec<Vec<u32>> = Vec::new();
+        let mut firsts = Vec::new(); // per sequence: its row that predicts targets[0]
+        let mut start = 0;
+        let mut next_prefix = 0;
+        for g in groups {
+            let s = shared(g);
+            let cache = if s > 0 {
+                next_prefix += 1;
+                &prefix_caches[next_prefix - 1]
+            } else {
+                &KvCache::default()
+            };
+            for r in &g.reqs {
+                caches.push(if s > 0 {
+                    cache.clone()
+                } else {
+                    self.new_cache()
+                });
+                let seq = [&r.context[s..], &r.targets[..r.targets.len() - 1]].concat();
+                firsts.push(start + r.context.len() - s - 1);
+                start += seq.len();
+                seqs.push(seq);
+            }
+        }
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        let mut caches: Vec<KvCache> = reqs.iter().map(|_| self.new_cache()).collect();
         let hidden = self.forward(&mut caches, &refs)?;
-        // Rows that predict targets: positions context-1 .. end of each sequence.
+        // Rows that predict targets: the last context token's row to the sequence's end.
         let h = self.config.hidden;
         let mut rows = Vec::new();
-        let mut start = 0;
-        for (r, s) in reqs.iter().zip(&seqs) {
-            let first = start + r.context.len() - 1;
-            rows.extend_from_slice(&hidden[first * h..(start + s.len()) * h]);
-            start += s.len();
+        let mut end = 0;
+        for (s, &first) in seqs.iter().zip(&firsts) {
+            end += s.len();
+            rows.extend_from_slice(&hidden[first * h..end * h]);
         }
         let lp = self.log_probs(&rows)?;
         let vocab = self.config.vocab;
-        let mut out = Vec::with_capacity(reqs.len());
+        let mut out = Vec::with_capacity(groups.len());
         let mut row = 0;
-        for r in reqs {
-            out.push(
-                r.targets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| lp[(row + i) * vocab + t as usize])
-                    .collect(),
-            );
-            row += r.targets.len();
+        for g in groups {
+            let mut per = Vec::with_capacity(g.reqs.len());
+            for r in &g.reqs {
+                per.push(
+                    r.targets
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &t)| lp[(row + i) * vocab + t as usize])
+                        .collect(),
+                );
+                row += r.targets.len();
+            }
+            out.push(per);
         }
         Ok(out)
     }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use uae_lm::{CausalLm, LmSource, ScoreRequest};
+use uae_lm::{CausalLm, LmSource, ScoreGroup, ScoreRequest};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -152,6 +152,76 @@ fn batch_equals_single_sequences() {
 /// Batched greedy decoding (packed prefill, one step for all running sequences)
 /// gives each prompt the tokens that decoding it alone gives. Prompts of different
 /// lengths, so sequences stop at different steps.
+/// A passage read once for three questions (and one prompt for two answers) gives
+/// the log-probabilities of scoring every request on its own, within float noise;
+/// a group whose prefix is not shared, or is a whole context, is an error.
+#[test]
+fn shared_prefixes_equal_unshared_scoring() {
+    let prompt = |q: &str| {
+        lm().encode(&format!(
+            "<|im_start|>user\nContext: BM25 ranks documents by term frequency, \
+             inverse document frequency and document length, with saturation k1 and \
+             length normalisation b.\n\nQuestion: {q}<|im_end|>\n<|im_start|>assistant\n"
+        ))
+        .unwrap()
+    };
+    let prompts = [
+        prompt("What does BM25 rank?"),
+        prompt("Which parameters does BM25 have?"),
+        prompt("What is k1?"),
+    ];
+    let answers = [
+        lm().encode("Documents.").unwrap(),
+        lm().encode("k1 and b.").unwrap(),
+        lm().encode("The term frequency saturation.").unwrap(),
+        lm().encode("It saturates term frequency.").unwrap(),
+    ];
+    let lcp = prompts[0]
+        .iter()
+        .zip(&prompts[1])
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(lcp > 30, "the passage is a long shared prefix ({lcp})");
+    let req = |p: usize, a: usize| ScoreRequest {
+        context: &prompts[p],
+        targets: &answers[a],
+    };
+    let passage = vec![req(0, 0), req(1, 1), req(2, 2)];
+    let answers_of_one = vec![req(2, 2), req(2, 3)];
+    let groups = [
+        ScoreGroup {
+            shared: lcp,
+            reqs: passage.clone(),
+        },
+        ScoreGroup {
+            shared: prompts[2].len() - 1,
+            reqs: answers_of_one.clone(),
+        },
+        ScoreGroup {
+            shared: 3, // a group of one runs as a plain request
+            reqs: vec![req(1, 0)],
+        },
+    ];
+    let got = lm().score_groups(&groups).unwrap();
+    for (g, out) in groups.iter().zip(&got) {
+        let want = lm().score(&g.reqs).unwrap();
+        assert_eq!(out.len(), want.len());
+        for (o, w) in out.iter().zip(&want) {
+            assert_eq!(o.len(), w.len());
+            for (x, y) in o.iter().zip(w) {
+                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            }
+        }
+    }
+    let bad = |shared: usize, reqs: Vec<ScoreRequest>| {
+        lm().score_groups(&[ScoreGroup { shared, reqs }])
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(bad(lcp + 1, passage).contains("shared tokens"));
+    assert!(bad(prompts[2].len(), answers_of_one).contains("leave one"));
+}
+
 #[test]
 fn batched_generation_equals_single() {
     let prompts = [
