@@ -333,8 +333,6 @@ fn rate_message(tokens: usize, start: std::time::Instant) -> String {
     format!("{:.0} tokens/s", tokens as f64 / s)
 }
 
-/// The in-process LLM, in a fixed batch plan: sorted by length (then key), cut by
-/// count and token budget, so a killed run recomputes the same batches.
 /// The scores a local run computes, fixed when it first starts (`score-plan.json`).
 ///
 /// Batches are formed over these keys only, so scores reused from a copied store cost
@@ -437,6 +435,10 @@ fn share_prefixes(prompts: &[&[u32]], max_members: usize) -> Vec<Unit> {
     units
 }
 
+/// The in-process LLM, in a fixed batch plan: prompts sorted by their tokens (then
+/// key), cut into runs that share a prefix ([`share_prefixes`]), the runs cut into
+/// batches by sequence count and token budget. The plan depends only on the keys in
+/// `work`, so a killed run recomputes the same batches.
 fn score_local(
     lm: &CausalLm,
     cfg: &LabelConfig,
