@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# What sharing prompt prefixes saves: labels the first N train questions (gold
-# candidates) with two `uae` binaries, one after the other, and prints each run's
+# What sharing prompt prefixes saves: labels the first N questions of a split (train
+# unless UAE_SPLIT says otherwise; gold candidates unless the extra flags say
+# otherwise) with two `uae` binaries, one after the other, and prints each run's
 # scoring seconds, tokens and shared tokens, then how far their scores differ.
 # Give the binaries of two commits (before and after a change to the batch plan).
 #
 #   scripts/label_share.sh BIN_A BIN_B [N] [OUT] [-- extra label flags, e.g. --bf16]
 #   (N default 200, OUT default runs/label-share)
+#   UAE_SPLIT=test scripts/label_share.sh A B 100 OUT -- --bf16 \
+#       --candidates retrieved --ranking runs/eval-minilm-test/run.trec --top-k 5
 set -euo pipefail
 a="${1:?usage: scripts/label_share.sh BIN_A BIN_B [N] [OUT] [-- flags]}"
 b="${2:?usage: scripts/label_share.sh BIN_A BIN_B [N] [OUT] [-- flags]}"
@@ -20,7 +23,7 @@ for side in a b; do
   bin=$a
   [[ $side == b ]] && bin=$b
   rm -rf "${out:?}/$side"
-  "$bin" label --split train --limit "$n" "$@" --out "$out/$side" > "$out/$side.json" 2> /dev/null
+  "$bin" label --split "${UAE_SPLIT:-train}" --limit "$n" "$@" --out "$out/$side" > "$out/$side.json" 2> /dev/null
 done
 python3 - "$out" <<'PY'
 import json, sys
