@@ -411,25 +411,26 @@ fn share_prefixes(prompts: &[&[u32]], max_members: usize) -> Vec<Unit> {
     let (mut s, mut shared) = (0, 0);
     for i in 1..=prompts.len() {
         let n = i - s;
-        let join = i < prompts.len() && n < max_members && {
-            let l = lcp(prompts[i - 1], prompts[i]).min(prompts[i].len().saturating_sub(1));
-            let with = if n == 1 {
-                l.min(prompts[s].len().saturating_sub(1))
-            } else {
-                l.min(shared)
-            };
-            let better = n * with > (n - 1) * shared;
-            if with >= MIN_SHARED_TOKENS && better {
-                shared = with;
+        // The prefix the run would share with prompt i in it, if that saves more.
+        let joined = (i < prompts.len() && n < max_members)
+            .then(|| {
+                let l = lcp(prompts[i - 1], prompts[i]).min(prompts[i].len().saturating_sub(1));
+                l.min(if n == 1 {
+                    prompts[s].len().saturating_sub(1)
+                } else {
+                    shared
+                })
+            })
+            .filter(|&with| with >= MIN_SHARED_TOKENS && n * with > (n - 1) * shared);
+        match joined {
+            Some(with) => shared = with,
+            None => {
+                units.push(Unit {
+                    members: s..i,
+                    shared: if n >= 2 { shared } else { 0 },
+                });
+                (s, shared) = (i, 0);
             }
-            with >= MIN_SHARED_TOKENS && better
-        };
-        if !join && i > s {
-            units.push(Unit {
-                members: s..i,
-                shared: if n >= 2 { shared } else { 0 },
-            });
-            (s, shared) = (i, 0);
         }
     }
     units
