@@ -520,9 +520,8 @@ fn score_local(
         let lps = lm.score_groups(&groups)?;
         let mut records = Vec::new();
         for (u, lps) in batch.iter().zip(lps) {
-            if u.members.len() >= 2 {
-                summary.tokens_shared += u.shared * (u.members.len() - 1);
-            }
+            // A lone prompt's run shares nothing (`shared` is 0).
+            summary.tokens_shared += u.shared * (u.members.len() - 1);
             for (w, lp) in ids[u.members.clone()].iter().zip(lps) {
                 summary.tokens_scored += w.prompt.len() + w.answer.len();
                 if store.get(w.key).is_none() {
