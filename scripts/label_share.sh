@@ -39,3 +39,4 @@ assert x.keys() == y.keys(), "the two runs scored different keys"
 d = [abs(x[k] - y[k]) for k in x]
 print(f"scores equal bit for bit: {sum(v == 0 for v in d)} of {len(d)}; largest difference {max(d):.3g} nats")
 PY
+python3 "$(dirname "$0")/utility_diff.py" "$out/a" "$out/b"
