@@ -540,7 +540,10 @@ fn score_local(
 }
 
 /// LLM servers: every missing score as one echo request, stored as answers arrive
-/// (in groups, so a kill loses at most a few seconds of answers).
+/// (in groups, so a kill loses at most a few seconds of answers). Requests go in
+/// work order, not sorted for shared prefixes as the local path is: vLLM does not
+/// read its prefix cache for a request that asks for prompt log-probabilities
+/// (vllm-project/vllm#17251), so no order saves a server any work.
 fn score_remote(
     r: &RemoteLm,
     work: &[Work],

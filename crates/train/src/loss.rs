@@ -394,46 +394,42 @@ mod tests {
         (unit(&[[1.0, 0.0]]), unit(&[[1.0, 0.0], [0.0, 1.0]]))
     }
 
+    /// `one_question`'s batch: u = [1, 0], p0 gold.
+    const ONE: Batch<'static> = Batch {
+        owner: &[0, 0],
+        utility: &[1.0, 0.0],
+        gold: &[true, false],
+    };
+
+    /// The loss of `kind` at tau, tau_u and gold weight 0.5.
+    fn loss_of(kind: LossKind, tau: f32, tau_u: f32, q: &Tensor, p: &Tensor, b: &Batch) -> f64 {
+        val(batch_loss(&lp(kind, tau, tau_u, 0.5), q, p, b).unwrap())
+    }
+
+    #[track_caller]
+    fn assert_near(got: f64, want: f64) {
+        assert!((got - want).abs() < 1e-5, "got {got}, want {want}");
+    }
+
     /// uae = -(0.731059 * -0.313262 + 0.268941 * -1.313262) = 0.582203.
     #[test]
     fn uae_by_hand() {
         let (q, p) = one_question();
-        let b = Batch {
-            owner: &[0, 0],
-            utility: &[1.0, 0.0],
-            gold: &[true, false],
-        };
-        assert!(
-            (val(batch_loss(&lp(LossKind::Uae, 1.0, 1.0, 0.5), &q, &p, &b).unwrap()) - 0.582203)
-                .abs()
-                < 1e-5
-        );
+        assert_near(loss_of(LossKind::Uae, 1.0, 1.0, &q, &p, &ONE), 0.582203);
     }
 
     /// KL(pi || softmax(s)) = 0 when they agree (both [0.731, 0.269] here).
     #[test]
     fn kl_is_zero_when_distributions_agree() {
         let (q, p) = one_question();
-        let b = Batch {
-            owner: &[0, 0],
-            utility: &[1.0, 0.0],
-            gold: &[true, false],
-        };
-        assert!(
-            val(batch_loss(&lp(LossKind::Kl, 1.0, 1.0, 0.5), &q, &p, &b).unwrap()).abs() < 1e-5
-        );
+        assert_near(loss_of(LossKind::Kl, 1.0, 1.0, &q, &p, &ONE), 0.0);
         // Utilities [0, 0]: pi = [0.5, 0.5]; KL = 0.5 ln(0.5/0.731059) + 0.5 ln(0.5/0.268941)
         // = 0.5 * (-0.379885) + 0.5 * 0.620115 = 0.120115.
         let b = Batch {
-            owner: &[0, 0],
             utility: &[0.0, 0.0],
-            gold: &[true, false],
+            ..ONE
         };
-        assert!(
-            (val(batch_loss(&lp(LossKind::Kl, 1.0, 1.0, 0.5), &q, &p, &b).unwrap()) - 0.120115)
-                .abs()
-                < 1e-5
-        );
+        assert_near(loss_of(LossKind::Kl, 1.0, 1.0, &q, &p, &b), 0.120115);
     }
 
     /// infonce with p0 gold: -log 0.731059 = 0.313262. An in-batch negative p2 = (0, 1)
@@ -443,16 +439,10 @@ mod tests {
     fn infonce_by_hand_with_in_batch_negative() {
         let (q, p) = one_question();
         let b = Batch {
-            owner: &[0, 0],
             utility: &[0.0, 0.0],
-            gold: &[true, false],
+            ..ONE
         };
-        assert!(
-            (val(batch_loss(&lp(LossKind::Infonce, 1.0, 1.0, 0.5), &q, &p, &b).unwrap())
-                - 0.313262)
-                .abs()
-                < 1e-5
-        );
+        assert_near(loss_of(LossKind::Infonce, 1.0, 1.0, &q, &p, &b), 0.313262);
         let q2 = unit(&[[1.0, 0.0], [0.0, 1.0]]);
         let p3 = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]);
         let b = Batch {
@@ -460,12 +450,7 @@ mod tests {
             utility: &[0.0; 3],
             gold: &[true, false, false],
         };
-        assert!(
-            (val(batch_loss(&lp(LossKind::Infonce, 1.0, 1.0, 0.5), &q2, &p3, &b).unwrap())
-                - 0.551445)
-                .abs()
-                < 1e-5
-        );
+        assert_near(loss_of(LossKind::Infonce, 1.0, 1.0, &q2, &p3, &b), 0.551445);
     }
 
     /// hybrid is `uae` at weight 0 and `infonce` at weight 1 (every question has a
@@ -483,15 +468,15 @@ mod tests {
         };
         let loss = |k, w| val(batch_loss(&lp(k, 0.5, 1.0, w), &q, &p, &b).unwrap());
         let (uae, nce) = (loss(LossKind::Uae, 0.5), loss(LossKind::Infonce, 0.5));
-        assert!((loss(LossKind::Hybrid, 0.0) - uae).abs() < 1e-5);
-        assert!((loss(LossKind::Hybrid, 1.0) - nce).abs() < 1e-5);
-        assert!((loss(LossKind::Hybrid, 0.3) - (0.3 * nce + 0.7 * uae)).abs() < 1e-5);
+        assert_near(loss(LossKind::Hybrid, 0.0), uae);
+        assert_near(loss(LossKind::Hybrid, 1.0), nce);
+        assert_near(loss(LossKind::Hybrid, 0.3), 0.3 * nce + 0.7 * uae);
         let none = Batch {
             gold: &[false; 4],
             ..b
         };
         let h = val(batch_loss(&lp(LossKind::Hybrid, 0.5, 1.0, 0.8), &q, &p, &none).unwrap());
-        assert!((h - uae).abs() < 1e-5);
+        assert_near(h, uae);
     }
 
     /// `min_utility` drops the target of a question whose best candidate is below it;
@@ -519,14 +504,14 @@ mod tests {
             };
             val(batch_loss(&params, &q, &p, &b).unwrap())
         };
-        assert!((gated(LossKind::Uae, Some(0.5)) - 1.275350).abs() < 1e-5);
+        assert_near(gated(LossKind::Uae, Some(0.5)), 1.275350);
         assert!((gated(LossKind::Uae, Some(0.1)) - gated(LossKind::Uae, None)).abs() < 1e-6);
         assert!((gated(LossKind::Uae, Some(0.1)) - 1.275350).abs() > 1e-2);
         assert_eq!(gated(LossKind::Uae, Some(5.0)), 0.0);
         assert_eq!(gated(LossKind::UaeListwise, Some(5.0)), 0.0);
         assert_eq!(gated(LossKind::Kl, Some(5.0)), 0.0);
-        assert!((gated(LossKind::Hybrid, Some(5.0)) - 1.006409).abs() < 1e-5);
-        assert!((gated(LossKind::Hybrid, Some(0.5)) - 1.140880).abs() < 1e-5);
+        assert_near(gated(LossKind::Hybrid, Some(5.0)), 1.006409);
+        assert_near(gated(LossKind::Hybrid, Some(0.5)), 1.140880);
         // infonce has no utility target: the bar changes nothing.
         assert_eq!(
             gated(LossKind::Infonce, Some(5.0)),
@@ -557,9 +542,9 @@ mod tests {
             };
             val(batch_loss(&params, &q, &p, &b).unwrap())
         };
-        assert!((spared(None) - 0.747210).abs() < 1e-5);
-        assert!((spared(Some(1.5)) - 0.547807).abs() < 1e-5);
-        assert!((spared(Some(2.5)) - 0.747210).abs() < 1e-5);
+        assert_near(spared(None), 0.747210);
+        assert_near(spared(Some(1.5)), 0.547807);
+        assert_near(spared(Some(2.5)), 0.747210);
     }
 
     /// z-scores: u = [1, 0] -> [1, -1] (mean 0.5, sd 0.5); with tau_u = 2 the
@@ -571,20 +556,15 @@ mod tests {
     #[test]
     fn utility_norms_rescale_each_question() {
         let (q, p) = one_question();
-        let b = Batch {
-            owner: &[0, 0],
-            utility: &[1.0, 0.0],
-            gold: &[true, false],
-        };
         let normed = |norm, tau_u| {
             let params = LossParams {
                 utility_norm: norm,
                 ..lp(LossKind::Uae, 1.0, tau_u, 0.5)
             };
-            val(batch_loss(&params, &q, &p, &b).unwrap())
+            val(batch_loss(&params, &q, &p, &ONE).unwrap())
         };
-        assert!((normed(UtilityNorm::Zscore, 2.0) - 0.582203).abs() < 1e-5);
-        assert!((normed(UtilityNorm::Rank, 1.0) - 0.582203).abs() < 1e-5);
+        assert_near(normed(UtilityNorm::Zscore, 2.0), 0.582203);
+        assert_near(normed(UtilityNorm::Rank, 1.0), 0.582203);
         assert!((normed(UtilityNorm::Zscore, 1.0) - 0.582203).abs() > 1e-2);
         let three = Batch {
             owner: &[0, 0, 0, 1, 1],
@@ -616,16 +596,11 @@ mod tests {
     #[test]
     fn margin_mse_by_hand() {
         let (q, p) = one_question();
-        let b = Batch {
-            owner: &[0, 0],
-            utility: &[1.0, 0.0],
-            gold: &[true, false],
-        };
         let m = |tau_u, q: &Tensor, p: &Tensor, b: &Batch| {
             val(batch_loss(&lp(LossKind::MarginMse, 1.0, tau_u, 0.5), q, p, b).unwrap())
         };
-        assert!(m(1.0, &q, &p, &b).abs() < 1e-6);
-        assert!((m(0.5, &q, &p, &b) - 1.0).abs() < 1e-5);
+        assert!(m(1.0, &q, &p, &ONE).abs() < 1e-6);
+        assert_near(m(0.5, &q, &p, &ONE), 1.0);
         let q2 = unit(&[[1.0, 0.0], [0.0, 1.0]]);
         let p4 = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]);
         let b2 = Batch {
@@ -650,16 +625,9 @@ mod tests {
     #[test]
     fn listwise_by_hand() {
         let (q, p) = one_question();
-        let b = Batch {
-            owner: &[0, 0],
-            utility: &[1.0, 0.0],
-            gold: &[true, false],
-        };
-        assert!(
-            (val(batch_loss(&lp(LossKind::UaeListwise, 1.0, 1.0, 0.5), &q, &p, &b).unwrap())
-                - 0.229014)
-                .abs()
-                < 1e-5
+        assert_near(
+            loss_of(LossKind::UaeListwise, 1.0, 1.0, &q, &p, &ONE),
+            0.229014,
         );
     }
 
