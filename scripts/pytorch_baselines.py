@@ -176,7 +176,7 @@ def train(a):
 def st_load(a):
     from sentence_transformers import SentenceTransformer
 
-    fx = json.load(open(os.path.join(ROOT, "../shared/fixtures/minilm-reference.json")))
+    fx = json.load(open(os.path.join(ROOT, "crates/encoder/tests/fixtures/minilm-reference.json")))
     texts = [c["text"] for c in fx["cases"]]
     model = SentenceTransformer(a.model_dir, device="cpu")
     st = model.encode(texts, normalize_embeddings=False)

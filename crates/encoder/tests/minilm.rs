@@ -31,7 +31,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 /// The cases of the sentence-transformers fixture file.
 fn fixture_cases() -> Vec<serde_json::Value> {
-    let path = root().join("../shared/fixtures/minilm-reference.json");
+    let path = root().join("crates/encoder/tests/fixtures/minilm-reference.json");
     let fx: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     fx["cases"].as_array().unwrap().clone()

@@ -519,6 +519,34 @@ mod tests {
         assert_eq!(run(1), run(3));
     }
 
+    /// gelu_tanh(x) * u against the formula in f64, over the range where tanh saturates.
+    #[test]
+    fn gelu_tanh_mul_matches_formula() {
+        let f = 37;
+        let gu: Vec<f32> = (0..2 * f)
+            .map(|i| {
+                if i < f {
+                    -12.0 + 0.65 * i as f32
+                } else {
+                    0.5 + 0.01 * i as f32
+                }
+            })
+            .collect();
+        let mut out = vec![0f32; f];
+        gelu_tanh_mul_rows(&mut out, &gu, f);
+        for i in 0..f {
+            let x = gu[i] as f64;
+            let want = 0.5
+                * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+                * gu[f + i] as f64;
+            assert!(
+                (out[i] as f64 - want).abs() < 1e-5 * want.abs().max(1.0),
+                "x {x}"
+            );
+        }
+    }
+
     #[test]
     fn sgemm_with_strides_matches_naive() {
         // a: 2x3 row-major; b given transposed (3x2 view over a 2x3 buffer).
@@ -577,6 +605,25 @@ simd_kernel! {
             let (g, u) = row.split_at(f);
             for i in 0..f {
                 o[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// GeGLU: for rows `[gate (f) | up (f)]` of `gu`, `out = gelu_tanh(gate) * up`, rows
+    /// of `f`, with GELU's tanh approximation `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`
+    /// (PyTorch's `gelu(approximate="tanh")`, Gemma's `gelu_pytorch_tanh`). The tanh is
+    /// written through `exp` as `1 - 2 / (e^{2z} + 1)`, so the loop vectorises.
+    pub fn gelu_tanh_mul_rows<'a>(out: &'a mut [f32], gu: &'a [f32], f: usize) {
+        const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+        for (o, row) in out.chunks_mut(f).zip(gu.chunks(2 * f)) {
+            let (g, u) = row.split_at(f);
+            for i in 0..f {
+                let x = g[i];
+                let z = C * (x + 0.044_715 * x * x * x);
+                let t = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
+                o[i] = 0.5 * x * (1.0 + t) * u[i];
             }
         }
     }

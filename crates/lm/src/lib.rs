@@ -1,17 +1,25 @@
-//! Causal LM scoring on the CPU: llama- and qwen2-architecture models from GGUF
-//! (dequantised to f32 by default, or kept quantised) or from HF safetensors folders.
+//! Causal LM scoring on the CPU: Llama (2, 3.x), Mistral, Qwen2, Qwen3 and Gemma 3
+//! models from GGUF (dequantised to f32 by default, or kept quantised) or from HF
+//! safetensors folders.
 //!
 //! The forward pass takes a packed batch of variable-length sequences (no padding at
 //! all: linear layers run on the concatenated tokens, attention per sequence), each
 //! with its own KV cache, and returns log-probabilities only where they are asked
 //! for (the LM head is the costliest single matmul; scoring needs it on answer
-//! positions only). Follows HF transformers' `LlamaForCausalLM` / `Qwen2ForCausalLM`.
+//! positions only). Follows HF transformers' `LlamaForCausalLM`, `MistralForCausalLM`,
+//! `Qwen2ForCausalLM`, `Qwen3ForCausalLM` and `Gemma3ForCausalLM`: the families differ
+//! only in the knobs of [`LmConfig`] (q/k norms, Gemma's norms after attention and
+//! MLP, GeGLU, scaled embeddings, sliding-window layers with their own rotary base,
+//! Llama 3's rotary frequency scaling), so one forward pass serves them all.
 //! GGUF llama q/k weights are stored permuted by llama.cpp, so rotary embeddings
-//! rotate interleaved pairs on them; HF weights and qwen2 GGUF rotate halves.
+//! rotate interleaved pairs on them; HF weights and the other GGUF families rotate
+//! halves.
 
+pub mod chat;
 mod load;
 mod tokenizer;
 
+pub use chat::ChatTemplate;
 pub use load::{file_sha256, LmSource};
 
 use candle_core::quantized::QMatMul;
@@ -19,7 +27,9 @@ use rayon::prelude::*;
 use std::path::PathBuf;
 use tokenizers::Tokenizer;
 use uae_kernels::bf16::{self, PackedB};
-use uae_kernels::{log_softmax_rows, rms_norm_rows, sgemm, silu_mul_rows, softmax_rows, Mat};
+use uae_kernels::{
+    gelu_tanh_mul_rows, log_softmax_rows, rms_norm_rows, sgemm, silu_mul_rows, softmax_rows, Mat,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +43,8 @@ pub enum Error {
     Tokenizer { message: String },
     #[error("bad input: {message}")]
     Input { message: String },
+    #[error("chat template: {message}")]
+    Template { message: String },
     #[error("bf16 weights {}", bf16::UNAVAILABLE)]
     NoBf16,
     #[error(transparent)]
@@ -49,10 +61,130 @@ pub enum RopeStyle {
     Halves,
 }
 
+/// A model family: which of [`LmConfig`]'s knobs its checkpoints turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+    Gemma3,
+}
+
+impl Family {
+    /// The family of an HF `model_type` or a GGUF `general.architecture`.
+    pub fn parse(name: &str) -> Option<Family> {
+        Some(match name {
+            "llama" => Family::Llama,
+            "mistral" => Family::Mistral,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            "gemma3" | "gemma3_text" => Family::Gemma3,
+            _ => return None,
+        })
+    }
+
+    /// What an "unsupported architecture" error lists.
+    pub const SUPPORTED: &'static str = "llama (Llama 2 and 3.x), mistral, qwen2, qwen3, gemma3";
+}
+
+/// The feed-forward gate's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Act {
+    /// SwiGLU: `silu(gate) * up` (Llama, Mistral, Qwen).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// How rotary frequencies are stretched for long contexts: each frequency
+/// `base^(-2i/d)` is divided by a per-pair factor.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor` (HF `rope_type: linear`; Gemma 3's global layers).
+    Linear(f32),
+    /// Llama 3.x (`rope_type: llama3`): low frequencies divided by `factor`, high ones
+    /// kept, a smooth blend between (HF `_compute_llama3_parameters`).
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context: f32,
+    },
+    /// One divisor per rotated pair, as llama.cpp stores Llama 3's scaling in GGUF
+    /// (`rope_freqs.weight`).
+    Factors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// The divisor of pair `i`'s frequency `freq` (radians per position).
+    fn divisor(&self, i: usize, freq: f64) -> f64 {
+        match self {
+            RopeScaling::None => 1.0,
+            RopeScaling::Linear(f) => *f as f64,
+            RopeScaling::Factors(v) => v.get(i).copied().unwrap_or(1.0) as f64,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            } => {
+                let (f, lo, hi, ctx) = (
+                    *factor as f64,
+                    *low_freq_factor as f64,
+                    *high_freq_factor as f64,
+                    *original_context as f64,
+                );
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                if wavelen > ctx / lo {
+                    f
+                } else if wavelen < ctx / hi {
+                    1.0
+                } else {
+                    let smooth = (ctx / wavelen - lo) / (hi - lo);
+                    1.0 / ((1.0 - smooth) / f + smooth)
+                }
+            }
+        }
+    }
+}
+
+/// Rotary tables: `cos`/`sin` of `position * frequency`, `[positions, head_dim / 2]`.
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    fn new(base: f32, scaling: &RopeScaling, head_dim: usize, positions: usize) -> Rope {
+        let half = head_dim / 2;
+        let freqs: Vec<f64> = (0..half)
+            .map(|i| {
+                let f = (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
+                f / scaling.divisor(i, f)
+            })
+            .collect();
+        let mut cos = vec![0f32; positions * half];
+        let mut sin = vec![0f32; positions * half];
+        for p in 0..positions {
+            for (i, f) in freqs.iter().enumerate() {
+                let theta = p as f64 * f;
+                cos[p * half + i] = theta.cos() as f32;
+                sin[p * half + i] = theta.sin() as f32;
+            }
+        }
+        Rope { cos, sin }
+    }
+}
+
 /// Architecture hyper-parameters.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LmConfig {
-    pub arch: String,
+    pub family: Family,
     pub hidden: usize,
     pub layers: usize,
     pub heads: usize,
@@ -61,9 +193,26 @@ pub struct LmConfig {
     pub ffn: usize,
     pub vocab: usize,
     pub rope_base: f32,
+    pub rope_scaling: RopeScaling,
     pub rms_eps: f32,
     pub context: usize,
     pub rope: RopeStyle,
+    /// RMSNorm over each head's q and k before the rotation (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorm of the attention and MLP outputs before the residual add (Gemma 3).
+    pub post_norms: bool,
+    pub act: Act,
+    /// Token embeddings are multiplied by this (Gemma: sqrt(hidden)); 1 elsewhere.
+    pub embed_scale: f32,
+    /// Attention logits are multiplied by this (1/sqrt(head_dim), or Gemma's
+    /// `query_pre_attn_scalar^-0.5`).
+    pub attn_scale: f32,
+    /// Keys a sliding-window layer sees: the last `window` positions, its own included.
+    pub sliding_window: Option<usize>,
+    /// Per layer: whether it attends through the sliding window.
+    pub sliding_layers: Vec<bool>,
+    /// Rotary base of the sliding-window layers, where it differs (Gemma 3: 10,000).
+    pub rope_local_base: Option<f32>,
 }
 
 /// A linear map `y = x W^T (+ b)` with `W: [out, in]`.
@@ -174,10 +323,17 @@ impl Group {
 pub(crate) struct Layer {
     attn_norm: Vec<f32>,
     qkv: Group,
+    /// Per-head RMSNorm weights of q and k (`[head_dim]`), where the family has them.
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
     o: Weight,
+    /// Norm of the attention output before the residual add (Gemma).
+    post_attn_norm: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
     gate_up: Group,
     down: Weight,
+    /// Norm of the MLP output before the residual add (Gemma).
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 /// Keys and values of the tokens a sequence has seen, per layer (`[len, kv_dim]`).
@@ -209,8 +365,18 @@ pub struct CausalLm {
     /// sha256 of the weights file (keys label stores).
     pub model_hash: String,
     pub eos: Vec<u32>,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// Prepended to every prompt ([`CausalLm::encode_prompt`]) where the model was
+    /// trained with one (Gemma, Llama, Mistral; not SmolLM2 or Qwen).
+    pub bos: Option<u32>,
+    /// The model's own chat template (GGUF `tokenizer.chat_template`, or
+    /// `chat_template` of an HF folder), where it ships one.
+    pub chat_template: Option<ChatTemplate>,
+    /// Rotary tables of the global layers and, where their base differs, of the
+    /// sliding-window layers.
+    rope_global: Rope,
+    rope_local: Option<Rope>,
+    /// Positions the rotary tables cover.
+    positions: usize,
 }
 
 /// Everything a loader produces; [`CausalLm::finish`] adds the rotary tables.
@@ -223,6 +389,8 @@ pub(crate) struct Parts {
     pub tokenizer: Tokenizer,
     pub model_hash: String,
     pub eos: Vec<u32>,
+    pub bos: Option<u32>,
+    pub chat_template: Option<ChatTemplate>,
 }
 
 /// One sequence to score: log p(targets[i] | context + targets[..i]).
@@ -252,19 +420,19 @@ impl CausalLm {
             tokenizer,
             model_hash,
             eos,
+            bos,
+            chat_template,
         } = parts;
-        let half = config.head_dim / 2;
-        let max = config.context.min(32_768);
-        let mut cos = vec![0f32; max * half];
-        let mut sin = vec![0f32; max * half];
-        for p in 0..max {
-            for i in 0..half {
-                let theta = (p as f64)
-                    * (config.rope_base as f64).powf(-2.0 * i as f64 / config.head_dim as f64);
-                cos[p * half + i] = theta.cos() as f32;
-                sin[p * half + i] = theta.sin() as f32;
-            }
-        }
+        let positions = config.context.min(32_768);
+        let rope_global = Rope::new(
+            config.rope_base,
+            &config.rope_scaling,
+            config.head_dim,
+            positions,
+        );
+        let rope_local = config
+            .rope_local_base
+            .map(|b| Rope::new(b, &RopeScaling::None, config.head_dim, positions));
         CausalLm {
             config,
             embed,
@@ -274,8 +442,11 @@ impl CausalLm {
             tokenizer,
             model_hash,
             eos,
-            cos,
-            sin,
+            bos,
+            chat_template,
+            rope_global,
+            rope_local,
+            positions,
         }
     }
 
@@ -343,6 +514,17 @@ impl CausalLm {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of a prompt that begins a sequence: [`CausalLm::encode`] with the
+    /// model's BOS token in front where it uses one and the text (a chat template that
+    /// writes `<bos>` itself) does not already start with it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.encode(text)?;
+        Ok(match self.bos {
+            Some(b) if ids.first() != Some(&b) => std::iter::once(b).chain(ids).collect(),
+            _ => ids,
+        })
+    }
+
     /// `text` cut to its first `budget` tokens (unchanged when it fits).
     pub fn truncate(&self, text: &str, budget: usize) -> Result<String> {
         let ids = self.encode(text)?;
@@ -361,12 +543,20 @@ impl CausalLm {
             })
     }
 
-    fn rope(&self, x: &mut [f32], heads: usize, pos: usize) {
+    /// The rotary table of layer `li`.
+    fn rope_of(&self, li: usize) -> &Rope {
+        match (&self.rope_local, self.config.sliding_layers.get(li)) {
+            (Some(local), Some(true)) => local,
+            _ => &self.rope_global,
+        }
+    }
+
+    fn rope(&self, table: &Rope, x: &mut [f32], heads: usize, pos: usize) {
         let hd = self.config.head_dim;
         let half = hd / 2;
         let (c, s) = (
-            &self.cos[pos * half..(pos + 1) * half],
-            &self.sin[pos * half..(pos + 1) * half],
+            &table.cos[pos * half..(pos + 1) * half],
+            &table.sin[pos * half..(pos + 1) * half],
         );
         for h in x.chunks_mut(hd).take(heads) {
             match self.config.rope {
@@ -403,7 +593,7 @@ impl CausalLm {
         let mut starts = Vec::with_capacity(tokens.len());
         let mut total = 0;
         for (cache, t) in caches.iter().zip(tokens) {
-            if cache.len + t.len() > self.cos.len() / (hd / 2) {
+            if cache.len + t.len() > self.positions {
                 return Err(Error::Input {
                     message: format!(
                         "sequence of {} tokens exceeds the context",
@@ -423,16 +613,24 @@ impl CausalLm {
                 });
             }
             row.copy_from_slice(&self.embed[id * h..(id + 1) * h]);
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
         }
         let mut xn = vec![0f32; total * h];
         let group = c.heads / c.kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = c.attn_scale;
         for (li, layer) in self.layers.iter().enumerate() {
+            let table = self.rope_of(li);
+            let window = match c.sliding_layers.get(li) {
+                Some(true) => c.sliding_window,
+                _ => None,
+            };
             xn.par_chunks_mut(h * 8)
                 .zip(x.par_chunks(h * 8))
                 .for_each(|(o, i)| rms_norm_rows(o, i, &layer.attn_norm, c.rms_eps));
             let mut qkv = layer.qkv.apply(&xn, total)?;
-            // Rotary embeddings on q and k, at each token's absolute position.
+            // Per-head q/k norms, then rotary embeddings at each token's absolute position.
             for (si, t) in tokens.iter().enumerate() {
                 let off = caches[si].len;
                 qkv[starts[si] * qkv_w..(starts[si] + t.len()) * qkv_w]
@@ -440,8 +638,13 @@ impl CausalLm {
                     .enumerate()
                     .for_each(|(r, row)| {
                         let (q, k) = row.split_at_mut(qd);
-                        self.rope(q, c.heads, off + r);
-                        self.rope(&mut k[..kvd], c.kv_heads, off + r);
+                        let k = &mut k[..kvd];
+                        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                            norm_in_place(q, qn, c.rms_eps);
+                            norm_in_place(k, kn, c.rms_eps);
+                        }
+                        self.rope(table, q, c.heads, off + r);
+                        self.rope(table, k, c.kv_heads, off + r);
                     });
             }
             for (si, t) in tokens.iter().enumerate() {
@@ -477,7 +680,9 @@ impl CausalLm {
                     sgemm(n, keys, hd, q, kt, &mut p, keys, false, 1);
                     for (r, row) in p.chunks_mut(keys).enumerate() {
                         let visible = past + r + 1;
-                        softmax_rows(&mut row[..visible], visible, scale);
+                        let first = window.map_or(0, |w| visible.saturating_sub(w));
+                        softmax_rows(&mut row[first..visible], visible - first, scale);
+                        row[..first].fill(0.0);
                         row[visible..].fill(0.0);
                     }
                     let mut o = vec![0f32; n * hd];
@@ -511,7 +716,7 @@ impl CausalLm {
                     ctx[d..d + hd].copy_from_slice(src);
                 }
             }
-            layer.o.apply(&ctx, total, &mut x, h, true)?;
+            residual_add(&layer.o, &ctx, total, &mut x, &layer.post_attn_norm, c)?;
             xn.par_chunks_mut(h * 8)
                 .zip(x.par_chunks(h * 8))
                 .for_each(|(o, i)| rms_norm_rows(o, i, &layer.ffn_norm, c.rms_eps));
@@ -519,8 +724,11 @@ impl CausalLm {
             let mut act = vec![0f32; total * c.ffn];
             act.par_chunks_mut(c.ffn * 8)
                 .zip(gu.par_chunks(2 * c.ffn * 8))
-                .for_each(|(o, g)| silu_mul_rows(o, g, c.ffn));
-            layer.down.apply(&act, total, &mut x, h, true)?;
+                .for_each(|(o, g)| match c.act {
+                    Act::Silu => silu_mul_rows(o, g, c.ffn),
+                    Act::GeluTanh => gelu_tanh_mul_rows(o, g, c.ffn),
+                });
+            residual_add(&layer.down, &act, total, &mut x, &layer.post_ffn_norm, c)?;
         }
         for (cache, t) in caches.iter_mut().zip(tokens) {
             cache.len += t.len();
@@ -771,6 +979,38 @@ impl CausalLm {
         }
         Ok(out)
     }
+}
+
+/// `x += W(input)`, or `x += norm(W(input))` where the layer normalises its output
+/// before the residual add (Gemma's post-attention and post-feed-forward norms).
+fn residual_add(
+    w: &Weight,
+    input: &[f32],
+    n: usize,
+    x: &mut [f32],
+    post_norm: &Option<Vec<f32>>,
+    c: &LmConfig,
+) -> Result<()> {
+    let h = c.hidden;
+    let Some(nw) = post_norm else {
+        return w.apply(input, n, x, h, true);
+    };
+    let mut y = vec![0f32; n * h];
+    w.apply(input, n, &mut y, h, false)?;
+    let mut yn = vec![0f32; n * h];
+    yn.par_chunks_mut(h * 8)
+        .zip(y.par_chunks(h * 8))
+        .for_each(|(o, i)| rms_norm_rows(o, i, nw, c.rms_eps));
+    x.par_chunks_mut(h * 8)
+        .zip(yn.par_chunks(h * 8))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+    Ok(())
+}
+
+/// RMSNorm of each `w.len()`-wide head of `x`, in place (q/k norms).
+fn norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let src = x.to_vec();
+    rms_norm_rows(x, &src, w, eps);
 }
 
 /// Index of the largest value; the first one on ties (greedy decoding).

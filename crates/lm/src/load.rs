@@ -1,7 +1,10 @@
 //! Loading weights and configuration from GGUF files and HF safetensors folders.
 
-use crate::tokenizer::{from_gguf, from_json};
-use crate::{CausalLm, Error, Group, Layer, LmConfig, Parts, Result, RopeStyle, Weight};
+use crate::tokenizer::from_gguf;
+use crate::{
+    Act, CausalLm, ChatTemplate, Error, Family, Group, Layer, LmConfig, Parts, Result, RopeScaling,
+    RopeStyle, Weight,
+};
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
@@ -93,6 +96,10 @@ impl CausalLm {
     }
 }
 
+/// Reads a GGUF file's hyper-parameters, weights and tokenizer. Names and
+/// conventions follow llama.cpp's converter (`convert_hf_to_gguf.py`): llama q/k
+/// permuted for interleaved rotation, Gemma norms stored as `1 + w`, Llama 3's
+/// rotary scaling as `rope_freqs.weight`.
 fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
     let err = |message: String| Error::Load {
         path: path.to_path_buf(),
@@ -107,25 +114,25 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         .and_then(|v| v.to_string().ok())
         .cloned()
         .ok_or_else(|| err("no general.architecture".into()))?;
-    if arch != "llama" && arch != "qwen2" {
-        return Err(Error::Unsupported {
-            path: path.to_path_buf(),
-            message: format!("architecture `{arch}` (llama and qwen2 are supported)"),
-        });
-    }
+    let family = Family::parse(&arch).ok_or_else(|| Error::Unsupported {
+        path: path.to_path_buf(),
+        message: format!("architecture `{arch}` (supported: {})", Family::SUPPORTED),
+    })?;
     let u = |k: &str| -> Result<usize> {
         md.get(&format!("{arch}.{k}"))
-            .and_then(|v| v.to_u32().ok())
+            .and_then(|v| {
+                v.to_u32()
+                    .ok()
+                    .or_else(|| v.to_u64().ok().map(|x| x as u32))
+            })
             .map(|v| v as usize)
             .ok_or_else(|| err(format!("missing metadata {arch}.{k}")))
     };
-    let fl = |k: &str, d: f32| {
-        md.get(&format!("{arch}.{k}"))
-            .and_then(|v| v.to_f32().ok())
-            .unwrap_or(d)
-    };
+    let fl = |k: &str| md.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok());
     let hidden = u("embedding_length")?;
     let heads = u("attention.head_count")?;
+    let layers_n = u("block_count")?;
+    let head_dim = u("attention.key_length").unwrap_or(hidden / heads.max(1));
     let tensor = |f: &mut std::fs::File, name: &str| {
         content
             .tensor(f, name, &Device::Cpu)
@@ -134,25 +141,64 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
                 name: name.into(),
             })
     };
+    let has = |name: &str| content.tensor_infos.contains_key(name);
     let embed_q = tensor(&mut f, "token_embd.weight")?;
     let vocab = embed_q.shape().dims()[0];
+    let gemma = family == Family::Gemma3;
+    let rope_scaling = if has("rope_freqs.weight") {
+        RopeScaling::Factors(flat(
+            &tensor(&mut f, "rope_freqs.weight")?.dequantize(&Device::Cpu)?,
+        )?)
+    } else {
+        match md
+            .get(&format!("{arch}.rope.scaling.type"))
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+        {
+            Some("linear") => RopeScaling::Linear(fl("rope.scaling.factor").unwrap_or(1.0)),
+            _ => RopeScaling::None,
+        }
+    };
+    let sliding_window = if gemma {
+        u("attention.sliding_window").ok()
+    } else {
+        None
+    };
+    // llama.cpp's Gemma 3: every sixth layer global, the rest sliding (`set_swa_pattern(6)`).
+    let sliding_layers = (0..layers_n)
+        .map(|l| sliding_window.is_some() && l % 6 < 5)
+        .collect();
     let config = LmConfig {
-        arch: arch.clone(),
+        family,
         hidden,
-        layers: u("block_count")?,
+        layers: layers_n,
         heads,
         kv_heads: u("attention.head_count_kv").unwrap_or(heads),
-        head_dim: hidden / heads,
+        head_dim,
         ffn: u("feed_forward_length")?,
         vocab,
-        rope_base: fl("rope.freq_base", 10_000.0),
-        rms_eps: fl("attention.layer_norm_rms_epsilon", 1e-5),
+        rope_base: fl("rope.freq_base").unwrap_or(10_000.0),
+        rope_scaling,
+        rms_eps: fl("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         context: u("context_length").unwrap_or(4096),
-        rope: if arch == "llama" {
+        rope: if family == Family::Llama {
             RopeStyle::Interleaved
         } else {
             RopeStyle::Halves
         },
+        qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+        post_norms: gemma,
+        act: if gemma { Act::GeluTanh } else { Act::Silu },
+        embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
+        // llama.cpp: Gemma 3 27B scales by hidden / heads, the others by the head size.
+        attn_scale: if gemma && layers_n == 62 {
+            1.0 / ((hidden / heads) as f32).sqrt()
+        } else {
+            1.0 / (head_dim as f32).sqrt()
+        },
+        sliding_window,
+        sliding_layers,
+        rope_local_base: if gemma { Some(10_000.0) } else { None },
     };
     let embed = flat(&embed_q.dequantize(&Device::Cpu)?)?;
     let weight = |f: &mut std::fs::File, name: &str| -> Result<Weight> {
@@ -174,7 +220,7 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
     let mut layers = Vec::with_capacity(config.layers);
     for l in 0..config.layers {
         let n = |s: &str| format!("blk.{l}.{s}");
-        let bias = if arch == "qwen2" {
+        let bias = if family == Family::Qwen2 {
             let mut b = vecf(&mut f, &n("attn_q.bias"))?;
             b.extend(vecf(&mut f, &n("attn_k.bias"))?);
             b.extend(vecf(&mut f, &n("attn_v.bias"))?);
@@ -197,25 +243,54 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
             ],
             None,
         );
+        let mut opt = |name: &str, on: bool| -> Result<Option<Vec<f32>>> {
+            if on {
+                vecf(&mut f, &n(name)).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (q_norm, k_norm) = (
+            opt("attn_q_norm.weight", config.qk_norm)?,
+            opt("attn_k_norm.weight", config.qk_norm)?,
+        );
+        let (post_attn_norm, post_ffn_norm) = (
+            opt("post_attention_norm.weight", gemma)?,
+            opt("post_ffw_norm.weight", gemma)?,
+        );
         layers.push(Layer {
             attn_norm: vecf(&mut f, &n("attn_norm.weight"))?,
             qkv,
+            q_norm,
+            k_norm,
             o: weight(&mut f, &n("attn_output.weight"))?,
+            post_attn_norm,
             ffn_norm: vecf(&mut f, &n("ffn_norm.weight"))?,
             gate_up,
             down: weight(&mut f, &n("ffn_down.weight"))?,
+            post_ffn_norm,
         });
     }
     let norm = vecf(&mut f, "output_norm.weight")?;
-    let head = if content.tensor_infos.contains_key("output.weight") {
+    let head = if has("output.weight") {
         Some(weight(&mut f, "output.weight")?)
     } else {
         None
     };
-    let (tokenizer, eos) = from_gguf(md).map_err(|e| match e {
+    let gguf_tok = from_gguf(md).map_err(|e| match e {
         Error::Tokenizer { message } => err(format!("tokenizer in GGUF metadata: {message}")),
         e => e,
     })?;
+    let chat_template = match md
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+    {
+        Some(src) => Some(
+            ChatTemplate::new(src, &gguf_tok.bos_text, &gguf_tok.eos_text)
+                .map_err(|e| err(format!("tokenizer.chat_template: {e}")))?,
+        ),
+        None => None,
+    };
     let hash = file_sha256(path)?;
     Ok(CausalLm::finish(Parts {
         config,
@@ -223,9 +298,11 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         layers,
         norm,
         head,
-        tokenizer,
+        tokenizer: gguf_tok.tokenizer,
         model_hash: hash,
-        eos,
+        eos: gguf_tok.eos,
+        bos: gguf_tok.bos,
+        chat_template,
     }))
 }
 
@@ -256,6 +333,10 @@ fn group(parts: Vec<Weight>, bias: Option<Vec<f32>>) -> Group {
     }
 }
 
+/// The parts of an HF `config.json` the families read. Rotary settings come in two
+/// shapes: transformers 4 (`rope_theta`, `rope_scaling`, Gemma's
+/// `rope_local_base_freq`) and transformers 5 (`rope_parameters`, per layer type for
+/// Gemma); both are read.
 #[derive(Deserialize)]
 struct HfConfig {
     model_type: String,
@@ -268,25 +349,176 @@ struct HfConfig {
     vocab_size: usize,
     #[serde(default = "default_eps")]
     rms_norm_eps: f32,
-    #[serde(default = "default_theta")]
-    rope_theta: f32,
-    #[serde(default)]
-    tie_word_embeddings: bool,
+    rope_theta: Option<f32>,
+    rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
+    rope_local_base_freq: Option<f32>,
+    tie_word_embeddings: Option<bool>,
     #[serde(default = "default_ctx")]
     max_position_embeddings: usize,
     eos_token_id: Option<serde_json::Value>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    sliding_window_pattern: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    query_pre_attn_scalar: Option<f32>,
+    hidden_activation: Option<String>,
+    hidden_act: Option<String>,
 }
 
 fn default_eps() -> f32 {
     1e-6
 }
-fn default_theta() -> f32 {
-    10_000.0
-}
 fn default_ctx() -> usize {
     4096
 }
 
+/// Rotary base and scaling from one HF rope dict (`rope_scaling` or `rope_parameters`).
+fn hf_rope(v: Option<&serde_json::Value>, theta: Option<f32>) -> (f32, RopeScaling) {
+    let num = |k: &str| {
+        v.and_then(|v| v.get(k))
+            .and_then(|x| x.as_f64())
+            .map(|x| x as f32)
+    };
+    let base = num("rope_theta").or(theta).unwrap_or(10_000.0);
+    let kind = v
+        .and_then(|v| v.get("rope_type").or_else(|| v.get("type")))
+        .and_then(|x| x.as_str())
+        .unwrap_or("default");
+    let scaling = match kind {
+        "linear" => RopeScaling::Linear(num("factor").unwrap_or(1.0)),
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor").unwrap_or(1.0),
+            low_freq_factor: num("low_freq_factor").unwrap_or(1.0),
+            high_freq_factor: num("high_freq_factor").unwrap_or(4.0),
+            original_context: num("original_max_position_embeddings").unwrap_or(8192.0),
+        },
+        _ => RopeScaling::None,
+    };
+    (base, scaling)
+}
+
+impl HfConfig {
+    fn family(&self, path: &Path) -> Result<Family> {
+        Family::parse(&self.model_type).ok_or_else(|| Error::Unsupported {
+            path: path.to_path_buf(),
+            message: format!(
+                "model_type `{}` (supported: {})",
+                self.model_type,
+                Family::SUPPORTED
+            ),
+        })
+    }
+
+    fn config(&self, family: Family) -> Result<LmConfig> {
+        let gemma = family == Family::Gemma3;
+        let heads = self.num_attention_heads;
+        let head_dim = self.head_dim.unwrap_or(self.hidden_size / heads.max(1));
+        let params = self.rope_parameters.as_ref();
+        // transformers 5 keeps Gemma's two rotary settings under the layer types.
+        let (global, local) = match params {
+            Some(p) if p.get("full_attention").is_some() => {
+                (p.get("full_attention"), p.get("sliding_attention"))
+            }
+            Some(p) => (Some(p), None),
+            None => (self.rope_scaling.as_ref(), None),
+        };
+        let (rope_base, rope_scaling) = hf_rope(global, self.rope_theta);
+        let rope_local_base = match local {
+            Some(l) => Some(hf_rope(Some(l), None).0),
+            None if gemma => Some(self.rope_local_base_freq.unwrap_or(10_000.0)),
+            None => None,
+        };
+        let layers = self.num_hidden_layers;
+        let window = match family {
+            Family::Gemma3 | Family::Mistral => self.sliding_window,
+            Family::Qwen2 | Family::Qwen3 if self.use_sliding_window == Some(true) => {
+                self.sliding_window
+            }
+            _ => None,
+        };
+        let sliding_layers: Vec<bool> = match (&self.layer_types, window) {
+            (_, None) => vec![false; layers],
+            (Some(t), Some(_)) => t.iter().map(|k| k == "sliding_attention").collect(),
+            (None, Some(_)) if gemma => {
+                let p = self.sliding_window_pattern.unwrap_or(6).max(1);
+                (0..layers).map(|l| (l + 1) % p != 0).collect()
+            }
+            (None, Some(_)) => vec![true; layers],
+        };
+        let act = match self
+            .hidden_activation
+            .as_deref()
+            .or(self.hidden_act.as_deref())
+        {
+            Some("gelu_pytorch_tanh") | Some("gelu_tanh") => Act::GeluTanh,
+            Some("silu") | None => Act::Silu,
+            Some(other) => {
+                return Err(Error::Input {
+                    message: format!("activation `{other}` is not supported"),
+                })
+            }
+        };
+        Ok(LmConfig {
+            family,
+            hidden: self.hidden_size,
+            layers,
+            heads,
+            kv_heads: self.num_key_value_heads.unwrap_or(heads),
+            head_dim,
+            ffn: self.intermediate_size,
+            vocab: self.vocab_size,
+            rope_base,
+            rope_scaling,
+            rms_eps: self.rms_norm_eps,
+            context: self.max_position_embeddings,
+            rope: RopeStyle::Halves,
+            qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+            post_norms: gemma,
+            act,
+            embed_scale: if gemma {
+                (self.hidden_size as f32).sqrt()
+            } else {
+                1.0
+            },
+            attn_scale: 1.0 / self.query_pre_attn_scalar.unwrap_or(head_dim as f32).sqrt(),
+            sliding_window: window,
+            sliding_layers,
+            rope_local_base,
+        })
+    }
+}
+
+/// Every `*.safetensors` of `dir`, by name, and a hash over their sha256s.
+fn read_safetensors(dir: &Path) -> Result<(HashMap<String, Tensor>, String)> {
+    let err = |path: &Path, message: String| Error::Load {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| err(dir, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    if files.is_empty() {
+        return Err(err(dir, "no .safetensors files".into()));
+    }
+    files.sort();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut hasher = Sha256::new();
+    for f in &files {
+        tensors.extend(
+            candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| err(f, e.to_string()))?,
+        );
+        hasher.update(file_sha256(f)?.as_bytes());
+    }
+    Ok((tensors, hex::encode(hasher.finalize())))
+}
+
+/// Reads an HF folder: `config.json`, `*.safetensors`, `tokenizer.json` and, where
+/// present, `tokenizer_config.json` / `chat_template.jinja` for the chat template.
+/// Names follow transformers' `*ForCausalLM` of each family; Gemma's norms are stored
+/// as `w` and applied as `1 + w`.
 fn load_hf(dir: &Path) -> Result<CausalLm> {
     let err = |path: &Path, message: String| Error::Load {
         path: path.to_path_buf(),
@@ -296,61 +528,37 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e.to_string()))?;
     let hc: HfConfig =
         serde_json::from_str(&text).map_err(|e| err(&cfg_path, format!("invalid config: {e}")))?;
-    if hc.model_type != "llama" && hc.model_type != "qwen2" {
-        return Err(Error::Unsupported {
-            path: cfg_path,
-            message: format!(
-                "model_type `{}` (llama and qwen2 are supported)",
-                hc.model_type
-            ),
-        });
-    }
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| err(dir, e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    if files.is_empty() {
-        return Err(err(dir, "no .safetensors files".into()));
-    }
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    let mut hasher = Sha256::new();
-    let mut sorted = files.clone();
-    sorted.sort();
-    for f in &sorted {
-        tensors.extend(
-            candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| err(f, e.to_string()))?,
-        );
-        hasher.update(file_sha256(f)?.as_bytes());
-    }
-    let mut take = |name: &str| -> Result<Tensor> {
-        tensors.remove(name).ok_or_else(|| Error::MissingTensor {
-            path: dir.to_path_buf(),
-            name: name.into(),
-        })
+    let family = hc.family(&cfg_path)?;
+    let gemma = family == Family::Gemma3;
+    let config = hc
+        .config(family)
+        .map_err(|e| err(&cfg_path, e.to_string()))?;
+    let (tensors, model_hash) = read_safetensors(dir)?;
+    // A checkpoint without `lm_head.weight` ties it whatever the config leaves unsaid.
+    let tied = hc
+        .tie_word_embeddings
+        .unwrap_or(gemma || !tensors.contains_key("lm_head.weight"));
+    let tensors = std::cell::RefCell::new(tensors);
+    let take = |name: &str| -> Result<Tensor> {
+        tensors
+            .borrow_mut()
+            .remove(name)
+            .ok_or_else(|| Error::MissingTensor {
+                path: dir.to_path_buf(),
+                name: name.into(),
+            })
+    };
+    // Gemma's RMSNorm multiplies by (1 + w).
+    let shift = if gemma { 1.0 } else { 0.0 };
+    let norm = |name: &str| -> Result<Vec<f32>> {
+        Ok(flat(&take(name)?)?.into_iter().map(|v| v + shift).collect())
     };
     let w = |t: Tensor| dense(&t);
-    let heads = hc.num_attention_heads;
-    let config = LmConfig {
-        arch: hc.model_type.clone(),
-        hidden: hc.hidden_size,
-        layers: hc.num_hidden_layers,
-        heads,
-        kv_heads: hc.num_key_value_heads.unwrap_or(heads),
-        head_dim: hc.head_dim.unwrap_or(hc.hidden_size / heads),
-        ffn: hc.intermediate_size,
-        vocab: hc.vocab_size,
-        rope_base: hc.rope_theta,
-        rms_eps: hc.rms_norm_eps,
-        context: hc.max_position_embeddings,
-        rope: RopeStyle::Halves,
-    };
-    let embed_t = take("model.embed_tokens.weight")?;
-    let embed = flat(&embed_t)?;
+    let embed = flat(&take("model.embed_tokens.weight")?)?;
     let mut layers = Vec::new();
     for l in 0..config.layers {
         let n = |s: &str| format!("model.layers.{l}.{s}");
-        let bias = if hc.model_type == "qwen2" {
+        let bias = if family == Family::Qwen2 {
             let mut b = flat(&take(&n("self_attn.q_proj.bias"))?)?;
             b.extend(flat(&take(&n("self_attn.k_proj.bias"))?)?);
             b.extend(flat(&take(&n("self_attn.v_proj.bias"))?)?);
@@ -373,23 +581,45 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
             ],
             None,
         );
+        let (q_norm, k_norm) = if config.qk_norm {
+            (
+                Some(norm(&n("self_attn.q_norm.weight"))?),
+                Some(norm(&n("self_attn.k_norm.weight"))?),
+            )
+        } else {
+            (None, None)
+        };
+        // Gemma: input -> attention -> post_attention norm; pre_feedforward -> MLP ->
+        // post_feedforward norm. The others: post_attention_layernorm is the MLP's input norm.
+        let (post_attn_norm, ffn_norm, post_ffn_norm) = if gemma {
+            (
+                Some(norm(&n("post_attention_layernorm.weight"))?),
+                norm(&n("pre_feedforward_layernorm.weight"))?,
+                Some(norm(&n("post_feedforward_layernorm.weight"))?),
+            )
+        } else {
+            (None, norm(&n("post_attention_layernorm.weight"))?, None)
+        };
         layers.push(Layer {
-            attn_norm: flat(&take(&n("input_layernorm.weight"))?)?,
+            attn_norm: norm(&n("input_layernorm.weight"))?,
             qkv,
+            q_norm,
+            k_norm,
             o: w(take(&n("self_attn.o_proj.weight"))?)?,
-            ffn_norm: flat(&take(&n("post_attention_layernorm.weight"))?)?,
+            post_attn_norm,
+            ffn_norm,
             gate_up,
             down: w(take(&n("mlp.down_proj.weight"))?)?,
+            post_ffn_norm,
         });
     }
-    let norm = flat(&take("model.norm.weight")?)?;
-    let head = if hc.tie_word_embeddings {
+    let final_norm = norm("model.norm.weight")?;
+    let head = if tied {
         None
     } else {
         Some(w(take("lm_head.weight")?)?)
     };
-    let tok_path = dir.join("tokenizer.json");
-    let tokenizer = from_json(&tok_path)?;
+    let tok = crate::tokenizer::from_hf_folder(dir)?;
     let eos = match &hc.eos_token_id {
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
@@ -399,16 +629,18 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
             .filter_map(|v| v.as_u64())
             .map(|v| v as u32)
             .collect(),
-        _ => Vec::new(),
+        _ => tok.eos,
     };
     Ok(CausalLm::finish(Parts {
         config,
         embed,
         layers,
-        norm,
+        norm: final_norm,
         head,
-        tokenizer,
-        model_hash: hex::encode(hasher.finalize()),
+        tokenizer: tok.tokenizer,
+        model_hash,
         eos,
+        bos: tok.bos,
+        chat_template: tok.chat_template,
     }))
 }

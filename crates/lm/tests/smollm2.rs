@@ -2,26 +2,14 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
-use std::path::PathBuf;
+mod common;
+
+use common::{ids, root};
 use std::sync::OnceLock;
 use uae_lm::{CausalLm, LmSource, ScoreGroup, ScoreRequest};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn load() -> CausalLm {
-    let p = root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} missing: run scripts/fetch-models.sh",
-        p.display()
-    );
-    CausalLm::load(&LmSource {
-        path: p,
-        quantized: false,
-    })
-    .unwrap()
+    common::load(root().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"))
 }
 
 fn lm() -> &'static CausalLm {
@@ -30,7 +18,7 @@ fn lm() -> &'static CausalLm {
 }
 
 fn fixture() -> serde_json::Value {
-    let path = root().join("../shared/fixtures/smollm2-reference.json");
+    let path = root().join("crates/lm/tests/fixtures/smollm2-reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -55,14 +43,6 @@ fn requests(pairs: &[(Vec<u32>, Vec<u32>)]) -> Vec<ScoreRequest<'_>> {
             context: p,
             targets: a,
         })
-        .collect()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
         .collect()
 }
 

@@ -153,7 +153,7 @@ impl<'a> Rag<'a> {
     pub fn answers(&self, prompts: &[String]) -> Result<Vec<String>> {
         let ids = prompts
             .iter()
-            .map(|p| self.lm.encode(p))
+            .map(|p| self.lm.encode_prompt(p))
             .collect::<uae_lm::Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
@@ -212,7 +212,7 @@ impl<'a> Rag<'a> {
                 let contexts = cut
                     .iter()
                     .map(|p| {
-                        self.lm.encode(&format!(
+                        self.lm.encode_prompt(&format!(
                             "Passage: {p}\nPlease write a question based on this passage.\nQuestion:"
                         ))
                     })
@@ -231,7 +231,7 @@ impl<'a> Rag<'a> {
                 let prompts = cut
                     .iter()
                     .map(|p| {
-                        self.lm.encode(&format!(
+                        self.lm.encode_prompt(&format!(
                             "<|im_start|>user\nPassage: {p}\n\nQuestion: {question}\n\nDoes the passage answer the question? Answer Yes or No.<|im_end|>\n<|im_start|>assistant\n"
                         ))
                     })

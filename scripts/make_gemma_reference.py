@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Writes crates/lm/tests/fixtures/gemma3-270m-reference.json: what the reference
+implementations make of the real Gemma 3 270M GGUF that scripts/fetch-models.sh
+fetches (models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf).
+
+- `tokenize`: llama-cpp-python's tokenization (llama.cpp's SentencePiece tokenizer
+  over the GGUF vocabulary; no BOS, special tokens parsed) of texts with accents,
+  CJK, emoji, tabs, runs of spaces and newlines, digits and turn markers.
+- `cases`: labelling prompts in the layout `uae label --template auto` resolves to
+  for this base model (`plain`: "Context: ...\\n\\nQuestion: ...\\nAnswer:", answer
+  after a space), BOS first. For each, the per-token log-probabilities of the answer
+  from HF transformers loading the GGUF (`gguf_file=`, dequantised to f32, eager
+  attention) and from llama-cpp-python (llama.cpp's own kernels, which round
+  activations to 8 bits for the quantised matmuls), both on llama.cpp's token ids.
+
+    python3 scripts/make_gemma_reference.py [GGUF] [OUT]
+
+Needs llama-cpp-python, torch, transformers, gguf (not needed by the tests).
+"""
+import json
+import os
+import sys
+
+import llama_cpp
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+GGUF = sys.argv[1] if len(sys.argv) > 1 else "models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf"
+OUT = sys.argv[2] if len(sys.argv) > 2 else "crates/lm/tests/fixtures/gemma3-270m-reference.json"
+
+TEXTS = [
+    "The capital of France is Paris.",
+    "Résumé of naïve café owners in 東京, 北京 and Zürich 🙂.",
+    "Tabs\tand  two spaces,   three, and\nnew\n\nlines.",
+    "Numbers: 3.14159, 2026-12-04, 1,000,000 and x^2+y^2=z^2.",
+    "<start_of_turn>user\nWhat is BM25?<end_of_turn>\n<start_of_turn>model\n",
+    "  leading spaces and trailing ones  ",
+    "ALL CAPS, camelCase, snake_case and kebab-case-words.",
+    "Context: We collected 220 human-human dialogs.\n\nQuestion: How many dialogs were collected?\nAnswer:",
+]
+
+PASSAGE = (
+    "We collected 220 human-human dialogs. The average conversation length is 11.4 "
+    "turns, and each dialog was annotated with the intent of every utterance."
+)
+DISTRACTOR = "The capital of France is Paris, on the Seine."
+CASES = [
+    (None, "How many dialogs were collected?", "220 human-human dialogs"),
+    (PASSAGE, "How many dialogs were collected?", "220 human-human dialogs"),
+    (DISTRACTOR, "How many dialogs were collected?", "220 human-human dialogs"),
+    (PASSAGE, "What is the average conversation length?", "11.4 turns"),
+    (
+        "BM25 ranks documents by term frequency, saturated by k1, and document length, normalised by b.",
+        "Which parameters does BM25 have?",
+        "k1 and b",
+    ),
+    ("Résumé of naïve café owners in 東京.", "Where are the owners?", "東京 (Tokyo)"),
+]
+
+
+def plain_prompt(passage, question):
+    ctx = f"Context: {passage}\n\n" if passage else ""
+    return f"{ctx}Question: {question}\nAnswer:"
+
+
+def main():
+    vocab = llama_cpp.Llama(model_path=GGUF, vocab_only=True, verbose=False)
+    tok = lambda s: vocab.tokenize(s.encode("utf-8"), add_bos=False, special=True)
+    bos = vocab.token_bos()
+    tokenize = [{"text": t, "ids": tok(t)} for t in TEXTS]
+
+    hf = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(GGUF) or ".",
+        gguf_file=os.path.basename(GGUF),
+        dtype=torch.float32,
+        attn_implementation="eager",
+    ).eval()
+    lcpp = llama_cpp.Llama(
+        model_path=GGUF, n_ctx=1024, logits_all=True, n_threads=os.cpu_count(), verbose=False
+    )
+
+    cases = []
+    for passage, question, answer in CASES:
+        prompt = plain_prompt(passage, question)
+        p_ids = [bos] + tok(prompt)
+        a_ids = tok(" " + answer)
+        ids = p_ids + a_ids
+        with torch.no_grad():
+            lp = torch.log_softmax(hf(torch.tensor([ids])).logits[0].double(), dim=-1)
+        hf_lp = [lp[len(p_ids) - 1 + i, t].item() for i, t in enumerate(a_ids)]
+        lcpp.reset()
+        lcpp.eval(ids)
+        logits = torch.tensor(lcpp.scores[: len(ids)], dtype=torch.float64)
+        lp2 = torch.log_softmax(logits, dim=-1)
+        cpp_lp = [lp2[len(p_ids) - 1 + i, t].item() for i, t in enumerate(a_ids)]
+        cases.append(
+            {
+                "passage": passage,
+                "question": question,
+                "answer": answer,
+                "prompt": prompt,
+                "prompt_ids": p_ids,
+                "answer_ids": a_ids,
+                "transformers_logprobs": hf_lp,
+                "llama_cpp_logprobs": cpp_lp,
+            }
+        )
+        n = len(a_ids)
+        print(f"{question[:40]!r}: nll transformers {-sum(hf_lp)/n:.4f} llama.cpp {-sum(cpp_lp)/n:.4f}",
+              file=sys.stderr)
+    ref = {
+        "model": os.path.basename(GGUF),
+        "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "made_by": f"llama-cpp-python {llama_cpp.__version__}, transformers {transformers.__version__}, "
+        f"torch {torch.__version__}",
+        "tokenize": tokenize,
+        "cases": cases,
+    }
+    with open(OUT, "w") as f:
+        json.dump(ref, f, indent=1, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()
