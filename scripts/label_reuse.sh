@@ -7,7 +7,7 @@
 set -euo pipefail
 bin="${1:?usage: scripts/label_reuse.sh BIN [OUT]}"
 out="${2:-runs/label-reuse}"
-args=(label --split dev --limit 100 --bf16)
+args=(label --split dev --limit 100 --bf16 --template chatml)
 mkdir -p "$out"
 [[ -f "$out/full/labels.jsonl" ]] || "$bin" "${args[@]}" --out "$out/full" > /dev/null
 rm -rf "$out/partial" && mkdir -p "$out/partial"

@@ -24,10 +24,13 @@ start=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - start )) s)" >&2; }
 step "QASPER statistics"
 $uae data stats --data-dir "$data"
+# SmolLM2's ChatML turn without the system message its own template adds: the layout
+# of every figure in BENCHMARKS.md (`--template auto`, the default, renders the model's).
+tmpl=(--template chatml)
 step "labeling $n train questions, gold candidates"
-$uae label --split train --limit "$n" --data-dir "$data" --out "$r/labels-gold" > /dev/null
+$uae label --split train --limit "$n" "${tmpl[@]}" --data-dir "$data" --out "$r/labels-gold" > /dev/null
 step "labeling $n train questions, mined candidates (no evidence)"
-$uae label --split train --limit "$n" --candidates mined --data-dir "$data" --out "$r/labels-mined" > /dev/null
+$uae label --split train --limit "$n" "${tmpl[@]}" --candidates mined --data-dir "$data" --out "$r/labels-mined" > /dev/null
 for run in "uae labels-gold uae" "infonce labels-gold infonce" "uae-mined labels-mined uae"; do
   read -r name labels loss <<< "$run"
   step "training $name"

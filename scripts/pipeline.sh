@@ -47,7 +47,8 @@ stage() {
   echo "== $1 done: $((now - last)) s (total $((now - t0)) s)" >&2
   last=$now
 }
-$uae label --split train --data-dir "$data" --out "$out/labels" "${label_args[@]}" > /dev/null
+# --template chatml: the layout of BENCHMARKS' figures (auto would add SmolLM2's system turn).
+$uae label --split train --template chatml --data-dir "$data" --out "$out/labels" "${label_args[@]}" > /dev/null
 stage label
 $uae train --labels "$out/labels" --loss uae --data-dir "$data" --dev-limit "$dev_limit" --out "$out/uae" "${train_args[@]}" > /dev/null
 stage train

@@ -18,32 +18,59 @@ pub enum CandidateMode {
     Retrieved,
 }
 
-/// Prompt layout. `chatml` is SmolLM2-Instruct's chat format without a system turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The prompt layout a label folder was made with, as its manifest records it and
+/// as it enters every score key ([`Template::identity`]). `chatml` is SmolLM2-
+/// Instruct's user turn without a system message, `plain` a layout for base models,
+/// `chat` a Jinja chat template (the model's own, or a file) known by the sha256 of
+/// its text; the label crate's `PromptFormat` renders all three.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Template {
     Chatml,
     Plain,
+    Chat { sha256: String },
 }
 
 impl Template {
-    /// The prompt text; the answer is appended right after it (for `plain`, after a space).
-    pub fn prompt(self, passage: Option<&str>, question: &str) -> String {
-        let ctx = passage
-            .map(|p| format!("Context: {p}\n\n"))
-            .unwrap_or_default();
+    /// The bytes score keys hash for this layout. `chatml` and `plain` keep the
+    /// bytes keys have always held (the JSON strings `"chatml"` and `"plain"`), so
+    /// stores made before chat templates stay valid; a chat template is
+    /// `chat:<sha256 of its text>`. Written out, not derived from serde, so renaming
+    /// a variant can never orphan stored scores.
+    pub fn identity(&self) -> String {
         match self {
-            Template::Chatml => format!(
-                "<|im_start|>user\n{ctx}Question: {question}<|im_end|>\n<|im_start|>assistant\n"
-            ),
-            Template::Plain => format!("{ctx}Question: {question}\nAnswer:"),
+            Template::Chatml => "\"chatml\"".into(),
+            Template::Plain => "\"plain\"".into(),
+            Template::Chat { sha256 } => format!("chat:{sha256}"),
         }
     }
 
-    pub fn answer(self, answer: &str) -> String {
+    /// The text a passage and question make in the user's turn (every layout).
+    pub fn user_content(passage: Option<&str>, question: &str) -> String {
+        let ctx = passage
+            .map(|p| format!("Context: {p}\n\n"))
+            .unwrap_or_default();
+        format!("{ctx}Question: {question}")
+    }
+
+    /// The fixed layouts' prompt text; the answer is appended right after it (for
+    /// `plain`, after a space). `None` for a chat template, which needs its text.
+    pub fn fixed_prompt(&self, passage: Option<&str>, question: &str) -> Option<String> {
+        let user = Self::user_content(passage, question);
         match self {
-            Template::Chatml => answer.to_string(),
+            Template::Chatml => Some(format!(
+                "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+            )),
+            Template::Plain => Some(format!("{user}\nAnswer:")),
+            Template::Chat { .. } => None,
+        }
+    }
+
+    /// The answer as it follows the prompt.
+    pub fn answer(&self, answer: &str) -> String {
+        match self {
             Template::Plain => format!(" {answer}"),
+            Template::Chatml | Template::Chat { .. } => answer.to_string(),
         }
     }
 }
@@ -478,5 +505,21 @@ mod tests {
             LabelManifest::read(d.path()).unwrap().unwrap().lm_sha256,
             "x"
         );
+    }
+
+    /// Score keys of the fixed layouts keep the bytes they held before chat templates
+    /// (the serde JSON of the old enum), and manifests written then still read.
+    #[test]
+    fn template_identity_is_stable() {
+        assert_eq!(Template::Chatml.identity(), "\"chatml\"");
+        assert_eq!(Template::Plain.identity(), "\"plain\"");
+        let chat = Template::Chat {
+            sha256: "ab".into(),
+        };
+        assert_eq!(chat.identity(), "chat:ab");
+        let old: Template = serde_json::from_str("\"chatml\"").unwrap();
+        assert_eq!(old, Template::Chatml);
+        let back: Template = serde_json::from_str(&serde_json::to_string(&chat).unwrap()).unwrap();
+        assert_eq!(back, chat);
     }
 }

@@ -26,7 +26,8 @@ impl DataDir {
 /// `--lm`, `--quantized`, `--bf16`: which LLM, and in what precision.
 #[derive(clap::Args, Clone, Debug)]
 pub struct LmArgs {
-    /// The LLM: a GGUF file (llama/qwen2) or a HF safetensors folder.
+    /// The LLM: a GGUF file or an HF safetensors folder of a Llama (2, 3.x), Mistral,
+    /// Qwen2, Qwen3 or Gemma 3 model.
     #[arg(long, default_value = uae_label::DEFAULT_LM)]
     pub lm: PathBuf,
     /// Keep GGUF weights quantised (less memory, ~20x slower prefill on CPU).

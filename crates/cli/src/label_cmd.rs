@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use uae_artifacts::labels::Shard;
 use uae_data::Split;
 use uae_label::{
-    CandidateMode, LabelConfig, LabelRun, LmSource, RemoteLm, RemoteOptions, Scorer, Template,
+    CandidateMode, LabelConfig, LabelRun, LmSource, PromptFormat, RemoteLm, RemoteOptions, Scorer,
+    TemplateChoice,
 };
 
 #[derive(clap::Args)]
@@ -52,8 +53,8 @@ pub struct LabelArgs {
     /// scored, each on its own (1-1000).
     #[arg(long, default_value_t = 1, value_parser = count_in(1, 1000))]
     top_k: usize,
-    /// The LLM: a GGUF file (llama/qwen2) or a HF safetensors folder, run in this
-    /// process; or the base URL of an LLM server speaking the OpenAI completions API
+    /// The LLM: a GGUF file or an HF safetensors folder of a Llama (2, 3.x),
+    /// Mistral, Qwen2, Qwen3 or Gemma 3 model, run in this process; or the base URL of an LLM server speaking the OpenAI completions API
     /// (`http://HOST:PORT/v1`: vLLM, llama.cpp's server, llama-cpp-python). Repeat
     /// the flag for several servers of the same model; requests are shared out.
     #[arg(long, default_value = uae_label::DEFAULT_LM)]
@@ -99,10 +100,16 @@ pub struct LabelArgs {
     /// Passage truncation in LLM tokens (>= 1; answers are never truncated).
     #[arg(long, default_value_t = 256, value_parser = count())]
     passage_tokens: usize,
-    /// Prompt layout: `chatml` (SmolLM2-Instruct's turn, no system message) or
-    /// `plain` ("Context: ...\n\nQuestion: ...\nAnswer:", for base models).
-    #[arg(long, default_value = "chatml", value_parser = named::<Template>(&["chatml", "plain"]))]
-    template: Template,
+    /// Prompt layout. `auto`: the local model's own chat template (GGUF
+    /// `tokenizer.chat_template` or the folder's `chat_template`), one user turn
+    /// "Context: ...\n\nQuestion: ..." and the assistant's opening, or `plain` for a
+    /// model without one. `chatml`: SmolLM2-Instruct's turn without a system message
+    /// (the layout of every figure in BENCHMARKS.md). `plain`: "Context:
+    /// ...\n\nQuestion: ...\nAnswer:", for base models. Or a `.jinja` file holding a
+    /// chat template (needed for `auto`'s effect with a server, whose template is not
+    /// known here). The template's sha256 goes into the manifest and every score key.
+    #[arg(long, default_value = "auto")]
+    template: TemplateChoice,
     /// Seed for the random negatives.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -194,13 +201,13 @@ pub fn run(a: LabelArgs) -> Result<()> {
         (_, Some(_)) => bail!("--ranking is read only with --candidates retrieved"),
         (_, None) => None,
     };
-    let config = LabelConfig {
+    let mut config = LabelConfig {
         candidates,
         dense_negatives: a.dense_negatives,
         bm25_negatives: a.bm25_negatives,
         random_negatives: a.random_negatives,
         passage_tokens: a.passage_tokens,
-        template: a.template,
+        template: uae_label::Template::Plain, // set from the resolved format below
         seed: a.seed,
         max_batch: a.max_batch,
         max_batch_tokens: a.max_batch_tokens,
@@ -237,6 +244,9 @@ pub fn run(a: LabelArgs) -> Result<()> {
             Scorer::Local(&local)
         }
     };
+    let prompts = PromptFormat::resolve(&a.template, &scorer)?;
+    config.template = prompts.template().clone();
+    tracing::info!(template = %config.template.identity(), "prompt layout");
     let run = LabelRun {
         set: &set,
         split,
@@ -248,6 +258,7 @@ pub fn run(a: LabelArgs) -> Result<()> {
         lm_name: a.lm.join(" "),
         encoder: a.encoder,
         config,
+        prompts: &prompts,
         ranking: ranking.as_ref(),
     };
     let (summary, _) = uae_label::run(&run, &Bars::default())?;

@@ -146,8 +146,19 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A server's chat template is not known to `uae`: remote runs name their layout.
 fn label_args<'a>(out: &'a Path, urls: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["label", "--split", "dev", "--limit", "3", "--out", s(out)];
+    let mut a = vec![
+        "label",
+        "--split",
+        "dev",
+        "--limit",
+        "3",
+        "--template",
+        "chatml",
+        "--out",
+        s(out),
+    ];
     for u in urls {
         a.extend(["--lm", u]);
     }
@@ -266,6 +277,21 @@ fn server_failures_are_clear_errors() {
     ));
     assert!(e.contains("same model"), "{e}");
 
+    // `--template auto` (the default) cannot know a server's chat template.
+    let auto = d.path().join("auto");
+    let e = run_err(&[
+        "label",
+        "--split",
+        "dev",
+        "--limit",
+        "3",
+        "--lm",
+        &good.url,
+        "--out",
+        s(&auto),
+    ]);
+    assert!(e.contains("mock-lm") && e.contains("--template"), "{e}");
+
     // Not an http URL; a local model beside a URL; local precision flags.
     for (urls, extra, needle) in [
         (vec!["https://example.org/v1"], vec![], "https"),
@@ -301,6 +327,8 @@ fn shards_merge_into_the_unsharded_labels() {
             "dev",
             "--limit",
             "5",
+            "--template",
+            "chatml",
             "--lm",
             &m.url,
             "--out",
@@ -594,6 +622,8 @@ fn llama_cpp_server_agrees_with_the_local_path() {
         "2",
         "--passage-tokens",
         "48",
+        "--template",
+        "chatml",
     ];
     run_ok(&[&common[..], &["--out", s(&local)]].concat());
     run_ok(

@@ -11,12 +11,14 @@
 pub mod export;
 pub mod merge;
 pub mod mine;
+mod prompt;
 mod ranking;
 pub mod remote;
 mod run;
 mod score;
 
 pub use mine::{mine, mine_all};
+pub use prompt::{PromptFormat, TemplateChoice};
 pub use ranking::{comparable, retrieved_utilities, Ranking, UTILITY_METRICS};
 pub use remote::{RemoteLm, RemoteOptions};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};

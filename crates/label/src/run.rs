@@ -5,7 +5,7 @@
 use crate::mine::{mine_all, read_mined, rows};
 use crate::ranking::Ranking;
 use crate::score::{label, Job, Scorer};
-use crate::{Error, Result};
+use crate::{Error, PromptFormat, Result};
 use std::path::{Path, PathBuf};
 use uae_artifacts::labels::{
     CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledGroup, MinedRow, Shard,
@@ -37,6 +37,8 @@ pub struct LabelRun<'a> {
     /// The bi-encoder that mines dense candidates.
     pub encoder: PathBuf,
     pub config: LabelConfig,
+    /// Renders the prompts; `config.template` is its template.
+    pub prompts: &'a PromptFormat,
     /// `retrieved` mode: the ranked passages to score.
     pub ranking: Option<&'a Ranking>,
 }
@@ -174,7 +176,11 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
             items
         }
     };
-    let job = Job { set: r.set, items };
+    let job = Job {
+        set: r.set,
+        prompts: r.prompts,
+        items,
+    };
     let (mut summary, groups) = label(r.scorer, &job, &r.config, &r.out, progress)?;
     summary.skipped_no_answer = no_answer;
     summary.skipped_no_positive = no_positive;

@@ -1,7 +1,7 @@
 //! Utility scoring: the LLM's NLL of each reference answer without and with each
 //! candidate, in a fixed, deterministic batch plan, into the durable store.
 
-use crate::Result;
+use crate::{Error, PromptFormat, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -157,7 +157,7 @@ pub fn score_key(
     passage: Option<&str>,
     answer: &str,
 ) -> String {
-    let template = serde_json::to_string(&cfg.template).unwrap_or_default();
+    let template = cfg.template.identity();
     let budget = cfg.passage_tokens.to_string();
     let p = passage
         .map(|p| format!("P{p}"))
@@ -184,6 +184,8 @@ struct Work {
 /// A question to label and its candidates.
 pub struct Job<'a> {
     pub set: &'a QaSet,
+    /// Renders prompts; its template is the one `cfg.template` records.
+    pub prompts: &'a PromptFormat,
     /// (index into `set.questions`, its candidates).
     pub items: Vec<(usize, Vec<Candidate>)>,
 }
@@ -199,6 +201,11 @@ pub fn label(
     progress: &dyn Progress,
 ) -> Result<(LabelSummary, Vec<LabeledGroup>)> {
     let start = std::time::Instant::now();
+    if job.prompts.template() != &cfg.template {
+        return Err(Error::Invalid(
+            "the prompt format differs from the configuration's template; this is a bug".into(),
+        ));
+    }
     let mut store: Store<Record> = Store::open(&dir.join("scores.jsonl"))?;
     let mut work: Vec<Work> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -238,7 +245,7 @@ pub fn label(
             .chain(texts.iter().map(|(_, t)| Some(t.as_str())))
             .collect();
         for a in &answers {
-            let answer = cfg.template.answer(a);
+            let answer = job.prompts.answer(a);
             if answer.trim().is_empty() {
                 continue;
             }
@@ -247,7 +254,7 @@ pub fn label(
                 if seen.insert(key.clone()) {
                     work.push(Work {
                         key,
-                        prompt: cfg.template.prompt(*p, &q.question),
+                        prompt: job.prompts.prompt(*p, &q.question)?,
                         answer: answer.clone(),
                     });
                 }
@@ -461,7 +468,7 @@ fn score_local(
         }
         ids.push(Ids {
             key: &w.key,
-            prompt: lm.encode(&w.prompt)?,
+            prompt: lm.encode_prompt(&w.prompt)?,
             answer,
         });
     }
