@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Agreement of two label folders on the same candidates: Spearman rank correlation of
-the utilities and their mean absolute difference (nats), matched by (question id,
-passage id). Usage: scripts/compare-labels.py LABELS_A LABELS_B"""
+"""Agreement of two label folders on the same candidates (two labellers, or a local
+and a remote run), matched by (question id, passage id): Spearman rank correlation of
+all utilities pooled and their mean absolute difference (nats); per question (those
+with 3 or more common candidates), the mean Spearman of the candidates' utilities and
+how often both put the same candidate first; and how often each one's best candidate
+is gold evidence (questions with a gold candidate).
+With `--mean OUT`, also writes OUT/labels.jsonl: the candidates both scored, each
+with the mean of the two utilities (an ensemble of two labellers; `uae train --labels
+OUT` reads it, its fingerprint's LLM "unknown").
+Usage: scripts/compare-labels.py LABELS_A LABELS_B [--mean OUT]"""
 import json
 import sys
 
 
-def utilities(d):
-    out = {}
+def groups(d):
     with open(f"{d}/labels.jsonl") as f:
-        for line in f:
-            g = json.loads(line)
-            for c in g["candidates"]:
-                out[(g["question_id"], c["passage_id"])] = c["utility"]
-    return out
+        return [json.loads(line) for line in f]
+
+
+def utilities(d):
+    return {(g["question_id"], c["passage_id"]): c["utility"] for g in groups(d) for c in g["candidates"]}
 
 
 def ranks(v):
@@ -30,6 +36,73 @@ def ranks(v):
     return r
 
 
+def spearman(x, y):
+    rx, ry = ranks(x), ranks(y)
+    n = len(x)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((p - mx) * (q - my) for p, q in zip(rx, ry))
+    var = (sum((p - mx) ** 2 for p in rx) * sum((q - my) ** 2 for q in ry)) ** 0.5
+    return cov / var if var > 0 else None
+
+
+def per_question(ga, gb):
+    """Mean per-question Spearman, top-1 agreement, and best-is-gold rates."""
+    by_q = {g["question_id"]: g for g in gb}
+    rhos, same_top, n_top = [], 0, 0
+    gold_a = gold_b = n_gold = 0
+    for g in ga:
+        h = by_q.get(g["question_id"])
+        if h is None:
+            continue
+        ua = {c["passage_id"]: c for c in g["candidates"]}
+        ub = {c["passage_id"]: c for c in h["candidates"]}
+        common = sorted(set(ua) & set(ub))
+        if len(common) < 2:
+            continue
+        x, y = [ua[p]["utility"] for p in common], [ub[p]["utility"] for p in common]
+        if len(common) >= 3:
+            r = spearman(x, y)
+            if r is not None:
+                rhos.append(r)
+        best_a, best_b = max(common, key=lambda p: ua[p]["utility"]), max(common, key=lambda p: ub[p]["utility"])
+        n_top += 1
+        same_top += best_a == best_b
+        if any(ua[p]["is_gold"] for p in common):
+            n_gold += 1
+            gold_a += ua[best_a]["is_gold"]
+            gold_b += ub[best_b]["is_gold"]
+    return {
+        "questions": n_top,
+        "mean_question_spearman": round(sum(rhos) / len(rhos), 4) if rhos else None,
+        "top1_agreement": round(same_top / n_top, 4) if n_top else None,
+        "questions_with_gold": n_gold,
+        "best_is_gold_a": round(gold_a / n_gold, 4) if n_gold else None,
+        "best_is_gold_b": round(gold_b / n_gold, 4) if n_gold else None,
+    }
+
+
+def write_mean(ga, gb, out):
+    import os
+    os.makedirs(out, exist_ok=True)
+    by_q = {g["question_id"]: g for g in gb}
+    with open(f"{out}/labels.jsonl", "w") as f:
+        for g in ga:
+            h = by_q.get(g["question_id"])
+            if h is None:
+                continue
+            ub = {c["passage_id"]: c["utility"] for c in h["candidates"]}
+            cands = []
+            for c in g["candidates"]:
+                if c["passage_id"] in ub:
+                    c = dict(c, utility=(c["utility"] + ub[c["passage_id"]]) / 2, per_answer=[])
+                    cands.append(c)
+            f.write(json.dumps(dict(g, candidates=cands, nll_without=[])) + "\n")
+
+
+if "--mean" in sys.argv:
+    i = sys.argv.index("--mean")
+    write_mean(groups(sys.argv[1]), groups(sys.argv[2]), sys.argv[i + 1])
+    del sys.argv[i : i + 2]
 a, b = utilities(sys.argv[1]), utilities(sys.argv[2])
 keys = sorted(set(a) & set(b))
 if not keys:
@@ -46,4 +119,5 @@ print(json.dumps({
     "only_in_b": len(set(b) - set(a)),
     "spearman": round(cov / var, 4),
     "mean_abs_diff_nats": round(sum(abs(p - q) for p, q in zip(x, y)) / n, 4),
+    **per_question(groups(sys.argv[1]), groups(sys.argv[2])),
 }))
