@@ -335,6 +335,10 @@ pub struct LabelSummary {
     /// Questions left out in `gold` mode: no positive passage.
     #[serde(default)]
     pub skipped_no_positive: usize,
+    /// Questions left out: a prompt with its answer is longer than the LLM's context
+    /// (local scoring; the log names the first few).
+    #[serde(default)]
+    pub skipped_too_long: usize,
     pub candidates: usize,
     pub scores_total: usize,
     pub scores_computed: usize,

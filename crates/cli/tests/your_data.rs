@@ -130,13 +130,21 @@ fn own_files_label_train_and_fail_clearly() {
         ),
     )
     .unwrap();
+    // The last question is longer than SmolLM2's 8,192-token context: left out and
+    // counted, not a reason to stop the run.
+    let long = format!(
+        "{{\"question\": \"{}?\", \"answer\": \"yes\"}}\n",
+        "word ".repeat(9000)
+    );
     std::fs::write(
         p.join("questions.jsonl"),
         concat!(
             "{\"question\": \"Where did the cat sit?\", \"answer\": \"on the mat\"}\n",
             "{\"question\": \"What is the capital of France?\", \"answers\": [\"Paris\"]}\n",
             "{\"question\": \"Which question has no answer?\"}\n",
-        ),
+        )
+        .to_string()
+            + &long,
     )
     .unwrap();
     let labels = p.join("labels");
@@ -150,12 +158,17 @@ fn own_files_label_train_and_fail_clearly() {
         "1",
         "--bm25-negatives",
         "1",
+        // The bare ChatML turn: SmolLM2's own template adds a system message under
+        // which no passage lowers this toy answer's NLL (utilities all < 0).
+        "--template",
+        "chatml",
         "--out",
         s(&labels),
     ]))
     .unwrap();
     assert_eq!(summary["questions"], 2);
     assert_eq!(summary["skipped_no_answer"], 1);
+    assert_eq!(summary["skipped_too_long"], 1, "{summary}");
     let groups: Vec<serde_json::Value> = std::fs::read_to_string(labels.join("labels.jsonl"))
         .unwrap()
         .lines()

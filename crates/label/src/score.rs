@@ -3,7 +3,7 @@
 
 use crate::{Error, PromptFormat, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use uae_artifacts::labels::{Candidate, LabelConfig, LabelSummary, LabeledCandidate, LabeledGroup};
 use uae_core::hash::digest;
@@ -269,23 +269,36 @@ pub fn label(
     };
     let done = work.iter().filter(|w| store.get(&w.key).is_some()).count();
     summary.scores_reused = done;
-    match scorer {
+    let too_long = match scorer {
         Scorer::Local(lm) => {
             let planned = ScorePlan::open(dir, &work, &store)?;
             let work: Vec<&Work> = work.iter().filter(|w| planned.contains(&w.key)).collect();
             score_local(lm, cfg, &work, &mut store, &mut summary, progress)?
         }
-        Scorer::Remote(r) => score_remote(r, &work, &mut store, &mut summary, progress)?,
-    }
+        Scorer::Remote(r) => {
+            score_remote(r, &work, &mut store, &mut summary, progress)?;
+            HashSet::new()
+        }
+    };
     // Assemble groups.
     let mut groups = Vec::new();
+    let mut long_ids = Vec::new();
     for (qi, texts, answers) in plan {
         let q = &job.set.questions[qi];
+        let key = |p: Option<&str>, a: &str| score_key(&model_hash, cfg, &q.question, p, a);
+        // A question one of whose prompts does not fit the LLM's context is left out
+        // whole (its utilities would compare scores of different prompts).
+        let passages = std::iter::once(None).chain(texts.iter().map(|(_, t)| Some(t.as_str())));
+        if !too_long.is_empty()
+            && passages
+                .flat_map(|p| answers.iter().map(move |a| (p, a)))
+                .any(|(p, a)| too_long.contains(&key(p, a)))
+        {
+            long_ids.push(q.id.clone());
+            continue;
+        }
         let nll = |p: Option<&str>, a: &str| -> f32 {
-            store
-                .get(&score_key(&model_hash, cfg, &q.question, p, a))
-                .map(|r| r.nll)
-                .unwrap_or(f32::NAN)
+            store.get(&key(p, a)).map(|r| r.nll).unwrap_or(f32::NAN)
         };
         let without: Vec<f32> = answers.iter().map(|a| nll(None, a)).collect();
         let mut cands = Vec::new();
@@ -314,6 +327,14 @@ pub fn label(
             candidates: cands,
         });
     }
+    if !long_ids.is_empty() {
+        tracing::warn!(
+            questions = long_ids.len(),
+            first = %long_ids.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            "left out: a prompt and answer longer than the LLM's context"
+        );
+    }
+    summary.skipped_too_long = long_ids.len();
     utility_stats(&mut summary, &groups);
     summary.seconds = start.elapsed().as_secs_f64();
     progress.finish();
@@ -454,21 +475,28 @@ fn score_local(
     store: &mut Store<Record>,
     summary: &mut LabelSummary,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<HashSet<String>> {
     struct Ids<'a> {
         key: &'a str,
         prompt: Vec<u32>,
         answer: Vec<u32>,
     }
     let mut ids = Vec::with_capacity(work.len());
+    // Sequences the model cannot take: not scored, their questions left out.
+    let mut too_long = HashSet::new();
     for &w in work {
         let answer = lm.encode(&w.answer)?;
         if answer.is_empty() {
             continue;
         }
+        let prompt = lm.encode_prompt(&w.prompt)?;
+        if prompt.len() + answer.len() > lm.max_tokens() {
+            too_long.insert(w.key.clone());
+            continue;
+        }
         ids.push(Ids {
             key: &w.key,
-            prompt: lm.encode_prompt(&w.prompt)?,
+            prompt,
             answer,
         });
     }
@@ -543,7 +571,7 @@ fn score_local(
         progress.message(&rate_message(summary.tokens_scored, start));
     }
     progress.finish();
-    Ok(())
+    Ok(too_long)
 }
 
 /// LLM servers: every missing score as one echo request, stored as answers arrive

@@ -494,6 +494,11 @@ impl CausalLm {
         Ok(())
     }
 
+    /// The longest sequence (context and targets) the model takes.
+    pub fn max_tokens(&self) -> usize {
+        self.positions
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache {
             k: vec![Vec::new(); self.config.layers],
