@@ -181,7 +181,8 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         rope_scaling,
         rms_eps: fl("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
         context: u("context_length").unwrap_or(4096),
-        rope: if family == Family::Llama {
+        // llama.cpp permutes q/k of the llama family (Mistral is written as llama).
+        rope: if matches!(family, Family::Llama | Family::Mistral) {
             RopeStyle::Interleaved
         } else {
             RopeStyle::Halves
@@ -526,8 +527,16 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
     };
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e.to_string()))?;
-    let hc: HfConfig =
+    let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| err(&cfg_path, format!("invalid config: {e}")))?;
+    if raw.get("text_config").is_some() {
+        return Err(Error::Unsupported {
+            path: cfg_path,
+            message: "a multimodal checkpoint (it has a text_config): point --lm at its text-only model or a GGUF of it".into(),
+        });
+    }
+    let hc: HfConfig =
+        serde_json::from_value(raw).map_err(|e| err(&cfg_path, format!("invalid config: {e}")))?;
     let family = hc.family(&cfg_path)?;
     let gemma = family == Family::Gemma3;
     let config = hc
