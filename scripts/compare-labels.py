@@ -49,7 +49,7 @@ def per_question(ga, gb):
     """Mean per-question Spearman, top-1 agreement, and best-is-gold rates."""
     by_q = {g["question_id"]: g for g in gb}
     rhos, same_top, n_top = [], 0, 0
-    gold_a = gold_b = n_gold = 0
+    gold_a = gold_b = gold_both = n_gold = 0
     for g in ga:
         h = by_q.get(g["question_id"])
         if h is None:
@@ -71,6 +71,7 @@ def per_question(ga, gb):
             n_gold += 1
             gold_a += ua[best_a]["is_gold"]
             gold_b += ub[best_b]["is_gold"]
+            gold_both += ua[best_a]["is_gold"] and ub[best_b]["is_gold"]
     return {
         "questions": n_top,
         "mean_question_spearman": round(sum(rhos) / len(rhos), 4) if rhos else None,
@@ -78,6 +79,7 @@ def per_question(ga, gb):
         "questions_with_gold": n_gold,
         "best_is_gold_a": round(gold_a / n_gold, 4) if n_gold else None,
         "best_is_gold_b": round(gold_b / n_gold, 4) if n_gold else None,
+        "best_is_gold_both": round(gold_both / n_gold, 4) if n_gold else None,
     }
 
 
