@@ -118,21 +118,6 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         path: path.to_path_buf(),
         message: format!("architecture `{arch}` (supported: {})", Family::SUPPORTED),
     })?;
-    let u = |k: &str| -> Result<usize> {
-        md.get(&format!("{arch}.{k}"))
-            .and_then(|v| {
-                v.to_u32()
-                    .ok()
-                    .or_else(|| v.to_u64().ok().map(|x| x as u32))
-            })
-            .map(|v| v as usize)
-            .ok_or_else(|| err(format!("missing metadata {arch}.{k}")))
-    };
-    let fl = |k: &str| md.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok());
-    let hidden = u("embedding_length")?;
-    let heads = u("attention.head_count")?;
-    let layers_n = u("block_count")?;
-    let head_dim = u("attention.key_length").unwrap_or(hidden / heads.max(1));
     let tensor = |f: &mut std::fs::File, name: &str| {
         content
             .tensor(f, name, &Device::Cpu)
@@ -145,62 +130,17 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
     let embed_q = tensor(&mut f, "token_embd.weight")?;
     let vocab = embed_q.shape().dims()[0];
     let gemma = family == Family::Gemma3;
-    let rope_scaling = if has("rope_freqs.weight") {
-        RopeScaling::Factors(flat(
+    let rope_factors = if has("rope_freqs.weight") {
+        Some(flat(
             &tensor(&mut f, "rope_freqs.weight")?.dequantize(&Device::Cpu)?,
         )?)
     } else {
-        match md
-            .get(&format!("{arch}.rope.scaling.type"))
-            .and_then(|v| v.to_string().ok())
-            .map(String::as_str)
-        {
-            Some("linear") => RopeScaling::Linear(fl("rope.scaling.factor").unwrap_or(1.0)),
-            _ => RopeScaling::None,
-        }
-    };
-    let sliding_window = if gemma {
-        u("attention.sliding_window").ok()
-    } else {
         None
     };
-    // llama.cpp's Gemma 3: every sixth layer global, the rest sliding (`set_swa_pattern(6)`).
-    let sliding_layers = (0..layers_n)
-        .map(|l| sliding_window.is_some() && l % 6 < 5)
-        .collect();
-    let config = LmConfig {
-        family,
-        hidden,
-        layers: layers_n,
-        heads,
-        kv_heads: u("attention.head_count_kv").unwrap_or(heads),
-        head_dim,
-        ffn: u("feed_forward_length")?,
-        vocab,
-        rope_base: fl("rope.freq_base").unwrap_or(10_000.0),
-        rope_scaling,
-        rms_eps: fl("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-        context: u("context_length").unwrap_or(4096),
-        // llama.cpp permutes q/k of the llama family (Mistral is written as llama).
-        rope: if matches!(family, Family::Llama | Family::Mistral) {
-            RopeStyle::Interleaved
-        } else {
-            RopeStyle::Halves
-        },
-        qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
-        post_norms: gemma,
-        act: if gemma { Act::GeluTanh } else { Act::Silu },
-        embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
-        // llama.cpp: Gemma 3 27B scales by hidden / heads, the others by the head size.
-        attn_scale: if gemma && layers_n == 62 {
-            1.0 / ((hidden / heads) as f32).sqrt()
-        } else {
-            1.0 / (head_dim as f32).sqrt()
-        },
-        sliding_window,
-        sliding_layers,
-        rope_local_base: if gemma { Some(10_000.0) } else { None },
-    };
+    let config = gguf_config(md, &arch, family, vocab, rope_factors).map_err(|e| match e {
+        Error::Input { message } => err(message),
+        e => e,
+    })?;
     let embed = flat(&embed_q.dequantize(&Device::Cpu)?)?;
     let weight = |f: &mut std::fs::File, name: &str| -> Result<Weight> {
         let q = tensor(f, name)?;
@@ -305,6 +245,90 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         bos: gguf_tok.bos,
         chat_template,
     }))
+}
+
+/// The hyper-parameters a GGUF file's metadata gives for `family` (`arch.*` keys),
+/// with llama.cpp's fixed choices where the file says nothing (Gemma 3: every sixth
+/// layer global, a local rotary base of 10,000, the head size as attention scale but
+/// for 27B). `rope_factors`: the `rope_freqs.weight` divisors, where present.
+fn gguf_config(
+    md: &HashMap<String, gguf_file::Value>,
+    arch: &str,
+    family: Family,
+    vocab: usize,
+    rope_factors: Option<Vec<f32>>,
+) -> Result<LmConfig> {
+    let u = |k: &str| -> Result<usize> {
+        md.get(&format!("{arch}.{k}"))
+            .and_then(|v| {
+                v.to_u32()
+                    .ok()
+                    .or_else(|| v.to_u64().ok().map(|x| x as u32))
+            })
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::Input {
+                message: format!("missing metadata {arch}.{k}"),
+            })
+    };
+    let fl = |k: &str| md.get(&format!("{arch}.{k}")).and_then(|v| v.to_f32().ok());
+    let hidden = u("embedding_length")?;
+    let heads = u("attention.head_count")?;
+    let layers_n = u("block_count")?;
+    let head_dim = u("attention.key_length").unwrap_or(hidden / heads.max(1));
+    let gemma = family == Family::Gemma3;
+    let rope_scaling = match rope_factors {
+        Some(v) => RopeScaling::Factors(v),
+        None => match md
+            .get(&format!("{arch}.rope.scaling.type"))
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+        {
+            Some("linear") => RopeScaling::Linear(fl("rope.scaling.factor").unwrap_or(1.0)),
+            _ => RopeScaling::None,
+        },
+    };
+    let sliding_window = if gemma {
+        u("attention.sliding_window").ok()
+    } else {
+        None
+    };
+    // llama.cpp's Gemma 3: every sixth layer global, the rest sliding (`set_swa_pattern(6)`).
+    let sliding_layers = (0..layers_n)
+        .map(|l| sliding_window.is_some() && l % 6 < 5)
+        .collect();
+    Ok(LmConfig {
+        family,
+        hidden,
+        layers: layers_n,
+        heads,
+        kv_heads: u("attention.head_count_kv").unwrap_or(heads),
+        head_dim,
+        ffn: u("feed_forward_length")?,
+        vocab,
+        rope_base: fl("rope.freq_base").unwrap_or(10_000.0),
+        rope_scaling,
+        rms_eps: fl("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+        context: u("context_length").unwrap_or(4096),
+        // llama.cpp permutes q/k of the llama family (Mistral is written as llama).
+        rope: if matches!(family, Family::Llama | Family::Mistral) {
+            RopeStyle::Interleaved
+        } else {
+            RopeStyle::Halves
+        },
+        qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+        post_norms: gemma,
+        act: if gemma { Act::GeluTanh } else { Act::Silu },
+        embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
+        // llama.cpp: Gemma 3 27B scales by hidden / heads, the others by the head size.
+        attn_scale: if gemma && layers_n == 62 {
+            1.0 / ((hidden / heads) as f32).sqrt()
+        } else {
+            1.0 / (head_dim as f32).sqrt()
+        },
+        sliding_window,
+        sliding_layers,
+        rope_local_base: if gemma { Some(10_000.0) } else { None },
+    })
 }
 
 /// Stacks f32 weights side by side into one `[in, sum of outs]` matrix (one GEMM);
