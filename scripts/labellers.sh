@@ -43,9 +43,9 @@ done
 for name in uae-smollm2 uae-gemma uae-mean infonce; do
   python3 - "$out/$name/metrics.jsonl" "$name" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"dev' in l or "map" in l]
-dev = [r for r in rows if any(k.startswith("dev") or k == "map" for k in r)]
-best = max(dev, key=lambda r: r.get("dev_map", r.get("map", 0)))
-print(json.dumps({"model": sys.argv[2], **{k: v for k, v in best.items() if k != "step"}}))
+dev = [r for r in map(json.loads, open(sys.argv[1])) if "dev_metric" in r]
+best = max(dev, key=lambda r: r["dev_metric"])["dev"]
+keys = ["recall@1", "map", "ndcg@10", "mrr"]
+print(json.dumps({"model": sys.argv[2], **{k: round(best[k], 4) for k in keys}}))
 PY
 done
