@@ -201,19 +201,6 @@ pub fn run(a: LabelArgs) -> Result<()> {
         (_, Some(_)) => bail!("--ranking is read only with --candidates retrieved"),
         (_, None) => None,
     };
-    let mut config = LabelConfig {
-        candidates,
-        dense_negatives: a.dense_negatives,
-        bm25_negatives: a.bm25_negatives,
-        random_negatives: a.random_negatives,
-        passage_tokens: a.passage_tokens,
-        template: uae_label::Template::Plain, // set from the resolved format below
-        seed: a.seed,
-        max_batch: a.max_batch,
-        max_batch_tokens: a.max_batch_tokens,
-        mining_bf16: a.encoder_bf16,
-        retrieved: ranking.as_ref().map(|r| r.config()),
-    };
     let source = LmSource::parse(&a.lm)?;
     if matches!(source, LmSource::Servers(_)) && (a.bf16 || a.quantized) {
         bail!("--bf16 and --quantized apply to a local LLM; a server runs the precision it was started with");
@@ -245,8 +232,20 @@ pub fn run(a: LabelArgs) -> Result<()> {
         }
     };
     let prompts = PromptFormat::resolve(&a.template, &scorer)?;
-    config.template = prompts.template().clone();
-    tracing::info!(template = %config.template.identity(), "prompt layout");
+    tracing::info!(template = %prompts.template().identity(), "prompt layout");
+    let config = LabelConfig {
+        candidates,
+        dense_negatives: a.dense_negatives,
+        bm25_negatives: a.bm25_negatives,
+        random_negatives: a.random_negatives,
+        passage_tokens: a.passage_tokens,
+        template: prompts.template().clone(),
+        seed: a.seed,
+        max_batch: a.max_batch,
+        max_batch_tokens: a.max_batch_tokens,
+        mining_bf16: a.encoder_bf16,
+        retrieved: ranking.as_ref().map(|r| r.config()),
+    };
     let run = LabelRun {
         set: &set,
         split,

@@ -85,6 +85,17 @@ impl Family {
         })
     }
 
+    /// Whether q and k are RMS-normed per head before the rotation (Qwen3, Gemma 3).
+    pub fn qk_norm(self) -> bool {
+        matches!(self, Family::Qwen3 | Family::Gemma3)
+    }
+
+    /// Whether attention and MLP outputs are normed before the residual add, with
+    /// embeddings scaled by sqrt(hidden) (Gemma).
+    pub fn gemma_style(self) -> bool {
+        self == Family::Gemma3
+    }
+
     /// What an "unsupported architecture" error lists.
     pub const SUPPORTED: &'static str = "llama (Llama 2 and 3.x), mistral, qwen2, qwen3, gemma3";
 }

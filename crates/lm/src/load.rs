@@ -129,7 +129,7 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
     let has = |name: &str| content.tensor_infos.contains_key(name);
     let embed_q = tensor(&mut f, "token_embd.weight")?;
     let vocab = embed_q.shape().dims()[0];
-    let gemma = family == Family::Gemma3;
+    let gemma = family.gemma_style();
     let rope_factors = if has("rope_freqs.weight") {
         Some(flat(
             &tensor(&mut f, "rope_freqs.weight")?.dequantize(&Device::Cpu)?,
@@ -275,7 +275,7 @@ fn gguf_config(
     let heads = u("attention.head_count")?;
     let layers_n = u("block_count")?;
     let head_dim = u("attention.key_length").unwrap_or(hidden / heads.max(1));
-    let gemma = family == Family::Gemma3;
+    let gemma = family.gemma_style();
     let rope_scaling = match rope_factors {
         Some(v) => RopeScaling::Factors(v),
         None => match md
@@ -315,7 +315,7 @@ fn gguf_config(
         } else {
             RopeStyle::Halves
         },
-        qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+        qk_norm: family.qk_norm(),
         post_norms: gemma,
         act: if gemma { Act::GeluTanh } else { Act::Silu },
         embed_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
@@ -436,7 +436,7 @@ impl HfConfig {
     }
 
     fn config(&self, family: Family) -> Result<LmConfig> {
-        let gemma = family == Family::Gemma3;
+        let gemma = family.gemma_style();
         let heads = self.num_attention_heads;
         let head_dim = self.head_dim.unwrap_or(self.hidden_size / heads.max(1));
         let params = self.rope_parameters.as_ref();
@@ -498,7 +498,7 @@ impl HfConfig {
             rms_eps: self.rms_norm_eps,
             context: self.max_position_embeddings,
             rope: RopeStyle::Halves,
-            qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
+            qk_norm: family.qk_norm(),
             post_norms: gemma,
             act,
             embed_scale: if gemma {
@@ -562,7 +562,7 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
     let hc: HfConfig =
         serde_json::from_value(raw).map_err(|e| err(&cfg_path, format!("invalid config: {e}")))?;
     let family = hc.family(&cfg_path)?;
-    let gemma = family == Family::Gemma3;
+    let gemma = family.gemma_style();
     let config = hc
         .config(family)
         .map_err(|e| err(&cfg_path, e.to_string()))?;
