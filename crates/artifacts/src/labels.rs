@@ -198,6 +198,12 @@ impl LabelManifest {
         read_json_if_present(&dir.join(Self::FILE))
     }
 
+    /// Whether the label folder `dir` was made on a corpus of the user's (its
+    /// manifest names one), not on QASPER.
+    pub fn names_own_corpus(dir: &Path) -> Result<bool> {
+        Ok(Self::read(dir)?.is_some_and(|m| m.corpus.is_some()))
+    }
+
     pub fn write(&self, dir: &Path) -> Result<()> {
         uae_core::fs::write_json(&dir.join(Self::FILE), self)
     }
@@ -280,19 +286,12 @@ impl LabeledGroup {
     /// the line: it would turn the loss into NaN.
     pub fn read_all(dir: &Path) -> Result<Vec<LabeledGroup>> {
         let path = dir.join(Self::FILE);
-        let groups: Vec<LabeledGroup> = read_jsonl(&path)?;
-        // Blank lines are skipped, so line numbers are counted over the text.
-        let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
-        let lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, _)| i + 1);
-        for (g, line) in groups.iter().zip(lines) {
+        let groups: Vec<(usize, LabeledGroup)> = read_jsonl_lines(&path)?;
+        for (line, g) in &groups {
             if let Some(c) = g.candidates.iter().find(|c| !c.utility.is_finite()) {
                 return Err(Error::Corrupt {
                     path: path.clone(),
-                    line,
+                    line: *line,
                     message: format!(
                         "utility of `{}` is {} (must be a finite number of nats)",
                         c.passage_id, c.utility
@@ -300,7 +299,7 @@ impl LabeledGroup {
                 });
             }
         }
-        Ok(groups)
+        Ok(groups.into_iter().map(|(_, g)| g).collect())
     }
 }
 
@@ -339,6 +338,14 @@ pub struct LabelSummary {
     /// (local scoring; the log names the first few).
     #[serde(default)]
     pub skipped_too_long: usize,
+    /// Rows of the questions file left out as unreadable or invalid (bad JSON or
+    /// UTF-8, an empty or over-long question or answer, a repeated id, an unknown
+    /// positive); the log names each with its reason.
+    #[serde(default)]
+    pub skipped_bad_rows: usize,
+    /// Their lines in the questions file (the first 1,000).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_bad_lines: Vec<usize>,
     pub candidates: usize,
     pub scores_total: usize,
     pub scores_computed: usize,
@@ -397,18 +404,34 @@ pub(crate) fn read_json_if_present<T: serde::de::DeserializeOwned>(
 
 /// Reads a JSON-lines file (blank lines skipped); errors name the line.
 pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::Corrupt {
-                path: path.to_path_buf(),
-                line: i + 1,
-                message: e.to_string(),
-            })
-        })
-        .collect()
+    Ok(read_jsonl_lines(path)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// [`read_jsonl`], each row with its 1-based line.
+pub(crate) fn read_jsonl_lines<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Vec<(usize, T)>> {
+    let f = std::fs::File::open(path).map_err(Error::io(path))?;
+    let corrupt = |line: usize, message: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut out = Vec::new();
+    for item in uae_core::lines::lines(std::io::BufReader::new(f)) {
+        let (line, text) = item.map_err(|e| corrupt(e.line(), e.reason()))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        out.push((
+            line,
+            serde_json::from_str(&text).map_err(|e| corrupt(line, e.to_string()))?,
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@
 //! | `LABELS/summary.json` | [`labels::LabelSummary`] | label | people |
 //! | `RUN/manifest.json` | [`train::TrainManifest`] | train | train (resume guard) |
 //! | `RUN/metrics.jsonl` | [`train::MetricsLine`] | train | train (resume, curves) |
+//! | `MODEL/calibration.json` | [`calibration::CalibrationFile`] | calibrate, train | serve |
 //! | `cache/emb-KEY.bin` | [`embeddings::EmbeddingCache`] | search | search |
 //!
 //! No ML dependencies: reading a label folder does not pull in candle.
 
+pub mod calibration;
 pub mod embeddings;
 pub mod labels;
 pub mod train;

@@ -16,8 +16,21 @@ proptest! {
         for f in ["labels.jsonl", "candidates.jsonl", "manifest.json", "metrics.jsonl"] {
             std::fs::write(d.path().join(f), &b).unwrap();
         }
-        let _ = LabeledGroup::read_all(d.path());
-        let _ = MinedRow::read_all(d.path());
+        // An error names the file and the line (`labels.jsonl:N: ...`).
+        for e in [
+            LabeledGroup::read_all(d.path()).err(),
+            MinedRow::read_all(d.path()).err(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let m = e.to_string();
+            let named = ["labels.jsonl:", "candidates.jsonl:"]
+                .iter()
+                .filter_map(|f| m.find(f).map(|at| &m[at + f.len()..]))
+                .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            prop_assert!(named, "{}", m);
+        }
         let _ = LabelManifest::read(d.path());
         let _ = MetricsLine::read_all(&d.path().join("metrics.jsonl"));
         let _ = MetricsLine::trim_after(&d.path().join("metrics.jsonl"), 3);

@@ -139,7 +139,7 @@ pub struct ServeBenchArgs {
     #[arg(long, default_value_t = 400, value_parser = count_in(1, 100_000))]
     pub requests: usize,
     /// Concurrency levels, comma separated (each 1-1024).
-    #[arg(long, default_value = "1,8,32", value_delimiter = ',', value_parser = count_in(1, 1024))]
+    #[arg(long, default_value = "1,8,32,64", value_delimiter = ',', value_parser = count_in(1, 1024))]
     pub concurrency: Vec<usize>,
     /// Tokens per passage in the batch rows (2-512).
     #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
@@ -147,6 +147,9 @@ pub struct ServeBenchArgs {
     /// Passages per batch request (1-512).
     #[arg(long, default_value_t = 32, value_parser = count_in(1, 512))]
     pub batch: usize,
+    /// The server's --max-batch-requests (most requests in one model pass; >= 1).
+    #[arg(long, default_value_t = uae_serve::ServeConfig::default().batch.max_batch_requests, value_parser = count())]
+    pub max_batch_requests: usize,
     #[command(flatten)]
     pub data: DataDir,
 }
@@ -338,10 +341,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             print_json(&uae_bench::speed::train(&b, &a.data.load(Split::Train)?)?)
         }
         BenchCmd::Serve(a) => {
-            let config = uae_serve::ServeConfig {
-                model_name: a.model.display().to_string(),
+            let mut config = uae_serve::ServeConfig {
+                model_name: uae_serve::model_name(&a.model),
                 ..Default::default()
             };
+            config.batch.max_batch_requests = a.max_batch_requests;
             let b = uae_bench::serve::ServeBench {
                 model: a.model,
                 passages: a.passages,

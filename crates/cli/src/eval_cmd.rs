@@ -1,9 +1,11 @@
-use crate::common::{count, named, non_negative, unit_interval, Bars, DataDir, ENCODER_BF16_HELP};
+use crate::common::{
+    count, named, non_negative, positive, unit_interval, Bars, DataDir, ENCODER_BF16_HELP,
+};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::Split;
 use uae_encoder::BatchOptions;
-use uae_index::Bm25Params;
+use uae_index::{Bm25Params, Fusion};
 use uae_search::{Retriever, RetrieverKind};
 
 #[derive(clap::Args)]
@@ -11,10 +13,22 @@ pub struct EvalArgs {
     /// QASPER split (ignored with --beir).
     #[arg(long, default_value = "test")]
     split: Split,
-    /// `bm25` or `dense` (a bi-encoder, --model).
-    #[arg(long, default_value = "dense", value_parser = named::<RetrieverKind>(&["bm25", "dense"]))]
+    /// `bm25`, `dense` (a bi-encoder, --model) or `hybrid` (the dense and the BM25
+    /// rankings fused, --fusion).
+    #[arg(long, default_value = "dense", value_parser = named::<RetrieverKind>(&["bm25", "dense", "hybrid"]))]
     retriever: RetrieverKind,
-    /// Bi-encoder folder for --retriever dense.
+    /// --retriever hybrid: `rrf` (reciprocal rank fusion, --rrf-k; needs no tuning)
+    /// or `convex` (--dense-weight x dense + the rest x BM25, both scores min-max
+    /// normalised per query; choose the weight on dev).
+    #[arg(long, default_value = "rrf", value_parser = ["rrf", "convex"])]
+    fusion: String,
+    /// Reciprocal rank fusion's constant (> 0): each ranking adds 1 / (k + rank).
+    #[arg(long, default_value_t = 60.0, value_parser = positive)]
+    rrf_k: f32,
+    /// Convex fusion: the dense score's weight (0-1; 1 is dense alone).
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    dense_weight: f32,
+    /// Bi-encoder folder for --retriever dense or hybrid.
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     model: PathBuf,
     #[arg(long, help = ENCODER_BF16_HELP)]
@@ -60,14 +74,28 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(n) = a.limit {
         uae_search::limit_queries(&mut coll, n);
     }
+    let bm25 = Bm25Params { k1: a.k1, b: a.b };
+    let opts = BatchOptions {
+        max_tokens: a.max_tokens,
+        ..Default::default()
+    };
     let retriever = match a.retriever {
-        RetrieverKind::Bm25 => Retriever::Bm25(Bm25Params { k1: a.k1, b: a.b }),
+        RetrieverKind::Bm25 => Retriever::Bm25(bm25),
         RetrieverKind::Dense => Retriever::Dense {
             model: a.model.clone(),
             bf16: a.bf16,
-            opts: BatchOptions {
-                max_tokens: a.max_tokens,
-                ..Default::default()
+            opts,
+        },
+        RetrieverKind::Hybrid => Retriever::Hybrid {
+            model: a.model.clone(),
+            bf16: a.bf16,
+            opts,
+            bm25,
+            fusion: match a.fusion.as_str() {
+                "convex" => Fusion::Convex {
+                    dense_weight: a.dense_weight,
+                },
+                _ => Fusion::Rrf { k: a.rrf_k },
             },
         },
     };
@@ -78,5 +106,29 @@ pub fn run(a: EvalArgs) -> Result<()> {
         tag, report.collection, report.evaluable_queries, report.queries, report.skipped_queries, report.passages
     );
     print!("{}", uae_eval::table(&tag, &report.metrics));
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct CalibrateArgs {
+    /// The model folder (a sentence-transformers bi-encoder, e.g. `uae train`'s
+    /// `out/model`).
+    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
+    model: PathBuf,
+    /// A label folder of held-out questions (`uae label` on dev questions): each
+    /// candidate's utility is what the model's score is calibrated against.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Where calibration.json goes (default: the model folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn calibrate(a: CalibrateArgs) -> Result<()> {
+    let groups = uae_artifacts::labels::LabeledGroup::read_all(&a.labels)?;
+    let out = a.out.clone().unwrap_or_else(|| a.model.clone());
+    let f = uae_search::calibrate::calibrate(&a.model, &a.labels, &groups, &out, &Bars::default())?;
+    let summary = uae_search::calibrate::CalibrationSummary::of(&f, &out);
+    println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -180,9 +180,12 @@ pub fn run(a: LabelArgs) -> Result<()> {
     let Some(out) = a.out.clone() else {
         bail!("--out is required");
     };
+    let mut skipped_rows = Vec::new();
     let (set, split) = match (&a.corpus, &a.questions) {
         (Some(c), Some(q)) => {
-            let set = uae_data::QaSet::load(c, q)?;
+            // A bad row is left out and named, not the end of a 100,000-question run.
+            let (set, skipped) = uae_data::QaSet::load_skipping(c, q)?;
+            skipped_rows = skipped;
             let name = set.name.clone();
             (set, name)
         }
@@ -259,6 +262,7 @@ pub fn run(a: LabelArgs) -> Result<()> {
         config,
         prompts: &prompts,
         ranking: ranking.as_ref(),
+        skipped_rows,
     };
     let (summary, _) = uae_label::run(&run, &Bars::default())?;
     println!("{}", serde_json::to_string_pretty(&summary)?);

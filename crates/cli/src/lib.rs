@@ -36,6 +36,10 @@ enum Cmd {
     Embed(embed::EmbedArgs),
     /// Evaluate a retriever (BM25 or a dense model) on QASPER, a BEIR folder or your files.
     Eval(eval_cmd::EvalArgs),
+    /// Fit what a model's scores are worth to the LLM (expected utility in nats,
+    /// probability that a passage helps) on labelled held-out questions; writes
+    /// calibration.json into the model folder, which `uae serve` then uses.
+    Calibrate(eval_cmd::CalibrateArgs),
     /// Compare two evaluation runs (or two retrievers' utility labels) question by
     /// question: the difference of each metric, its 95% bootstrap interval and a
     /// paired significance test.
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Cmd::Label(a) => label_cmd::run(a),
         Cmd::Train(a) => train_cmd::run(a),
         Cmd::Interpolate(a) => train_cmd::interpolate(a),
+        Cmd::Calibrate(a) => eval_cmd::calibrate(a),
         Cmd::Bench(c) => bench::run(c),
         Cmd::Index(c) => index_cmd::run(c),
     };

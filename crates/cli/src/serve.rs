@@ -39,6 +39,19 @@ pub struct ServeArgs {
     /// Most requests waiting for the encoder (1-100000); more get 429.
     #[arg(long, default_value_t = 512, value_parser = count_in(1, 100_000))]
     max_concurrent_requests: usize,
+    /// Milliseconds a request may wait for the encoder (1-3600000); one that waited
+    /// longer gets 503 with `Retry-After` instead of a late answer, so that latency
+    /// stays bounded when more arrives than the CPU can embed.
+    #[arg(long, default_value_t = 2_000, value_parser = count_in(1, 3_600_000))]
+    max_queue_wait_ms: usize,
+    /// Seconds requests in flight may take to finish after SIGTERM/SIGINT (0-3600);
+    /// meanwhile /health answers 503 and new work 503, then the server exits 0.
+    #[arg(long, default_value_t = 30, value_parser = count_in(0, 3_600))]
+    shutdown_timeout: usize,
+    /// The model's name in /info, /health and the embeddings `model` field (default:
+    /// the model folder's name; never a local path).
+    #[arg(long)]
+    served_model_name: Option<String>,
     /// Most inputs in one request (>= 1; 422 beyond).
     #[arg(long, default_value_t = 512, value_parser = count())]
     max_client_batch_size: usize,
@@ -61,8 +74,15 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None => PathBuf::from("runs/serve-cache"),
     };
     let enc = a.mc.encoder()?;
+    let calibration = uae_artifacts::calibration::CalibrationFile::read(&a.mc.model)?;
+    if let Some(c) = &calibration {
+        tracing::info!(labels = %c.labels, ece = c.ece, "calibrated: hits carry expected utility and p(helps)");
+    }
     let cfg = ServeConfig {
-        model_name: a.mc.model.display().to_string(),
+        model_name: a
+            .served_model_name
+            .clone()
+            .unwrap_or_else(|| uae_serve::model_name(&a.mc.model)),
         max_k: a.max_k,
         payload_limit: a.payload_limit,
         max_client_batch_size: a.max_client_batch_size,
@@ -70,10 +90,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
             max_batch_tokens: a.max_batch_tokens,
             max_batch_requests: a.max_batch_requests,
             max_concurrent_requests: a.max_concurrent_requests,
+            max_queue_wait: Duration::from_millis(a.max_queue_wait_ms as u64),
         },
         truncate: !a.no_truncate,
         api_key: a.api_key.clone(),
         read_timeout: Duration::from_millis(a.read_timeout_ms as u64),
+        shutdown_timeout: Duration::from_secs(a.shutdown_timeout as u64),
+        calibration: calibration.map(|c| c.calibrator),
     };
     let d = Deployment {
         addr: a.addr,

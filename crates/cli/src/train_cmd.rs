@@ -113,7 +113,9 @@ pub struct TrainArgs {
     #[arg(long, value_parser = count())]
     dev_limit: Option<usize>,
     /// Your own dev questions (JSONL with `positives`) over --corpus: the best model
-    /// is chosen by their MAP. Default: QASPER dev.
+    /// is chosen by their MAP. Default: QASPER dev for labels of QASPER; for labels
+    /// of your own corpus, no dev evaluation (the last model is kept) unless this or
+    /// --dev-labels names one.
     #[arg(long, requires = "corpus", conflicts_with = "dev_labels")]
     dev_questions: Option<PathBuf>,
     /// The corpus of --dev-questions (JSONL or a BEIR folder).
@@ -121,7 +123,9 @@ pub struct TrainArgs {
     corpus: Option<PathBuf>,
     /// A labelled dev set (a `uae label` folder of held-out questions), for data
     /// without evidence: the best model is chosen by nDCG@10 of each question's
-    /// candidates ranked by the model, the LLM's utilities as graded relevance.
+    /// candidates ranked by the model, the LLM's utilities as graded relevance; the
+    /// exported model is then calibrated on it (model/calibration.json, see `uae
+    /// calibrate`).
     #[arg(long)]
     dev_labels: Option<PathBuf>,
     #[command(flatten)]
@@ -155,6 +159,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         (Some(dir), ..) => DevSet::utility(dir, a.dev_limit)?,
         (None, Some(q), Some(c)) => {
             DevSet::retrieval(uae_data::QaSet::load(c, q)?.collection(), a.dev_limit)?
+        }
+        // QASPER dev says nothing about a model of your own corpus.
+        _ if uae_artifacts::labels::LabelManifest::names_own_corpus(&a.labels)? => {
+            tracing::warn!(
+                "no --dev-questions or --dev-labels: no dev evaluation, the model after the last epoch is kept"
+            );
+            DevSet::None
         }
         _ => DevSet::retrieval(a.data.load(Split::Dev)?.collection(), a.dev_limit)?,
     };

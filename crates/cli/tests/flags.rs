@@ -18,9 +18,11 @@ const ZERO_OK: &[&str] = &[
     "gold_weight",
     "model_weight",
     "graph_memory_mb",
+    "shutdown_timeout",
+    "dense_weight",
 ];
 /// Real-valued flags (a huge finite value is a legal, if odd, setting).
-const FLOATS: &[&str] = &["k1", "b", "lr", "tau", "tau_u"];
+const FLOATS: &[&str] = &["k1", "b", "lr", "tau", "tau_u", "rrf_k", "dense_weight"];
 /// Numeric flags without a default (so not found by their default's shape).
 const OPTIONAL: &[(&str, &str)] = &[
     ("uae", "threads"),

@@ -26,6 +26,10 @@ struct Faults {
     drop: usize,
     stall: usize,
     always_500: bool,
+    /// The first scoring request gets a 500; every other waits this long first.
+    fail_first_then_delay_ms: Option<u64>,
+    /// Log-probabilities above 0 (impossible: a broken server).
+    positive: bool,
 }
 
 struct Mock {
@@ -122,6 +126,16 @@ fn mock(model: &'static str, faults: Faults) -> Mock {
                 }
                 let n = count.fetch_add(1, Ordering::SeqCst) + 1;
                 let hit = |k: usize| k > 0 && n.is_multiple_of(k);
+                if let Some(ms) = faults.fail_first_then_delay_ms {
+                    if n == 1 {
+                        return respond(
+                            &mut s,
+                            "500 Internal Server Error",
+                            "{\"error\":\"boom\"}",
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
                 if faults.always_500 || hit(faults.fail) {
                     return respond(&mut s, "500 Internal Server Error", "{\"error\":\"boom\"}");
                 }
@@ -135,7 +149,18 @@ fn mock(model: &'static str, faults: Faults) -> Mock {
                 assert_eq!(req["echo"], true);
                 assert_eq!(req["max_tokens"], 1);
                 let prompt = req["prompt"].as_str().unwrap();
-                respond(&mut s, "200 OK", &echo(prompt, model).to_string());
+                let mut answer = echo(prompt, model);
+                if faults.positive {
+                    for lp in answer["choices"][0]["logprobs"]["token_logprobs"]
+                        .as_array_mut()
+                        .unwrap()
+                    {
+                        if let Some(x) = lp.as_f64() {
+                            *lp = json!(0.5 - x);
+                        }
+                    }
+                }
+                respond(&mut s, "200 OK", &answer.to_string());
             });
         }
     });
@@ -311,6 +336,168 @@ fn server_failures_are_clear_errors() {
         e.contains("openai:mock-lm") && e.contains("openai:other-lm"),
         "{e}"
     );
+}
+
+/// A request that fails for good stops the run, but the answers of the requests
+/// still in flight are stored (they were dropped: 8 answered, 6 stored); a server
+/// that returns log-probabilities above 0 is not believed.
+#[test]
+fn in_flight_answers_are_kept_and_positive_logprobs_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = mock(
+        "mock-lm",
+        Faults {
+            fail_first_then_delay_ms: Some(1500),
+            ..Default::default()
+        },
+    );
+    let out = d.path().join("in-flight");
+    // Passages far under the token budget: no truncation requests, only scoring.
+    let extra = [
+        "--lm-retries",
+        "0",
+        "--lm-concurrency",
+        "8",
+        "--passage-tokens",
+        "1000000",
+    ];
+    let e = run_err(&label_args(&out, &[&m.url], &extra));
+    assert!(e.contains("HTTP 500"), "{e}");
+    let stored = std::fs::read_to_string(out.join("scores.jsonl")).unwrap();
+    assert_eq!(
+        stored.lines().filter(|l| !l.trim().is_empty()).count(),
+        7,
+        "the 7 requests in flight when the 8th failed were answered: {stored}"
+    );
+
+    let bad = mock(
+        "mock-lm",
+        Faults {
+            positive: true,
+            ..Default::default()
+        },
+    );
+    let out = d.path().join("positive");
+    let e = run_err(&label_args(&out, &[&bad.url], &extra[4..]));
+    assert!(
+        e.contains("log-probability") && e.contains("above 0"),
+        "{e}"
+    );
+    let stored = std::fs::read_to_string(out.join("scores.jsonl")).unwrap_or_default();
+    assert!(
+        stored.trim().is_empty(),
+        "an impossible score was stored: {stored}"
+    );
+}
+
+/// A questions file with poisoned rows (empty, bad UTF-8, over-long, not JSON)
+/// labels the other rows and names the bad ones by line; a second run on a locked
+/// folder fails at once; labels of one's own corpus train without QASPER dev.
+#[test]
+fn poisoned_rows_locked_folders_and_training_without_qasper_dev() {
+    let d = tempfile::tempdir().unwrap();
+    let corpus = d.path().join("corpus.jsonl");
+    let topics = ["cats", "rates", "leaves", "rivers", "stars", "trains"];
+    let mut c = String::new();
+    for i in 0..30 {
+        let t = topics[i % topics.len()];
+        c += &format!(
+            "{{\"id\": \"p{i}\", \"text\": \"Passage {i} about {t}: the {t} answer is word{i}.\"}}\n"
+        );
+    }
+    std::fs::write(&corpus, c).unwrap();
+    let mut q: Vec<u8> = Vec::new();
+    for line in 1..=100 {
+        let row = match line {
+            10 => "{\"question\": \"  \", \"answer\": \"word1\"}".to_string(),
+            20 => String::new(), // written as bytes below
+            30 => format!(
+                "{{\"question\": \"{}\", \"answer\": \"word3\"}}",
+                "long ".repeat(220_000)
+            ),
+            40 => "not json at all".to_string(),
+            n => format!(
+                "{{\"id\": \"q{n}\", \"question\": \"What is the answer about {}?\", \"answer\": \"word{}\"}}",
+                topics[n % topics.len()],
+                n % 30
+            ),
+        };
+        if line == 20 {
+            q.extend_from_slice(b"{\"question\": \"bad \xff\xfe\", \"answer\": \"word2\"}");
+        } else {
+            q.extend_from_slice(row.as_bytes());
+        }
+        q.push(b'\n');
+    }
+    let questions = d.path().join("questions.jsonl");
+    std::fs::write(&questions, q).unwrap();
+    let m = mock("mock-lm", Faults::default());
+    let out = d.path().join("labels");
+    let args = [
+        "label",
+        "--corpus",
+        s(&corpus),
+        "--questions",
+        s(&questions),
+        "--lm",
+        &m.url,
+        "--template",
+        "chatml",
+        "--out",
+        s(&out),
+    ];
+    let summary = run_ok(&args);
+    assert_eq!(summary["skipped_bad_rows"], 4, "{summary}");
+    assert_eq!(summary["skipped_bad_lines"], json!([10, 20, 30, 40]));
+    assert_eq!(labels(&out).lines().count(), 96);
+
+    // One writer per folder: a second run fails at once, naming the holder.
+    let lock = uae_core::fs::FolderLock::acquire(&out).unwrap();
+    let t = Instant::now();
+    let e = run_err(&args);
+    assert!(e.contains("in use by another uae run"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    drop(lock);
+
+    // Labels of one's own corpus: no QASPER dev (the data folder does not even
+    // exist), the last model kept.
+    let run = d.path().join("run");
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--labels",
+            s(&out),
+            "--out",
+            s(&run),
+            "--epochs",
+            "1",
+            "--data-dir",
+            "/nonexistent",
+        ];
+        a.extend_from_slice(extra);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    let lock = uae_core::fs::FolderLock::acquire(&run).unwrap();
+    let a = train(&[]);
+    let e = run_err(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("in use by another uae run"), "{e}");
+    drop(lock);
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run.join("model/model.safetensors").is_file());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(!metrics.contains("dev_metric"), "{metrics}");
+    assert!(!run.join("model/calibration.json").exists());
+    // With held-out labels (here the same folder, for the mechanics), the best model
+    // is picked by them and calibrated on them.
+    let run = d.path().join("run-dev");
+    let mut a = train(&["--dev-labels", s(&out)]);
+    a[4] = s(&run).to_string();
+    run_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let c: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model/calibration.json")).unwrap())
+            .unwrap();
+    assert_eq!(c["version"], 1, "{c}");
+    assert!(c["ece"].as_f64().is_some_and(f64::is_finite), "{c}");
 }
 
 /// `--shard i/n` then `label merge` gives the unsharded run's folder; merging

@@ -217,9 +217,10 @@ fn routes_and_error_statuses() {
     // OpenAI: token-id input (the model's own vocabulary) and strings agree.
     let (s, r) = post(a, "/v1/embeddings", r#"{"input": "the cat", "model": "m"}"#);
     assert_eq!(s, 200, "{r}");
+    // The model is named by its folder's name, never the server's local path.
     assert_eq!(
         (r["object"].as_str(), r["model"].as_str()),
-        (Some("list"), Some("m"))
+        (Some("list"), Some("all-MiniLM-L6-v2"))
     );
     assert_eq!(r["data"][0]["object"], "embedding");
     let by_text = floats(&r["data"][0]["embedding"]);
@@ -251,6 +252,7 @@ fn routes_and_error_statuses() {
         ),
         (200, Some(384), Some(4))
     );
+    assert_eq!(info["model_id"], "all-MiniLM-L6-v2", "{info}");
     // Errors: OpenAI's shape on its routes, TEI's elsewhere.
     let big = format!("{{\"input\": \"{}\"}}", "x".repeat(3000));
     for (path, body, want) in [
@@ -367,6 +369,9 @@ fn batching_keeps_answers_with_their_requests_and_bounds_the_queue() {
             "1",
             "--max-batch-requests",
             "1",
+            // This case is about the queue's bound alone, not the wait bound.
+            "--max-queue-wait-ms",
+            "600000",
         ],
     );
     let long: Vec<String> = (0..32)
@@ -539,6 +544,31 @@ fn serve_answers_searches_and_rejects_bad_requests() {
         .map(|h| h["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["leaf"]);
+    // BM25 and hybrid modes: a query sharing words with one passage finds it first;
+    // a hybrid hit's score is its reciprocal-rank-fusion score.
+    for mode in ["bm25", "hybrid"] {
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/search",
+            &format!(r#"{{"query": "interest rates in March", "k": 3, "mode": "{mode}"}}"#),
+        );
+        assert_eq!(status, 200, "{mode}: {body}");
+        let hits = json(&body)["hits"].as_array().unwrap().clone();
+        assert_eq!(hits[0]["id"], "rates", "{mode}: {body}");
+        if mode == "hybrid" {
+            // First in both rankings: 2 / (60 + 1).
+            let s = hits[0]["score"].as_f64().unwrap();
+            assert!((s - 2.0 / 61.0).abs() < 1e-6, "{s}");
+        }
+    }
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/search",
+        r#"{"query": "cat", "mode": "sparse"}"#,
+    );
+    assert_eq!(status, 422);
     let (status, body) = http(&addr, "GET", "/health", "");
     assert_eq!((status, json(&body)["passages"].as_u64()), (200, Some(3)));
     for (method, path, req, want) in [
@@ -561,4 +591,309 @@ fn serve_answers_searches_and_rejects_bad_requests() {
         assert!(json(&body)["error"].is_string(), "{body}");
     }
     drop(srv);
+}
+
+/// The raw response (status line, headers, body) to one request on a fresh connection.
+fn raw(addr: &str, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The input holes of the hostile probe (issue 29, item 5, and the 413 of item 4):
+/// each failed before.
+#[test]
+fn input_holes_of_the_probe_are_closed() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = start(
+        d.path(),
+        &[
+            "--max-client-batch-size",
+            "2",
+            "--api-key",
+            "sesame",
+            "--payload-limit",
+            "500",
+            "--served-model-name",
+            "my-retriever",
+        ],
+    );
+    let a = srv.addr.as_str();
+    let auth = "Authorization: bearer sesame\r\n";
+    let post_auth = |path: &str, body: &str| {
+        let (s, b) = http(a, "POST", path, auth, body);
+        (
+            s,
+            serde_json::from_str(&b).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    // The scheme name is case-insensitive.
+    let (s, r) = post_auth("/v1/embeddings", r#"{"input": "the cat"}"#);
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["model"], "my-retriever");
+    let by_text = floats(&r["data"][0]["embedding"]);
+    // `/rerank` with exactly the limit of texts: the query is not one of them.
+    let (s, r) = post_auth("/rerank", r#"{"query": "q", "texts": ["a", "b"]}"#);
+    assert_eq!(s, 200, "{r}");
+    let (s, _) = post_auth("/rerank", r#"{"query": "q", "texts": ["a", "b", "c"]}"#);
+    assert_eq!(s, 422);
+    // Whitespace is no input (`/search` refuses it too).
+    for body in [r#"{"input": "  \n"}"#, r#"{"input": ["a", "\t"]}"#] {
+        let (s, r) = post_auth("/v1/embeddings", body);
+        assert_eq!(s, 422, "{body}: {r}");
+    }
+    // Token ids without [CLS]/[SEP] embed like the text (cosine 0.53 before).
+    let (s, r) = post_auth("/v1/embeddings", r#"{"input": [1996, 4937]}"#);
+    assert_eq!(s, 200, "{r}");
+    let c = cosine(&floats(&r["data"][0]["embedding"]), &by_text);
+    assert!(c >= 0.9999, "cosine {c}");
+    assert_eq!(r["usage"]["prompt_tokens"], 4);
+    // /info names the model, not the folder it was read from.
+    let (_, b) = http(a, "GET", "/info", auth, "");
+    let info: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(info["model_id"], "my-retriever");
+    assert!(!b.contains("models/"), "{b}");
+    // A 413 tells the client the connection is closed before it reuses it.
+    let big = format!("{{\"input\": \"{}\"}}", "x".repeat(1000));
+    let resp = raw(
+        a,
+        &format!(
+            "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{big}",
+            big.len()
+        ),
+    );
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+}
+
+/// Requests that waited longer than `--max-queue-wait-ms` are answered 503 with
+/// Retry-After instead of late; the rest are answered.
+#[test]
+fn requests_that_wait_too_long_get_503_with_retry_after() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = start(d.path(), &["--max-queue-wait-ms", "1", "--workers", "4"]);
+    let text = "word ".repeat(120);
+    let body = serde_json::json!({ "input": vec![text; 32] }).to_string();
+    let request = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, r) = (srv.addr.clone(), request.clone());
+            std::thread::spawn(move || raw(&a, &r))
+        })
+        .collect();
+    let answers: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = answers
+        .iter()
+        .filter(|r| r.starts_with("HTTP/1.1 200"))
+        .count();
+    let late: Vec<&String> = answers
+        .iter()
+        .filter(|r| r.starts_with("HTTP/1.1 503"))
+        .collect();
+    assert_eq!(ok + late.len(), 8, "{answers:?}");
+    assert!(ok >= 1 && !late.is_empty(), "ok {ok}, 503 {}", late.len());
+    for r in late {
+        assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+        assert!(r.contains("max-queue-wait-ms"), "{r}");
+    }
+}
+
+/// SIGTERM drains: the request in flight is answered, `/health` and new work answer
+/// 503 meanwhile, and the server exits 0.
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_requests_in_flight_and_exits_0() {
+    let d = tempfile::tempdir().unwrap();
+    let mut srv = start(
+        d.path(),
+        &[
+            "--workers",
+            "2",
+            "--payload-limit",
+            "4000000",
+            "--max-queue-wait-ms",
+            "600000",
+        ],
+    );
+    let addr = srv.addr.clone();
+    // Long enough to still be running when the signal comes (~16k tokens: seconds).
+    let text = "retrieval ".repeat(250);
+    let body = serde_json::json!({ "input": vec![text; 64] }).to_string();
+    let slow = std::thread::spawn(move || post(&addr, "/v1/embeddings", &body));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = srv.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t = Instant::now();
+    let health = loop {
+        let (s, b) = http(&srv.addr, "GET", "/health", "", "");
+        if s == 503 || t.elapsed() > Duration::from_secs(5) {
+            break (s, b);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(health.0, 503, "{}", health.1);
+    assert!(health.1.contains("\"draining\":true"), "{}", health.1);
+    let (s, r) = post(&srv.addr, "/search", r#"{"query": "cat", "k": 1}"#);
+    assert_eq!(s, 503, "{r}");
+    let (s, r) = slow.join().unwrap();
+    assert_eq!(s, 200, "the request in flight was dropped: {r}");
+    assert_eq!(r["data"].as_array().map(Vec::len), Some(64));
+    let status = srv.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// `uae calibrate` fits a model's scores to the LLM's utilities on labelled
+/// questions; `uae serve` then gives each dense hit its expected utility and
+/// p(helps), and filters by them (an empty list is an answer).
+#[test]
+fn calibrated_search_says_what_each_hit_is_worth() {
+    let d = tempfile::tempdir().unwrap();
+    // The base model, linked file by file into a folder of our own.
+    let model = d.path().join("model");
+    let base = common::root().join("models/all-MiniLM-L6-v2");
+    link_tree(&base, &model);
+    // Labels: a passage on the question's topic lowers the NLL by 3 nats, others not.
+    let topics = [
+        ("cat", "The cat sat on the mat all afternoon."),
+        ("rates", "Interest rates rose in March."),
+        ("leaf", "Photosynthesis turns light into sugar."),
+    ];
+    let questions = [
+        ("cat", "Where did the cat sit?"),
+        ("rates", "When did interest rates rise?"),
+        ("leaf", "What does photosynthesis make?"),
+        ("cat", "What did the cat do all afternoon?"),
+        ("rates", "Which rates went up?"),
+        ("leaf", "What turns light into sugar?"),
+    ];
+    let mut lines = String::new();
+    for (i, (topic, q)) in questions.iter().cycle().take(24).enumerate() {
+        let candidates: Vec<serde_json::Value> = topics
+            .iter()
+            .map(|(id, text)| {
+                let u = if id == topic {
+                    3.0
+                } else {
+                    -0.2 + 0.01 * i as f64
+                };
+                serde_json::json!({"passage_id": id, "text": text, "is_gold": id == topic,
+                    "source": "dense", "utility": u, "per_answer": [u]})
+            })
+            .collect();
+        lines += &serde_json::json!({"question_id": format!("q{i}"), "paper_id": "",
+            "question": q, "answers": ["a"], "nll_without": [4.0], "candidates": candidates})
+        .to_string();
+        lines.push('\n');
+    }
+    let labels = d.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(labels.join("labels.jsonl"), lines).unwrap();
+    let out = common::ok(&[
+        "calibrate",
+        "--model",
+        model.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["pairs"], 72, "{report}");
+    assert!(report["ece"].as_f64().unwrap() < 0.2, "{report}");
+    assert!(model.join("calibration.json").is_file());
+
+    let srv = start(d.path(), &["--model", model.to_str().unwrap()]);
+    let a = srv.addr.as_str();
+    let (s, r) = post(
+        a,
+        "/search",
+        r#"{"query": "Where did the cat sit?", "k": 3}"#,
+    );
+    assert_eq!(s, 200, "{r}");
+    let hits = r["hits"].as_array().unwrap();
+    assert_eq!(hits[0]["id"], "cat");
+    let u: Vec<f64> = hits
+        .iter()
+        .map(|h| h["expected_utility"].as_f64().unwrap())
+        .collect();
+    assert!(u.windows(2).all(|w| w[0] >= w[1]), "{u:?}");
+    assert!(u[0] > 1.0 && u[2] < 1.0, "{u:?}");
+    let p0 = hits[0]["p_helps"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&p0), "{p0}");
+    // Only what helps; nothing, when nothing will.
+    let (s, r) = post(
+        a,
+        "/search",
+        r#"{"query": "Where did the cat sit?", "k": 3, "min_utility": 1.0}"#,
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["hits"].as_array().unwrap().len(), 1, "{r}");
+    let (s, r) = post(
+        a,
+        "/search",
+        r#"{"query": "Where did the cat sit?", "k": 3, "min_utility": 100}"#,
+    );
+    assert_eq!(
+        (s, r["hits"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{r}"
+    );
+    // A context budget of one passage takes the most valuable one.
+    let (s, r) = post(
+        a,
+        "/search",
+        r#"{"query": "Where did the cat sit?", "k": 3, "max_context_tokens": 12}"#,
+    );
+    assert_eq!(s, 200, "{r}");
+    let ids: Vec<&str> = r["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cat"], "{r}");
+    // The calibration maps cosines: other modes refuse the filters.
+    let (s, _) = post(
+        a,
+        "/search",
+        r#"{"query": "cat", "mode": "hybrid", "min_utility": 1}"#,
+    );
+    assert_eq!(s, 422);
+    drop(srv);
+    // An uncalibrated model cannot filter by utility, and its hits carry none.
+    let srv = start(d.path(), &[]);
+    let (s, r) = post(
+        &srv.addr,
+        "/search",
+        r#"{"query": "cat", "min_p_helps": 0.5}"#,
+    );
+    assert_eq!(s, 422, "{r}");
+    let (_, r) = post(&srv.addr, "/search", r#"{"query": "cat"}"#);
+    assert!(r["hits"][0].get("expected_utility").is_none(), "{r}");
+}
+
+/// Links every file under `from` into `to` (same tree), so a test can add files
+/// to a model folder without copying its weights.
+fn link_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            link_tree(&e.path(), &dst);
+        } else {
+            std::os::unix::fs::symlink(e.path(), &dst).unwrap();
+        }
+    }
 }

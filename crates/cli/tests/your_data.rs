@@ -193,15 +193,18 @@ fn own_files_label_train_and_fail_clearly() {
     assert_eq!(best(&groups[1]), "c3", "{}", groups[1]);
 
     // Bad inputs: one error line naming file and line; nothing labelled is lost.
+    // (Files with some good rows label those: see remote.rs's poisoned rows.)
     let bad = p.join("bad.jsonl");
     for (text, needles) in [
         (
             "{\"question\": \"q\", \"answer\": \"a\", \"positives\": [\"nope\"]}\n",
             vec!["bad.jsonl:1", "`nope`"],
         ),
+        // A bad row is left out (and named) while the others are labelled; a file of
+        // nothing but bad rows is an error naming the first.
         (
-            "{\"question\": \"q\", \"answer\": \"a\"}\n{\"question\": 3}\n",
-            vec!["bad.jsonl:2"],
+            "{\"question\": 3}\n{\"question\": \" \", \"answer\": \"a\"}\n",
+            vec!["bad.jsonl:1", "no usable question", "2 rows left out"],
         ),
         (
             "{\"question\": \"q\", \"answer\": \"a\", \"scope\": \"x\"}\n",
@@ -395,4 +398,62 @@ fn retrieved_passages_are_labelled_and_compared() {
         &["compare", s(&a), s(&p.join("dense"))],
         &["not one of each"],
     );
+}
+
+/// `--retriever hybrid` ranks each question's passages by reciprocal rank fusion of
+/// the dense and the BM25 run (recomputed here from their run files), and
+/// `--fusion convex --dense-weight 1` is the dense ranking itself.
+#[test]
+fn hybrid_eval_fuses_the_dense_and_bm25_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| -> std::collections::BTreeMap<String, Vec<String>> {
+        let out = d.path().join(name);
+        let mut a = vec!["eval", "--split", "test", "--limit", "6", "--out", s(&out)];
+        a.extend_from_slice(extra);
+        ok(&a);
+        let mut by_q: std::collections::BTreeMap<String, Vec<(u32, String)>> = Default::default();
+        for line in std::fs::read_to_string(out.join("run.trec"))
+            .unwrap()
+            .lines()
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            by_q.entry(f[0].into())
+                .or_default()
+                .push((f[3].parse().unwrap(), f[2].into()));
+        }
+        by_q.into_iter()
+            .map(|(q, mut v)| {
+                v.sort();
+                (q, v.into_iter().map(|(_, id)| id).collect())
+            })
+            .collect()
+    };
+    let dense = run("dense", &["--retriever", "dense"]);
+    let bm25 = run("bm25", &["--retriever", "bm25"]);
+    let hybrid = run("hybrid", &["--retriever", "hybrid"]);
+    let convex = run(
+        "convex",
+        &[
+            "--retriever",
+            "hybrid",
+            "--fusion",
+            "convex",
+            "--dense-weight",
+            "1",
+        ],
+    );
+    assert_eq!(convex, dense);
+    assert!(!hybrid.is_empty());
+    for (q, fused) in &hybrid {
+        let mut score: std::collections::HashMap<&str, f64> = Default::default();
+        for list in [&dense[q], &bm25[q]] {
+            for (r, id) in list.iter().enumerate() {
+                *score.entry(id.as_str()).or_default() += 1.0 / (60.0 + r as f64 + 1.0);
+            }
+        }
+        // Fused scores never rise down the list.
+        let s: Vec<f64> = fused.iter().map(|id| score[id.as_str()]).collect();
+        assert!(s.windows(2).all(|w| w[0] >= w[1] - 1e-6), "{q}: {s:?}");
+        assert_eq!(fused.len(), score.len(), "{q}");
+    }
 }

@@ -10,6 +10,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{dir} is in use by another uae run{holder}: two runs writing one folder would interleave their files; wait for it to end or give another folder")]
+    Locked { dir: PathBuf, holder: String },
     #[error("{path}:{line}: corrupt record: {message}")]
     Corrupt {
         path: PathBuf,

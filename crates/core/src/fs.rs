@@ -137,3 +137,75 @@ mod dir_tests {
         assert!(!other.exists());
     }
 }
+
+/// An exclusive lock on an output folder, held for the life of the value: an
+/// advisory lock (`flock`) on `DIR/.uae.lock`, which the OS releases when the process
+/// ends, however it ends (a `kill -9` leaves no stale lock). The file stays; only the
+/// lock on it counts.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+impl FolderLock {
+    pub const FILE: &'static str = ".uae.lock";
+
+    /// Creates `dir` if needed and locks it, or fails at once with
+    /// [`Error::Locked`] naming the process that holds it. On a file system without
+    /// locks (some network mounts) it warns and goes on unlocked.
+    pub fn acquire(dir: &Path) -> Result<FolderLock> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let path = dir.join(Self::FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message another run prints.
+                let _ = file.set_len(0);
+                let _ = file.rewind();
+                let _ = writeln!(file, "pid {}", std::process::id());
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                    holder: if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({holder})")
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                tracing::warn!(path = %path.display(), "cannot lock the folder ({e}); going on without a lock");
+            }
+        }
+        Ok(FolderLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_folder_fails_until_the_first_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("out");
+        let first = FolderLock::acquire(&dir).unwrap();
+        let e = FolderLock::acquire(&dir).unwrap_err().to_string();
+        assert!(e.contains("in use by another uae run"), "{e}");
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        drop(first);
+        FolderLock::acquire(&dir).unwrap();
+    }
+}

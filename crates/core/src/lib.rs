@@ -3,12 +3,13 @@
 //! This crate has no ML dependencies: every stage can name a passage or a hit
 //! without pulling in candle. It also holds the plumbing every stage shares:
 //! content hashing ([`hash`]), the durable append-only store ([`store`]), atomic
-//! file replacement ([`fs`]), seeded generators ([`rng`]) and the progress callback
+//! file replacement ([`fs`]), line-by-line reading of input files ([`lines`]), seeded generators ([`rng`]) and the progress callback
 //! ([`progress`]) through which libraries report long work.
 
 pub mod error;
 pub mod fs;
 pub mod hash;
+pub mod lines;
 pub mod progress;
 pub mod rng;
 pub mod store;

@@ -2,10 +2,9 @@
 //! `text`) and `qrels/{split}.tsv` (`query-id  corpus-id  score`, header row).
 //! Retrieval is corpus-wide (no scope).
 
-use crate::{open_maybe_gz, read_jsonl, Collection, Error, Result};
+use crate::{open_maybe_gz, read_jsonl_lines, Collection, Error, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
-use std::io::BufRead;
 use std::path::Path;
 use uae_core::{Passage, Query};
 
@@ -29,7 +28,7 @@ struct Q {
 /// Only queries with at least one qrel of score > 0 in `split` are returned.
 pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
     let corpus_path = dir.join("corpus.jsonl");
-    let docs: Vec<Doc> = read_jsonl(&corpus_path)?;
+    let docs: Vec<(usize, Doc)> = read_jsonl_lines(&corpus_path)?;
     if docs.is_empty() {
         return Err(Error::Empty {
             path: corpus_path,
@@ -37,26 +36,28 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
         });
     }
     let mut ids: HashSet<&str> = HashSet::new();
-    if let Some(dup) = docs.iter().find(|d| !ids.insert(d.id.as_str())) {
+    if let Some((line, dup)) = docs.iter().find(|(_, d)| !ids.insert(d.id.as_str())) {
         return Err(Error::DuplicateId {
             path: corpus_path.clone(),
+            line: *line,
             id: dup.id.clone(),
         });
     }
     let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
     let mut qrels: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
-    for (i, line) in open_maybe_gz(&qrels_path)?.lines().enumerate() {
-        let line = line.map_err(|source| Error::Io {
+    for item in uae_core::lines::lines(open_maybe_gz(&qrels_path)?) {
+        let (n, line) = item.map_err(|e| Error::Qrels {
             path: qrels_path.clone(),
-            source,
+            line: e.line(),
+            message: e.reason(),
         })?;
         let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
-        if line.trim().is_empty() || (i == 0 && cols.first() == Some(&"query-id")) {
+        if line.trim().is_empty() || (n == 1 && cols.first() == Some(&"query-id")) {
             continue;
         }
         let bad = |message: String| Error::Qrels {
             path: qrels_path.clone(),
-            line: i + 1,
+            line: n,
             message,
         };
         let [qid, did, score] = cols[..] else {
@@ -88,10 +89,25 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
         }
     }
     let queries_path = dir.join("queries.jsonl");
-    let queries: Vec<Q> = read_jsonl(&queries_path)?;
+    let queries: Vec<(usize, Q)> = read_jsonl_lines(&queries_path)?;
+    // A blank query would be embedded and ranked like any other (the questions file
+    // and `/search` refuse one): a judged query must have text.
+    if let Some((line, q)) = queries
+        .iter()
+        .find(|(_, q)| q.text.trim().is_empty() && qrels.contains_key(&q.id))
+    {
+        return Err(Error::JsonLine {
+            path: queries_path.clone(),
+            line: *line,
+            message: format!(
+                "query `{}` is judged in the qrels but its text is empty",
+                q.id
+            ),
+        });
+    }
     let queries: Vec<Query> = queries
         .into_iter()
-        .filter_map(|q| {
+        .filter_map(|(_, q)| {
             qrels.remove(&q.id).map(|gold| Query {
                 id: q.id,
                 text: q.text,
@@ -108,7 +124,7 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
     }
     let passages = docs
         .into_iter()
-        .map(|d| Passage {
+        .map(|(_, d)| Passage {
             text: if d.title.trim().is_empty() {
                 d.text
             } else {
@@ -196,5 +212,37 @@ mod tests {
         );
         let e = load_beir(d.path(), "test").unwrap_err().to_string();
         assert!(e.contains("test.tsv:1") && e.contains("5000000000"), "{e}");
+        // A judged query without text was once ranked (and moved R@1).
+        write(
+            d.path(),
+            "{\"_id\":\"d1\",\"text\":\"x\"}\n",
+            "{\"_id\":\"q0\",\"text\":\"\"}\n{\"_id\":\"q1\",\"text\":\" \"}\n",
+            "q1\td1\t1\n",
+        );
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(e.contains("queries.jsonl:2") && e.contains("`q1`"), "{e}");
+        // Invalid UTF-8 names its line.
+        write(d.path(), "{\"_id\":\"d1\",\"text\":\"x\"}\n", "", "");
+        std::fs::write(
+            d.path().join("corpus.jsonl"),
+            b"{\"_id\":\"d1\",\"text\":\"x\"}\n{\"_id\":\"d2\",\"text\":\"\xff\"}\n",
+        )
+        .unwrap();
+        let e = load_beir(d.path(), "test").unwrap_err().to_string();
+        assert!(e.contains("corpus.jsonl:2") && e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn byte_order_marks_are_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "\u{feff}{\"_id\":\"d1\",\"text\":\"one\"}\n",
+            "\u{feff}{\"_id\":\"q1\",\"text\":\"which?\"}\n",
+            "\u{feff}query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n",
+        );
+        let c = load_beir(d.path(), "test").unwrap();
+        assert_eq!(c.passages[0].text, "one");
+        assert_eq!(c.queries[0].gold, vec![("d1".to_string(), 1)]);
     }
 }

@@ -1,7 +1,7 @@
 //! A corpus as JSON lines: one `{"id", "text", "title"?, "scope"?}` per line; a
 //! BEIR `corpus.jsonl` (`_id`, `title`, `text`) reads as it is.
 
-use crate::{read_jsonl, Error, Result};
+use crate::{read_jsonl_lines, Error, Result};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::path::Path;
@@ -22,7 +22,7 @@ struct CorpusLine {
 /// non-blank title is given (BEIR's convention, as in `uae eval --beir`). An empty
 /// corpus or a repeated id is an error naming the file.
 pub fn read_corpus_jsonl(path: &Path) -> Result<Vec<Passage>> {
-    let lines: Vec<CorpusLine> = read_jsonl(path)?;
+    let lines: Vec<(usize, CorpusLine)> = read_jsonl_lines(path)?;
     if lines.is_empty() {
         return Err(Error::Empty {
             path: path.to_path_buf(),
@@ -30,15 +30,16 @@ pub fn read_corpus_jsonl(path: &Path) -> Result<Vec<Passage>> {
         });
     }
     let mut seen = HashSet::new();
-    if let Some(dup) = lines.iter().find(|l| !seen.insert(l.id.as_str())) {
+    if let Some((line, dup)) = lines.iter().find(|(_, l)| !seen.insert(l.id.as_str())) {
         return Err(Error::DuplicateId {
             path: path.to_path_buf(),
+            line: *line,
             id: dup.id.clone(),
         });
     }
     Ok(lines
         .into_iter()
-        .map(|l| Passage {
+        .map(|(_, l)| Passage {
             id: l.id,
             scope: l.scope,
             section: None,

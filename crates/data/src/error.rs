@@ -27,8 +27,12 @@ pub enum Error {
         line: usize,
         message: String,
     },
-    #[error("{path}: passage id `{id}` appears twice in the corpus")]
-    DuplicateId { path: PathBuf, id: String },
+    #[error("{path}:{line}: passage id `{id}` appears twice in the corpus")]
+    DuplicateId {
+        path: PathBuf,
+        line: usize,
+        id: String,
+    },
     #[error("{path}: {what} is empty")]
     Empty { path: PathBuf, what: &'static str },
     #[error("unknown split `{name}` (expected train, dev or test)")]

@@ -32,24 +32,64 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
         .collect())
 }
 
-/// [`read_jsonl`], each value with its 1-based line number.
+/// [`read_jsonl`], each value with its 1-based line number. A byte-order mark is
+/// dropped; a line that is not UTF-8, is over [`uae_core::lines::MAX_LINE_BYTES`] or
+/// is not a `T` is an error naming the line.
 pub fn read_jsonl_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
-    let reader = open_maybe_gz(path)?;
-    let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|source| Error::Io {
+    let (rows, mut bad) = read_jsonl_lenient(path, false)?;
+    match bad.pop() {
+        Some((line, message)) => Err(Error::JsonLine {
             path: path.to_path_buf(),
-            source,
-        })?;
-        if line.trim().is_empty() {
+            line,
+            message,
+        }),
+        None => Ok(rows),
+    }
+}
+
+/// Rows that parsed, each with its line, and `(line, reason)` for each that did not.
+pub type LenientRows<T> = (Vec<(usize, T)>, Vec<(usize, String)>);
+
+/// The rows of a JSON-lines file that parse as `T`, and `(line, reason)` for each one
+/// that does not. With `keep_going` false, reading stops at the first bad line (it is
+/// the one returned). A failing read (not a bad line) is an error either way.
+pub fn read_jsonl_lenient<T: DeserializeOwned>(
+    path: &Path,
+    keep_going: bool,
+) -> Result<LenientRows<T>> {
+    let reader = open_maybe_gz(path)?;
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    for item in uae_core::lines::lines(reader) {
+        let (line, text) = match item {
+            Ok(l) => l,
+            Err(e) if e.is_line_local() => {
+                bad.push((e.line(), e.reason()));
+                if keep_going {
+                    continue;
+                }
+                break;
+            }
+            Err(e) => {
+                return Err(Error::JsonLine {
+                    path: path.to_path_buf(),
+                    line: e.line(),
+                    message: e.reason(),
+                })
+            }
+        };
+        if text.trim().is_empty() {
             continue;
         }
-        let v = serde_json::from_str(&line).map_err(|e| Error::JsonLine {
-            path: path.to_path_buf(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
-        out.push((i + 1, v));
+        match serde_json::from_str(&text) {
+            Ok(v) => rows.push((line, v)),
+            Err(e) => {
+                bad.push((line, e.to_string()));
+                if !keep_going {
+                    break;
+                }
+            }
+        }
     }
-    Ok(out)
+    Ok((rows, bad))
 }

@@ -11,8 +11,8 @@ mod qasper;
 pub use beir::load_beir;
 pub use corpus::{read_corpus, read_corpus_jsonl};
 pub use error::{Error, Result};
-pub use io::{open_maybe_gz, read_jsonl, read_jsonl_lines};
-pub use qa::{QaItem, QaSet};
+pub use io::{open_maybe_gz, read_jsonl, read_jsonl_lenient, read_jsonl_lines};
+pub use qa::{QaItem, QaSet, SkippedRow, MAX_QA_TEXT_BYTES};
 pub use qasper::{
     default_data_dir, Answer, AnswerKind, Paper, Paragraph, Qasper, QasperStats, Question, Split,
 };

@@ -8,7 +8,7 @@
 //! Recall/MAP). `scope` restricts candidates and retrieval to passages of the same
 //! scope (QASPER: the paper); without it the whole corpus is searched.
 
-use crate::{read_jsonl_lines, Collection, Error, Result};
+use crate::{read_jsonl_lenient, Collection, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -59,93 +59,133 @@ enum IdValue {
     Num(serde_json::Number),
 }
 
+/// The longest question or reference answer, in bytes: no LLM context holds more
+/// (128k tokens are about 512 KiB of English), and a longer one is refused before it
+/// is tokenised, where it would take gigabytes.
+pub const MAX_QA_TEXT_BYTES: usize = 1 << 20;
+
+/// A row of a questions file that was left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedRow {
+    /// 1-based line in the file.
+    pub line: usize,
+    /// The question's id, when the row got far enough to have one.
+    pub id: Option<String>,
+    pub reason: String,
+}
+
 impl QaSet {
     /// Reads a questions JSONL file against `corpus`. Errors name the file and
-    /// line: malformed JSON, an empty question, a repeated id, a positive that is not
-    /// a passage of the corpus, or one outside the question's scope, or a scope with
-    /// no passages.
+    /// line: malformed JSON or UTF-8, an empty question, a question or answer over
+    /// [`MAX_QA_TEXT_BYTES`], a repeated id, a positive that is not a passage of the
+    /// corpus, or one outside the question's scope, or a scope with no passages.
     pub fn read(name: &str, corpus: Vec<Passage>, questions: &Path) -> Result<QaSet> {
+        let (set, mut skipped) = Self::read_rows(name, corpus, questions, false)?;
+        match skipped.pop() {
+            Some(row) => Err(Error::JsonLine {
+                path: questions.to_path_buf(),
+                line: row.line,
+                message: row.reason,
+            }),
+            None => Ok(set),
+        }
+    }
+
+    /// [`QaSet::read`] that leaves out each bad row (the reasons `read` refuses it
+    /// for) instead of failing, and returns them: for long jobs, where one bad line
+    /// of 100,000 must not stop the run. Still an error: a file that cannot be read,
+    /// or one with no good row.
+    pub fn read_skipping(
+        name: &str,
+        corpus: Vec<Passage>,
+        questions: &Path,
+    ) -> Result<(QaSet, Vec<SkippedRow>)> {
+        Self::read_rows(name, corpus, questions, true)
+    }
+
+    fn read_rows(
+        name: &str,
+        corpus: Vec<Passage>,
+        questions: &Path,
+        keep_going: bool,
+    ) -> Result<(QaSet, Vec<SkippedRow>)> {
         let by_id: HashMap<&str, &Passage> = corpus.iter().map(|p| (p.id.as_str(), p)).collect();
         let scopes: HashSet<&str> = corpus.iter().filter_map(|p| p.scope.as_deref()).collect();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for (line, row) in read_jsonl_lines::<QaLine>(questions)? {
-            let bad = |message: String| Error::JsonLine {
-                path: questions.to_path_buf(),
+        let (rows, bad) = read_jsonl_lenient::<QaLine>(questions, keep_going)?;
+        let mut skipped: Vec<SkippedRow> = bad
+            .into_iter()
+            .map(|(line, reason)| SkippedRow {
                 line,
-                message,
-            };
-            if row.question.trim().is_empty() {
-                return Err(bad("`question` is empty".into()));
-            }
-            let id = match row.id {
-                Some(IdValue::Str(s)) => s,
+                id: None,
+                reason,
+            })
+            .collect();
+        if !keep_going && !skipped.is_empty() {
+            return Ok((Self::empty(name, corpus, questions), skipped));
+        }
+        for (line, row) in rows {
+            let id = match &row.id {
+                Some(IdValue::Str(s)) => s.clone(),
                 Some(IdValue::Num(n)) => n.to_string(),
                 None => format!("q{line}"),
             };
-            if !seen.insert(id.clone()) {
-                return Err(bad(format!("question id `{id}` appears twice")));
-            }
-            if let Some(s) = &row.scope {
-                if !scopes.contains(s.as_str()) {
-                    return Err(bad(format!("scope `{s}` has no passages in the corpus")));
+            match check_row(&row, &id, &mut seen, &scopes, &by_id) {
+                Ok(item) => out.push(item),
+                Err(reason) => {
+                    skipped.push(SkippedRow {
+                        line,
+                        id: Some(id),
+                        reason,
+                    });
+                    if !keep_going {
+                        break;
+                    }
                 }
             }
-            for p in &row.positives {
-                let Some(passage) = by_id.get(p.as_str()) else {
-                    return Err(bad(format!(
-                        "positive `{p}` is not a passage id of the corpus"
-                    )));
-                };
-                if row.scope.is_some() && passage.scope != row.scope {
-                    return Err(bad(format!(
-                        "positive `{p}` is outside the question's scope `{}`",
-                        row.scope.as_deref().unwrap_or_default()
-                    )));
-                }
-            }
-            let mut answers: Vec<String> = Vec::new();
-            for a in row.answers.into_iter().flatten().chain(row.answer) {
-                if !a.trim().is_empty() && !answers.contains(&a) {
-                    answers.push(a);
-                }
-            }
-            let mut positives: Vec<String> = Vec::new();
-            for p in row.positives {
-                if !positives.contains(&p) {
-                    positives.push(p);
-                }
-            }
-            out.push(QaItem {
-                id,
-                question: row.question,
-                answers,
-                scope: row.scope,
-                positives,
+        }
+        skipped.sort_by_key(|r| r.line);
+        if out.is_empty() && (keep_going || skipped.is_empty()) {
+            return Err(match skipped.first() {
+                Some(first) => Error::JsonLine {
+                    path: questions.to_path_buf(),
+                    line: first.line,
+                    message: format!(
+                        "no usable question in the file ({} rows left out; this one: {})",
+                        skipped.len(),
+                        first.reason
+                    ),
+                },
+                None => Error::Empty {
+                    path: questions.to_path_buf(),
+                    what: "the questions file",
+                },
             });
         }
-        if out.is_empty() {
-            return Err(Error::Empty {
-                path: questions.to_path_buf(),
-                what: "the questions file",
-            });
-        }
-        Ok(QaSet {
+        let mut set = Self::empty(name, corpus, questions);
+        set.questions = out;
+        Ok((set, skipped))
+    }
+
+    fn empty(name: &str, corpus: Vec<Passage>, questions: &Path) -> QaSet {
+        QaSet {
             name: name.to_string(),
             corpus,
-            questions: out,
+            questions: Vec::new(),
             source: questions.to_path_buf(),
-        })
+        }
     }
 
     /// Reads a corpus (a JSONL file, or a BEIR folder's `corpus.jsonl`) and a
     /// questions file.
     pub fn load(corpus: &Path, questions: &Path) -> Result<QaSet> {
-        let name = questions
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "questions".into());
-        QaSet::read(&name, crate::read_corpus(corpus)?, questions)
+        QaSet::read(&set_name(questions), crate::read_corpus(corpus)?, questions)
+    }
+
+    /// [`QaSet::load`] with [`QaSet::read_skipping`]'s leniency.
+    pub fn load_skipping(corpus: &Path, questions: &Path) -> Result<(QaSet, Vec<SkippedRow>)> {
+        QaSet::read_skipping(&set_name(questions), crate::read_corpus(corpus)?, questions)
     }
 
     /// The retrieval view: queries with their positives as relevant (grade 1).
@@ -165,6 +205,74 @@ impl QaSet {
                 .collect(),
         }
     }
+}
+
+/// A questions file's set name: its file name without the extension.
+fn set_name(questions: &Path) -> String {
+    questions
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "questions".into())
+}
+
+/// One row checked against the corpus: the question, or why it cannot be used.
+fn check_row(
+    row: &QaLine,
+    id: &str,
+    seen: &mut HashSet<String>,
+    scopes: &HashSet<&str>,
+    by_id: &HashMap<&str, &Passage>,
+) -> std::result::Result<QaItem, String> {
+    if row.question.trim().is_empty() {
+        return Err("`question` is empty".into());
+    }
+    let texts = std::iter::once(&row.question)
+        .chain(row.answers.iter().flatten())
+        .chain(&row.answer);
+    if let Some(t) = texts.clone().find(|t| t.len() > MAX_QA_TEXT_BYTES) {
+        return Err(format!(
+            "a question or answer of {} bytes, over the {MAX_QA_TEXT_BYTES}-byte limit",
+            t.len()
+        ));
+    }
+    if !seen.insert(id.to_string()) {
+        return Err(format!("question id `{id}` appears twice"));
+    }
+    if let Some(s) = &row.scope {
+        if !scopes.contains(s.as_str()) {
+            return Err(format!("scope `{s}` has no passages in the corpus"));
+        }
+    }
+    for p in &row.positives {
+        let Some(passage) = by_id.get(p.as_str()) else {
+            return Err(format!("positive `{p}` is not a passage id of the corpus"));
+        };
+        if row.scope.is_some() && passage.scope != row.scope {
+            return Err(format!(
+                "positive `{p}` is outside the question's scope `{}`",
+                row.scope.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    let mut answers: Vec<String> = Vec::new();
+    for a in texts.skip(1) {
+        if !a.trim().is_empty() && !answers.contains(a) {
+            answers.push(a.clone());
+        }
+    }
+    let mut positives: Vec<String> = Vec::new();
+    for p in &row.positives {
+        if !positives.contains(p) {
+            positives.push(p.clone());
+        }
+    }
+    Ok(QaItem {
+        id: id.to_string(),
+        question: row.question.clone(),
+        answers,
+        scope: row.scope.clone(),
+        positives,
+    })
 }
 
 impl crate::Qasper {
@@ -308,6 +416,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("q.jsonl:2"), "{e}");
+        let long = format!(
+            "{{\"question\": \"{}\"}}\n",
+            "x".repeat(MAX_QA_TEXT_BYTES + 1)
+        );
+        let e = read(&long).unwrap_err().to_string();
+        assert!(e.contains("q.jsonl:1") && e.contains("-byte limit"), "{e}");
+    }
+
+    #[test]
+    fn skipping_reads_leave_out_bad_rows_by_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("q.jsonl");
+        let mut bytes = b"{\"question\": \"q1\", \"answer\": \"a\"}\n".to_vec();
+        bytes.extend_from_slice(b"{\"question\": \"\xff\"}\n");
+        bytes.extend_from_slice(b"not json\n{\"question\": \" \"}\n");
+        bytes.extend_from_slice(
+            b"{\"id\": \"q5\", \"question\": \"q5\", \"positives\": [\"zz\"]}\n",
+        );
+        bytes.extend_from_slice(b"{\"question\": \"q6\", \"answer\": \"b\"}\n");
+        std::fs::write(&p, &bytes).unwrap();
+        let (set, skipped) = QaSet::read_skipping("t", corpus(), &p).unwrap();
+        assert_eq!(set.questions.len(), 2);
+        let lines: Vec<usize> = skipped.iter().map(|r| r.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5]);
+        assert!(skipped[0].reason.contains("UTF-8"), "{:?}", skipped[0]);
+        assert_eq!(skipped[3].id.as_deref(), Some("q5"));
+        // Nothing usable is still an error.
+        std::fs::write(&p, "not json\n").unwrap();
+        let e = QaSet::read_skipping("t", corpus(), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no usable question"), "{e}");
     }
 
     #[test]

@@ -83,3 +83,44 @@ proptest! {
         }
     }
 }
+
+/// Whether an error message names `file` with a line (`file:N`), or is one of the
+/// whole-file errors (missing, empty) that have no line.
+fn names_file_and_line(msg: &str, file: &str) -> bool {
+    let Some(at) = msg.find(file) else {
+        return false;
+    };
+    let rest = &msg[at + file.len()..];
+    let has_line = rest
+        .strip_prefix(':')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    has_line || msg.contains("is empty") || msg.contains("No such file")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn every_error_names_file_and_line(c in jsonish(), q in jsonish(), r in jsonish()) {
+        let d = tempfile::tempdir().unwrap();
+        let cp = write(d.path(), "corpus.jsonl", &c);
+        let qp = write(d.path(), "questions.jsonl", &q);
+        write(d.path(), "queries.jsonl", &q);
+        write(d.path(), "qrels/test.tsv", &r);
+        if let Err(e) = read_corpus_jsonl(&cp) {
+            let m = e.to_string();
+            prop_assert!(names_file_and_line(&m, "corpus.jsonl"), "{}", m);
+        }
+        if let Err(e) = QaSet::read("t", corpus(), &qp) {
+            let m = e.to_string();
+            prop_assert!(names_file_and_line(&m, "questions.jsonl"), "{}", m);
+        }
+        if let Err(e) = load_beir(d.path(), "test") {
+            let m = e.to_string();
+            prop_assert!(
+                ["corpus.jsonl", "queries.jsonl", "test.tsv"].iter().any(|f| names_file_and_line(&m, f)),
+                "{}", m
+            );
+        }
+    }
+}

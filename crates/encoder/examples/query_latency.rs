@@ -1,8 +1,10 @@
 //! Per-query embedding latency (one short text at a time, as a server sees it):
-//! `cargo run --release -p uae-encoder --example query_latency [MODEL_DIR] [N] [batch|bf16|query|query-bf16] [TEXTS]`
+//! `cargo run --release -p uae-encoder --example query_latency [MODEL_DIR] [N] [batch|bf16|query|query-bf16|mixed] [TEXTS] [MAX_TOKENS]`
 //! (`query`: the single-query path, on the rayon pool's thread count; `TEXTS` > 1
 //! embeds that many copies of the question in one call, to find where the single-query
-//! path stops beating the batch path).
+//! path stops beating the batch path; `mixed`: the batch path on `TEXTS` questions of
+//! 5 to 40 tokens, as a server's queue holds them, in sub-batches of at most
+//! `MAX_TOKENS` padded tokens (default 16384: one padded batch)).
 
 use std::time::Instant;
 
@@ -16,6 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bf16 = mode.contains("bf16");
     let single = mode.starts_with("query");
     let texts: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let max_tokens: usize = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16384)
+        .max(1);
     let mut enc =
         uae_encoder::Encoder::load(std::path::Path::new(&dir), &candle_core::Device::Cpu, false)?;
     if bf16 {
@@ -23,12 +30,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let q = "What evaluation metrics did the authors use to compare the models?";
     let threads = rayon::current_num_threads();
-    let ids = enc.tokenize(&vec![q; texts])?;
+    let mixed: Vec<String> = (0..texts)
+        .map(|i| "what evaluation metric ".repeat(1 + (i * 7) % 12))
+        .collect();
+    let ids = if mode == "mixed" {
+        enc.tokenize(&mixed.iter().map(String::as_str).collect::<Vec<_>>())?
+    } else {
+        enc.tokenize(&vec![q; texts])?
+    };
     let run = |enc: &uae_encoder::Encoder| -> Result<Vec<Vec<f32>>, uae_encoder::Error> {
         if single {
             enc.embed_queries_ids(&ids, threads)
         } else {
-            enc.embed_ids(&ids, uae_encoder::BatchOptions::default(), &mut |_| {})
+            let opts = uae_encoder::BatchOptions {
+                max_tokens,
+                max_batch: ids.len(),
+            };
+            enc.embed_ids(&ids, opts, &mut |_| {})
         }
     };
     run(&enc)?;

@@ -329,6 +329,44 @@ impl Encoder {
             .collect())
     }
 
+    /// The special tokens the tokenizer puts around one text (BERT: `[CLS]` before,
+    /// `[SEP]` after), found by tokenising a probe text with and without them.
+    pub fn special_tokens(&self) -> Result<(Vec<u32>, Vec<u32>)> {
+        let encode = |special| {
+            self.tokenizer
+                .encode("a", special)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| Error::Encode {
+                    message: e.to_string(),
+                })
+        };
+        let (bare, full) = (encode(false)?, encode(true)?);
+        let at = full
+            .windows(bare.len().max(1))
+            .position(|w| w == bare.as_slice())
+            .unwrap_or(full.len());
+        let end = (at + bare.len()).min(full.len());
+        Ok((full[..at].to_vec(), full[end..].to_vec()))
+    }
+
+    /// Token ids given by a client, as the model must see them: the special tokens
+    /// of [`Encoder::special_tokens`] added where they are missing (ids that already
+    /// carry them are kept), the text between them cut so that the whole fits
+    /// `max_seq_length`.
+    pub fn with_special_tokens(&self, ids: &[u32], specials: &(Vec<u32>, Vec<u32>)) -> Vec<u32> {
+        let (pre, post) = specials;
+        let mut body = ids;
+        if !pre.is_empty() && body.starts_with(pre) {
+            body = &body[pre.len()..];
+        }
+        if !post.is_empty() && body.ends_with(post) {
+            body = &body[..body.len() - post.len()];
+        }
+        let room = self.max_seq_length.saturating_sub(pre.len() + post.len());
+        let body = &body[..body.len().min(room)];
+        [pre.as_slice(), body, post.as_slice()].concat()
+    }
+
     /// The vocabulary size: token ids must be below it.
     pub fn vocab_size(&self) -> usize {
         self.model.config.vocab_size

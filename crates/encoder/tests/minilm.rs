@@ -433,3 +433,22 @@ fn mixed_precision_linears_stay_within_bf16_rounding() {
         assert!(cos >= 0.999, "row {r}: cosine {cos}");
     }
 }
+
+/// Client token ids without `[CLS]`/`[SEP]` get them (the model was trained with
+/// them: bare ids gave a cosine of 0.53 to the same text); ids that carry them are
+/// kept; over-long ids are cut between them.
+#[test]
+fn client_token_ids_get_the_special_tokens() {
+    let enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
+    let specials = enc.special_tokens().unwrap();
+    assert_eq!(specials, (vec![101], vec![102]), "MiniLM's [CLS] and [SEP]");
+    let text = "Interest rates rose in March.";
+    let full = enc.tokenize(&[text]).unwrap().pop().unwrap();
+    let bare: Vec<u32> = full[1..full.len() - 1].to_vec();
+    assert_eq!(enc.with_special_tokens(&bare, &specials), full);
+    assert_eq!(enc.with_special_tokens(&full, &specials), full);
+    let long = vec![2000u32; 1000];
+    let cut = enc.with_special_tokens(&long, &specials);
+    assert_eq!(cut.len(), enc.max_seq_length);
+    assert_eq!((cut[0], *cut.last().unwrap()), (101, 102));
+}

@@ -22,11 +22,16 @@ pub type Run = BTreeMap<String, Vec<String>>;
 /// Graded judgments of each query: passage id -> grade.
 pub type Qrels = BTreeMap<String, HashMap<String, u32>>;
 
-fn read_lines(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
+/// The lines of a text file, `(1-based number, text)`: a byte-order mark dropped, a
+/// line that is not UTF-8 or is over the size limit an error naming it.
+fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
+    let f = std::fs::File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    uae_core::lines::lines(std::io::BufReader::new(f))
+        .map(|r| r.map_err(|e| parse_err(path, e.line(), e.reason())))
+        .collect()
 }
 
 fn parse_err(path: &Path, line: usize, message: impl Into<String>) -> Error {
@@ -41,9 +46,9 @@ fn parse_err(path: &Path, line: usize, message: impl Into<String>) -> Error {
 /// rank order (ties by score, higher first). A passage listed twice for a query is an
 /// error.
 pub fn read_run(path: &Path) -> Result<Run> {
-    let text = read_lines(path)?;
     let mut rows: BTreeMap<String, Vec<(u64, f64, String, usize)>> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
+    for (n, line) in read_lines(path)? {
+        let i = n - 1;
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.is_empty() {
             continue;
@@ -94,9 +99,9 @@ pub fn read_run(path: &Path) -> Result<Run> {
 
 /// Reads TREC qrels (`qid 0 docid grade`), as `uae eval` writes them.
 pub fn read_qrels(path: &Path) -> Result<Qrels> {
-    let text = read_lines(path)?;
     let mut q = Qrels::new();
-    for (i, line) in text.lines().enumerate() {
+    for (n, line) in read_lines(path)? {
+        let i = n - 1;
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.is_empty() {
             continue;

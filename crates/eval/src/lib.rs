@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use uae_core::{Hit, Passage, Query};
 
+pub mod calibrate;
 pub mod compare;
 pub mod f1;
 

@@ -1,11 +1,14 @@
 //! Search without models: exact dense top-k over normalised vectors, and Okapi BM25.
-//! Both respect scopes (QASPER searches within one paper; BEIR corpus-wide).
+//! Both respect scopes (QASPER searches within one paper; BEIR corpus-wide), and
+//! [`Fusion`] joins their rankings (hybrid retrieval).
 
 mod bm25;
 mod dense;
+mod fusion;
 
 pub use bm25::{tokenize, Bm25, Bm25Params, ScopedBm25};
 pub use dense::{dot, DenseIndex};
+pub use fusion::Fusion;
 
 use std::collections::HashMap;
 use uae_core::{Passage, Query};

@@ -124,7 +124,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
             summary.seconds += s.seconds;
         }
     }
-    std::fs::create_dir_all(out).map_err(uae_core::Error::io(out))?;
+    let _lock = uae_core::fs::FolderLock::acquire(out)?;
     let merged = interleave(groups);
     let merged_rows = interleave(rows);
     for f in ["scores.jsonl", "truncations.jsonl"] {

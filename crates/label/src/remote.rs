@@ -292,13 +292,12 @@ impl RemoteLm {
         drop(tx);
         let mut first_err: Option<Error> = None;
         self.rt.block_on(async {
+            // After a failure no new request starts, but every answer that still
+            // arrives is handed over: it was paid for, and a rerun need not ask again.
             while let Some((i, u, r)) = rx.recv().await {
-                if first_err.is_some() {
-                    continue;
-                }
                 if let Err(e) = r.and_then(|v| on_value(i, &self.urls[u], v)) {
                     stop.store(true, Ordering::Relaxed);
-                    first_err = Some(e);
+                    first_err.get_or_insert(e);
                 }
             }
         });
@@ -434,13 +433,21 @@ fn echoed(v: &Value, prompt: &str, model: &str) -> std::result::Result<(Vec<Tok>
     }
     let mut toks = Vec::with_capacity(tokens.len());
     for i in 0..tokens.len() {
+        let lp = logprobs[i].as_f64();
+        // A probability is at most 1. Rounding may leave a hair above 0; anything
+        // more is a broken server, and believing it would store a negative NLL.
+        if let Some(x) = lp.filter(|&x| x > 1e-3) {
+            return Err(format!(
+                "token {i} has log-probability {x}, above 0: the server's log-probabilities cannot be right"
+            ));
+        }
         toks.push(Tok {
             offset: offsets[i].as_u64().ok_or("a text_offset is not a number")? as usize,
             text: tokens[i]
                 .as_str()
                 .ok_or("a token is not a string")?
                 .to_string(),
-            lp: logprobs[i].as_f64().map(|x| x as f32),
+            lp: lp.map(|x| x.min(0.0) as f32),
         });
     }
     let completion = v

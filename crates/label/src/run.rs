@@ -41,6 +41,9 @@ pub struct LabelRun<'a> {
     pub prompts: &'a PromptFormat,
     /// `retrieved` mode: the ranked passages to score.
     pub ranking: Option<&'a Ranking>,
+    /// Rows of the questions file left out as bad ([`QaSet::read_skipping`]): each
+    /// is warned about with its file, line and reason, and counted in the summary.
+    pub skipped_rows: Vec<uae_data::SkippedRow>,
 }
 
 impl LabelRun<'_> {
@@ -135,6 +138,18 @@ fn check_resume(dir: &Path, old: &LabelManifest, new: &LabelManifest) -> Result<
 
 /// Runs (or resumes) a labeling run; returns its summary and the labelled groups.
 pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<LabeledGroup>)> {
+    for row in &r.skipped_rows {
+        tracing::warn!(
+            "{}:{}: left out{}: {}",
+            r.set.source.display(),
+            row.line,
+            row.id
+                .as_ref()
+                .map(|i| format!(" (question `{i}`)"))
+                .unwrap_or_default(),
+            row.reason
+        );
+    }
     let (eligible, no_answer, no_positive) = r.eligible();
     if eligible.is_empty() {
         return Err(Error::NothingToLabel {
@@ -146,7 +161,8 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
             "`retrieved` candidates come with a ranking, and only they do".into(),
         ));
     }
-    std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
+    // One writer per folder: two runs would both append every score.
+    let _lock = uae_core::fs::FolderLock::acquire(&r.out)?;
     let manifest = r.manifest();
     if let Some(old) = LabelManifest::read(&r.out)? {
         check_resume(&r.out, &old, &manifest)?;
@@ -184,6 +200,8 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
     let (mut summary, groups) = label(r.scorer, &job, &r.config, &r.out, progress)?;
     summary.skipped_no_answer = no_answer;
     summary.skipped_no_positive = no_positive;
+    summary.skipped_bad_rows = r.skipped_rows.len();
+    summary.skipped_bad_lines = r.skipped_rows.iter().take(1000).map(|x| x.line).collect();
     summary.write(&r.out)?;
     uae_core::fs::atomic_write(
         &r.out.join("utility-histogram.svg"),

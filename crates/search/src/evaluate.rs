@@ -1,7 +1,7 @@
 //! Evaluating a retriever on a collection: rankings, metrics, TREC files and the
 //! report `uae eval` writes.
 
-use crate::{bm25_rankings, dense_rankings, load_encoder, Result, Timings};
+use crate::{bm25_rankings, dense_rankings, load_encoder, Error, Result, Timings};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use uae_core::Progress;
 use uae_data::Collection;
 use uae_encoder::BatchOptions;
 use uae_eval::Metrics;
-use uae_index::Bm25Params;
+use uae_index::{Bm25Params, Fusion};
 
 /// Keeps the first `n` queries (in file order; those without gold evidence count but
 /// are not scored) and only the passages of their scopes. `uae train --dev-limit`
@@ -25,6 +25,8 @@ pub fn limit_queries(coll: &mut Collection, n: usize) {
 pub enum RetrieverKind {
     Bm25,
     Dense,
+    /// Dense and BM25 rankings fused ([`Fusion`]).
+    Hybrid,
 }
 
 /// What to evaluate.
@@ -36,6 +38,14 @@ pub enum Retriever {
         bf16: bool,
         opts: BatchOptions,
     },
+    /// The dense model's ranking and BM25's, fused.
+    Hybrid {
+        model: PathBuf,
+        bf16: bool,
+        opts: BatchOptions,
+        bm25: Bm25Params,
+        fusion: Fusion,
+    },
 }
 
 impl Retriever {
@@ -43,20 +53,29 @@ impl Retriever {
         match self {
             Retriever::Bm25(_) => RetrieverKind::Bm25,
             Retriever::Dense { .. } => RetrieverKind::Dense,
+            Retriever::Hybrid { .. } => RetrieverKind::Hybrid,
         }
     }
 
-    /// The run tag: `bm25`, or `dense-{model folder name}`.
+    /// The run tag: `bm25`, `dense-{model folder name}` or `hybrid-{model folder
+    /// name}-{rrf60 | convex0.5}`.
     pub fn tag(&self) -> String {
+        let name = |model: &Path| {
+            model
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
         match self {
             Retriever::Bm25(_) => "bm25".into(),
-            Retriever::Dense { model, .. } => format!(
-                "dense-{}",
-                model
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            ),
+            Retriever::Dense { model, .. } => format!("dense-{}", name(model)),
+            Retriever::Hybrid { model, fusion, .. } => {
+                let f = match fusion {
+                    Fusion::Rrf { k } => format!("rrf{k}"),
+                    Fusion::Convex { dense_weight } => format!("convex{dense_weight}"),
+                };
+                format!("hybrid-{}-{f}", name(model))
+            }
         }
     }
 }
@@ -104,6 +123,14 @@ pub fn evaluate(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
+    // Metrics averaged over no question would be written as zeros that read like a
+    // result.
+    if coll.evaluable().next().is_none() {
+        return Err(Error::NothingToEvaluate {
+            collection: coll.name.clone(),
+            queries: coll.queries.len(),
+        });
+    }
     let mut timings = Timings::default();
     let (rankings, model) = match retriever {
         Retriever::Bm25(params) => (bm25_rankings(coll, *params, &mut timings), None),
@@ -113,6 +140,27 @@ pub fn evaluate(
                 dense_rankings(&enc, coll, *opts, &mut timings, progress)?,
                 Some(model.display().to_string()),
             )
+        }
+        Retriever::Hybrid {
+            model,
+            bf16,
+            opts,
+            bm25,
+            fusion,
+        } => {
+            let enc = load_encoder(model, *bf16)?;
+            let dense = dense_rankings(&enc, coll, *opts, &mut timings, progress)?;
+            let mut bm25_timings = Timings::default();
+            let lexical = bm25_rankings(coll, *bm25, &mut bm25_timings);
+            let t = std::time::Instant::now();
+            let fused = dense
+                .iter()
+                .zip(&lexical)
+                .map(|(d, b)| fusion.fuse(d, b, Some(crate::CORPUS_WIDE_DEPTH)))
+                .collect();
+            timings.index_s += bm25_timings.index_s;
+            timings.search_s += bm25_timings.search_s + t.elapsed().as_secs_f64();
+            (fused, Some(model.display().to_string()))
         }
     };
     let (_, metrics) = uae_eval::score(&coll.passages, &coll.queries, &rankings);
@@ -139,4 +187,35 @@ pub fn evaluate(
     };
     uae_core::fs::write_json(&out.join(EvalReport::FILE), &report)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use uae_core::{NoProgress, Passage, Query};
+
+    #[test]
+    fn no_evaluable_question_is_an_error_not_a_table_of_zeros() {
+        let coll = Collection {
+            name: "mine".into(),
+            passages: vec![Passage {
+                id: "p".into(),
+                scope: None,
+                section: None,
+                text: "a passage".into(),
+            }],
+            queries: vec![Query {
+                id: "q".into(),
+                text: "a question".into(),
+                scope: None,
+                gold: vec![],
+            }],
+        };
+        let out = tempfile::tempdir().unwrap();
+        let r = Retriever::Bm25(Bm25Params { k1: 1.2, b: 0.75 });
+        let e = evaluate(&coll, &r, out.path(), &NoProgress).unwrap_err();
+        assert!(e.to_string().contains("none of its 1 questions"), "{e}");
+        assert!(!out.path().join(EvalReport::FILE).exists());
+    }
 }

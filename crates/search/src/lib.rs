@@ -8,6 +8,7 @@
 
 mod evaluate;
 
+pub mod calibrate;
 pub use evaluate::{evaluate, limit_queries, EvalReport, Retriever, RetrieverKind};
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub enum Error {
     Files(#[from] uae_core::Error),
     #[error(transparent)]
     Eval(#[from] uae_eval::Error),
+    #[error("{collection}: none of its {queries} questions has a relevant passage (`positives`, qrels), so there is nothing to score")]
+    NothingToEvaluate { collection: String, queries: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -13,6 +13,33 @@ pub struct SearchRequest {
     pub k: usize,
     #[serde(default)]
     pub scope: Option<String>,
+    /// `dense` (default), `bm25`, or `hybrid`: both rankings (top 100 each, or `k`
+    /// if more) fused by reciprocal rank fusion (k = 60); a hit's `score` is then its
+    /// fused score.
+    #[serde(default)]
+    pub mode: SearchMode,
+    /// With a calibrated model (dense mode): keep only hits whose expected utility
+    /// is at least this many nats. An empty list is an answer: retrieval will not help.
+    #[serde(default)]
+    pub min_utility: Option<f64>,
+    /// With a calibrated model: keep only hits at least this likely to help (0-1).
+    #[serde(default)]
+    pub min_p_helps: Option<f64>,
+    /// With a calibrated model: the hits worth most expected utility per token that
+    /// fit this many tokens (of the served model's tokenizer), taken greedily, in
+    /// score order; hits expected to help by nothing are left out.
+    #[serde(default)]
+    pub max_context_tokens: Option<usize>,
+}
+
+/// Which ranking `/search` returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    #[default]
+    Dense,
+    Bm25,
+    Hybrid,
 }
 
 fn default_k() -> usize {
@@ -26,6 +53,14 @@ pub struct SearchHit {
     pub score: f32,
     pub text: String,
     pub scope: Option<String>,
+    /// With a calibrated model (dense mode): how much the passage is expected to
+    /// lower the LLM's answer NLL, in nats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_utility: Option<f64>,
+    /// With a calibrated model: the probability that it helps (lowers the NLL by at
+    /// least 1 nat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_helps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +75,9 @@ pub struct Health {
     pub ok: bool,
     /// Whether the corpus is embedded (searches answer 503 until then).
     pub ready: bool,
+    /// Shutting down: requests in flight finish, new ones should go elsewhere.
+    #[serde(default)]
+    pub draining: bool,
     pub passages: usize,
     pub model: String,
     pub bf16: bool,
@@ -246,11 +284,30 @@ impl IntoResponse for ApiError {
             })
         }
         .expect("error bodies serialise; this is a bug");
-        (
+        let mut resp = (
             self.status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body,
         )
-            .into_response()
+            .into_response();
+        let headers = resp.headers_mut();
+        match self.status {
+            // The body was not read to its end: the connection cannot carry another
+            // request, and the client must be told so before it tries.
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT => {
+                headers.insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            _ => {}
+        }
+        resp
     }
 }

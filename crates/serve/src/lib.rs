@@ -9,9 +9,13 @@
 //! - `GET /health`, `GET /metrics` (Prometheus text).
 //!
 //! Every request's texts go through one bounded batching queue ([`batcher`]): a full
-//! queue answers 429, a body over the limit 413, a body that stalls 408, bad input
-//! 422, a missing or wrong API key 401. Connections are served concurrently, headers
-//! must arrive within a timeout, so no client can hold up another.
+//! queue answers 429, a request that waited in it too long 503 (both with
+//! `Retry-After`), a body over the limit 413 and a body that stalls 408 (both closing
+//! the connection), bad input 422, a missing or wrong API key 401. Connections are
+//! served concurrently, headers must arrive within a timeout, so no client can hold
+//! up another. SIGTERM or SIGINT drains: no new connection is taken, `/health`
+//! answers 503, requests in flight finish (within the shutdown timeout), then the
+//! process exits 0.
 
 pub mod api;
 pub mod batcher;
@@ -26,8 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use batcher::{BatchLimits, Batcher, Refused};
+use batcher::{BatchLimits, Batcher, JobError, Refused};
 use metrics::Metrics;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use uae_core::Passage;
@@ -69,6 +74,12 @@ pub struct ServeConfig {
     /// Time allowed for a request's headers (then the connection is closed) and for
     /// its body (then 408).
     pub read_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish before the
+    /// server exits anyway.
+    pub shutdown_timeout: Duration,
+    /// The model's calibration (`calibration.json` in its folder): dense hits then
+    /// carry expected utility and p(helps), and searches may filter on them.
+    pub calibration: Option<uae_eval::calibrate::Calibrator>,
 }
 
 impl Default for ServeConfig {
@@ -82,10 +93,13 @@ impl Default for ServeConfig {
                 max_batch_tokens: 16384,
                 max_batch_requests: 64,
                 max_concurrent_requests: 512,
+                max_queue_wait: Duration::from_secs(2),
             },
             truncate: true,
             api_key: None,
             read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            calibration: None,
         }
     }
 }
@@ -93,7 +107,21 @@ impl Default for ServeConfig {
 struct Index {
     passages: Vec<Passage>,
     searcher: DenseSearcher,
+    /// BM25 per scope and corpus-wide, for `"mode": "bm25"` and `"hybrid"`: built by
+    /// the first such search, so a dense-only server never holds its postings.
+    bm25: OnceLock<uae_index::ScopedBm25>,
 }
+
+impl Index {
+    fn bm25(&self) -> &uae_index::ScopedBm25 {
+        self.bm25.get_or_init(|| {
+            uae_index::ScopedBm25::with_global(&self.passages, uae_index::Bm25Params::default())
+        })
+    }
+}
+
+/// How deep each ranking goes before a hybrid search fuses them (at least `k`).
+const FUSION_DEPTH: usize = 100;
 
 /// The shared state of every handler.
 pub struct App {
@@ -103,6 +131,15 @@ pub struct App {
     passages: usize,
     cfg: ServeConfig,
     metrics: Arc<Metrics>,
+    /// The special tokens added around client token ids (BERT: [CLS], [SEP]).
+    specials: (Vec<u32>, Vec<u32>),
+    /// Set on SIGTERM/SIGINT: `/health` answers 503 so balancers stop sending, and
+    /// new work is refused (503) while the requests in flight finish.
+    draining: AtomicBool,
+    /// Requests being answered (not counting `/health` and `/metrics`).
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Woken each time a request finishes, for the drain to check `in_flight`.
+    finished: tokio::sync::Notify,
 }
 
 impl App {
@@ -112,6 +149,12 @@ impl App {
         let enc = Arc::new(enc);
         let metrics = Arc::new(Metrics::new());
         let batcher = Batcher::start(enc.clone(), cfg.batch, metrics.clone());
+        let specials = enc.special_tokens().unwrap_or_else(|e| {
+            tracing::warn!(
+                "finding the tokenizer's special tokens: {e}; token-id input is used as given"
+            );
+            (Vec::new(), Vec::new())
+        });
         Arc::new(App {
             enc,
             batcher,
@@ -119,7 +162,27 @@ impl App {
             passages,
             cfg,
             metrics,
+            specials,
+            draining: AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            finished: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Marks the server as draining (`/health` answers 503, new work 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no request is in flight (call after [`App::start_draining`]).
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.finished.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The encoder (to embed the corpus with, before [`App::set_corpus`]).
@@ -133,7 +196,11 @@ impl App {
             return Err(Error::EmptyCorpus);
         }
         let searcher = DenseSearcher::new(&passages, vecs)?;
-        let _ = self.index.set(Index { passages, searcher });
+        let _ = self.index.set(Index {
+            passages,
+            searcher,
+            bm25: OnceLock::new(),
+        });
         Ok(())
     }
 
@@ -141,7 +208,8 @@ impl App {
         self.index.get().is_some()
     }
 
-    /// Tokenises texts (cut to the model's limit, or refused without truncation).
+    /// Tokenises texts (cut to the model's limit, or refused without truncation); the
+    /// caller has checked their number ([`App::check_count`]).
     fn tokenize(
         &self,
         texts: &[&str],
@@ -150,16 +218,11 @@ impl App {
         if texts.is_empty() {
             return Err(ApiError::validation("the input is empty"));
         }
-        if texts.len() > self.cfg.max_client_batch_size {
+        // Blank text embeds to the special tokens alone: a vector that means nothing
+        // (and `/search` refuses a blank query).
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
             return Err(ApiError::validation(format!(
-                "{} inputs; at most {} per request",
-                texts.len(),
-                self.cfg.max_client_batch_size
-            )));
-        }
-        if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-            return Err(ApiError::validation(format!(
-                "input {i} is an empty string"
+                "input {i} is empty or only whitespace"
             )));
         }
         let toks = self
@@ -175,6 +238,17 @@ impl App {
             }
         }
         Ok(toks.into_iter().map(|(ids, _)| ids).collect())
+    }
+
+    /// At most `--max-client-batch-size` inputs per request.
+    fn check_count(&self, n: usize) -> std::result::Result<(), ApiError> {
+        if n > self.cfg.max_client_batch_size {
+            return Err(ApiError::validation(format!(
+                "{n} inputs; at most {} per request",
+                self.cfg.max_client_batch_size
+            )));
+        }
+        Ok(())
     }
 
     /// Embeds token ids through the batching queue.
@@ -193,22 +267,27 @@ impl App {
         })?;
         rx.await
             .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the encoder has stopped"))?
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
+            .map_err(|e| match e {
+                JobError::Expired(waited) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "overloaded: the request waited {} ms for the encoder (--max-queue-wait-ms {}); retry later",
+                        waited.as_millis(),
+                        self.cfg.batch.max_queue_wait.as_millis()
+                    ),
+                ),
+                JobError::Failed(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e),
+            })
     }
 
     /// Token ids given directly (OpenAI's token-array input): each must be a known id
-    /// of the model's vocabulary, within its length limit.
+    /// of the model's vocabulary; the model's special tokens are added where missing
+    /// (as tokenising the text would), and the ids cut to its length limit.
     fn check_ids(&self, ids: Vec<Vec<u32>>) -> std::result::Result<Vec<Vec<u32>>, ApiError> {
         if ids.is_empty() || ids.iter().any(Vec::is_empty) {
             return Err(ApiError::validation("the input is empty"));
         }
-        if ids.len() > self.cfg.max_client_batch_size {
-            return Err(ApiError::validation(format!(
-                "{} inputs; at most {} per request",
-                ids.len(),
-                self.cfg.max_client_batch_size
-            )));
-        }
+        self.check_count(ids.len())?;
         let vocab = self.enc.vocab_size() as u32;
         for (i, seq) in ids.iter().enumerate() {
             if let Some(t) = seq.iter().find(|&&t| t >= vocab) {
@@ -217,13 +296,9 @@ impl App {
                 )));
             }
         }
-        let max = self.enc.max_seq_length;
         Ok(ids
-            .into_iter()
-            .map(|mut s| {
-                s.truncate(max);
-                s
-            })
+            .iter()
+            .map(|s| self.enc.with_special_tokens(s, &self.specials))
             .collect())
     }
 }
@@ -258,14 +333,31 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
+    let openai = route.ends_with("embeddings");
+    let work = route != "/health" && route != "/metrics";
     let resp = match &app.cfg.api_key {
         Some(key) if route != "/health" && !authorized(req.headers(), key) => {
             let e = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key (Authorization: Bearer KEY)",
             );
-            let openai = route.ends_with("embeddings");
             if openai { e.openai() } else { e }.into_response()
+        }
+        _ if work && app.draining.load(Ordering::SeqCst) => {
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down; send the request elsewhere",
+            );
+            let mut r = if openai { e.openai() } else { e }.into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            r
+        }
+        _ if work => {
+            let _guard = InFlight::enter(&app);
+            next.run(req).await
         }
         _ => next.run(req).await,
     };
@@ -280,12 +372,31 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
     resp
 }
 
+/// Counts a request in flight for as long as it lives (also when its client goes away
+/// and the handler is dropped).
+struct InFlight<'a>(&'a App);
+
+impl<'a> InFlight<'a> {
+    fn enter(app: &'a App) -> InFlight<'a> {
+        app.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(app)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.finished.notify_waiters();
+    }
+}
+
+/// `Authorization: Bearer KEY`, the scheme name in any case (RFC 9110 11.1).
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|k| k.trim() == key)
+        .and_then(|v| v.trim_start().split_once(' '))
+        .is_some_and(|(scheme, k)| scheme.eq_ignore_ascii_case("bearer") && k.trim() == key)
 }
 
 /// Reads a body within the size limit (413) and the read timeout (408).
@@ -324,14 +435,16 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
+    let draining = app.draining.load(Ordering::SeqCst);
     let h = Health {
-        ok: app.is_ready(),
+        ok: app.is_ready() && !draining,
         ready: app.is_ready(),
+        draining,
         passages: app.passages,
         model: app.cfg.model_name.clone(),
         bf16: app.enc.model.is_bf16(),
     };
-    let status = if h.ready {
+    let status = if h.ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -386,6 +499,7 @@ async fn search(
             app.cfg.max_k
         )));
     }
+    let calibration = calibration_for(&app, &req)?;
     let candidates = match &req.scope {
         Some(s) => {
             let c = index.searcher.scopes.scope(s);
@@ -396,27 +510,141 @@ async fn search(
         }
         None => index.searcher.scopes.all(),
     };
-    let ids = app.tokenize(&[req.query.as_str()], true)?;
-    let q = app.embed(ids).await?;
-    let hits = index
-        .searcher
-        .top(&q[0], candidates, Some(req.k))
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search: {e}")))?;
+    let depth = match req.mode {
+        SearchMode::Dense => req.k,
+        _ => req.k.max(FUSION_DEPTH),
+    };
+    let dense = if req.mode == SearchMode::Bm25 {
+        Vec::new()
+    } else {
+        let ids = app.tokenize(&[req.query.as_str()], true)?;
+        let q = app.embed(ids).await?;
+        index
+            .searcher
+            .top(&q[0], candidates, Some(depth))
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search: {e}")))?
+    };
+    let lexical = || {
+        index.bm25().search(
+            &uae_core::Query {
+                id: String::new(),
+                text: req.query.clone(),
+                scope: req.scope.clone(),
+                gold: Vec::new(),
+            },
+            Some(depth),
+        )
+    };
+    let mut hits = match req.mode {
+        SearchMode::Dense => dense,
+        SearchMode::Bm25 => lexical(),
+        SearchMode::Hybrid => uae_index::Fusion::default().fuse(&dense, &lexical(), None),
+    };
+    hits.truncate(req.k);
+    let hits = value_hits(&app, index, &req, hits, calibration)?;
     Ok(Json(SearchResponse {
         hits: hits
             .iter()
-            .map(|h| {
+            .map(|(h, v)| {
                 let p = &index.passages[h.passage];
                 SearchHit {
                     id: p.id.clone(),
                     score: h.score,
                     text: p.text.clone(),
                     scope: p.scope.clone(),
+                    expected_utility: v.map(|(u, _)| u),
+                    p_helps: v.map(|(_, p)| p),
                 }
             })
             .collect(),
         took_ms: t.elapsed().as_secs_f64() * 1e3,
     }))
+}
+
+/// A hit and, with a calibration, its (expected utility, p(helps)).
+type Valued = (uae_core::Hit, Option<(f64, f64)>);
+
+/// The calibration a search's hits are valued with: the model's, in dense mode;
+/// filters by value without one (or in another mode) are refused before any work.
+fn calibration_for<'a>(
+    app: &'a App,
+    req: &SearchRequest,
+) -> std::result::Result<Option<&'a uae_eval::calibrate::Calibrator>, ApiError> {
+    let filtering =
+        req.min_utility.is_some() || req.min_p_helps.is_some() || req.max_context_tokens.is_some();
+    match (&app.cfg.calibration, req.mode) {
+        (Some(c), SearchMode::Dense) => Ok(Some(c)),
+        (Some(_), _) if filtering => Err(ApiError::validation(
+            "`min_utility`, `min_p_helps` and `max_context_tokens` apply to dense searches (the calibration maps cosines)",
+        )),
+        (None, _) if filtering => Err(ApiError::validation(
+            "this model has no calibration.json: run `uae calibrate` to filter by expected utility",
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The hits with their calibrated values, filtered by the request's `min_utility`,
+/// `min_p_helps` and `max_context_tokens`.
+fn value_hits(
+    app: &App,
+    index: &Index,
+    req: &SearchRequest,
+    hits: Vec<uae_core::Hit>,
+    calibration: Option<&uae_eval::calibrate::Calibrator>,
+) -> std::result::Result<Vec<Valued>, ApiError> {
+    let mut valued: Vec<Valued> = hits
+        .into_iter()
+        .map(|h| (h, calibration.map(|c| c.predict(h.score))))
+        .collect();
+    if let Some(min) = req.min_utility {
+        valued.retain(|(_, v)| v.is_some_and(|(u, _)| u >= min));
+    }
+    if let Some(min) = req.min_p_helps {
+        valued.retain(|(_, v)| v.is_some_and(|(_, p)| p >= min));
+    }
+    let Some(budget) = req.max_context_tokens else {
+        return Ok(valued);
+    };
+    let texts: Vec<&str> = valued
+        .iter()
+        .map(|(h, _)| index.passages[h.passage].text.as_str())
+        .collect();
+    let lens: Vec<usize> = if texts.is_empty() {
+        Vec::new()
+    } else {
+        app.enc
+            .tokenize(&texts)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .iter()
+            .map(Vec::len)
+            .collect()
+    };
+    let keep = greedy_by_value_per_token(&valued, &lens, budget);
+    Ok(valued
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(v, k)| k.then_some(v))
+        .collect())
+}
+
+/// Which hits a context budget keeps: by expected utility per token, best first,
+/// each that still fits; hits expected to help by nothing are never taken.
+fn greedy_by_value_per_token(valued: &[Valued], lens: &[usize], budget: usize) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..valued.len())
+        .filter(|&i| valued[i].1.is_some_and(|(u, _)| u > 0.0))
+        .collect();
+    let rate = |i: usize| valued[i].1.map_or(0.0, |(u, _)| u) / lens[i].max(1) as f64;
+    order.sort_by(|&a, &b| rate(b).total_cmp(&rate(a)).then(a.cmp(&b)));
+    let mut keep = vec![false; valued.len()];
+    let mut used = 0;
+    for i in order {
+        if used + lens[i] <= budget {
+            used += lens[i];
+            keep[i] = true;
+        }
+    }
+    keep
 }
 
 async fn openai_embeddings(State(app): State<Arc<App>>, body: Body) -> Response {
@@ -437,6 +665,7 @@ async fn openai_inner(app: &App, body: Body) -> std::result::Result<EmbeddingsRe
     let ids = match req.input {
         EmbeddingInput::One(s) => app.tokenize(&[s.as_str()], app.cfg.truncate)?,
         EmbeddingInput::Many(v) => {
+            app.check_count(v.len())?;
             let refs: Vec<&str> = v.iter().map(String::as_str).collect();
             app.tokenize(&refs, app.cfg.truncate)?
         }
@@ -462,7 +691,7 @@ async fn openai_inner(app: &App, body: Body) -> std::result::Result<EmbeddingsRe
                 index,
             })
             .collect(),
-        model: req.model.unwrap_or_else(|| app.cfg.model_name.clone()),
+        model: app.cfg.model_name.clone(),
         usage: Usage {
             prompt_tokens: tokens,
             total_tokens: tokens,
@@ -486,6 +715,7 @@ async fn tei_embed(
         TeiInputs::One(s) => vec![s],
         TeiInputs::Many(v) => v,
     };
+    app.check_count(texts.len())?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let ids = app.tokenize(&refs, req.truncate.unwrap_or(app.cfg.truncate))?;
     let mut vecs = app.embed(ids).await?;
@@ -503,11 +733,13 @@ async fn rerank(
     if req.query.trim().is_empty() {
         return Err(ApiError::validation("`query` is empty"));
     }
-    let mut all: Vec<&str> = vec![req.query.as_str()];
-    all.extend(req.texts.iter().map(String::as_str));
     if req.texts.is_empty() {
         return Err(ApiError::validation("`texts` is empty"));
     }
+    // The limit is on the texts; the query rides along.
+    app.check_count(req.texts.len())?;
+    let mut all: Vec<&str> = vec![req.query.as_str()];
+    all.extend(req.texts.iter().map(String::as_str));
     let ids = app.tokenize(&all, req.truncate.unwrap_or(app.cfg.truncate))?;
     let mut vecs = app.embed(ids).await?;
     vecs.iter_mut().for_each(|v| l2_normalize(v));
@@ -539,6 +771,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// The name a model folder is served under: its last path component (`/info` and
+/// responses must not show the server's local paths).
+pub fn model_name(dir: &std::path::Path) -> String {
+    dir.components()
+        .rev()
+        .find_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "uae".into())
+}
+
 /// Where the corpus comes from and how the server runs: what `uae serve` does.
 pub struct Deployment {
     pub addr: String,
@@ -551,8 +795,10 @@ pub struct Deployment {
 }
 
 /// Binds `d.addr`, serves at once (searches answer 503), embeds the corpus (from the
-/// cache when it can), calls `on_ready` with the bound address, and serves until the
-/// process ends.
+/// cache when it can), calls `on_ready` with the bound address, and serves until
+/// SIGTERM or SIGINT, then drains ([`Listener::serve`]) and returns. A signal during
+/// the corpus embedding ends the process (exit 0) once the drain is over: the
+/// embedding cache is written in pieces, so the next start resumes it.
 pub fn run(
     enc: Encoder,
     d: Deployment,
@@ -561,6 +807,7 @@ pub fn run(
     on_ready: impl FnOnce(&str),
 ) -> std::result::Result<(), RunError> {
     let read_timeout = cfg.read_timeout;
+    let shutdown_timeout = cfg.shutdown_timeout;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(d.workers.max(1))
         .enable_all()
@@ -577,7 +824,28 @@ pub fn run(
         passages = d.passages.len(),
         "bound; embedding the corpus"
     );
-    let server = rt.spawn(listener.serve(router(app.clone()), read_timeout));
+    let drain_app = app.clone();
+    let drain = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing the requests in flight");
+        drain_app.start_draining();
+        drain_app.drained().await;
+    };
+    let serve_app = app.clone();
+    let server = rt.spawn(async move {
+        listener
+            .serve(
+                router(serve_app.clone()),
+                read_timeout,
+                drain,
+                shutdown_timeout,
+            )
+            .await;
+        if !serve_app.is_ready() {
+            tracing::info!("stopped before the corpus was embedded");
+            std::process::exit(0);
+        }
+    });
     std::fs::create_dir_all(&d.cache_dir)
         .map_err(uae_core::Error::io(&d.cache_dir))
         .map_err(uae_search::Error::from)?;
@@ -594,6 +862,35 @@ pub fn run(
     rt.block_on(server)
         .map_err(|e| RunError::Runtime(std::io::Error::other(e)))?;
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }
 
 /// Why [`run`] stopped.
@@ -632,29 +929,50 @@ impl Listener {
         &self.addr
     }
 
-    /// Serves connections until the process ends: each on its own task, headers
-    /// within `header_timeout` or the connection is closed.
-    pub async fn serve(self, router: Router, header_timeout: Duration) {
+    /// Serves connections until `drain` completes: each on its own task, headers
+    /// within `header_timeout` or the connection is closed. Then no connection is
+    /// taken any more, each open one finishes the response it is writing and closes
+    /// (idle keep-alive ones at once), for at most `shutdown_timeout`.
+    pub async fn serve(
+        self,
+        router: Router,
+        header_timeout: Duration,
+        drain: impl std::future::Future<Output = ()>,
+        shutdown_timeout: Duration,
+    ) {
         use hyper_util::rt::{TokioIo, TokioTimer};
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(drain);
         loop {
-            let (stream, _) = match self.listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors, say: back off instead of spinning.
-                    tracing::warn!("accepting a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let (stream, _) = tokio::select! {
+                c = self.listener.accept() => match c {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors, say: back off instead of spinning.
+                        tracing::warn!("accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut drain => break,
             };
             let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = graceful.watch(b.serve_connection(TokioIo::new(stream), svc));
             tokio::spawn(async move {
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout);
-                if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).await {
+                if let Err(e) = conn.await {
                     tracing::debug!("connection: {e}");
                 }
             });
+        }
+        drop(self.listener);
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("drained; stopping"),
+            () = tokio::time::sleep(shutdown_timeout) => {
+                tracing::warn!("connections still open after the {shutdown_timeout:?} shutdown timeout; stopping anyway");
+            }
         }
     }
 }

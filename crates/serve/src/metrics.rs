@@ -1,8 +1,8 @@
 //! Prometheus metrics of the service (`GET /metrics`).
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric, registered in one registry.
@@ -13,6 +13,8 @@ pub struct Metrics {
     pub queue: IntGauge,
     pub batch_requests: Histogram,
     pub batch_tokens: Histogram,
+    /// Requests answered 503 for waiting longer than `--max-queue-wait-ms`.
+    pub expired: IntCounter,
 }
 
 impl Metrics {
@@ -44,12 +46,18 @@ impl Metrics {
                 .buckets(vec![16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0]),
         )
         .expect("static metric definition; this is a bug");
+        let expired = IntCounter::new(
+            "uae_queue_expired_total",
+            "Requests that waited longer than --max-queue-wait-ms (answered 503)",
+        )
+        .expect("static metric definition; this is a bug");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(queue.clone()),
             Box::new(batch_requests.clone()),
             Box::new(batch_tokens.clone()),
+            Box::new(expired.clone()),
         ] {
             registry
                 .register(m)
@@ -62,6 +70,7 @@ impl Metrics {
             queue,
             batch_requests,
             batch_tokens,
+            expired,
         }
     }
 

@@ -31,8 +31,14 @@ pub enum DevSet {
     Retrieval(Collection),
     /// Labelled dev questions (a `uae label` folder), for data without evidence:
     /// each question's candidates ranked by the model, nDCG@10 with the LLM's
-    /// utilities as graded relevance (negative utilities count 0) picks.
-    Utility(Vec<LabeledGroup>),
+    /// utilities as graded relevance (negative utilities count 0) picks; the
+    /// exported model is then calibrated on them (`model/calibration.json`).
+    Utility {
+        dir: PathBuf,
+        groups: Vec<LabeledGroup>,
+    },
+    /// No dev evaluation: the model after the last epoch is the one exported.
+    None,
 }
 
 impl DevSet {
@@ -63,13 +69,17 @@ impl DevSet {
                 path: dir.to_path_buf(),
             });
         }
-        Ok(DevSet::Utility(groups))
+        Ok(DevSet::Utility {
+            dir: dir.to_path_buf(),
+            groups,
+        })
     }
 
     pub fn questions(&self) -> usize {
         match self {
             DevSet::Retrieval(c) => c.queries.len(),
-            DevSet::Utility(g) => g.len(),
+            DevSet::Utility { groups, .. } => groups.len(),
+            DevSet::None => 0,
         }
     }
 }
@@ -115,6 +125,8 @@ pub enum RunError {
     Files(#[from] uae_core::Error),
     #[error(transparent)]
     Train(#[from] Error),
+    #[error("calibrating the trained model: {0}")]
+    Calibrate(uae_search::calibrate::CalibrateError),
 }
 
 /// Dev evaluation and progress, as the trainer's hooks.
@@ -137,17 +149,28 @@ impl Hooks for RunHooks<'_> {
         self.progress.message(&format!("loss {:.4}", log.loss));
     }
 
-    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, BTreeMap<String, f64>)> {
+    fn evaluate(
+        &mut self,
+        enc: &Encoder,
+        epoch: usize,
+    ) -> Result<Option<(f64, BTreeMap<String, f64>)>> {
         match self.dev {
             DevSet::Retrieval(dev) => {
                 let m = dev_metrics(enc, dev)?;
                 tracing::info!(epoch, recall_1 = m.recall_1, map = m.map, "dev");
-                Ok((m.map, metrics_by_name(&m)))
+                Ok(Some((m.map, metrics_by_name(&m))))
             }
-            DevSet::Utility(groups) => {
+            DevSet::Utility { groups, .. } => {
                 let v = utility_ndcg(enc, groups)?;
                 tracing::info!(epoch, utility_ndcg_10 = v, "dev");
-                Ok((v, BTreeMap::from([("utility-ndcg@10".to_string(), v)])))
+                Ok(Some((
+                    v,
+                    BTreeMap::from([("utility-ndcg@10".to_string(), v)]),
+                )))
+            }
+            DevSet::None => {
+                tracing::info!(epoch, "no dev set: keeping the latest model");
+                Ok(None)
             }
         }
     }
@@ -249,7 +272,8 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
     enc.model
         .set_bf16_gemms(r.config.mixed_precision)
         .map_err(base_error)?;
-    std::fs::create_dir_all(&r.out).map_err(uae_core::Error::io(&r.out))?;
+    // One writer per folder: two trainings would overwrite each other's checkpoints.
+    let _lock = uae_core::fs::FolderLock::acquire(&r.out)?;
     // Resuming on other labels would silently train a mixture.
     if let Some(old) = TrainManifest::<serde_json::Value>::read(&r.out)? {
         if old.labels_fingerprint != labels_fp {
@@ -288,6 +312,17 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
     let state = train(&enc, &r.base, &groups, &r.config, &r.out, &mut hooks)?;
     progress.finish();
     write_curves(&r.out)?;
+    // Held-out labels say what the trained model's scores are worth: calibrate it.
+    if let DevSet::Utility { dir, groups } = &r.dev {
+        let model = r.out.join("model");
+        match uae_search::calibrate::calibrate(&model, dir, groups, &model, progress) {
+            Ok(c) => tracing::info!(ece = c.ece, brier = c.brier, "calibrated on the dev labels"),
+            Err(uae_search::calibrate::CalibrateError::TooFew(e)) => {
+                tracing::warn!("not calibrated: {e}")
+            }
+            Err(e) => return Err(RunError::Calibrate(e)),
+        }
+    }
     Ok(state)
 }
 

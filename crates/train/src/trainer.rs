@@ -289,7 +289,12 @@ pub trait Hooks {
     fn on_step(&mut self, _log: &StepLog, _total_steps: u64) {}
     /// Scores the model on dev after an epoch: the metric that picks the best
     /// checkpoint (higher is better) and any other metrics to log beside it.
-    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<(f64, BTreeMap<String, f64>)>;
+    /// `None`: there is no dev set, and the latest model is the one kept.
+    fn evaluate(
+        &mut self,
+        enc: &Encoder,
+        epoch: usize,
+    ) -> Result<Option<(f64, BTreeMap<String, f64>)>>;
 }
 
 /// Runs (or resumes) training into `out`: `out/ckpt-*/` (model, optimizer, state;
@@ -396,7 +401,7 @@ pub fn train(
 }
 
 /// Scores the model on dev, logs it, and exports it to `out/model/` when it is the
-/// best so far. The caller checkpoints right after, so a resumed run never logs an
+/// best so far (without a dev set: every time, so the last model is kept). The caller checkpoints right after, so a resumed run never logs an
 /// evaluation twice (see [`MetricsLine::trim_after`]).
 fn evaluate(
     enc: &Encoder,
@@ -406,7 +411,9 @@ fn evaluate(
     state: &mut TrainState,
     hooks: &mut dyn Hooks,
 ) -> Result<()> {
-    let (metric, detail) = hooks.evaluate(enc, state.epoch)?;
+    let Some((metric, detail)) = hooks.evaluate(enc, state.epoch)? else {
+        return export(enc, base_dir, &out.join("model"));
+    };
     MetricsLine::Dev(DevLog {
         epoch: state.epoch,
         step: state.step,
