@@ -7,6 +7,7 @@ use uae_core::{Error, Result};
 
 /// Which passages are scored for a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum CandidateMode {
     /// Gold evidence + hard negatives (questions with matched evidence only).

@@ -14,12 +14,31 @@ use uae_data::{QaItem, QaSet, Qasper};
 use uae_label::{CandidateMode, LabelConfig};
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct MineBench {
+    /// The base bi-encoder that ranks the dense candidates.
+    #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
     pub encoder: PathBuf,
+    /// Passages in the corpus (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <MineBench as Default>::default().passages, value_parser = uae_core::flags::count()))]
     pub passages: usize,
+    /// Questions mined (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <MineBench as Default>::default().questions, value_parser = uae_core::flags::count()))]
     pub questions: usize,
-    /// Words per passage window.
+    /// Words per passage window (1-400).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <MineBench as Default>::default().words, value_parser = uae_core::flags::count_in(1, 400)))]
     pub words: usize,
+}
+
+impl Default for MineBench {
+    fn default() -> Self {
+        MineBench {
+            encoder: PathBuf::from(uae_search::DEFAULT_ENCODER),
+            passages: 200_000,
+            questions: 10_000,
+            words: 48,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -15,20 +15,46 @@ use uae_data::Qasper;
 use uae_eval::percentile;
 use uae_serve::{App, Listener, ServeConfig};
 
-/// What the load looks like.
+/// What the load looks like, and the server's settings.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ServeBench {
+    /// The bi-encoder folder.
+    #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
     pub model: PathBuf,
-    /// Passages of the test split in the searched corpus (the first ones).
+    /// Test-split passages in the searched corpus (>= 1; the first ones).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <ServeBench as Default>::default().passages, value_parser = uae_core::flags::count()))]
     pub passages: usize,
-    /// Requests per (route, concurrency) row.
+    /// Requests per row (batch rows send a quarter as many) (1-100000).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <ServeBench as Default>::default().requests, value_parser = uae_core::flags::count_in(1, 100_000)))]
     pub requests: usize,
+    /// Concurrency levels, comma separated (each 1-1024).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "1,8,32,64", value_delimiter = ',', value_parser = uae_core::flags::count_in(1, 1024)))]
     pub concurrency: Vec<usize>,
-    /// Token length of each passage in the batch rows.
+    /// Tokens per passage in the batch rows (2-512).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <ServeBench as Default>::default().tokens, value_parser = uae_core::flags::count_in(2, 512)))]
     pub tokens: usize,
-    /// Passages per batch request.
+    /// Passages per batch request (1-512).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <ServeBench as Default>::default().batch, value_parser = uae_core::flags::count_in(1, 512)))]
     pub batch: usize,
+    /// The server's settings: `uae serve`'s flags (its --api-key is not used: the
+    /// bench's server is its own, on loopback).
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub config: ServeConfig,
+}
+
+impl Default for ServeBench {
+    fn default() -> Self {
+        ServeBench {
+            model: PathBuf::from(uae_search::DEFAULT_ENCODER),
+            passages: 2000,
+            requests: 400,
+            concurrency: vec![1, 8, 32, 64],
+            tokens: 128,
+            batch: 32,
+            config: ServeConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -169,7 +195,11 @@ pub fn serve(b: &ServeBench, q: &Qasper) -> Result<ServeReport> {
         "corpus",
         &uae_core::NoProgress,
     )?;
-    let app = App::new(enc, passages.len(), b.config.clone());
+    let config = ServeConfig {
+        api_key: None,
+        ..b.config.clone()
+    };
+    let app = App::new(enc, passages.len(), config);
     app.set_corpus(passages, &vecs)
         .map_err(|e| Error::Invalid {
             what: "bench serve",

@@ -6,6 +6,8 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 use uae_artifacts::labels::{LabeledCandidate, LabeledGroup};
+#[cfg(feature = "cli")]
+use uae_core::flags;
 use uae_data::{Paragraph, Qasper};
 use uae_eval::percentile;
 use uae_lm::LmSource;
@@ -108,14 +110,40 @@ fn invalid(what: &'static str, message: String) -> Error {
 /// `uae bench embed`: `passages` test paragraphs cut to exactly `tokens` ids,
 /// embedded `batch` at a time; the median of `repeats` timed passes after a warm-up.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct EmbedBench {
+    /// The bi-encoder folder.
+    #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
     pub model: PathBuf,
+    /// Run the bi-encoder's projections in bf16 (AMX tiles or AVX512_BF16; an
+    /// error on CPUs with neither).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub bf16: bool,
+    /// Paragraphs embedded per pass (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <EmbedBench as Default>::default().passages, value_parser = flags::count()))]
     pub passages: usize,
-    /// Tokens per passage, [CLS] and [SEP] included (>= 2).
+    /// Tokens per passage, [CLS] and [SEP] included (2-512).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <EmbedBench as Default>::default().tokens, value_parser = flags::count_in(2, 512)))]
     pub tokens: usize,
+    /// Passages per forward pass (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <EmbedBench as Default>::default().batch, value_parser = flags::count()))]
     pub batch: usize,
+    /// Timed repeats after one warm-up pass (1-1000).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <EmbedBench as Default>::default().repeats, value_parser = flags::count_in(1, 1000)))]
     pub repeats: usize,
+}
+
+impl Default for EmbedBench {
+    fn default() -> Self {
+        EmbedBench {
+            model: PathBuf::from(uae_search::DEFAULT_ENCODER),
+            bf16: false,
+            passages: 512,
+            tokens: 128,
+            batch: 32,
+            repeats: 3,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -193,15 +221,48 @@ pub fn embed(b: &EmbedBench, q: &Qasper) -> Result<EmbedReport> {
 /// `uae bench label`: `sequences` test paragraphs cut to `tokens` LLM tokens, the
 /// last `answer` of them scored (LM head on those only), at each batch size.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct LabelBench {
-    pub lm: LmSource,
+    /// The LLM: a GGUF file or an HF safetensors folder.
+    #[cfg_attr(feature = "cli", arg(long, default_value = uae_label::DEFAULT_LM))]
+    pub lm: PathBuf,
+    /// Keep GGUF weights quantised (less memory, ~20x slower prefill on CPU).
+    #[cfg_attr(feature = "cli", arg(long, conflicts_with = "bf16"))]
+    pub quantized: bool,
+    /// Round the weights to bf16 and multiply on AMX tiles or with AVX512_BF16 (an
+    /// error on CPUs with neither).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub bf16: bool,
+    /// Sequences scored per pass (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <LabelBench as Default>::default().sequences, value_parser = flags::count()))]
     pub sequences: usize,
+    /// Tokens per sequence (2-8192).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <LabelBench as Default>::default().tokens, value_parser = flags::count_in(2, 8192)))]
     pub tokens: usize,
-    /// Scored tokens at the end of each sequence (1 ..= tokens - 1).
+    /// Scored tokens at the end of each sequence (1 to --tokens - 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <LabelBench as Default>::default().answer, value_parser = flags::count()))]
     pub answer: usize,
+    /// Batch sizes to measure, comma separated (each >= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "1,8", value_delimiter = ',', value_parser = flags::count()))]
     pub batches: Vec<usize>,
+    /// Timed repeats after one warm-up pass (1-1000).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <LabelBench as Default>::default().repeats, value_parser = flags::count_in(1, 1000)))]
     pub repeats: usize,
+}
+
+impl Default for LabelBench {
+    fn default() -> Self {
+        LabelBench {
+            lm: PathBuf::from(uae_label::DEFAULT_LM),
+            quantized: false,
+            bf16: false,
+            sequences: 32,
+            tokens: 256,
+            answer: 16,
+            batches: vec![1, 8],
+            repeats: 3,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -242,7 +303,11 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
             "--sequences, --repeats and every --batches value must be >= 1".into(),
         ));
     }
-    let model = b.lm.load(b.bf16)?;
+    let src = LmSource {
+        path: b.lm.clone(),
+        quantized: b.quantized,
+    };
+    let model = src.load(b.bf16)?;
     let mut seqs: Vec<Vec<u32>> = Vec::new();
     for p in q.passages() {
         let ids = model.encode(&p.text)?;
@@ -297,7 +362,7 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
     }
     Ok(LabelReport {
         bench: "label",
-        lm: b.lm.path.display().to_string(),
+        lm: b.lm.display().to_string(),
         bf16: b.bf16,
         sequences: b.sequences,
         tokens_per_sequence: b.tokens,
@@ -311,18 +376,51 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
 /// `uae bench train`: optimizer steps at the default shape on real train questions,
 /// each with `candidates` paragraphs of its paper cut to `tokens`, `uae` loss, AdamW.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainBench {
+    /// The bi-encoder folder.
+    #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
     pub model: PathBuf,
+    /// Questions per step (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <TrainBench as Default>::default().questions, value_parser = flags::count()))]
     pub questions: usize,
+    /// Paragraphs per question (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <TrainBench as Default>::default().candidates, value_parser = flags::count()))]
     pub candidates: usize,
+    /// Tokens per paragraph (2-512).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <TrainBench as Default>::default().tokens, value_parser = flags::count_in(2, 512)))]
     pub tokens: usize,
+    /// Timed steps after one warm-up step (1-1000).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <TrainBench as Default>::default().steps, value_parser = flags::count_in(1, 1000)))]
     pub steps: usize,
+    /// Texts per micro-batch (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <TrainBench as Default>::default().micro_batch, value_parser = flags::count()))]
     pub micro_batch: usize,
+    /// GradCache's first pass in bf16 (see `uae train --bf16-first-pass`).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <TrainBench as Default>::default().bf16_first_pass, action = clap::ArgAction::Set))]
     pub bf16_first_pass: bool,
-    /// See [`uae_train::TrainConfig::graph_memory_mb`].
+    /// Memory for graphs kept from the first pass, MiB (see `uae train --graph-memory-mb`).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <TrainBench as Default>::default().graph_memory_mb, value_parser = flags::count_in(0, 1 << 30)))]
     pub graph_memory_mb: usize,
-    /// See [`uae_train::TrainConfig::mixed_precision`].
+    /// bf16 GEMMs with f32 weights and gradients (see `uae train --mixed-precision`).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub mixed_precision: bool,
+}
+
+impl Default for TrainBench {
+    fn default() -> Self {
+        TrainBench {
+            model: PathBuf::from(uae_search::DEFAULT_ENCODER),
+            questions: 16,
+            candidates: 8,
+            tokens: 128,
+            steps: 3,
+            micro_batch: 32,
+            bf16_first_pass: true,
+            graph_memory_mb: uae_train::trainer::DEFAULT_GRAPH_MEMORY_MB,
+            mixed_precision: false,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -476,14 +574,32 @@ pub fn train(b: &TrainBench, q: &Qasper) -> Result<TrainReport> {
 /// server sees them (tokenising included), through the single-query path and, for
 /// comparison, through the batch path with a batch of one.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct QueryBench {
+    /// The bi-encoder folder.
+    #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
     pub model: PathBuf,
-    /// Both paths with the projections in bf16 (the single-query path: bf16 weights,
-    /// f32 activations).
+    /// Run the bi-encoder's projections in bf16 (AMX tiles or AVX512_BF16; an
+    /// error on CPUs with neither).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub bf16: bool,
+    /// Test questions, each embedded alone (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <QueryBench as Default>::default().queries, value_parser = flags::count()))]
     pub queries: usize,
-    /// Timed passes over the questions after one warm-up pass.
+    /// Timed passes over the questions after one warm-up pass (1-100).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = <QueryBench as Default>::default().repeats, value_parser = flags::count_in(1, 100)))]
     pub repeats: usize,
+}
+
+impl Default for QueryBench {
+    fn default() -> Self {
+        QueryBench {
+            model: PathBuf::from(uae_search::DEFAULT_ENCODER),
+            bf16: false,
+            queries: 200,
+            repeats: 1,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

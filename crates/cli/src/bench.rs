@@ -1,7 +1,7 @@
 //! `uae bench`: flags for the `uae-bench` library; each bench prints JSON (the QASPER
 //! table prints markdown) on stdout.
 
-use crate::common::{count, count_in, Bars, DataDir, LmArgs, ENCODER_BF16_HELP};
+use crate::common::{count, count_in, Bars, DataDir, LmArgs};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -18,161 +18,33 @@ pub enum BenchCmd {
     Qasper(QasperArgs),
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).
-    Embed(EmbedArgs),
+    Embed(Bench<EmbedBench>),
     /// Corpus-wide mining at scale: word windows of every QASPER paragraph as an
     /// unscoped corpus, as many questions, each question's dense and BM25 candidates
     /// drawn from the whole corpus (what `uae label --corpus --candidates mined`
     /// runs); seconds and peak memory.
-    Mine(MineBenchArgs),
+    Mine(Bench<uae_bench::mine::MineBench>),
     /// Query latency: real test questions embedded one at a time (tokenising
     /// included) through the single-query path that `uae serve` uses for a lone
     /// short request, next to a batch of one; p50/p95/p99 in ms.
-    Query(QueryBenchArgs),
+    Query(Bench<QueryBench>),
     /// Training-step throughput at the default shape: real train questions, each with
     /// 8 paragraphs of its paper cut to 128 tokens, `uae` loss, AdamW.
-    Train(TrainBenchArgs),
+    Train(Bench<TrainBench>),
     /// Serving under load: the server on a loopback port, a fixed number of requests
     /// at each concurrency; p50/p95/p99 and requests/s for /v1/embeddings (one query;
     /// batches of passages) and /search, next to the offline embedding throughput.
-    Serve(ServeBenchArgs),
+    Serve(Bench<uae_bench::serve::ServeBench>),
     /// LLM scoring throughput: sequences of real QASPER text cut to a fixed length,
     /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
-    Label(LabelBenchArgs),
+    Label(Bench<LabelBench>),
 }
 
+/// A bench's own settings (its library struct) and the QASPER folder it reads.
 #[derive(clap::Args, Debug)]
-pub struct EmbedArgs {
-    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-    pub model: PathBuf,
-    #[arg(long, help = ENCODER_BF16_HELP)]
-    pub bf16: bool,
-    /// Paragraphs embedded per pass (>= 1).
-    #[arg(long, default_value_t = 512, value_parser = count())]
-    pub passages: usize,
-    /// Tokens per passage, [CLS] and [SEP] included (2-512).
-    #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
-    pub tokens: usize,
-    /// Passages per forward pass (>= 1).
-    #[arg(long, default_value_t = 32, value_parser = count())]
-    pub batch: usize,
-    /// Timed repeats after one warm-up pass (1-1000).
-    #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
-    pub repeats: usize,
+pub struct Bench<B: clap::Args> {
     #[command(flatten)]
-    pub data: DataDir,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct MineBenchArgs {
-    /// The base bi-encoder that ranks the dense candidates.
-    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-    pub encoder: PathBuf,
-    /// Passages in the corpus (>= 1).
-    #[arg(long, default_value_t = 200_000, value_parser = count())]
-    pub passages: usize,
-    /// Questions mined (>= 1).
-    #[arg(long, default_value_t = 10_000, value_parser = count())]
-    pub questions: usize,
-    /// Words per passage window (1-400).
-    #[arg(long, default_value_t = 48, value_parser = count_in(1, 400))]
-    pub words: usize,
-    #[command(flatten)]
-    pub data: DataDir,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct QueryBenchArgs {
-    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-    pub model: PathBuf,
-    #[arg(long, help = ENCODER_BF16_HELP)]
-    pub bf16: bool,
-    /// Test questions, each embedded alone (>= 1).
-    #[arg(long, default_value_t = 200, value_parser = count())]
-    pub queries: usize,
-    /// Timed passes over the questions after one warm-up pass (1-100).
-    #[arg(long, default_value_t = 1, value_parser = count_in(1, 100))]
-    pub repeats: usize,
-    #[command(flatten)]
-    pub data: DataDir,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct TrainBenchArgs {
-    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-    pub model: PathBuf,
-    /// Questions per step (>= 1).
-    #[arg(long, default_value_t = 16, value_parser = count())]
-    pub questions: usize,
-    /// Paragraphs per question (>= 1).
-    #[arg(long, default_value_t = 8, value_parser = count())]
-    pub candidates: usize,
-    /// Tokens per paragraph (2-512).
-    #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
-    pub tokens: usize,
-    /// Timed steps after one warm-up step (1-1000).
-    #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
-    pub steps: usize,
-    /// Texts per micro-batch (>= 1).
-    #[arg(long, default_value_t = 32, value_parser = count())]
-    pub micro_batch: usize,
-    /// GradCache's first pass in bf16 (see `uae train --bf16-first-pass`).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub bf16_first_pass: bool,
-    /// Memory for graphs kept from the first pass, MiB (see `uae train --graph-memory-mb`).
-    #[arg(long, default_value_t = uae_train::trainer::DEFAULT_GRAPH_MEMORY_MB, value_parser = count_in(0, 1 << 30))]
-    pub graph_memory_mb: usize,
-    /// bf16 GEMMs with f32 weights and gradients (see `uae train --mixed-precision`).
-    #[arg(long)]
-    pub mixed_precision: bool,
-    #[command(flatten)]
-    pub data: DataDir,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ServeBenchArgs {
-    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-    pub model: PathBuf,
-    /// Test-split passages in the searched corpus (>= 1).
-    #[arg(long, default_value_t = 2000, value_parser = count())]
-    pub passages: usize,
-    /// Requests per row (batch rows send a quarter as many) (1-100000).
-    #[arg(long, default_value_t = 400, value_parser = count_in(1, 100_000))]
-    pub requests: usize,
-    /// Concurrency levels, comma separated (each 1-1024).
-    #[arg(long, default_value = "1,8,32,64", value_delimiter = ',', value_parser = count_in(1, 1024))]
-    pub concurrency: Vec<usize>,
-    /// Tokens per passage in the batch rows (2-512).
-    #[arg(long, default_value_t = 128, value_parser = count_in(2, 512))]
-    pub tokens: usize,
-    /// Passages per batch request (1-512).
-    #[arg(long, default_value_t = 32, value_parser = count_in(1, 512))]
-    pub batch: usize,
-    /// The server's --max-batch-requests (most requests in one model pass; >= 1).
-    #[arg(long, default_value_t = uae_serve::ServeConfig::default().batch.max_batch_requests, value_parser = count())]
-    pub max_batch_requests: usize,
-    #[command(flatten)]
-    pub data: DataDir,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct LabelBenchArgs {
-    #[command(flatten)]
-    pub lm: LmArgs,
-    /// Sequences scored per pass (>= 1).
-    #[arg(long, default_value_t = 32, value_parser = count())]
-    pub sequences: usize,
-    /// Tokens per sequence (2-8192).
-    #[arg(long, default_value_t = 256, value_parser = count_in(2, 8192))]
-    pub tokens: usize,
-    /// Scored tokens at the end of each sequence (1 to --tokens - 1).
-    #[arg(long, default_value_t = 16, value_parser = count())]
-    pub answer: usize,
-    /// Batch sizes to measure, comma separated (each >= 1).
-    #[arg(long, default_value = "1,8", value_delimiter = ',', value_parser = count())]
-    pub batches: Vec<usize>,
-    /// Timed repeats after one warm-up pass (1-1000).
-    #[arg(long, default_value_t = 3, value_parser = count_in(1, 1000))]
-    pub repeats: usize,
+    pub bench: B,
     #[command(flatten)]
     pub data: DataDir,
 }
@@ -292,82 +164,87 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             println!("{}", report.markdown);
             Ok(())
         }
-        BenchCmd::Embed(a) => {
-            let b = EmbedBench {
-                model: a.model,
-                bf16: a.bf16,
-                passages: a.passages,
-                tokens: a.tokens,
-                batch: a.batch,
-                repeats: a.repeats,
-            };
-            print_json(&uae_bench::speed::embed(&b, &a.data.load(Split::Test)?)?)
-        }
+        BenchCmd::Embed(a) => print_json(&uae_bench::speed::embed(
+            &a.bench,
+            &a.data.load(Split::Test)?,
+        )?),
         BenchCmd::Mine(a) => {
-            let b = uae_bench::mine::MineBench {
-                encoder: a.encoder,
-                passages: a.passages,
-                questions: a.questions,
-                words: a.words,
-            };
-            let splits = [
-                a.data.load(Split::Train)?,
-                a.data.load(Split::Dev)?,
-                a.data.load(Split::Test)?,
-            ];
-            print_json(&uae_bench::mine::mine(&b, &splits, &Bars::default())?)
+            let splits = [Split::Train, Split::Dev, Split::Test].map(|s| a.data.load(s));
+            let [train, dev, test] = splits;
+            print_json(&uae_bench::mine::mine(
+                &a.bench,
+                &[train?, dev?, test?],
+                &Bars::default(),
+            )?)
         }
-        BenchCmd::Query(a) => {
-            let b = QueryBench {
-                model: a.model,
-                bf16: a.bf16,
-                queries: a.queries,
-                repeats: a.repeats,
-            };
-            print_json(&uae_bench::speed::query(&b, &a.data.load(Split::Test)?)?)
+        BenchCmd::Query(a) => print_json(&uae_bench::speed::query(
+            &a.bench,
+            &a.data.load(Split::Test)?,
+        )?),
+        BenchCmd::Train(a) => print_json(&uae_bench::speed::train(
+            &a.bench,
+            &a.data.load(Split::Train)?,
+        )?),
+        BenchCmd::Serve(a) => print_json(&uae_bench::serve::serve(
+            &a.bench,
+            &a.data.load(Split::Test)?,
+        )?),
+        BenchCmd::Label(a) => print_json(&uae_bench::speed::label(
+            &a.bench,
+            &a.data.load(Split::Test)?,
+        )?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BenchCmd;
+    use clap::Parser;
+
+    fn bench(args: &[&str]) -> BenchCmd {
+        let cli = crate::Cli::try_parse_from(["uae", "bench"].iter().chain(args)).unwrap();
+        let crate::Cmd::Bench(b) = cli.cmd else {
+            panic!("not bench")
+        };
+        b
+    }
+
+    #[test]
+    fn flag_defaults_are_the_benches_defaults() {
+        let d = |x: &dyn std::fmt::Debug| format!("{x:?}");
+        match bench(&["embed"]) {
+            BenchCmd::Embed(a) => {
+                assert_eq!(d(&a.bench), d(&uae_bench::speed::EmbedBench::default()))
+            }
+            _ => panic!(),
         }
-        BenchCmd::Train(a) => {
-            let b = TrainBench {
-                model: a.model,
-                questions: a.questions,
-                candidates: a.candidates,
-                tokens: a.tokens,
-                steps: a.steps,
-                micro_batch: a.micro_batch,
-                bf16_first_pass: a.bf16_first_pass,
-                graph_memory_mb: a.graph_memory_mb,
-                mixed_precision: a.mixed_precision,
-            };
-            print_json(&uae_bench::speed::train(&b, &a.data.load(Split::Train)?)?)
+        match bench(&["query"]) {
+            BenchCmd::Query(a) => {
+                assert_eq!(d(&a.bench), d(&uae_bench::speed::QueryBench::default()))
+            }
+            _ => panic!(),
         }
-        BenchCmd::Serve(a) => {
-            let mut config = uae_serve::ServeConfig {
-                model_name: uae_serve::model_name(&a.model),
-                ..Default::default()
-            };
-            config.batch.max_batch_requests = a.max_batch_requests;
-            let b = uae_bench::serve::ServeBench {
-                model: a.model,
-                passages: a.passages,
-                requests: a.requests,
-                concurrency: a.concurrency,
-                tokens: a.tokens,
-                batch: a.batch,
-                config,
-            };
-            print_json(&uae_bench::serve::serve(&b, &a.data.load(Split::Test)?)?)
+        match bench(&["train"]) {
+            BenchCmd::Train(a) => {
+                assert_eq!(d(&a.bench), d(&uae_bench::speed::TrainBench::default()))
+            }
+            _ => panic!(),
         }
-        BenchCmd::Label(a) => {
-            let b = LabelBench {
-                lm: a.lm.source(),
-                bf16: a.lm.bf16,
-                sequences: a.sequences,
-                tokens: a.tokens,
-                answer: a.answer,
-                batches: a.batches,
-                repeats: a.repeats,
-            };
-            print_json(&uae_bench::speed::label(&b, &a.data.load(Split::Test)?)?)
+        match bench(&["label"]) {
+            BenchCmd::Label(a) => {
+                assert_eq!(d(&a.bench), d(&uae_bench::speed::LabelBench::default()))
+            }
+            _ => panic!(),
+        }
+        match bench(&["serve"]) {
+            BenchCmd::Serve(a) => {
+                assert_eq!(d(&a.bench), d(&uae_bench::serve::ServeBench::default()))
+            }
+            _ => panic!(),
+        }
+        match bench(&["mine"]) {
+            BenchCmd::Mine(a) => assert_eq!(d(&a.bench), d(&uae_bench::mine::MineBench::default())),
+            _ => panic!(),
         }
     }
 }

@@ -1,8 +1,8 @@
-//! What subcommands share: the data folder and LLM flags, flag-value parsers with
-//! ranges, and progress bars (the binary's side of `uae_core::Progress`).
+//! What subcommands share: the data folder, LLM and model-and-corpus flags, and
+//! progress bars (the binary's side of `uae_core::Progress`). Flag-value parsers live
+//! in `uae_core::flags`, beside the library configs that use them.
 
 use anyhow::{Context, Result};
-use clap::builder::RangedU64ValueParser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,12 +48,6 @@ impl LmArgs {
             quantized: self.quantized,
         }
     }
-
-    pub fn load(&self) -> Result<uae_lm::CausalLm> {
-        self.source()
-            .load(self.bf16)
-            .with_context(|| format!("loading the LLM {}", self.lm.display()))
-    }
 }
 
 /// `--model`, `--bf16`, `--corpus`/`--split`: a bi-encoder and the passages it
@@ -98,65 +92,7 @@ pub const ENCODER_BF16_HELP: &str = "Run the bi-encoder's projections in bf16 on
 (Intel Sapphire Rapids or later) or with AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake or \
 later): faster, cosine >= 0.9999 to f32 on the fixtures";
 
-/// A library enum by its serde name (the names `--help` lists), so flags need no
-/// mirror enums: `value_parser = named::<LossKind>(&["uae", "kl"])`.
-pub fn named<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
-where
-    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
-{
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(names)
-        .try_map(|s: String| serde_json::from_value::<T>(serde_json::Value::String(s)))
-}
-
-/// A count of at least 1 (`--batch`, `--epochs`, ...): 0 would divide by zero, loop
-/// forever or silently mean something else. [`count_in`]`(0, ..)` where 0 means none.
-pub fn count() -> RangedU64ValueParser<usize> {
-    count_in(1, u32::MAX as u64)
-}
-
-/// A count in `lo..=hi`.
-pub fn count_in(lo: u64, hi: u64) -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::<usize>::new().range(lo..=hi)
-}
-
-/// A finite number in `[lo, hi]`, `lo` itself allowed or not.
-pub(crate) fn float_in(s: &str, lo: f32, lo_ok: bool, hi: f32) -> std::result::Result<f32, String> {
-    let v: f32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
-    let above = if lo_ok { v >= lo } else { v > lo };
-    if v.is_finite() && above && v <= hi {
-        Ok(v)
-    } else {
-        let op = if lo_ok { ">=" } else { ">" };
-        Err(format!(
-            "`{s}` must be a finite number {op} {lo} and <= {hi}"
-        ))
-    }
-}
-
-/// A finite number > 0 (learning rates, temperatures, GFLOP/s).
-pub fn positive(s: &str) -> std::result::Result<f32, String> {
-    float_in(s, 0.0, false, f32::MAX)
-}
-
-/// A finite number in [0, 1].
-pub fn unit_interval(s: &str) -> std::result::Result<f32, String> {
-    float_in(s, 0.0, true, 1.0)
-}
-
-/// Any finite number (utilities in nats may be negative).
-pub fn finite(s: &str) -> std::result::Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("`{s}` must be a finite number")),
-        Err(e) => Err(format!("`{s}`: {e}")),
-    }
-}
-
-/// A finite number >= 0.
-pub fn non_negative(s: &str) -> std::result::Result<f32, String> {
-    float_in(s, 0.0, true, f32::MAX)
-}
+pub use uae_core::flags::{count, count_in};
 
 /// A progress bar on stderr with rate and ETA. When stderr is not a terminal (a job
 /// under `nohup`), indicatif draws nothing, so a log line is written every 30 s instead.

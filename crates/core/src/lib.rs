@@ -7,6 +7,8 @@
 //! ([`progress`]) through which libraries report long work.
 
 pub mod error;
+#[cfg(feature = "cli")]
+pub mod flags;
 pub mod fs;
 pub mod hash;
 pub mod lines;

@@ -7,6 +7,7 @@ mod error;
 mod io;
 mod qa;
 mod qasper;
+mod source;
 
 pub use beir::load_beir;
 pub use corpus::{read_corpus, read_corpus_jsonl};
@@ -16,6 +17,9 @@ pub use qa::{QaItem, QaSet, SkippedRow, MAX_QA_TEXT_BYTES};
 pub use qasper::{
     default_data_dir, Answer, AnswerKind, Paper, Paragraph, Qasper, QasperStats, Question, Split,
 };
+pub use source::Source;
+#[cfg(feature = "cli")]
+pub use source::SourceArgs;
 
 use uae_core::{Passage, Query};
 

@@ -208,7 +208,7 @@ impl QaSet {
 }
 
 /// A questions file's set name: its file name without the extension.
-fn set_name(questions: &Path) -> String {
+pub(crate) fn set_name(questions: &Path) -> String {
     questions
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

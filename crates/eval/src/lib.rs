@@ -10,6 +10,11 @@ use std::io::Write;
 use std::path::Path;
 use uae_core::{Hit, Passage, Query};
 
+/// The ranking file of an evaluation folder (TREC run format).
+pub const RUN_FILE: &str = "run.trec";
+/// The judgements of an evaluation folder (TREC qrels format).
+pub const QRELS_FILE: &str = "qrels.trec";
+
 pub mod calibrate;
 pub mod compare;
 pub mod f1;
@@ -257,9 +262,9 @@ pub fn write_trec(
                 .collect(),
         })
         .collect();
-    write_run(&dir.join("run.trec"), tag, &entries)?;
+    write_run(&dir.join(RUN_FILE), tag, &entries)?;
     write_qrels(
-        &dir.join("qrels.trec"),
+        &dir.join(QRELS_FILE),
         queries
             .iter()
             .filter(|q| !q.gold.is_empty())

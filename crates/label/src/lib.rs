@@ -11,6 +11,7 @@
 pub mod export;
 pub mod merge;
 pub mod mine;
+mod options;
 mod prompt;
 mod ranking;
 pub mod remote;
@@ -18,8 +19,9 @@ mod run;
 mod score;
 
 pub use mine::{mine, mine_all};
+pub use options::{label as label_command, LabelOptions, LabelTarget, Llm};
 pub use prompt::{PromptFormat, TemplateChoice};
-pub use ranking::{comparable, retrieved_utilities, Ranking, UTILITY_METRICS};
+pub use ranking::Ranking;
 pub use remote::{RemoteLm, RemoteOptions};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};
 pub use score::{label, score_key, Job, LmSource, Record, Scorer};

@@ -31,6 +31,17 @@ impl std::str::FromStr for TemplateChoice {
     }
 }
 
+impl std::fmt::Display for TemplateChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateChoice::Auto => f.write_str("auto"),
+            TemplateChoice::Chatml => f.write_str("chatml"),
+            TemplateChoice::Plain => f.write_str("plain"),
+            TemplateChoice::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// A resolved prompt layout: what the manifest records, and what renders prompts.
 #[derive(Debug, Clone)]
 pub struct PromptFormat {

@@ -21,6 +21,7 @@ pub fn limit_queries(coll: &mut Collection, n: usize) {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum RetrieverKind {
     Bm25,
@@ -96,6 +97,10 @@ pub struct EvalReport {
 
 impl EvalReport {
     pub const FILE: &'static str = "report.json";
+    /// The folder's ranking, beside the report.
+    pub const RUN: &'static str = uae_eval::RUN_FILE;
+    /// The folder's judgements, beside the report.
+    pub const QRELS: &'static str = uae_eval::QRELS_FILE;
 
     /// The report in `dir`, if `uae eval` wrote one there.
     pub fn read(dir: &Path) -> Result<Option<EvalReport>> {

@@ -6,10 +6,13 @@
 //! Used by label mining, training's dev evaluation, `uae eval`, the QASPER
 //! benchmark and the server, so all of them rank the same way.
 
+pub mod compare;
 mod evaluate;
+mod options;
 
 pub mod calibrate;
 pub use evaluate::{evaluate, limit_queries, EvalReport, Retriever, RetrieverKind};
+pub use options::{EvalOptions, FusionKind};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,6 +38,8 @@ pub enum Error {
     Files(#[from] uae_core::Error),
     #[error(transparent)]
     Eval(#[from] uae_eval::Error),
+    #[error("{0}")]
+    Compare(String),
     #[error("{collection}: none of its {queries} questions has a relevant passage (`positives`, qrels), so there is nothing to score")]
     NothingToEvaluate { collection: String, queries: usize },
 }

@@ -90,25 +90,53 @@ impl PathChoice {
     }
 }
 
-/// Batching limits.
+/// Batching limits (`uae serve`'s flags with the `cli` feature).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct BatchLimits {
-    /// Most (unpadded) tokens taken into one model pass.
+    /// Most tokens in one model pass across batched requests (>= 1; unpadded).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_batch_tokens, value_parser = uae_core::flags::count()))]
     pub max_batch_tokens: usize,
-    /// Most requests taken into one model pass.
+    /// Most requests in one model pass (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_batch_requests, value_parser = uae_core::flags::count()))]
     pub max_batch_requests: usize,
-    /// Most requests waiting; more are refused (429).
+    /// Most requests waiting for the encoder (1-100000); more get 429.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_concurrent_requests, value_parser = uae_core::flags::count_in(1, 100_000)))]
     pub max_concurrent_requests: usize,
-    /// Longest a request may wait in the queue: one that waited longer when the
-    /// encoder reaches it is answered [`JobError::Expired`] (503 with Retry-After)
-    /// instead of being embedded late, so that latency stays bounded under load.
-    pub max_queue_wait: Duration,
+    /// Milliseconds a request may wait for the encoder (1-3600000); one that waited
+    /// longer gets 503 with `Retry-After` ([`JobError::Expired`]) instead of a late
+    /// answer, so that latency stays bounded when more arrives than the CPU can embed.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_queue_wait_ms, value_parser = uae_core::flags::u64_in(1, 3_600_000)))]
+    pub max_queue_wait_ms: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_batch_tokens: 16384,
+            max_batch_requests: 64,
+            max_concurrent_requests: 512,
+            max_queue_wait_ms: 2_000,
+        }
+    }
+}
+
+impl BatchLimits {
+    /// [`BatchLimits::max_queue_wait_ms`] as a duration.
+    pub fn max_queue_wait(&self) -> Duration {
+        Duration::from_millis(self.max_queue_wait_ms)
+    }
+}
+
+#[cfg(feature = "cli")]
+fn d() -> BatchLimits {
+    BatchLimits::default()
 }
 
 /// Why a job got no vectors.
 #[derive(Debug, Clone)]
 pub enum JobError {
-    /// It waited longer than [`BatchLimits::max_queue_wait`].
+    /// It waited longer than [`BatchLimits::max_queue_wait_ms`].
     Expired(Duration),
     /// The model pass failed.
     Failed(String),
@@ -201,7 +229,7 @@ fn run(
         let mut jobs = Vec::with_capacity(taken.len());
         for j in taken {
             let waited = j.queued.elapsed();
-            if waited > limits.max_queue_wait {
+            if waited > limits.max_queue_wait() {
                 metrics.expired.inc();
                 tokens -= j.ids.iter().map(Vec::len).sum::<usize>();
                 let _ = j.reply.send(Err(JobError::Expired(waited)));

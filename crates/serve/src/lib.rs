@@ -35,6 +35,8 @@ use metrics::Metrics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+#[cfg(feature = "cli")]
+use uae_core::flags;
 use uae_core::Passage;
 use uae_encoder::Encoder;
 use uae_search::DenseSearcher;
@@ -55,30 +57,45 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Server limits and settings.
+/// Server limits and settings. With the `cli` feature they are `uae serve`'s flags:
+/// each field's doc is its `--help`, every default is [`ServeConfig::default`]'s.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ServeConfig {
-    /// The model's name in responses and `/info`.
+    /// The model's name in responses and `/info` (`uae serve --served-model-name`).
+    #[cfg_attr(feature = "cli", arg(skip = d().model_name))]
     pub model_name: String,
-    /// Largest `k` a search may ask for.
+    /// Largest `k` a search may ask for (>= 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_k, value_parser = flags::count()))]
     pub max_k: usize,
-    /// Largest request body, bytes (413 beyond).
+    /// Largest request body in bytes (>= 1; 413 beyond; TEI's default).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().payload_limit, value_parser = flags::count()))]
     pub payload_limit: usize,
-    /// Most inputs in one request (422 beyond).
+    /// Most inputs in one request (>= 1; 422 beyond).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_client_batch_size, value_parser = flags::count()))]
     pub max_client_batch_size: usize,
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub batch: BatchLimits,
     /// Cut inputs longer than the model's limit (else 422).
+    #[cfg_attr(feature = "cli", arg(long = "no-truncate", action = clap::ArgAction::SetFalse, help = "Refuse inputs longer than the model's limit (422) instead of cutting them"))]
     pub truncate: bool,
-    /// Requests must carry `Authorization: Bearer KEY` (all routes but `/health`).
+    /// Require `Authorization: Bearer KEY` on every route but /health (401 otherwise).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "UAE_API_KEY", hide_env_values = true)
+    )]
     pub api_key: Option<String>,
-    /// Time allowed for a request's headers (then the connection is closed) and for
-    /// its body (then 408).
-    pub read_timeout: Duration,
-    /// On SIGTERM/SIGINT, how long requests in flight may take to finish before the
-    /// server exits anyway.
-    pub shutdown_timeout: Duration,
+    /// Milliseconds a client has to send a request's headers (then the connection
+    /// closes) and its body (then 408) (1-3600000).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().read_timeout_ms, value_parser = flags::u64_in(1, 3_600_000)))]
+    pub read_timeout_ms: u64,
+    /// Seconds requests in flight may take to finish after SIGTERM/SIGINT (0-3600);
+    /// meanwhile /health answers 503 and new work 503, then the server exits 0.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().shutdown_timeout, value_parser = flags::u64_in(0, 3_600)))]
+    pub shutdown_timeout: u64,
     /// The model's calibration (`calibration.json` in its folder): dense hits then
     /// carry expected utility and p(helps), and searches may filter on them.
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub calibration: Option<uae_eval::calibrate::Calibrator>,
 }
 
@@ -89,19 +106,32 @@ impl Default for ServeConfig {
             max_k: 1000,
             payload_limit: 2_000_000,
             max_client_batch_size: 512,
-            batch: BatchLimits {
-                max_batch_tokens: 16384,
-                max_batch_requests: 64,
-                max_concurrent_requests: 512,
-                max_queue_wait: Duration::from_secs(2),
-            },
+            batch: BatchLimits::default(),
             truncate: true,
             api_key: None,
-            read_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(30),
+            read_timeout_ms: 10_000,
+            shutdown_timeout: 30,
             calibration: None,
         }
     }
+}
+
+impl ServeConfig {
+    /// [`ServeConfig::read_timeout_ms`] as a duration.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
+    /// [`ServeConfig::shutdown_timeout`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
+}
+
+/// The defaults, for the flags' `default_value_t`.
+#[cfg(feature = "cli")]
+fn d() -> ServeConfig {
+    ServeConfig::default()
 }
 
 struct Index {
@@ -273,7 +303,7 @@ impl App {
                     format!(
                         "overloaded: the request waited {} ms for the encoder (--max-queue-wait-ms {}); retry later",
                         waited.as_millis(),
-                        self.cfg.batch.max_queue_wait.as_millis()
+                        self.cfg.batch.max_queue_wait_ms
                     ),
                 ),
                 JobError::Failed(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -402,10 +432,13 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
 /// Reads a body within the size limit (413) and the read timeout (408).
 async fn read_body(app: &App, body: Body) -> std::result::Result<Bytes, ApiError> {
     let limit = app.cfg.payload_limit;
-    match tokio::time::timeout(app.cfg.read_timeout, axum::body::to_bytes(body, limit)).await {
+    match tokio::time::timeout(app.cfg.read_timeout(), axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            format!("the body did not arrive within {:?}", app.cfg.read_timeout),
+            format!(
+                "the body did not arrive within {:?}",
+                app.cfg.read_timeout()
+            ),
         )),
         Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
@@ -806,8 +839,8 @@ pub fn run(
     progress: &(dyn uae_core::Progress + Send),
     on_ready: impl FnOnce(&str),
 ) -> std::result::Result<(), RunError> {
-    let read_timeout = cfg.read_timeout;
-    let shutdown_timeout = cfg.shutdown_timeout;
+    let read_timeout = cfg.read_timeout();
+    let shutdown_timeout = cfg.shutdown_grace();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(d.workers.max(1))
         .enable_all()

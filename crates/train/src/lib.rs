@@ -9,7 +9,8 @@ pub mod trainer;
 pub use loss::{batch_loss, Batch, LossKind, LossParams, UtilityNorm};
 pub use optim::{linear_schedule, AdamW, AdamWConfig};
 pub use run::{
-    answer_match, dev_metrics, run, utility_ndcg, write_curves, DevSet, RunError, TrainRun,
+    answer_match, dev_metrics, run, utility_ndcg, write_curves, DevChoice, DevSet, RunError,
+    TrainRun,
 };
 pub use trainer::{
     epoch_order, export, interpolate, train, Hooks, Positives, StepLog, TrainConfig, TrainState,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which objective to train with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
     /// Utility-modulated InfoNCE: -sum_{j in C_i} pi_ij log softmax_{C_i u B_i}(s_i)_j.
@@ -39,6 +40,7 @@ pub enum LossKind {
 /// of different questions live on different scales: a long answer's mean NLL moves
 /// less than a short one's, so one `tau_u` is sharp for some and flat for others.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum UtilityNorm {
     /// The utilities in nats, as labelled.

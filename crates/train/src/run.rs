@@ -25,6 +25,65 @@ pub struct TrainRun {
     pub dev: DevSet,
 }
 
+/// Which dev data chooses the best model (`uae train`'s dev flags with the `cli`
+/// feature); [`DevChoice::resolve`] is the policy.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct DevChoice {
+    /// Evaluate on the first N dev questions only (>= 1; default: all).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = uae_core::flags::count()))]
+    pub dev_limit: Option<usize>,
+    /// Your own dev questions (JSONL with `positives`) over --corpus: the best model
+    /// is chosen by their MAP. Default: QASPER dev for labels of QASPER; for labels
+    /// of your own corpus, no dev evaluation (the last model is kept) unless this or
+    /// --dev-labels names one.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, requires = "corpus", conflicts_with = "dev_labels")
+    )]
+    pub dev_questions: Option<PathBuf>,
+    /// The corpus of --dev-questions (JSONL or a BEIR folder).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub corpus: Option<PathBuf>,
+    /// A labelled dev set (a `uae label` folder of held-out questions), for data
+    /// without evidence: the best model is chosen by nDCG@10 of each question's
+    /// candidates ranked by the model, the LLM's utilities as graded relevance; the
+    /// exported model is then calibrated on it (model/calibration.json, see `uae
+    /// calibrate`).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub dev_labels: Option<PathBuf>,
+}
+
+impl DevChoice {
+    /// The dev set: `--dev-labels`, else `--dev-questions` over `--corpus`, else none
+    /// for labels of your own corpus (QASPER dev says nothing about it), else QASPER
+    /// dev from `qasper_dir`.
+    pub fn resolve(
+        &self,
+        labels: &Path,
+        qasper_dir: &Path,
+    ) -> std::result::Result<DevSet, RunError> {
+        let source = match (&self.dev_labels, &self.dev_questions, &self.corpus) {
+            (Some(dir), ..) => return DevSet::utility(dir, self.dev_limit),
+            (None, Some(q), Some(c)) => uae_data::Source::Files {
+                corpus: c.clone(),
+                questions: q.clone(),
+            },
+            _ if uae_artifacts::labels::LabelManifest::names_own_corpus(labels)? => {
+                tracing::warn!(
+                    "no --dev-questions or --dev-labels: no dev evaluation, the model after the last epoch is kept"
+                );
+                return Ok(DevSet::None);
+            }
+            _ => uae_data::Source::Qasper {
+                dir: qasper_dir.to_path_buf(),
+                split: uae_data::Split::Dev,
+            },
+        };
+        DevSet::retrieval(source.collection()?, self.dev_limit)
+    }
+}
+
 /// Dev data for choosing the best model.
 pub enum DevSet {
     /// Questions with positives over a corpus: retrieval metrics, MAP picks.
@@ -125,6 +184,8 @@ pub enum RunError {
     Files(#[from] uae_core::Error),
     #[error(transparent)]
     Train(#[from] Error),
+    #[error("dev data: {0}")]
+    DevData(#[from] uae_data::Error),
     #[error("calibrating the trained model: {0}")]
     Calibrate(uae_search::calibrate::CalibrateError),
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use uae_artifacts::labels::LabeledGroup;
 pub use uae_artifacts::train::StepLog;
 use uae_artifacts::train::{DevLog, MetricsLine};
+#[cfg(feature = "cli")]
+use uae_core::flags;
 use uae_encoder::Encoder;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,75 +54,132 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Training hyper-parameters (written to the checkpoint and `manifest.json`).
+/// Training hyper-parameters (written to the checkpoint and `manifest.json`). With the
+/// `cli` feature they are `uae train`'s flags: each field's doc is its `--help`, and
+/// every default is [`TrainConfig::default`]'s.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainConfig {
+    /// `uae` (utility-modulated InfoNCE: the utility softmax as soft targets,
+    /// in-batch negatives), `uae-listwise` (each candidate a positive weighted by its
+    /// utility share, against lower-utility ones), `kl` (KL of the utility and
+    /// similarity distributions over the candidates), `infonce` (positives only,
+    /// no LLM signal: the ablation), `hybrid` (`uae` whose target puts
+    /// --gold-weight of the mass on the positives, the rest on the utility softmax)
+    /// or `margin-mse` (each pair of a question's candidates: the similarity margin
+    /// regressed on the utility margin over --tau-u; no in-batch negatives).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().loss))]
     pub loss: LossKind,
+    /// Passes over the labels (1-1000).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().epochs, value_parser = flags::count_in(1, 1000)))]
     pub epochs: usize,
-    /// Questions per optimizer step (their candidates are each other's negatives).
+    /// Questions per optimizer step (>= 1); their candidates are each other's
+    /// negatives.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().batch_questions, value_parser = flags::count()))]
     pub batch_questions: usize,
-    /// Most candidates per question (highest utility kept).
+    /// Most candidates per question (>= 1; the highest-utility ones are kept).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_candidates, value_parser = flags::count()))]
     pub max_candidates: usize,
-    /// Texts per forward/backward micro-batch (bounds memory).
+    /// Texts per forward/backward micro-batch (>= 1; the memory bound).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().micro_batch, value_parser = flags::count()))]
     pub micro_batch: usize,
     /// Passage truncation for training, in encoder tokens.
+    #[cfg_attr(feature = "cli", arg(skip = d().max_passage_tokens))]
     pub max_passage_tokens: usize,
+    /// Peak learning rate (> 0; linear warm-up over 10% of steps, then linear decay).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().lr, value_parser = flags::positive))]
     pub lr: f32,
+    #[cfg_attr(feature = "cli", arg(skip = d().warmup_fraction))]
     pub warmup_fraction: f32,
+    #[cfg_attr(feature = "cli", arg(skip = d().adamw))]
     pub adamw: AdamWConfig,
+    #[cfg_attr(feature = "cli", arg(skip = d().clip))]
     pub clip: f32,
-    /// Similarity temperature.
+    /// Similarity temperature tau (> 0).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().tau, value_parser = flags::positive))]
     pub tau: f32,
-    /// Utility temperature.
+    /// Utility temperature tau_u in nats (> 0): lower sharpens the target
+    /// distribution (on dev, 0.1 beat 0.25, which beat 1).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().tau_u, value_parser = flags::positive))]
     pub tau_u: f32,
+    /// Seed of the data order, dropout and initialisation.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().seed))]
     pub seed: u64,
-    /// Save a checkpoint every this many steps (and at each epoch end).
+    /// Checkpoint every N optimizer steps (>= 1) and at each epoch end.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().checkpoint_every, value_parser = flags::u64_in(1, u32::MAX as u64)))]
     pub checkpoint_every: u64,
-    /// Also evaluate on dev every this many steps (0: at epoch ends only). Does not
-    /// change the weights, so a run may resume with another value.
+    /// Also evaluate on dev (and keep the best model) every N optimizer steps; 0: at
+    /// epoch ends only. Each evaluation embeds the dev papers (minutes on 2 cores).
+    /// Does not change the weights, so a run may resume with another value.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().eval_every, value_parser = flags::u64_in(0, u32::MAX as u64)))]
     pub eval_every: u64,
-    /// GradCache's first pass (embeddings only, no gradient) with the projections in
-    /// bf16 (AMX tiles or AVX512_BF16), when the CPU has either: ~10% faster steps. The embeddings it
-    /// feeds the loss differ from f32 ones by ~1e-5 (cosine 0.99998), so the step's
-    /// gradient is that of a loss evaluated a hair away. On dev, a full `uae` run with
-    /// it matched the f32 run to 4 decimals on every metric. Off: exact f32 GradCache.
+    /// Run GradCache's first pass (embeddings for the loss, no gradient) with the
+    /// projections in bf16 (AMX tiles or AVX512_BF16) when the CPU has either: faster
+    /// steps, gradient of a loss evaluated at embeddings within ~1e-5 of f32 (dev
+    /// metrics equal to 4 decimals). Ignored without; `--bf16-first-pass false` for
+    /// exact f32.
     #[serde(default = "default_true")]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().bf16_first_pass, action = clap::ArgAction::Set))]
     pub bf16_first_pass: bool,
-    /// Memory for autograd graphs kept from GradCache's first pass, in MiB. A
-    /// micro-batch whose graph fits (estimated from its padded token count) is
-    /// encoded once, with its graph, and back-propagated from that graph: no second
-    /// forward pass. The others take GradCache's two passes. Same gradient either way
-    /// (the same dropout masks), bar floating-point order; 0 is plain GradCache.
+    /// Memory for autograd graphs kept from GradCache's first pass, MiB. Micro-batches
+    /// whose graph fits are encoded once and back-propagated from it (no second forward
+    /// pass; same gradient); the rest take GradCache's two passes. 0: plain GradCache,
+    /// the least memory. The default keeps a default step under 4 GB.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().graph_memory_mb, value_parser = flags::count_in(0, 1 << 30)))]
     pub graph_memory_mb: usize,
-    /// Which candidates are positives for `infonce` and `hybrid` (the other losses
-    /// use utilities only).
+    /// Positives for `--loss infonce` and `hybrid`: `gold` (the evidence annotation) or
+    /// `answer-match` (candidates containing a reference answer, for data without
+    /// evidence). The other losses use utilities only.
     #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().positives))]
     pub positives: Positives,
-    /// `hybrid`: the share of the target on the positives (the rest follows utility).
+    /// `--loss hybrid`: the share of the target on the positives (0-1); the rest
+    /// follows utility.
     #[serde(default = "default_gold_weight")]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().gold_weight, value_parser = flags::unit_interval))]
     pub gold_weight: f32,
-    /// Utility losses: questions whose best candidate lowers the answer's NLL by less
-    /// than this many nats get no utility target (their candidates stay as in-batch
-    /// negatives; `hybrid` falls back to their positives); see
-    /// [`LossParams::min_utility`]. `None`: every question trains.
+    /// Utility losses (`uae`, `uae-listwise`, `kl`, `hybrid`): a question whose best
+    /// candidate lowers the answer's NLL (mean per token) by less than this many nats
+    /// gets no utility target: the LLM found no candidate that helps, so the utility
+    /// softmax would rank noise. Its candidates stay in the batch as negatives for the
+    /// others, and `hybrid` trains it on its positives alone. For mined candidates
+    /// without evidence (QASPER: the best candidate is the evidence for 9-17% of
+    /// questions below 1 nat, 77% above 2; 2 was best on dev). Default: every
+    /// question trains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long, value_parser = flags::finite, allow_negative_numbers = true))]
     pub min_utility: Option<f32>,
-    /// `infonce`: own non-positive candidates with at least this utility (nats) are
-    /// left out of their question's softmax (likely unannotated evidence); see
-    /// [`LossParams::spare_utility`]. `None`: all are negatives.
+    /// `--loss infonce`: a question's own non-positive candidates whose utility is at
+    /// least this many nats are spared: left out of that question's softmax instead
+    /// of pushed away, since the LLM says they help answer it (evidence the annotation
+    /// missed). They stay negatives for the other questions. Default: every
+    /// non-positive is a negative.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long, value_parser = flags::finite, allow_negative_numbers = true))]
     pub spare_utility: Option<f32>,
-    /// Utility losses: how utilities are scaled per question before they become
-    /// targets; see [`UtilityNorm`].
+    /// Utility losses: how each question's utilities are scaled before they become
+    /// targets. `none` (nats as labelled), `zscore` ((u - mean) / std over the
+    /// question's candidates; --tau-u is then in standard deviations) or `rank`
+    /// (minus the rank, best 0; only the order counts, --tau-u in ranks).
     #[serde(default, skip_serializing_if = "UtilityNorm::is_none")]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().utility_norm))]
     pub utility_norm: UtilityNorm,
-    /// Mixed precision: every projection's GEMM, forward and backward, in bf16 with
-    /// f32 sums on AMX or AVX512_BF16 (see [`uae_encoder::Bert::set_bf16_gemms`]);
-    /// weights, gradients and AdamW stay f32.
+    /// Mixed precision: every projection's GEMM, forward and backward, rounds its
+    /// inputs to bf16 and sums in f32 on AMX tiles or AVX512_BF16, as PyTorch's CPU
+    /// autocast does; weights, gradients, AdamW, layer norms, attention and the loss
+    /// stay f32. Faster steps (see `uae bench train --mixed-precision`); an error on a
+    /// CPU with neither unit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub mixed_precision: bool,
+}
+
+/// The defaults, for the flags' `default_value_t`.
+#[cfg(feature = "cli")]
+fn d() -> TrainConfig {
+    TrainConfig::default()
 }
 
 impl TrainConfig {
@@ -158,6 +217,7 @@ fn default_gold_weight() -> f32 {
 
 /// Where `infonce`'s positives come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Positives {
     /// The evidence annotation (`is_gold` in the labels).

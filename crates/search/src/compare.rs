@@ -1,0 +1,295 @@
+//! `uae compare`'s policy: what two paths hold (retrieval runs in `uae eval` folders
+//! or TREC files, or utility label folders of `uae label --candidates retrieved`),
+//! where their qrels come from, whether they are comparable, and the paired
+//! comparison of their per-question metrics.
+
+use crate::{Error, EvalReport, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use uae_artifacts::labels::{CandidateMode, LabelManifest, LabeledGroup};
+use uae_eval::compare::{self, CompareOptions, Comparison, Qrels};
+
+/// What a `retrieved` label folder says of its retriever, per question, in this
+/// order: the top passage's utility (nats), the best utility of the labelled top k,
+/// and whether the top passage helps by at least 1 nat (1 or 0).
+pub const UTILITY_METRICS: [&str; 3] = ["utility@1", "best@k", "helps@1"];
+
+/// The retrieval metrics printed when none are asked for.
+pub const RUN_METRICS: [&str; 5] = ["recall@1", "recall@5", "map", "mrr", "ndcg@10"];
+
+fn bad(message: String) -> Error {
+    Error::Compare(message)
+}
+
+/// Two runs' comparison, and which kind they were.
+pub struct Compared {
+    pub comparison: Comparison,
+    /// Utility label folders (else retrieval runs).
+    pub utility: bool,
+}
+
+impl Compared {
+    /// Every metric this kind of comparison knows.
+    pub fn all_metrics(utility: bool) -> Vec<&'static str> {
+        if utility {
+            UTILITY_METRICS.to_vec()
+        } else {
+            uae_eval::Metrics::default().rows().map(|(k, _)| k).to_vec()
+        }
+    }
+
+    /// The metrics to print: `asked` (each checked against the kind's metrics), or
+    /// the kind's defaults.
+    pub fn shown(&self, asked: &[String]) -> Result<Vec<String>> {
+        let all = Self::all_metrics(self.utility);
+        if let Some(m) = asked.iter().find(|m| !all.contains(&m.as_str())) {
+            return Err(bad(format!(
+                "--metrics: unknown metric `{m}` (one of {})",
+                all.join(", ")
+            )));
+        }
+        Ok(match (asked.is_empty(), self.utility) {
+            (false, _) => asked.to_vec(),
+            (true, true) => UTILITY_METRICS.map(String::from).to_vec(),
+            (true, false) => RUN_METRICS.map(String::from).to_vec(),
+        })
+    }
+}
+
+/// Whether `p` is a label folder rather than an eval folder or run file.
+fn is_labels(p: &Path) -> bool {
+    p.is_dir() && !p.join(EvalReport::RUN).exists() && p.join(LabeledGroup::FILE).exists()
+}
+
+/// The run file of `p` (a folder's run.trec, or `p` itself) and its folder's
+/// qrels.trec when there is one.
+fn locate(p: &Path) -> (PathBuf, Option<PathBuf>) {
+    if p.is_dir() {
+        let q = p.join(EvalReport::QRELS);
+        (p.join(EvalReport::RUN), q.exists().then_some(q))
+    } else {
+        (p.to_path_buf(), None)
+    }
+}
+
+/// Compares B against A: two retrieval runs (against `qrels`, or the qrels.trec both
+/// folders hold, which must agree) or two utility label folders (never one of each).
+pub fn compare_paths(
+    a: &Path,
+    b: &Path,
+    qrels: Option<&Path>,
+    opts: CompareOptions,
+) -> Result<Compared> {
+    let utility = match (is_labels(a), is_labels(b)) {
+        (true, true) => true,
+        (false, false) => false,
+        _ => {
+            return Err(bad(format!(
+            "{} and {}: compare two retrieval runs, or two utility label folders, not one of each",
+            a.display(),
+            b.display()
+        )))
+        }
+    };
+    let comparison = if utility {
+        if qrels.is_some() {
+            return Err(bad(
+                "--qrels applies to retrieval runs; utility folders carry their own answers".into(),
+            ));
+        }
+        compare_utilities(a, b, opts)?
+    } else {
+        compare_runs(a, b, qrels, opts)?
+    };
+    Ok(Compared {
+        comparison,
+        utility,
+    })
+}
+
+fn compare_runs(
+    a: &Path,
+    b: &Path,
+    qrels: Option<&Path>,
+    opts: CompareOptions,
+) -> Result<Comparison> {
+    let (run_a, qrels_a) = locate(a);
+    let (run_b, qrels_b) = locate(b);
+    let qrels: Qrels = match (qrels, &qrels_a, &qrels_b) {
+        (Some(q), ..) => compare::read_qrels(q)?,
+        (None, Some(qa), Some(qb)) => {
+            let (x, y) = (compare::read_qrels(qa)?, compare::read_qrels(qb)?);
+            if x != y {
+                return Err(bad(format!(
+                    "{} and {} judge different queries or passages: the runs are not over the same questions (pass --qrels to score both against one)",
+                    qa.display(),
+                    qb.display()
+                )));
+            }
+            x
+        }
+        (None, Some(q), None) | (None, None, Some(q)) => compare::read_qrels(q)?,
+        (None, None, None) => {
+            return Err(bad(
+                "no qrels: pass --qrels, or eval folders holding qrels.trec".into(),
+            ))
+        }
+    };
+    let ra = compare::read_run(&run_a)?;
+    let rb = compare::read_run(&run_b)?;
+    let (pa, pb) = (
+        compare::per_query(&ra, &qrels),
+        compare::per_query(&rb, &qrels),
+    );
+    if pa.is_empty() {
+        return Err(bad(
+            "no judged query with a relevant passage in the qrels".into()
+        ));
+    }
+    for (path, run, per, dir) in [(&run_a, &ra, &pa, a), (&run_b, &rb, &pb, b)] {
+        let missing = per.keys().filter(|q| !run.contains_key(*q)).count();
+        if missing > 0 {
+            tracing::warn!(
+                "{}: {missing} of {} judged queries are not in the run (scored 0)",
+                path.display(),
+                per.len()
+            );
+        }
+        check_report(dir, per);
+    }
+    Ok(compare::compare(&pa, &pb, opts))
+}
+
+/// The per-question [`UTILITY_METRICS`] of a `uae label --candidates retrieved`
+/// folder, and its manifest. Questions whose top passage could not be scored are
+/// left out.
+pub fn retrieved_utilities(dir: &Path) -> Result<(LabelManifest, BTreeMap<String, Vec<f64>>)> {
+    let manifest = LabelManifest::read(dir)?.ok_or_else(|| {
+        bad(format!(
+            "{}: no manifest.json (not a `uae label` folder)",
+            dir.display()
+        ))
+    })?;
+    if manifest.config.candidates != CandidateMode::Retrieved {
+        return Err(bad(format!(
+            "{}: labelled with {:?} candidates; a retriever's utilities come from `uae label --candidates retrieved --ranking RUN`",
+            dir.display(),
+            manifest.config.candidates
+        )));
+    }
+    let rows = LabeledGroup::read_all(dir)?
+        .into_iter()
+        .filter_map(|g| {
+            let u: Vec<f64> = g.candidates.iter().map(|c| c.utility as f64).collect();
+            let first = *u.first()?;
+            let best = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let helps = if first >= 1.0 { 1.0 } else { 0.0 };
+            Some((g.question_id, vec![first, best, helps]))
+        })
+        .collect();
+    Ok((manifest, rows))
+}
+
+/// Whether two `retrieved` folders' utilities can be compared: the same LLM,
+/// template, passage budget, question set and top k.
+pub fn comparable(a: &LabelManifest, b: &LabelManifest) -> bool {
+    let k = |m: &LabelManifest| m.config.retrieved.as_ref().map(|r| r.top_k);
+    a.lm_sha256 == b.lm_sha256
+        && a.config.template == b.config.template
+        && a.config.passage_tokens == b.config.passage_tokens
+        && a.split == b.split
+        && k(a) == k(b)
+}
+
+fn compare_utilities(a: &Path, b: &Path, opts: CompareOptions) -> Result<Comparison> {
+    let ((ma, ua), (mb, ub)) = (retrieved_utilities(a)?, retrieved_utilities(b)?);
+    if !comparable(&ma, &mb) {
+        return Err(bad(format!(
+            "{} and {} were labelled with another LLM, template, passage budget, question set or --top-k: their utilities are not comparable",
+            a.display(),
+            b.display()
+        )));
+    }
+    if !ua.keys().any(|q| ub.contains_key(q)) {
+        return Err(bad(format!(
+            "{} and {} share no labelled question",
+            a.display(),
+            b.display()
+        )));
+    }
+    Ok(compare::compare_values(&UTILITY_METRICS, &ua, &ub, opts))
+}
+
+/// Warns when a folder's report.json disagrees with the metrics recomputed from its
+/// run (a truncated or edited run file).
+fn check_report(dir: &Path, per: &BTreeMap<String, uae_eval::Metrics>) {
+    let Ok(Some(r)) = EvalReport::read(dir) else {
+        return;
+    };
+    let ours: Vec<_> = per.values().copied().collect();
+    let mean = uae_eval::Metrics::mean(&ours);
+    for ((k, x), (_, y)) in mean.rows().iter().zip(r.metrics.rows()) {
+        if (x - y).abs() > 1e-6 {
+            tracing::warn!(
+                "{}: {k} from run.trec is {x:.4}, report.json says {y:.4}",
+                dir.display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_folder(dir: &Path, run: &str, qrels: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(EvalReport::RUN), run).unwrap();
+        std::fs::write(dir.join(EvalReport::QRELS), qrels).unwrap();
+    }
+
+    #[test]
+    fn folders_are_located_and_their_qrels_must_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b, c) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        let qrels = "q1 0 p1 1\nq2 0 p2 1\n";
+        eval_folder(
+            &a,
+            "q1 Q0 p1 1 2.0 x\nq2 Q0 p3 1 2.0 x\nq2 Q0 p2 2 1.0 x\n",
+            qrels,
+        );
+        eval_folder(&b, "q1 Q0 p1 1 2.0 x\nq2 Q0 p2 1 2.0 x\n", qrels);
+        eval_folder(&c, "q1 Q0 p1 1 2.0 x\n", "q1 0 p9 1\n");
+        let opts = CompareOptions {
+            resamples: 100,
+            seed: 0,
+        };
+        let r = compare_paths(&a, &b, None, opts).unwrap();
+        assert!(!r.utility);
+        assert_eq!(r.comparison.queries, 2);
+        assert_eq!(
+            r.shown(&[]).unwrap(),
+            RUN_METRICS.map(String::from).to_vec()
+        );
+        let e = r.shown(&["recall@2".into()]).unwrap_err().to_string();
+        assert!(e.contains("unknown metric `recall@2`"), "{e}");
+        let e = compare_paths(&a, &c, None, opts).err().unwrap().to_string();
+        assert!(e.contains("judge different queries"), "{e}");
+        // One qrels file for both is allowed.
+        assert!(compare_paths(&a, &c, Some(&a.join(EvalReport::QRELS)), opts).is_ok());
+    }
+
+    #[test]
+    fn a_label_folder_and_a_run_do_not_mix() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, l) = (d.path().join("a"), d.path().join("l"));
+        eval_folder(&a, "q1 Q0 p1 1 2.0 x\n", "q1 0 p1 1\n");
+        std::fs::create_dir_all(&l).unwrap();
+        std::fs::write(l.join(LabeledGroup::FILE), "").unwrap();
+        let opts = CompareOptions::default();
+        let e = compare_paths(&a, &l, None, opts).err().unwrap().to_string();
+        assert!(e.contains("not one of each"), "{e}");
+        let e = compare_paths(&l, &l, None, opts).err().unwrap().to_string();
+        assert!(e.contains("no manifest.json"), "{e}");
+    }
+}
