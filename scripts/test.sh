@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: fetches the models if needed, then runs the whole test suite.
+# The test command: fetches the models if needed, then runs the whole test suite, then
+# the hardware tests this CPU can run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-models.sh
@@ -8,3 +9,16 @@ bash scripts/fetch-models.sh
 # need a missing package skip outside CI and fail in CI.
 bash scripts/python-deps.sh
 cargo test --workspace --locked "$@"
+# Tests of a bf16 unit (named hw_amx_*, hw_avx512bf16_*, hw_bf16_*: either unit) are
+# #[ignore]d, so a CPU without the unit reports them as ignored, never as passed.
+# Here they run where the CPU has the unit, and the log says which ran.
+flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+has() { [[ "$flags" == *" $1 "* ]]; }
+ran=() skipped=()
+if has amx_bf16 && has amx_tile; then ran+=(hw_amx); else skipped+=("hw_amx (no AMX)"); fi
+if has avx512_bf16; then ran+=(hw_avx512bf16); else skipped+=("hw_avx512bf16 (no AVX512_BF16)"); fi
+if has amx_bf16 || has avx512_bf16; then ran+=(hw_bf16); else skipped+=("hw_bf16 (no bf16 unit)"); fi
+for t in "${ran[@]}"; do
+  cargo test --workspace --locked -- --ignored "$t"
+done
+echo "hardware tests run: ${ran[*]:-none}; skipped: ${skipped[*]:-none}"

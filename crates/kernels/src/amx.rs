@@ -12,166 +12,13 @@
 //! is 16 x 16 x 32 multiply-adds. Measured by `cargo run --release -p uae-kernels
 //! --example gemm_shapes`.
 
+use crate::packed::{check_views, Layout};
+pub use crate::packed::{from_bf16, to_bf16, PackedB};
 use crate::Mat;
 
-/// Rounds to the nearest bf16, ties to even (NaN payloads are not preserved).
-#[inline(always)]
-pub fn to_bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    ((b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16) as u16
-}
-
-/// The f32 value of a bf16.
-#[inline(always)]
-pub fn from_bf16(h: u16) -> f32 {
-    f32::from_bits((h as u32) << 16)
-}
-
-/// `B [k, n]` in bf16, padded to multiples of 32, pairs of consecutive `k` of one column
-/// side by side ("VNNI"), in one of two orders: `[kp / 2][np][2]`, the layout AMX's
-/// `tdpbf16ps` reads with a row stride; or, for the AVX512_BF16 kernel, 32-column
-/// strips `[np / 32][kp / 2][32][2]`, so that a strip streams through memory in order.
-pub struct PackedB {
-    data: Vec<u16>,
-    k: usize,
-    n: usize,
-    kp: usize,
-    np: usize,
-    strips: bool,
-}
-
-impl PackedB {
-    /// Packs the `k x n` matrix that `b` views (element `(r, c)` at `r * rs + c * cs`)
-    /// in the layout of this CPU's bf16 unit ([`crate::bf16::backend`]).
-    pub fn new(b: Mat, k: usize, n: usize) -> Self {
-        let strips = crate::bf16::backend() == Some(crate::bf16::Backend::Avx512Bf16);
-        Self::with_layout(b, k, n, strips)
-    }
-
-    /// [`PackedB::new`] in a chosen layout: `strips` for the AVX512_BF16 kernel (which
-    /// reads both), else AMX's. Packs on all threads, with a branch-free inner loop where
-    /// a whole 32-column block of two rows is inside the matrix: training packs weights
-    /// and activations at every step, so this is on the hot path there.
-    pub fn with_layout(b: Mat, k: usize, n: usize, strips: bool) -> Self {
-        use rayon::prelude::*;
-        let (kp, np) = (k.div_ceil(32) * 32, n.div_ceil(32) * 32);
-        let mut data = vec![0u16; kp * np];
-        let kh = kp / 2;
-        let at = |r: usize, c: usize| {
-            if r < k && c < n {
-                to_bf16(b.data[r * b.rs + c * b.cs])
-            } else {
-                0
-            }
-        };
-        // Columns c0..c0 + 32 of rows 2p and 2p + 1, interleaved into `out` (64 values).
-        let block = |p: usize, c0: usize, out: &mut [u16]| {
-            let (r0, r1) = (2 * p, 2 * p + 1);
-            if b.cs == 1 && r1 < k && c0 + 32 <= n {
-                let x0 = &b.data[r0 * b.rs + c0..r0 * b.rs + c0 + 32];
-                let x1 = &b.data[r1 * b.rs + c0..r1 * b.rs + c0 + 32];
-                for ((o, &v0), &v1) in out.chunks_exact_mut(2).zip(x0).zip(x1) {
-                    o[0] = to_bf16(v0);
-                    o[1] = to_bf16(v1);
-                }
-            } else if b.rs == 1 && r1 < k && c0 + 32 <= n {
-                // Column-major source (a transposed view): each pair is two adjacent
-                // floats of one column.
-                for (cc, o) in out.chunks_exact_mut(2).enumerate() {
-                    let at = (c0 + cc) * b.cs + r0;
-                    o[0] = to_bf16(b.data[at]);
-                    o[1] = to_bf16(b.data[at + 1]);
-                }
-            } else {
-                for (cc, o) in out.chunks_exact_mut(2).enumerate() {
-                    o[0] = at(r0, c0 + cc);
-                    o[1] = at(r1, c0 + cc);
-                }
-            }
-        };
-        if strips {
-            // Strip s holds columns 32s..32s + 32 of every pair of rows, in order.
-            data.par_chunks_mut(kh * 64)
-                .enumerate()
-                .for_each(|(s, strip)| {
-                    for (p, out) in strip.chunks_exact_mut(64).enumerate() {
-                        block(p, s * 32, out);
-                    }
-                });
-        } else {
-            // Pair-row p holds every column of rows 2p and 2p + 1.
-            data.par_chunks_mut(np * 2)
-                .enumerate()
-                .for_each(|(p, row)| {
-                    for (cb, out) in row.chunks_exact_mut(64).enumerate() {
-                        block(p, cb * 32, out);
-                    }
-                });
-        }
-        PackedB {
-            data,
-            k,
-            n,
-            kp,
-            np,
-            strips,
-        }
-    }
-
-    /// Whether the layout is 32-column strips (else AMX's row-major pairs).
-    pub fn strips(&self) -> bool {
-        self.strips
-    }
-
-    /// Rows (`k`) of the packed matrix.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// Columns (`n`) of the packed matrix.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// `k` padded to a multiple of 32 (pairs per column: `kp / 2`).
-    pub fn kp(&self) -> usize {
-        self.kp
-    }
-
-    /// `n` padded to a multiple of 32 (the row stride of the packed data, in columns).
-    pub fn np(&self) -> usize {
-        self.np
-    }
-
-    /// The packed bf16 values, in the layout [`PackedB::strips`] names.
-    pub fn data(&self) -> &[u16] {
-        &self.data
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 2
-    }
-}
-
-/// Panics (a bug in the caller) unless `a` reaches `m x b.k()` and `c` (row stride
-/// `c_rs`) reaches `m x b.n()`; `m` and `b.n()` must be non-zero.
-pub(crate) fn check_views(m: usize, a: Mat, b: &PackedB, c: &[f32], c_rs: usize, what: &str) {
-    let (k, n) = (b.k, b.n);
-    assert!(
-        k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(),
-        "{what}: lhs view out of bounds (bug)"
-    );
-    assert!(
-        (m - 1) * c_rs + n <= c.len() && c_rs >= n,
-        "{what}: dst view out of bounds (bug)"
-    );
-}
-
-/// Whether this CPU and kernel run AMX bf16 (asks the kernel for the tile state once).
+/// Whether this CPU and kernel run AMX bf16 ([`crate::unit::amx_tiles`]).
 pub fn available() -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(imp::enable)
+    crate::unit::amx_tiles()
 }
 
 /// `c[m x n] = (accumulate ? c : 0) + a[m x k] * b`, `c` with row stride `c_rs`, on
@@ -189,11 +36,14 @@ pub fn gemm(
     accumulate: bool,
     threads: usize,
 ) {
-    if m == 0 || b.n == 0 {
+    if m == 0 || b.n() == 0 {
         return;
     }
     assert!(available(), "amx::gemm without AMX (bug)");
-    assert!(!b.strips, "amx::gemm on a strip-packed B (bug)");
+    assert!(
+        b.layout() == Layout::Pairs,
+        "amx::gemm on a strip-packed B (bug)"
+    );
     check_views(m, a, b, c, c_rs, "amx::gemm");
     imp::gemm(m, a, b, c, c_rs, accumulate, threads.max(1));
 }
@@ -204,36 +54,6 @@ mod imp {
     use super::{to_bf16, Mat, PackedB};
     use rayon::prelude::*;
     use std::arch::asm;
-
-    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-    const XFEATURE_XTILEDATA: i64 = 18;
-    const SYS_ARCH_PRCTL: i64 = 158;
-
-    pub(super) fn enable() -> bool {
-        if std::env::var_os("UAE_NO_AMX").is_some() {
-            return false;
-        }
-        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-        let (tile, bf16) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 22) != 0);
-        if !(tile && bf16) {
-            return false;
-        }
-        // Linux hands out the 8 KB tile state only on request (arch_prctl, kernel 5.16+).
-        let rc: i64;
-        // SAFETY: a plain syscall with two integer arguments; it touches no memory of ours.
-        unsafe {
-            asm!(
-                "syscall",
-                inlateout("rax") SYS_ARCH_PRCTL => rc,
-                in("rdi") ARCH_REQ_XCOMP_PERM,
-                in("rsi") XFEATURE_XTILEDATA,
-                lateout("rcx") _,
-                lateout("r11") _,
-                options(nostack)
-            );
-        }
-        rc == 0
-    }
 
     /// Palette 1, eight tiles of 16 rows x 64 bytes.
     #[repr(C, align(64))]
@@ -373,7 +193,7 @@ mod imp {
         mblocks: std::ops::Range<usize>,
         nblocks: std::ops::Range<usize>,
     ) {
-        let (k, n, kp, np) = (b.k, b.n, b.kp, b.np);
+        let (k, n, kp, np) = (b.k(), b.n(), b.kp(), b.np());
         let mut abuf = vec![0u16; 32 * kp];
         let mut cbuf = [0f32; 32 * 32];
         load_config();
@@ -384,7 +204,7 @@ mod imp {
             for nb in nblocks.clone() {
                 let c0 = nb * 32;
                 let cols = 32.min(n - c0);
-                let bptr = b.data[c0 * 2..].as_ptr();
+                let bptr = b.data()[c0 * 2..].as_ptr();
                 if rows == 32 && cols == 32 {
                     // SAFETY: the 32 x 32 block at (r0, c0) lies inside `c` (checked in
                     // `super::gemm`); no other task writes it.
@@ -426,7 +246,7 @@ mod imp {
         accumulate: bool,
         threads: usize,
     ) {
-        let (mb, nb) = (m.div_ceil(32), b.n.div_ceil(32));
+        let (mb, nb) = (m.div_ceil(32), b.n().div_ceil(32));
         let dst = Dst(c.as_mut_ptr());
         let split = |blocks: usize| -> Vec<std::ops::Range<usize>> {
             let parts = threads.min(blocks).max(1);
@@ -452,10 +272,6 @@ mod imp {
 mod imp {
     use super::{Mat, PackedB};
 
-    pub(super) fn enable() -> bool {
-        false
-    }
-
     pub(super) fn gemm(_: usize, _: Mat, _: &PackedB, _: &mut [f32], _: usize, _: bool, _: usize) {
         unreachable!("amx::gemm without AMX")
     }
@@ -479,10 +295,7 @@ mod tests {
         threads: usize,
         transposed_a: bool,
     ) {
-        if !available() {
-            eprintln!("no AMX on this machine: skipped");
-            return;
-        }
+        assert!(available(), "needs AMX: run where the CPU has it");
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0)
             .collect();
@@ -548,7 +361,8 @@ mod tests {
     }
 
     #[test]
-    fn matches_f64_on_exact_bf16_inputs() {
+    #[ignore = "hardware: needs AMX; scripts/test.sh runs it where the CPU has it"]
+    fn hw_amx_matches_f64_on_exact_bf16_inputs() {
         check(64, 64, 64, false, 1);
         check(37, 70, 45, true, 1);
         check(5, 384, 1000, false, 2);
@@ -579,8 +393,9 @@ mod tests {
                 ),
                 (cols, Box::new(|r: usize, c: usize| c * k + r)),
             ] {
-                for strips in [false, true] {
-                    let p = PackedB::with_layout(view, k, n, strips);
+                for layout in [Layout::Pairs, Layout::Strips] {
+                    let strips = layout == Layout::Strips;
+                    let p = PackedB::with_layout(view, k, n, layout);
                     let (kp, np) = (p.kp(), p.np());
                     let kh = kp / 2;
                     for r in 0..kp {

@@ -9,58 +9,9 @@
 //! one 32-column slice of `B` per row block. Measured by `cargo run --release -p
 //! uae-kernels --example gemm_shapes`.
 
-pub use crate::amx::{from_bf16, to_bf16, PackedB};
+pub use crate::packed::{from_bf16, to_bf16, Layout, PackedB};
+pub use crate::unit::{avx512bf16, backend, Backend};
 use crate::Mat;
-
-/// The bf16 unit in use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Intel AMX tiles (`tdpbf16ps`).
-    Amx,
-    /// AVX512_BF16 (`vdpbf16ps`).
-    Avx512Bf16,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Amx => "amx",
-            Backend::Avx512Bf16 => "avx512bf16",
-        }
-    }
-}
-
-/// The fastest bf16 unit of this CPU, or `None` (then bf16 is unavailable: callers
-/// stay in f32 or report a clear error). `UAE_BF16_BACKEND=avx512bf16` skips AMX (to
-/// measure one against the other on a machine with both); `UAE_BF16_BACKEND=none`
-/// hides both (to test the no-bf16 path anywhere).
-pub fn backend() -> Option<Backend> {
-    static B: std::sync::OnceLock<Option<Backend>> = std::sync::OnceLock::new();
-    *B.get_or_init(|| {
-        let choice = std::env::var("UAE_BF16_BACKEND").unwrap_or_default();
-        if choice == "none" {
-            None
-        } else if choice != "avx512bf16" && crate::amx::available() {
-            Some(Backend::Amx)
-        } else if avx512bf16() {
-            Some(Backend::Avx512Bf16)
-        } else {
-            None
-        }
-    })
-}
-
-/// Whether the CPU has AVX-512F and AVX512_BF16.
-pub fn avx512bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// What a caller without any bf16 unit should tell its user.
 pub const UNAVAILABLE: &str =
@@ -204,7 +155,7 @@ mod dp {
             return;
         }
         assert!(super::avx512bf16(), "vdpbf16ps without AVX512_BF16 (bug)");
-        crate::amx::check_views(m, a, b, c, c_rs, "bf16::gemm");
+        crate::packed::check_views(m, a, b, c, c_rs, "bf16::gemm");
         // A as bf16 pairs: row r, pair j = (a[r, 2j], a[r, 2j + 1]) in one u32.
         let kh = b.kp() / 2;
         let mut pairs = vec![0u32; m * kh];
@@ -357,7 +308,7 @@ mod dp {
         let (n, np) = (b.n(), b.np());
         let data = b.data();
         // Where pair 0 of columns c0..c0 + 32 starts, and the step from pair j to j + 1.
-        let strips = b.strips();
+        let strips = b.layout() == crate::packed::Layout::Strips;
         let stride = if strips { 2 * NR } else { 2 * np };
         let start = |c0: usize| {
             if strips {
@@ -525,12 +476,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[ignore = "hardware: needs AVX512_BF16; scripts/test.sh runs it where the CPU has it"]
     #[allow(unsafe_code)]
-    fn vector_rounding_equals_scalar_rounding() {
-        if !avx512bf16() {
-            eprintln!("skipped: no AVX512_BF16 on this CPU");
-            return;
-        }
+    fn hw_avx512bf16_vector_rounding_equals_scalar_rounding() {
+        assert!(avx512bf16(), "needs AVX512_BF16: run where the CPU has it");
         let mut rng = crate::test_floats(5);
         for len in [0, 1, 15, 16, 17, 33, 384] {
             let mut src: Vec<f32> = (0..len).map(|_| rng() * 1e3).collect();
@@ -560,11 +509,9 @@ mod tests {
     }
 
     #[test]
-    fn avx512bf16_matches_f32_within_bf16_rounding() {
-        if !avx512bf16() {
-            eprintln!("skipped: no AVX512_BF16 on this CPU");
-            return;
-        }
+    #[ignore = "hardware: needs AVX512_BF16; scripts/test.sh runs it where the CPU has it"]
+    fn hw_avx512bf16_matches_f32_within_bf16_rounding() {
+        assert!(avx512bf16(), "needs AVX512_BF16: run where the CPU has it");
         let mut rng = crate::test_floats(11);
         for &(m, n, k) in &[
             (1, 1, 1),
@@ -575,11 +522,11 @@ mod tests {
         ] {
             let a: Vec<f32> = (0..m * k).map(|_| rng()).collect();
             let bm: Vec<f32> = (0..k * n).map(|_| rng()).collect();
-            for (strips, threads, accumulate) in [
-                (true, 1, false),
-                (true, 2, true),
-                (false, 3, false),
-                (false, 2, true),
+            for (layout, threads, accumulate) in [
+                (Layout::Strips, 1, false),
+                (Layout::Strips, 2, true),
+                (Layout::Pairs, 3, false),
+                (Layout::Pairs, 2, true),
             ] {
                 let packed = PackedB::with_layout(
                     Mat {
@@ -589,7 +536,7 @@ mod tests {
                     },
                     k,
                     n,
-                    strips,
+                    layout,
                 );
                 let c_rs = n + 3;
                 let mut c = vec![1.0f32; m * c_rs];
@@ -654,11 +601,12 @@ mod tests {
     /// The fused linear layer equals bias + GEMM (+ GELU, or + residual) in passes, on
     /// whichever bf16 unit this CPU has.
     #[test]
-    fn gemm_linear_fuses_bias_and_gelu() {
-        if backend().is_none() {
-            eprintln!("skipped: no bf16 unit on this CPU");
-            return;
-        }
+    #[ignore = "hardware: needs AMX or AVX512_BF16; scripts/test.sh runs it where the CPU has it"]
+    fn hw_bf16_gemm_linear_fuses_bias_and_gelu() {
+        assert!(
+            backend().is_some(),
+            "needs a bf16 unit: run where the CPU has one"
+        );
         let mut rng = crate::test_floats(5);
         for &(m, n, k) in &[(1, 1, 1), (37, 70, 45), (130, 40, 17), (64, 96, 384)] {
             let a: Vec<f32> = (0..m * k).map(|_| rng()).collect();

@@ -17,7 +17,9 @@ pub(crate) fn test_floats(seed: u64) -> impl FnMut() -> f32 {
     }
 }
 pub mod bf16;
+pub mod packed;
 pub mod small;
+pub mod unit;
 #[cfg(target_arch = "x86_64")]
 mod vmath;
 

@@ -48,10 +48,10 @@ impl Element for f32 {
 
 impl Element for u16 {
     fn from_f32(v: f32) -> Self {
-        crate::amx::to_bf16(v)
+        crate::packed::to_bf16(v)
     }
     fn to_f32(self) -> f32 {
-        crate::amx::from_bf16(self)
+        crate::packed::from_bf16(self)
     }
     #[cfg(target_arch = "x86_64")]
     #[inline]
