@@ -4,6 +4,7 @@
 pub mod loss;
 pub mod optim;
 pub mod run;
+pub mod step;
 pub mod trainer;
 
 pub use loss::{batch_loss, Batch, LossKind, LossParams, UtilityNorm};

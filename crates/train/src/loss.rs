@@ -178,163 +178,220 @@ fn utility_targets(b: &Batch, v: &[f32], questions: usize, tau_u: f32) -> Vec<f3
 /// L2-normalised; `tau` scales similarities, `tau_u` utilities. Questions with no
 /// target (no candidates; for `infonce`, no gold) are left out of the mean.
 pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<Tensor> {
-    let LossParams {
-        kind,
-        tau,
-        tau_u,
-        gold_weight,
-        min_utility,
-        spare_utility,
-        utility_norm,
-    } = *lp;
     let (nq, _) = q.dims2()?;
-    let np = b.owner.len();
-    let dev = q.device();
-    let s = (q.matmul(&p.t()?)? / tau as f64)?; // [Q, P]
-    let matrix = |v: Vec<f32>| Tensor::from_vec(v, (nq, np), dev);
-    let has = confident(b, nq, min_utility);
-    let v = normalized(b, nq, utility_norm);
-    match kind {
-        LossKind::Uae => {
-            let t = utility_targets(b, &v, nq, tau_u);
-            soft_cross_entropy(&s, &matrix(t)?, &has)
+    let c = Scores {
+        s: (q.matmul(&p.t()?)? / lp.tau as f64)?, // [Q, P]
+        nq,
+        np: b.owner.len(),
+        has: confident(b, nq, lp.min_utility),
+        v: normalized(b, nq, lp.utility_norm),
+    };
+    match lp.kind {
+        LossKind::Uae => uae(&c, lp, b),
+        LossKind::Hybrid => hybrid(&c, lp, b),
+        LossKind::Kl => kl(&c, lp, b),
+        LossKind::Infonce => infonce(&c, lp, b),
+        LossKind::MarginMse => margin_mse(&c, lp, b),
+        LossKind::UaeListwise => uae_listwise(&c, lp, b),
+    }
+}
+
+/// What every loss starts from: the similarity matrix and each question's target
+/// status and scaled utilities.
+struct Scores {
+    /// Similarities over tau, `[Q, P]`.
+    s: Tensor,
+    nq: usize,
+    np: usize,
+    /// Questions whose best candidate clears `min_utility` (all without a bar).
+    has: Vec<bool>,
+    /// The utilities after [`UtilityNorm`].
+    v: Vec<f32>,
+}
+
+impl Scores {
+    /// A `[Q, P]` matrix of `v`.
+    fn matrix(&self, v: Vec<f32>) -> Result<Tensor> {
+        Tensor::from_vec(v, (self.nq, self.np), self.s.device())
+    }
+}
+
+/// `uae`: soft cross-entropy against the utility softmax, in-batch negatives.
+fn uae(c: &Scores, lp: &LossParams, b: &Batch) -> Result<Tensor> {
+    let s = &c.s;
+    let nq = c.nq;
+    let v = &c.v;
+    let has = &c.has;
+    let t = utility_targets(b, v, nq, lp.tau_u);
+    soft_cross_entropy(s, &c.matrix(t)?, has)
+}
+
+/// `hybrid`: `uae` with `gold_weight` of the target on the positives.
+fn hybrid(c: &Scores, lp: &LossParams, b: &Batch) -> Result<Tensor> {
+    let s = &c.s;
+    let nq = c.nq;
+    let np = c.np;
+    let v = &c.v;
+    let mut t = utility_targets(b, v, nq, lp.tau_u);
+    let mut has = c.has.clone();
+    for i in 0..nq {
+        let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
+        if golds.is_empty() {
+            continue;
         }
-        LossKind::Hybrid => {
-            let mut t = utility_targets(b, &v, nq, tau_u);
-            let mut has = has;
-            for i in 0..nq {
-                let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
-                if golds.is_empty() {
-                    continue;
-                }
-                // Below the utility bar the utility softmax is noise: the positives
-                // alone are the target.
-                let w = if has[i] { gold_weight } else { 1.0 };
-                has[i] = true;
-                for j in (0..np).filter(|&j| b.owner[j] == i) {
-                    let g = if b.gold[j] {
-                        1.0 / golds.len() as f32
-                    } else {
-                        0.0
-                    };
-                    t[i * np + j] = w * g + (1.0 - w) * t[i * np + j];
-                }
-            }
-            soft_cross_entropy(&s, &matrix(t)?, &has)
-        }
-        LossKind::Kl => {
-            let t = utility_targets(b, &v, nq, tau_u);
-            let mut mask = vec![NEG; nq * np];
-            for (j, &i) in b.owner.iter().enumerate() {
-                mask[i * np + j] = 0.0;
-            }
-            let lsm = candle_nn::ops::log_softmax(&s.broadcast_add(&matrix(mask)?)?, D::Minus1)?;
-            // KL = sum t (log t - log q); the entropy term has no gradient but keeps
-            // the value a true KL (0 when the distributions agree).
-            let ent: Vec<f32> = t
-                .iter()
-                .map(|&x| if x > 0.0 { x * x.ln() } else { 0.0 })
-                .collect();
-            let tt = matrix(t)?;
-            let per_q = ((matrix(ent)? - (tt * lsm)?)?).sum(1)?;
-            masked_mean(&per_q, &has)
-        }
-        LossKind::Infonce => {
-            // Multi-positive: the mean over gold candidates of -log softmax(s_i)_j.
-            let mut t = vec![0f32; nq * np];
-            let mut has = vec![false; nq];
-            for i in 0..nq {
-                let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
-                for &j in &golds {
-                    t[i * np + j] = 1.0 / golds.len() as f32;
-                }
-                has[i] = !golds.is_empty();
-            }
-            match spare_utility {
-                None => soft_cross_entropy(&s, &matrix(t)?, &has),
-                Some(bar) => {
-                    let mut mask = vec![0f32; nq * np];
-                    for (j, &i) in b.owner.iter().enumerate() {
-                        if !b.gold[j] && b.utility[j] >= bar {
-                            mask[i * np + j] = NEG;
-                        }
-                    }
-                    soft_cross_entropy(&s.broadcast_add(&matrix(mask)?)?, &matrix(t)?, &has)
-                }
-            }
-        }
-        LossKind::MarginMse => {
-            // Every pair (j, k) of a question's own candidates; each question with a
-            // pair weighs the same.
-            let (mut left, mut right, mut margin, mut weight) = (vec![], vec![], vec![], vec![]);
-            let own: Vec<Vec<usize>> = (0..nq)
-                .map(|i| (0..np).filter(|&j| b.owner[j] == i).collect())
-                .collect();
-            let with_pairs = (0..nq).filter(|&i| has[i] && own[i].len() >= 2).count();
-            for i in (0..nq).filter(|&i| has[i] && own[i].len() >= 2) {
-                let c = &own[i];
-                let pairs = (c.len() * (c.len() - 1) / 2) as f32;
-                for x in 0..c.len() {
-                    for &k in &c[x + 1..] {
-                        let j = c[x];
-                        left.push((i * np + j) as u32);
-                        right.push((i * np + k) as u32);
-                        margin.push((v[j] - v[k]) / tau_u);
-                        weight.push(1.0 / (pairs * with_pairs as f32));
-                    }
-                }
-            }
-            let n = left.len();
-            if n == 0 {
-                return Tensor::zeros((), DType::F32, dev);
-            }
-            let flat = s.flatten_all()?;
-            let pick = |ix: Vec<u32>| flat.index_select(&Tensor::from_vec(ix, n, dev)?, 0);
-            let d = (pick(left)? - pick(right)?)?;
-            let err = (d - Tensor::from_vec(margin, n, dev)?)?.sqr()?;
-            (err * Tensor::from_vec(weight, n, dev)?)?.sum_all()
-        }
-        LossKind::UaeListwise => {
-            let t = utility_targets(b, &v, nq, tau_u);
-            // One row per (question i, own candidate j): visible are j itself, B_i and
-            // own candidates of strictly lower utility.
-            let mut rows = Vec::new();
-            let mut masks = Vec::new();
-            let mut cols = Vec::new();
-            let mut weights = Vec::new();
-            for (j, &i) in b.owner.iter().enumerate().filter(|&(_, &i)| has[i]) {
-                rows.push(i as u32);
-                cols.push(j as u32);
-                weights.push(t[i * np + j] / (nq as f32));
-                masks.extend((0..np).map(|k| {
-                    let visible = k == j || b.owner[k] != i || b.utility[k] < b.utility[j];
-                    if visible {
-                        0.0
-                    } else {
-                        NEG
-                    }
-                }));
-            }
-            let n = rows.len();
-            if n == 0 {
-                return Tensor::zeros((), DType::F32, dev);
-            }
-            let srows = s.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
-            let lsm = candle_nn::ops::log_softmax(
-                &srows.broadcast_add(&Tensor::from_vec(masks, (n, np), dev)?)?,
-                D::Minus1,
-            )?;
-            let picked = lsm
-                .gather(&Tensor::from_vec(cols, (n, 1), dev)?, 1)?
-                .squeeze(1)?;
-            let questions = has.iter().filter(|&&h| h).count().max(1) as f32;
-            // Weights carry 1/Q; rescale to the mean over questions with a target.
-            (picked * Tensor::from_vec(weights, n, dev)?)?
-                .sum_all()?
-                .neg()?
-                * (nq as f64 / questions as f64)
+        // Below the utility bar the utility softmax is noise: the positives
+        // alone are the target.
+        let w = if has[i] { lp.gold_weight } else { 1.0 };
+        has[i] = true;
+        for j in (0..np).filter(|&j| b.owner[j] == i) {
+            let g = if b.gold[j] {
+                1.0 / golds.len() as f32
+            } else {
+                0.0
+            };
+            t[i * np + j] = w * g + (1.0 - w) * t[i * np + j];
         }
     }
+    soft_cross_entropy(s, &c.matrix(t)?, &has)
+}
+
+/// `kl`: KL of the utility and similarity distributions over the candidates.
+fn kl(c: &Scores, lp: &LossParams, b: &Batch) -> Result<Tensor> {
+    let s = &c.s;
+    let nq = c.nq;
+    let np = c.np;
+    let v = &c.v;
+    let has = &c.has;
+    let t = utility_targets(b, v, nq, lp.tau_u);
+    let mut mask = vec![NEG; nq * np];
+    for (j, &i) in b.owner.iter().enumerate() {
+        mask[i * np + j] = 0.0;
+    }
+    let lsm = candle_nn::ops::log_softmax(&s.broadcast_add(&c.matrix(mask)?)?, D::Minus1)?;
+    // KL = sum t (log t - log q); the entropy term has no gradient but keeps
+    // the value a true KL (0 when the distributions agree).
+    let ent: Vec<f32> = t
+        .iter()
+        .map(|&x| if x > 0.0 { x * x.ln() } else { 0.0 })
+        .collect();
+    let tt = c.matrix(t)?;
+    let per_q = ((c.matrix(ent)? - (tt * lsm)?)?).sum(1)?;
+    masked_mean(&per_q, has)
+}
+
+/// `infonce`: the positives against everything else in the batch (multi-positive),
+/// sparing useful non-positives with `spare_utility`.
+fn infonce(c: &Scores, lp: &LossParams, b: &Batch) -> Result<Tensor> {
+    let s = &c.s;
+    let nq = c.nq;
+    let np = c.np;
+    // Multi-positive: the mean over gold candidates of -log softmax(s_i)_j.
+    let mut t = vec![0f32; nq * np];
+    let mut has = vec![false; nq];
+    for i in 0..nq {
+        let golds: Vec<usize> = (0..np).filter(|&j| b.owner[j] == i && b.gold[j]).collect();
+        for &j in &golds {
+            t[i * np + j] = 1.0 / golds.len() as f32;
+        }
+        has[i] = !golds.is_empty();
+    }
+    match lp.spare_utility {
+        None => soft_cross_entropy(s, &c.matrix(t)?, &has),
+        Some(bar) => {
+            let mut mask = vec![0f32; nq * np];
+            for (j, &i) in b.owner.iter().enumerate() {
+                if !b.gold[j] && b.utility[j] >= bar {
+                    mask[i * np + j] = NEG;
+                }
+            }
+            soft_cross_entropy(&s.broadcast_add(&c.matrix(mask)?)?, &c.matrix(t)?, &has)
+        }
+    }
+}
+
+/// `margin-mse`: similarity margins regressed on utility margins.
+fn margin_mse(c: &Scores, lp: &LossParams, b: &Batch) -> Result<Tensor> {
+    let s = &c.s;
+    let nq = c.nq;
+    let np = c.np;
+    let v = &c.v;
+    let has = &c.has;
+    // Every pair (j, k) of a question's own candidates; each question with a
+    // pair weighs the same.
+    let (mut left, mut right, mut margin, mut weight) = (vec![], vec![], vec![], vec![]);
+    let own: Vec<Vec<usize>> = (0..nq)
+        .map(|i| (0..np).filter(|&j| b.owner[j] == i).collect())
+        .collect();
+    let with_pairs = (0..nq).filter(|&i| has[i] && own[i].len() >= 2).count();
+    for i in (0..nq).filter(|&i| has[i] && own[i].len() >= 2) {
+        let c = &own[i];
+        let pairs = (c.len() * (c.len() - 1) / 2) as f32;
+        for x in 0..c.len() {
+            for &k in &c[x + 1..] {
+                let j = c[x];
+                left.push((i * np + j) as u32);
+                right.push((i * np + k) as u32);
+                margin.push((v[j] - v[k]) / lp.tau_u);
+                weight.push(1.0 / (pairs * with_pairs as f32));
+            }
+        }
+    }
+    let n = left.len();
+    if n == 0 {
+        return Tensor::zeros((), DType::F32, c.s.device());
+    }
+    let flat = s.flatten_all()?;
+    let pick = |ix: Vec<u32>| flat.index_select(&Tensor::from_vec(ix, n, c.s.device())?, 0);
+    let d = (pick(left)? - pick(right)?)?;
+    let err = (d - Tensor::from_vec(margin, n, c.s.device())?)?.sqr()?;
+    (err * Tensor::from_vec(weight, n, c.s.device())?)?.sum_all()
+}
+
+/// `uae-listwise`: each candidate a positive weighted by its utility share.
+fn uae_listwise(c: &Scores, lp: &LossParams, b: &Batch) -> Result<Tensor> {
+    let s = &c.s;
+    let nq = c.nq;
+    let np = c.np;
+    let v = &c.v;
+    let has = &c.has;
+    let t = utility_targets(b, v, nq, lp.tau_u);
+    // One row per (question i, own candidate j): visible are j itself, B_i and
+    // own candidates of strictly lower utility.
+    let mut rows = Vec::new();
+    let mut masks = Vec::new();
+    let mut cols = Vec::new();
+    let mut weights = Vec::new();
+    for (j, &i) in b.owner.iter().enumerate().filter(|&(_, &i)| has[i]) {
+        rows.push(i as u32);
+        cols.push(j as u32);
+        weights.push(t[i * np + j] / (nq as f32));
+        masks.extend((0..np).map(|k| {
+            let visible = k == j || b.owner[k] != i || b.utility[k] < b.utility[j];
+            if visible {
+                0.0
+            } else {
+                NEG
+            }
+        }));
+    }
+    let n = rows.len();
+    if n == 0 {
+        return Tensor::zeros((), DType::F32, c.s.device());
+    }
+    let srows = s.index_select(&Tensor::from_vec(rows, n, c.s.device())?, 0)?;
+    let lsm = candle_nn::ops::log_softmax(
+        &srows.broadcast_add(&Tensor::from_vec(masks, (n, np), c.s.device())?)?,
+        D::Minus1,
+    )?;
+    let picked = lsm
+        .gather(&Tensor::from_vec(cols, (n, 1), c.s.device())?, 1)?
+        .squeeze(1)?;
+    let questions = has.iter().filter(|&&h| h).count().max(1) as f32;
+    // Weights carry 1/Q; rescale to the mean over questions with a target.
+    (picked * Tensor::from_vec(weights, n, c.s.device())?)?
+        .sum_all()?
+        .neg()?
+        * (nq as f64 / questions as f64)
 }
 
 /// Mean over questions with a target of -sum_j t_ij log softmax(s_i)_j, over all

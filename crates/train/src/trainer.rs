@@ -1,9 +1,8 @@
 //! The training loop: batches of labeled questions, GradCache-style micro-batching,
 //! AdamW, checkpoints that resume exactly, and sentence-transformers export.
 
-use crate::{
-    batch_loss, linear_schedule, AdamW, AdamWConfig, Batch, LossKind, LossParams, UtilityNorm,
-};
+pub use crate::step::{step, StepOutcome};
+use crate::{linear_schedule, AdamW, AdamWConfig, LossKind, LossParams, UtilityNorm};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -338,7 +337,7 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     v
 }
 
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
+pub(crate) fn mix(seed: u64, a: u64, b: u64) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ a.wrapping_mul(0xBF58_476D_1CE4_E5B9)
         ^ b.wrapping_mul(0x94D0_49BB_1331_11EB)
@@ -486,205 +485,6 @@ fn evaluate(
         export(enc, base_dir, &out.join("model"))?;
     }
     Ok(())
-}
-
-/// What one optimizer step did.
-#[derive(Debug, Clone, Copy)]
-pub struct StepOutcome {
-    pub loss: f32,
-    /// Gradient norm before clipping.
-    pub grad_norm: f32,
-    /// Real (unpadded) tokens encoded, questions and passages.
-    pub tokens: usize,
-    /// Of those, the tokens encoded twice (GradCache's second pass).
-    pub reencoded_tokens: usize,
-}
-
-/// One optimizer step over a batch of questions.
-pub fn step(
-    enc: &Encoder,
-    vars: &[(String, Var)],
-    opt: &mut AdamW,
-    batch: &[&LabeledGroup],
-    cfg: &TrainConfig,
-    lr: f32,
-    seed: u64,
-) -> Result<StepOutcome> {
-    let mut owner = Vec::new();
-    let mut utility = Vec::new();
-    let mut gold = Vec::new();
-    let mut ptexts: Vec<&str> = Vec::new();
-    for (i, g) in batch.iter().enumerate() {
-        let mut cands: Vec<_> = g.candidates.iter().collect();
-        cands.sort_by(|a, b| b.utility.total_cmp(&a.utility));
-        for c in cands.into_iter().take(cfg.max_candidates) {
-            owner.push(i);
-            utility.push(c.utility);
-            gold.push(c.is_gold);
-            ptexts.push(&c.text);
-        }
-    }
-    let qtexts: Vec<&str> = batch.iter().map(|g| g.question.as_str()).collect();
-    let qids = enc.tokenize(&qtexts)?;
-    let pids: Vec<Vec<u32>> = enc
-        .tokenize(&ptexts)?
-        .into_iter()
-        .map(|mut v| {
-            if v.len() > cfg.max_passage_tokens {
-                let last = *v.last().expect("non-empty; this is a bug");
-                v.truncate(cfg.max_passage_tokens - 1);
-                v.push(last);
-            }
-            v
-        })
-        .collect();
-    let tokens = qids.iter().chain(&pids).map(Vec::len).sum();
-    // Micro-batches: (which side, start, end, dropout seed).
-    let mut micro = Vec::new();
-    for (side, ids) in [(0u64, &qids), (1u64, &pids)] {
-        let mut s = 0;
-        while s < ids.len() {
-            let e = (s + cfg.micro_batch).min(ids.len());
-            micro.push((side, s, e, mix(seed, side + 1, s as u64)));
-            s = e;
-        }
-    }
-    // The token ids of micro-batch (side, s..e).
-    let seqs_of = |side: u64, s: usize, e: usize| -> Vec<&[u32]> {
-        let ids = if side == 0 { &qids } else { &pids };
-        ids[s..e].iter().map(Vec::as_slice).collect()
-    };
-    let encode = |side: u64, s: usize, e: usize, dseed: u64| -> Result<Tensor> {
-        Ok(enc.forward_t(&enc.batch(&seqs_of(side, s, e))?, Some(dseed))?)
-    };
-    // Which micro-batches keep their graph from the first pass (in order, while the
-    // estimate fits the budget).
-    let mut budget = cfg.graph_memory_mb.saturating_mul(1 << 20);
-    let mut reencoded_tokens = 0;
-    let keep: Vec<bool> = micro
-        .iter()
-        .map(|&(side, s, e, _)| {
-            let seqs = seqs_of(side, s, e);
-            let len = seqs.iter().map(|q| q.len()).max().unwrap_or(1);
-            let bytes = seqs.len() * len * graph_bytes_per_token(&enc.model.config);
-            let fits = bytes <= budget;
-            if fits {
-                budget -= bytes;
-            } else {
-                reencoded_tokens += seqs.iter().map(|q| q.len()).sum::<usize>();
-            }
-            fits
-        })
-        .collect();
-    // 1. Embeddings for the loss: with their graph where kept, else without one
-    //    (optionally through a bf16 snapshot).
-    let snapshot =
-        if cfg.bf16_first_pass && keep.iter().any(|k| !k) && uae_kernels::bf16::backend().is_some()
-        {
-            Some(enc.model.bf16_snapshot()?)
-        } else {
-            None
-        };
-    let mut kept: Vec<Option<Tensor>> = Vec::with_capacity(micro.len());
-    let mut qe = Vec::new();
-    let mut pe = Vec::new();
-    for (&(side, s, e, d), &k) in micro.iter().zip(&keep) {
-        let v = if k {
-            let t = encode(side, s, e, d)?;
-            let v = t.detach();
-            kept.push(Some(t));
-            v
-        } else {
-            kept.push(None);
-            match &snapshot {
-                Some(m) => enc.forward_with(m, &enc.batch(&seqs_of(side, s, e))?, Some(d))?,
-                None => encode(side, s, e, d)?.detach(),
-            }
-        };
-        if side == 0 {
-            qe.push(v)
-        } else {
-            pe.push(v)
-        }
-    }
-    drop(snapshot);
-    let q = Var::from_tensor(&Tensor::cat(&qe, 0)?)?;
-    let p = Var::from_tensor(&Tensor::cat(&pe, 0)?)?;
-    // 2. Loss and its gradient with respect to the embeddings.
-    let b = Batch {
-        owner: &owner,
-        utility: &utility,
-        gold: &gold,
-    };
-    let loss = batch_loss(&cfg.loss_params(), &q, &p, &b)?;
-    let lg = loss.backward()?;
-    let zeros = |v: &Var| Tensor::zeros_like(v.as_tensor());
-    let gq = lg.get(&q).cloned().map_or_else(|| zeros(&q), Ok)?;
-    let gp = lg.get(&p).cloned().map_or_else(|| zeros(&p), Ok)?;
-    let grad_of = |side: u64, s: usize, e: usize| {
-        if side == 0 {
-            gq.narrow(0, s, e - s)
-        } else {
-            gp.narrow(0, s, e - s)
-        }
-    };
-    // 3. Backprop sum(emb * grad): one pass through every kept graph together, then
-    //    each other micro-batch re-encoded with the same dropout.
-    let mut acc: Vec<Option<Vec<f32>>> = vec![None; vars.len()];
-    let mut add = |grads: candle_core::backprop::GradStore| -> Result<()> {
-        for ((_, var), a) in vars.iter().zip(acc.iter_mut()) {
-            if let Some(gr) = grads.get(var) {
-                let gv = gr.flatten_all()?.to_vec1::<f32>()?;
-                match a {
-                    Some(a) => a.iter_mut().zip(gv).for_each(|(x, y)| *x += y),
-                    None => *a = Some(gv),
-                }
-            }
-        }
-        Ok(())
-    };
-    let mut surrogate: Option<Tensor> = None;
-    for (&(side, s, e, _), t) in micro.iter().zip(kept.iter_mut()) {
-        if let Some(t) = t.take() {
-            let term = (t * grad_of(side, s, e)?)?.sum_all()?;
-            surrogate = Some(match surrogate {
-                Some(acc) => (acc + term)?,
-                None => term,
-            });
-        }
-    }
-    if let Some(sur) = surrogate {
-        add(sur.backward()?)?;
-    }
-    for (&(side, s, e, d), &k) in micro.iter().zip(&keep) {
-        if !k {
-            let surrogate = (encode(side, s, e, d)? * grad_of(side, s, e)?)?.sum_all()?;
-            add(surrogate.backward()?)?;
-        }
-    }
-    let loss = loss.to_scalar::<f32>()?;
-    if !loss.is_finite() {
-        return Err(Error::NonFinite {
-            step: 0,
-            what: "loss",
-            value: loss,
-        });
-    }
-    let norm = AdamW::grad_norm(&acc);
-    if !norm.is_finite() {
-        return Err(Error::NonFinite {
-            step: 0,
-            what: "gradient norm",
-            value: norm,
-        });
-    }
-    let norm = opt.step_flat(vars, acc, lr, Some(cfg.clip))?;
-    Ok(StepOutcome {
-        loss,
-        grad_norm: norm,
-        tokens,
-        reencoded_tokens,
-    })
 }
 
 /// `ckpt-*/state.json`: where the run is and how many steps AdamW has taken.
