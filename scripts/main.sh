@@ -39,4 +39,4 @@ done
 step "benchmark"
 $uae bench qasper "${bench_args[@]}" --data-dir "$data" --out "$r/bench" \
   --uae "$r/uae/model" --infonce "$r/infonce/model" --uae-mined "$r/uae-mined/model"
-step "done; report in $r/bench/report.md"
+step "done; table in $r/bench/table.md"

@@ -187,3 +187,79 @@ mod tests {
         assert_eq!(steps, vec![1, 2, 3]);
     }
 }
+
+/// `RUN/ckpt-*/state.json`, the file a checkpoint's writer writes last (so a folder
+/// with it is complete): where the run is and how many steps AdamW has taken. Beside
+/// it, `model.safetensors` and `optimizer.safetensors` (AdamW's moments as `m.NAME`,
+/// `v.NAME`). Generic over the trainer's state type, which this crate does not know.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState<S> {
+    /// Format version ([`CheckpointState::VERSION`]; checkpoints written before it
+    /// had none).
+    #[serde(default = "first_version")]
+    pub version: u32,
+    pub state: S,
+    pub optimizer_step: u64,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+impl<S: Serialize + serde::de::DeserializeOwned> CheckpointState<S> {
+    pub const FILE: &'static str = "state.json";
+    pub const VERSION: u32 = 1;
+    /// The checkpoint's weights.
+    pub const MODEL: &'static str = "model.safetensors";
+    /// The checkpoint's AdamW moments.
+    pub const OPTIMIZER: &'static str = "optimizer.safetensors";
+
+    /// The state in checkpoint folder `dir`; an error names what is wrong.
+    pub fn read(dir: &Path) -> std::result::Result<Self, String> {
+        let text = std::fs::read_to_string(dir.join(Self::FILE)).map_err(|e| e.to_string())?;
+        let s: Self = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if s.version > Self::VERSION {
+            return Err(format!(
+                "checkpoint version {} (this uae reads {})",
+                s.version,
+                Self::VERSION
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Writes the state into checkpoint folder `dir`, atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        uae_core::fs::write_json(&dir.join(Self::FILE), self)
+    }
+}
+
+/// `RUN/ckpt.json`: the current checkpoint folder. Checkpoints are written to new
+/// folders and this pointer is replaced in one rename, so a kill at any moment
+/// leaves it naming a complete folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointPointer {
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// The folder's name inside the run folder.
+    pub dir: String,
+}
+
+impl CheckpointPointer {
+    pub const FILE: &'static str = "ckpt.json";
+
+    /// The pointer of run folder `out`, if there is a readable one.
+    pub fn read(out: &Path) -> Option<CheckpointPointer> {
+        let text = std::fs::read_to_string(out.join(Self::FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Points run folder `out` at checkpoint folder `dir` (one atomic rename).
+    pub fn write(out: &Path, dir: &str) -> Result<()> {
+        let p = CheckpointPointer {
+            version: 1,
+            dir: dir.to_string(),
+        };
+        uae_core::fs::write_json(&out.join(Self::FILE), &p)
+    }
+}

@@ -28,7 +28,7 @@ use uae_search::{cached_passage_embeddings, load_encoder, DenseSearcher};
 /// What the benchmark runs, and where it writes.
 #[derive(Debug, Clone)]
 pub struct QasperBench {
-    /// report.json, report.md, chart.svg, answers.jsonl, runs/, cache/.
+    /// table.json, table.md, chart.svg, answers.jsonl, runs/, cache/.
     pub out: PathBuf,
     /// Evaluate the first N evaluable questions (all: `None`).
     pub questions: Option<usize>,
@@ -83,7 +83,8 @@ pub struct Row {
     pub uae_speedup_1_thread: Option<f64>,
 }
 
-/// `report.json`.
+/// `table.json` (and `table.md`, `chart.svg`): the benchmark's table. Named apart
+/// from `uae eval`'s `report.json`, a different schema.
 #[derive(Serialize)]
 pub struct QasperReport {
     pub split: String,
@@ -98,9 +99,15 @@ pub struct QasperReport {
     pub seconds: f64,
     pub rows: Vec<Row>,
     pub comparisons: Vec<Comparison>,
-    /// The table as markdown (also `report.md`).
+    /// The table as markdown (also `table.md`).
     #[serde(skip)]
     pub markdown: String,
+}
+
+impl QasperReport {
+    pub const FILE: &'static str = "table.json";
+    pub const MARKDOWN: &'static str = "table.md";
+    pub const CHART: &'static str = "chart.svg";
 }
 
 /// Relative change of one system over another, in percent.
@@ -403,9 +410,15 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
         markdown: String::new(),
     };
     report.markdown = markdown(&report);
-    uae_core::fs::write_json(&b.out.join("report.json"), &report)?;
-    uae_core::fs::atomic_write(&b.out.join("report.md"), report.markdown.as_bytes())?;
-    uae_core::fs::atomic_write(&b.out.join("chart.svg"), chart(&report.rows).as_bytes())?;
+    uae_core::fs::write_json(&b.out.join(QasperReport::FILE), &report)?;
+    uae_core::fs::atomic_write(
+        &b.out.join(QasperReport::MARKDOWN),
+        report.markdown.as_bytes(),
+    )?;
+    uae_core::fs::atomic_write(
+        &b.out.join(QasperReport::CHART),
+        chart(&report.rows).as_bytes(),
+    )?;
     Ok(report)
 }
 

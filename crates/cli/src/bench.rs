@@ -14,7 +14,7 @@ use uae_rag::RagConfig;
 pub enum BenchCmd {
     /// The QASPER benchmark: BM25, base MiniLM, fine-tuned MiniLMs and LLM re-rankers;
     /// retrieval metrics, Token F1 of the LLM's answers from each top-k, latency.
-    /// Writes report.json, report.md, chart.svg, answers and TREC runs; resumable.
+    /// Writes table.json, table.md, chart.svg, answers and TREC runs; resumable.
     Qasper(QasperArgs),
     /// Encoder throughput: N real QASPER paragraphs truncated to a fixed token
     /// length, embedded in batches; reports tokens/s (median of repeats).
@@ -51,7 +51,7 @@ pub struct Bench<B: clap::Args> {
 
 #[derive(clap::Args, Debug)]
 pub struct QasperArgs {
-    /// Output folder: report.json, report.md, chart.svg, runs/<system>/run.trec and
+    /// Output folder: table.json, table.md, chart.svg, runs/<system>/run.trec and
     /// cache/. Rerunning the same command resumes from cache/.
     #[arg(long)]
     out: PathBuf,

@@ -509,7 +509,7 @@ fn bench_reuses_and_validates_its_embedding_cache() {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+            serde_json::from_str(&std::fs::read_to_string(out.join("table.json")).unwrap())
                 .unwrap();
         r["rows"]
             .as_array()

@@ -457,3 +457,127 @@ fn hybrid_eval_fuses_the_dense_and_bm25_runs() {
         assert_eq!(fused.len(), score.len(), "{q}");
     }
 }
+
+/// Every file a label, train or eval run leaves is read back through its owning
+/// type (a file with no owner fails the test): the formats one stage writes and
+/// another reads have one reader each.
+#[test]
+fn every_file_of_a_run_has_an_owner() {
+    use uae_artifacts::labels::{LabelManifest, LabelSummary, LabeledGroup, MinedRow};
+    use uae_artifacts::scores::{ScorePlan, ScoreRecord, Truncation};
+    use uae_artifacts::train::{CheckpointPointer, CheckpointState, MetricsLine, TrainManifest};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(
+        p.join("corpus.jsonl"),
+        concat!(
+            "{\"id\": \"c1\", \"text\": \"The cat sat on the mat in the kitchen.\"}\n",
+            "{\"id\": \"c2\", \"text\": \"The capital of France is Paris.\"}\n",
+            "{\"id\": \"c3\", \"text\": \"Rust has no garbage collector.\"}\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("questions.jsonl"),
+        concat!(
+            "{\"question\": \"Where did the cat sit?\", \"answer\": \"on the mat\", \"positives\": [\"c1\"]}\n",
+            "{\"question\": \"What is the capital of France?\", \"answer\": \"Paris\", \"positives\": [\"c2\"]}\n",
+        ),
+    )
+    .unwrap();
+    let (corpus, questions) = (p.join("corpus.jsonl"), p.join("questions.jsonl"));
+    let (labels, run, eval) = (p.join("labels"), p.join("run"), p.join("eval"));
+    let files = ["--corpus", s(&corpus), "--questions", s(&questions)];
+    ok(&[
+        &["label"][..],
+        &files,
+        &[
+            "--dense-negatives",
+            "1",
+            "--bm25-negatives",
+            "1",
+            "--out",
+            s(&labels),
+        ],
+    ]
+    .concat());
+    ok(&[
+        "train",
+        "--labels",
+        s(&labels),
+        "--checkpoint-every",
+        "1",
+        "--out",
+        s(&run),
+    ]);
+    ok(&[&["eval"][..], &files, &["--out", s(&eval)]].concat());
+
+    let mut read = 0;
+    let mut walk = |dir: &Path, owner: &dyn Fn(&Path, &str) -> bool| {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                owner(&path, &name),
+                "{}: no owner reads this file",
+                path.display()
+            );
+            read += 1;
+        }
+    };
+    let people = |name: &str| name.ends_with(".svg");
+    let lock = |name: &str| name == uae_core::fs::FolderLock::FILE;
+    walk(&labels, &|path, name| match name {
+        _ if name == LabelManifest::FILE => LabelManifest::read(&labels).unwrap().is_some(),
+        _ if name == LabeledGroup::FILE => !LabeledGroup::read_all(&labels).unwrap().is_empty(),
+        _ if name == MinedRow::FILE => MinedRow::read_all(&labels).unwrap().is_some(),
+        _ if name == LabelSummary::FILE => LabelSummary::read(&labels).unwrap().is_some(),
+        _ if name == ScoreRecord::FILE => !uae_core::Store::<ScoreRecord>::open(path)
+            .unwrap()
+            .is_empty(),
+        _ if name == Truncation::FILE => uae_core::Store::<Truncation>::open(path).is_ok(),
+        _ if name == ScorePlan::FILE => ScorePlan::read(&labels)
+            .unwrap()
+            .is_some_and(|p| !p.keys.is_empty()),
+        // The mining encoder's embeddings, in pieces (uae_artifacts::embeddings).
+        "cache" => std::fs::read_dir(path).unwrap().all(|f| {
+            let f = f.unwrap().path();
+            uae_artifacts::embeddings::read_npy(&f).unwrap().is_some()
+                || f.extension().is_some_and(|x| x == "bin")
+        }),
+        _ => people(name) || lock(name),
+    });
+    walk(&run, &|path, name| match name {
+        _ if name == TrainManifest::<serde_json::Value>::FILE => {
+            TrainManifest::<serde_json::Value>::read(&run)
+                .unwrap()
+                .is_some()
+        }
+        _ if name == MetricsLine::FILE => !MetricsLine::read_all(path).unwrap().is_empty(),
+        _ if name == CheckpointPointer::FILE => {
+            CheckpointPointer::read(&run).is_some_and(|c| run.join(c.dir).is_dir())
+        }
+        _ if name.starts_with("ckpt-") => {
+            type State = CheckpointState<serde_json::Value>;
+            State::read(path).is_ok()
+                && path.join(State::MODEL).is_file()
+                && path.join(State::OPTIMIZER).is_file()
+        }
+        // The export: a sentence-transformers folder the encoder loads.
+        "model" => uae_search::load_encoder(path, false).is_ok(),
+        _ => people(name) || lock(name),
+    });
+    walk(&eval, &|path, name| match name {
+        _ if name == uae_search::EvalReport::FILE => {
+            uae_search::EvalReport::read(&eval).unwrap().is_some()
+        }
+        _ if name == uae_search::EvalReport::RUN => {
+            !uae_eval::compare::read_run(path).unwrap().is_empty()
+        }
+        _ if name == uae_search::EvalReport::QRELS => {
+            !uae_eval::compare::read_qrels(path).unwrap().is_empty()
+        }
+        _ => false,
+    });
+    assert!(read >= 12, "read only {read} files");
+}

@@ -24,13 +24,17 @@ pub use prompt::{PromptFormat, TemplateChoice};
 pub use ranking::Ranking;
 pub use remote::{RemoteLm, RemoteOptions};
 pub use run::{run, utility_histogram, LabelRun, DEFAULT_LM};
-pub use score::{label, score_key, Job, LmSource, Record, Scorer};
+pub use score::{label, score_key, Job, LmSource, Scorer};
 pub use uae_artifacts::labels::{
     Candidate, CandidateMode, LabelConfig, LabelManifest, LabelSummary, LabeledCandidate,
     LabeledGroup, Template,
 };
+pub use uae_artifacts::scores::ScoreRecord as Record;
 
 use std::path::PathBuf;
+
+/// The label folder's utility histogram (for people; nothing reads it back).
+pub const HISTOGRAM: &str = "utility-histogram.svg";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -127,7 +127,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
     let _lock = uae_core::fs::FolderLock::acquire(out)?;
     let merged = interleave(groups);
     let merged_rows = interleave(rows);
-    for f in ["scores.jsonl", "truncations.jsonl"] {
+    for f in [
+        uae_artifacts::scores::ScoreRecord::FILE,
+        uae_artifacts::scores::Truncation::FILE,
+    ] {
         concat(
             &shards.iter().map(|(_, d)| d.join(f)).collect::<Vec<_>>(),
             &out.join(f),
@@ -140,7 +143,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
     LabeledGroup::write_all(out, &merged)?;
     summary.write(out)?;
     uae_core::fs::atomic_write(
-        &out.join("utility-histogram.svg"),
+        &out.join(crate::HISTOGRAM),
         crate::utility_histogram(&merged).as_bytes(),
     )?;
     let mut manifest = shards[0].0.clone();

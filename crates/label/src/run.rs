@@ -204,7 +204,7 @@ pub fn run(r: &LabelRun, progress: &dyn Progress) -> Result<(LabelSummary, Vec<L
     summary.skipped_bad_lines = r.skipped_rows.iter().take(1000).map(|x| x.line).collect();
     summary.write(&r.out)?;
     uae_core::fs::atomic_write(
-        &r.out.join("utility-histogram.svg"),
+        &r.out.join(crate::HISTOGRAM),
         utility_histogram(&groups).as_bytes(),
     )?;
     Ok((summary, groups))

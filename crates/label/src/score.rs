@@ -2,12 +2,12 @@
 //! candidate, in a fixed, deterministic batch plan, into the durable store.
 
 use crate::{Error, PromptFormat, Result};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use uae_artifacts::labels::{Candidate, LabelConfig, LabelSummary, LabeledCandidate, LabeledGroup};
+use uae_artifacts::scores::{ScorePlan as PlanFile, ScoreRecord as Record, Truncation};
 use uae_core::hash::digest;
-use uae_core::{Keyed, Progress, Store};
+use uae_core::{Progress, Store};
 use uae_data::QaSet;
 use uae_lm::{CausalLm, ScoreGroup, ScoreRequest};
 
@@ -60,19 +60,6 @@ impl LmSource {
     }
 }
 
-/// A cached passage truncation by a remote tokenizer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Cut {
-    k: String,
-    t: String,
-}
-
-impl Keyed for Cut {
-    fn key(&self) -> &str {
-        &self.k
-    }
-}
-
 /// Every distinct passage text cut to `budget` tokens of the scorer's tokenizer.
 /// Remote cuts are kept in `truncations.jsonl` so that a resumed run asks again only
 /// for the ones it has not seen.
@@ -91,7 +78,7 @@ fn truncate_all(
             }
         }
         Scorer::Remote(r) => {
-            let mut store: Store<Cut> = Store::open(&dir.join("truncations.jsonl"))?;
+            let mut store: Store<Truncation> = Store::open(&dir.join(Truncation::FILE))?;
             let key = |t: &str| {
                 digest(&[
                     r.model_hash.as_bytes(),
@@ -112,7 +99,7 @@ fn truncate_all(
             let mut pending = Vec::new();
             let mut done = 0u64;
             let result = r.truncate_all(&missing, budget, &mut |i, cut| {
-                pending.push(Cut {
+                pending.push(Truncation {
                     k: key(&missing[i]),
                     t: cut.clone(),
                 });
@@ -130,23 +117,6 @@ fn truncate_all(
         }
     }
     Ok(out)
-}
-
-/// One scored (question, passage or none, answer).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// The key from [`score_key`].
-    pub k: String,
-    /// Mean NLL of the answer tokens.
-    pub nll: f32,
-    /// Per-token log-probabilities of the answer.
-    pub lp: Vec<f32>,
-}
-
-impl Keyed for Record {
-    fn key(&self) -> &str {
-        &self.k
-    }
 }
 
 /// The store key of one score: everything that determines it.
@@ -206,7 +176,7 @@ pub fn label(
             "the prompt format differs from the configuration's template; this is a bug".into(),
         ));
     }
-    let mut store: Store<Record> = Store::open(&dir.join("scores.jsonl"))?;
+    let mut store: Store<Record> = Store::open(&dir.join(Record::FILE))?;
     let mut work: Vec<Work> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut plan: Vec<Planned> = Vec::new();
@@ -368,14 +338,9 @@ fn rate_message(tokens: usize, start: std::time::Instant) -> String {
 /// missing score. A resumed run reads the same plan back, so its batches, and
 /// therefore its values, are those of an uninterrupted run (a sequence's NLL depends
 /// on its batch within ~1e-6).
-#[derive(Serialize, Deserialize)]
-struct ScorePlan {
-    keys: Vec<String>,
-}
+struct ScorePlan;
 
 impl ScorePlan {
-    const FILE: &'static str = "score-plan.json";
-
     /// The run's plan: read back if an earlier start wrote one (with any key since
     /// lost from the store added), else every key of `work` missing from `store`,
     /// written before the first score.
@@ -384,33 +349,19 @@ impl ScorePlan {
         work: &[Work],
         store: &Store<Record>,
     ) -> Result<std::collections::HashSet<String>> {
-        let path = dir.join(Self::FILE);
         let missing = work
             .iter()
             .filter(|w| store.get(&w.key).is_none())
             .map(|w| w.key.clone());
         let (mut keys, fresh): (std::collections::HashSet<String>, bool) =
-            match std::fs::read(&path) {
-                Ok(bytes) => {
-                    let plan: ScorePlan =
-                        serde_json::from_slice(&bytes).map_err(|e| uae_core::Error::Corrupt {
-                            path: path.clone(),
-                            line: e.line(),
-                            message: format!("{e} (delete the file to plan again)"),
-                        })?;
-                    (plan.keys.into_iter().collect(), false)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Default::default(), true),
-                Err(e) => return Err(uae_core::Error::io(&path)(e).into()),
+            match PlanFile::read(dir)? {
+                Some(plan) => (plan.keys.into_iter().collect(), false),
+                None => (Default::default(), true),
             };
         let before = keys.len();
         keys.extend(missing);
         if fresh || keys.len() != before {
-            let mut sorted: Vec<&String> = keys.iter().collect();
-            sorted.sort();
-            let text =
-                serde_json::to_string(&serde_json::json!({ "keys": sorted })).unwrap_or_default();
-            uae_core::fs::atomic_write(&path, text.as_bytes())?;
+            PlanFile::write(dir, keys.iter().cloned())?;
         }
         Ok(keys)
     }

@@ -487,34 +487,17 @@ fn evaluate(
     Ok(())
 }
 
-/// `ckpt-*/state.json`: where the run is and how many steps AdamW has taken.
-#[derive(Serialize, Deserialize)]
-struct CheckpointState {
-    state: TrainState,
-    optimizer_step: u64,
-}
-
-/// `RUN/ckpt.json`: the current checkpoint folder. Checkpoints are written to new
-/// folders and this pointer is replaced in one rename, so a kill at any moment
-/// leaves it naming a complete folder (the old one is removed only afterwards).
-#[derive(Serialize, Deserialize)]
-struct CheckpointPointer {
-    dir: String,
-}
-
-const POINTER: &str = "ckpt.json";
+type Checkpoint = uae_artifacts::train::CheckpointState<TrainState>;
+use uae_artifacts::train::CheckpointPointer;
 /// The file a checkpoint folder's writer writes last.
-const CKPT_MARKER: &str = "state.json";
+const CKPT_MARKER: &str = Checkpoint::FILE;
 /// The file an export folder's writer writes last.
 const EXPORT_MARKER: &str = "model.safetensors";
 
 /// The checkpoint a run resumes from: the folder `ckpt.json` names, or the
 /// `ckpt/` folder of runs made before the pointer existed.
 fn current_checkpoint(out: &Path) -> Option<PathBuf> {
-    let named = std::fs::read_to_string(out.join(POINTER))
-        .ok()
-        .and_then(|t| serde_json::from_str::<CheckpointPointer>(&t).ok())
-        .map(|p| out.join(p.dir));
+    let named = CheckpointPointer::read(out).map(|p| out.join(p.dir));
     named
         .into_iter()
         .chain([out.join("ckpt")])
@@ -541,7 +524,7 @@ fn save_checkpoint(
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
         .collect();
-    candle_core::safetensors::save(&model, tmp.join("model.safetensors"))?;
+    candle_core::safetensors::save(&model, tmp.join(Checkpoint::MODEL))?;
     let mut moments: HashMap<String, Tensor> = HashMap::new();
     for (n, v) in vars {
         if let (Some(m), Some(s)) = (opt.m.get(n), opt.v.get(n)) {
@@ -555,16 +538,16 @@ fn save_checkpoint(
             );
         }
     }
-    candle_core::safetensors::save(&moments, tmp.join("optimizer.safetensors"))?;
-    let st = CheckpointState {
+    candle_core::safetensors::save(&moments, tmp.join(Checkpoint::OPTIMIZER))?;
+    let st = Checkpoint {
+        version: Checkpoint::VERSION,
         state: state.clone(),
         optimizer_step: opt.step,
     };
-    let text = serde_json::to_string(&st).expect("state serialises; this is a bug");
-    uae_core::fs::atomic_write(&tmp.join(CKPT_MARKER), text.as_bytes())?;
+    st.write(&tmp)?;
     std::fs::rename(&tmp, &dir).map_err(uae_core::Error::io(&dir))?;
     // The commit point: one rename of the pointer file.
-    uae_core::fs::write_json(&out.join(POINTER), &CheckpointPointer { dir: name.clone() })?;
+    CheckpointPointer::write(out, &name)?;
     // Only now are older checkpoints (and leftovers of killed writes) removed.
     if let Ok(entries) = std::fs::read_dir(out) {
         for e in entries.flatten() {
@@ -588,11 +571,11 @@ fn load_checkpoint(
         path: dir.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| bad(e.to_string()))?;
-    let CheckpointState {
+    let Checkpoint {
         state,
         optimizer_step,
-    } = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        ..
+    } = Checkpoint::read(dir).map_err(bad)?;
     let same = |a: &TrainConfig| {
         TrainConfig {
             eval_every: cfg.eval_every,
@@ -605,11 +588,9 @@ fn load_checkpoint(
         ));
     }
     let model =
-        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)?;
-    let moments = candle_core::safetensors::load(
-        dir.join("optimizer.safetensors"),
-        &candle_core::Device::Cpu,
-    )?;
+        candle_core::safetensors::load(dir.join(Checkpoint::MODEL), &candle_core::Device::Cpu)?;
+    let moments =
+        candle_core::safetensors::load(dir.join(Checkpoint::OPTIMIZER), &candle_core::Device::Cpu)?;
     for (n, var) in vars {
         let t = model
             .get(n)
@@ -868,7 +849,7 @@ mod checkpoint_tests {
             .unwrap()
             .path();
         std::fs::rename(name, out.join("ckpt")).unwrap();
-        std::fs::remove_file(out.join(POINTER)).unwrap();
+        std::fs::remove_file(out.join(CheckpointPointer::FILE)).unwrap();
         assert_eq!(resumed(out), (7, vec![5.0, 10.0]));
     }
 }
