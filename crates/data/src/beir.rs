@@ -27,27 +27,68 @@ struct Q {
 /// Loads a BEIR-layout folder; passage text is `title + " " + text` when a title exists.
 /// Only queries with at least one qrel of score > 0 in `split` are returned.
 pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
-    let corpus_path = dir.join("corpus.jsonl");
-    let docs: Vec<(usize, Doc)> = read_jsonl_lines(&corpus_path)?;
+    let docs = read_docs(&dir.join("corpus.jsonl"))?;
+    let ids: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
+    let qrels = read_qrels(&qrels_path, &ids)?;
+    let queries = judged_queries(&dir.join("queries.jsonl"), qrels)?;
+    if queries.is_empty() {
+        return Err(Error::Empty {
+            path: qrels_path,
+            what: "the set of judged queries",
+        });
+    }
+    let passages = docs
+        .into_iter()
+        .map(|d| Passage {
+            text: if d.title.trim().is_empty() {
+                d.text
+            } else {
+                format!("{} {}", d.title, d.text)
+            },
+            id: d.id,
+            scope: None,
+            section: None,
+        })
+        .collect();
+    Ok(Collection {
+        name: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "beir".into()),
+        passages,
+        queries,
+    })
+}
+
+/// corpus.jsonl: not empty, no id twice (the error names the second's line).
+fn read_docs(path: &Path) -> Result<Vec<Doc>> {
+    let docs: Vec<(usize, Doc)> = read_jsonl_lines(path)?;
     if docs.is_empty() {
         return Err(Error::Empty {
-            path: corpus_path,
+            path: path.to_path_buf(),
             what: "the corpus",
         });
     }
     let mut ids: HashSet<&str> = HashSet::new();
     if let Some((line, dup)) = docs.iter().find(|(_, d)| !ids.insert(d.id.as_str())) {
         return Err(Error::DuplicateId {
-            path: corpus_path.clone(),
+            path: path.to_path_buf(),
             line: *line,
             id: dup.id.clone(),
         });
     }
-    let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
+    Ok(docs.into_iter().map(|(_, d)| d).collect())
+}
+
+/// qrels/SPLIT.tsv (header optional): each query's passages of grade > 0. A row
+/// that is not three columns, a grade that is not a small integer, or a passage not
+/// in the corpus is an error naming its line.
+fn read_qrels(path: &Path, ids: &HashSet<&str>) -> Result<BTreeMap<String, Vec<(String, u32)>>> {
     let mut qrels: BTreeMap<String, Vec<(String, u32)>> = BTreeMap::new();
-    for item in uae_core::lines::lines(open_maybe_gz(&qrels_path)?) {
+    for item in uae_core::lines::lines(open_maybe_gz(path)?) {
         let (n, line) = item.map_err(|e| Error::Qrels {
-            path: qrels_path.clone(),
+            path: path.to_path_buf(),
             line: e.line(),
             message: e.reason(),
         })?;
@@ -56,7 +97,7 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
             continue;
         }
         let bad = |message: String| Error::Qrels {
-            path: qrels_path.clone(),
+            path: path.to_path_buf(),
             line: n,
             message,
         };
@@ -88,16 +129,23 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
                 .push((did.to_string(), score as u32));
         }
     }
-    let queries_path = dir.join("queries.jsonl");
-    let queries: Vec<(usize, Q)> = read_jsonl_lines(&queries_path)?;
-    // A blank query would be embedded and ranked like any other (the questions file
-    // and `/search` refuse one): a judged query must have text.
+    Ok(qrels)
+}
+
+/// queries.jsonl's queries that the qrels judge, with their relevant passages. A
+/// blank query would be embedded and ranked like any other (the questions file and
+/// `/search` refuse one): a judged query must have text.
+fn judged_queries(
+    path: &Path,
+    mut qrels: BTreeMap<String, Vec<(String, u32)>>,
+) -> Result<Vec<Query>> {
+    let queries: Vec<(usize, Q)> = read_jsonl_lines(path)?;
     if let Some((line, q)) = queries
         .iter()
         .find(|(_, q)| q.text.trim().is_empty() && qrels.contains_key(&q.id))
     {
         return Err(Error::JsonLine {
-            path: queries_path.clone(),
+            path: path.to_path_buf(),
             line: *line,
             message: format!(
                 "query `{}` is judged in the qrels but its text is empty",
@@ -105,7 +153,7 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
             ),
         });
     }
-    let queries: Vec<Query> = queries
+    Ok(queries
         .into_iter()
         .filter_map(|(_, q)| {
             qrels.remove(&q.id).map(|gold| Query {
@@ -115,34 +163,7 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<Collection> {
                 gold,
             })
         })
-        .collect();
-    if queries.is_empty() {
-        return Err(Error::Empty {
-            path: qrels_path,
-            what: "the set of judged queries",
-        });
-    }
-    let passages = docs
-        .into_iter()
-        .map(|(_, d)| Passage {
-            text: if d.title.trim().is_empty() {
-                d.text
-            } else {
-                format!("{} {}", d.title, d.text)
-            },
-            id: d.id,
-            scope: None,
-            section: None,
-        })
-        .collect();
-    Ok(Collection {
-        name: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "beir".into()),
-        passages,
-        queries,
-    })
+        .collect())
 }
 
 #[cfg(test)]

@@ -29,11 +29,9 @@ fn same_run(a: &LabelManifest, b: &LabelManifest) -> Option<&'static str> {
     }
 }
 
-/// Merges shard folders `dirs` (all n shards of one run, any order) into `out`:
-/// labels.jsonl and candidates.jsonl interleaved back into the unsharded order, the
-/// score stores concatenated (so `out` can be resumed or extended like any label
-/// folder), the manifest without a shard, and a summary over the whole.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
+/// The manifests of `dirs`, checked to be all `n` shards of one run (same LLM,
+/// configuration, questions and corpus; no shard twice or missing), in shard order.
+fn shards_of_one_run(dirs: &[PathBuf]) -> Result<Vec<(LabelManifest, &PathBuf)>> {
     if dirs.is_empty() {
         return Err(merr("no shard folder given"));
     }
@@ -91,6 +89,16 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
         return Err(merr(format!("shard {} missing", missing.join(", "))));
     }
     shards.sort_by_key(|(m, _)| m.shard.map_or(0, |s| s.index));
+    Ok(shards)
+}
+
+/// Merges shard folders `dirs` (all n shards of one run, any order) into `out`:
+/// labels.jsonl and candidates.jsonl interleaved back into the unsharded order, the
+/// score stores concatenated (so `out` can be resumed or extended like any label
+/// folder), the manifest without a shard, and a summary over the whole.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
+    let shards = shards_of_one_run(dirs)?;
+    let n = shards.len();
     if out.join(LabeledGroup::FILE).exists() || out.join(LabelManifest::FILE).exists() {
         return Err(merr(format!(
             "{}: already a label folder; merge into a new one",
