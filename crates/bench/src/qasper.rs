@@ -372,25 +372,7 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
         _ => (vec![(None, None); systems.len()], Vec::new()),
     };
     let rows = rows(&coll, &systems, &f1, brackets);
-    let comparisons = [
-        ("minilm + uae", "minilm"),
-        ("minilm + uae", "minilm + infonce"),
-        ("minilm + uae (mined)", "minilm"),
-        ("minilm + uae (bf16)", "minilm + uae"),
-    ]
-    .iter()
-    .filter_map(|(sys, over)| compare(&rows, sys, over))
-    .collect();
-    for s in &systems {
-        let dir = b.out.join("runs").join(slug(&s.name));
-        uae_eval::write_trec(
-            &dir,
-            &slug(&s.name),
-            &coll.passages,
-            &coll.queries,
-            &s.rankings,
-        )?;
-    }
+    let comparisons = headline_comparisons(&rows);
     let mut report = QasperReport {
         split: qasper.split.to_string(),
         questions: coll.queries.len(),
@@ -410,16 +392,51 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
         markdown: String::new(),
     };
     report.markdown = markdown(&report);
-    uae_core::fs::write_json(&b.out.join(QasperReport::FILE), &report)?;
+    write_outputs(&b.out, &coll, &systems, &report)?;
+    Ok(report)
+}
+
+/// UAE against the base, against `infonce`, mined against the base, bf16 against f32
+/// (the rows present).
+fn headline_comparisons(rows: &[Row]) -> Vec<Comparison> {
+    [
+        ("minilm + uae", "minilm"),
+        ("minilm + uae", "minilm + infonce"),
+        ("minilm + uae (mined)", "minilm"),
+        ("minilm + uae (bf16)", "minilm + uae"),
+    ]
+    .iter()
+    .filter_map(|(sys, over)| compare(rows, sys, over))
+    .collect()
+}
+
+/// Each system's TREC run (`runs/<system>/`) and the table, its markdown and chart.
+fn write_outputs(
+    out: &std::path::Path,
+    coll: &Collection,
+    systems: &[System],
+    report: &QasperReport,
+) -> Result<()> {
+    for s in systems {
+        let dir = out.join("runs").join(slug(&s.name));
+        uae_eval::write_trec(
+            &dir,
+            &slug(&s.name),
+            &coll.passages,
+            &coll.queries,
+            &s.rankings,
+        )?;
+    }
+    uae_core::fs::write_json(&out.join(QasperReport::FILE), report)?;
     uae_core::fs::atomic_write(
-        &b.out.join(QasperReport::MARKDOWN),
+        &out.join(QasperReport::MARKDOWN),
         report.markdown.as_bytes(),
     )?;
     uae_core::fs::atomic_write(
-        &b.out.join(QasperReport::CHART),
+        &out.join(QasperReport::CHART),
         chart(&report.rows).as_bytes(),
     )?;
-    Ok(report)
+    Ok(())
 }
 
 /// The fine-tuned rows: (row name, model folder, bf16 projections).

@@ -172,22 +172,7 @@ pub fn serve(b: &ServeBench, q: &Qasper) -> Result<ServeReport> {
             message: format!("only {} passages have {} tokens", cut.len(), b.tokens),
         });
     }
-    // Offline: the same batches through the encoder directly.
-    let t = Instant::now();
-    let offline_reps = 3;
-    for _ in 0..offline_reps {
-        for chunk in cut.chunks(b.batch) {
-            std::hint::black_box(enc.embed_ids(
-                chunk,
-                uae_encoder::BatchOptions {
-                    max_tokens: usize::MAX,
-                    max_batch: b.batch,
-                },
-                &mut |_| {},
-            )?);
-        }
-    }
-    let offline = (offline_reps * cut.len() * b.tokens) as f64 / t.elapsed().as_secs_f64();
+    let offline = offline_tokens_per_s(&enc, &cut, b.batch)?;
     let vecs = uae_search::embed_passages(
         &enc,
         &passages,
@@ -210,76 +195,7 @@ pub fn serve(b: &ServeBench, q: &Qasper) -> Result<ServeReport> {
         .enable_all()
         .build()
         .map_err(|e| Error::ThreadPool(e.to_string()))?;
-    let rows = rt.block_on(async {
-        let listener = Listener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Invalid {
-                what: "bench serve",
-                message: e.to_string(),
-            })?;
-        let base = format!("http://{}", listener.addr());
-        tokio::spawn(listener.serve(
-            uae_serve::router(app),
-            Duration::from_secs(10),
-            std::future::pending::<()>(),
-            Duration::from_secs(1),
-        ));
-        let client: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(256)
-            .build_http();
-        let single: Vec<Bytes> = questions
-            .iter()
-            .map(|t| Bytes::from(serde_json::json!({ "input": t }).to_string()))
-            .collect();
-        let batches: Vec<Bytes> = cut
-            .chunks(b.batch)
-            .filter(|c| c.len() == b.batch)
-            .map(|c| Bytes::from(serde_json::json!({ "input": c }).to_string()))
-            .collect();
-        let searches: Vec<Bytes> = questions
-            .iter()
-            .map(|t| Bytes::from(serde_json::json!({ "query": t, "k": 10 }).to_string()))
-            .collect();
-        let mut rows = Vec::new();
-        for (route, load, bodies, per_request_tokens) in [
-            ("/v1/embeddings", "one query", single, None),
-            (
-                "/v1/embeddings",
-                "batch of passages",
-                batches,
-                Some(b.batch * b.tokens),
-            ),
-            ("/search", "one query", searches, None),
-        ] {
-            let bodies = Arc::new(bodies);
-            let url = format!("{base}{route}");
-            // Warm-up: one request per body kind.
-            let _ = post(&client, &url, bodies[0].clone()).await;
-            for &c in &b.concurrency {
-                let n = if per_request_tokens.is_some() {
-                    (b.requests / 4).max(c)
-                } else {
-                    b.requests
-                };
-                let (sec, lat, ok) = drive(&client, &url, &bodies, n, c).await;
-                rows.push(ServeRow {
-                    route,
-                    load,
-                    concurrency: c,
-                    requests: n,
-                    ok,
-                    seconds: sec,
-                    // Answered requests only: a refused one (429/503) is not served.
-                    requests_per_s: ok as f64 / sec,
-                    p50_ms: percentile(&lat, 50.0),
-                    p95_ms: percentile(&lat, 95.0),
-                    p99_ms: percentile(&lat, 99.0),
-                    tokens_per_s: per_request_tokens.map(|t| (ok * t) as f64 / sec),
-                });
-            }
-        }
-        Ok::<_, Error>(rows)
-    })?;
+    let rows = rt.block_on(load(app, b, &questions, &cut))?;
     Ok(ServeReport {
         bench: "serve",
         model: b.model.display().to_string(),
@@ -288,4 +204,102 @@ pub fn serve(b: &ServeBench, q: &Qasper) -> Result<ServeReport> {
         offline_tokens_per_s: offline,
         rows,
     })
+}
+
+/// Embedding throughput of `cut`'s batches through the encoder, in this process (the
+/// bar the server's batching is held to), tokens/s.
+fn offline_tokens_per_s(enc: &uae_encoder::Encoder, cut: &[Vec<u32>], batch: usize) -> Result<f64> {
+    let t = Instant::now();
+    let reps = 3;
+    let tokens: usize = cut.iter().map(Vec::len).sum();
+    for _ in 0..reps {
+        for chunk in cut.chunks(batch) {
+            std::hint::black_box(enc.embed_ids(
+                chunk,
+                uae_encoder::BatchOptions {
+                    max_tokens: usize::MAX,
+                    max_batch: batch,
+                },
+                &mut |_| {},
+            )?);
+        }
+    }
+    Ok((reps * tokens) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The server on a loopback port, then every (route, load, concurrency) row.
+async fn load(
+    app: std::sync::Arc<App>,
+    b: &ServeBench,
+    questions: &[String],
+    cut: &[Vec<u32>],
+) -> Result<Vec<ServeRow>> {
+    let listener = Listener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Invalid {
+            what: "bench serve",
+            message: e.to_string(),
+        })?;
+    let base = format!("http://{}", listener.addr());
+    tokio::spawn(listener.serve(
+        uae_serve::router(app),
+        Duration::from_secs(10),
+        std::future::pending::<()>(),
+        Duration::from_secs(1),
+    ));
+    let client: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http();
+    let single: Vec<Bytes> = questions
+        .iter()
+        .map(|t| Bytes::from(serde_json::json!({ "input": t }).to_string()))
+        .collect();
+    let batches: Vec<Bytes> = cut
+        .chunks(b.batch)
+        .filter(|c| c.len() == b.batch)
+        .map(|c| Bytes::from(serde_json::json!({ "input": c }).to_string()))
+        .collect();
+    let searches: Vec<Bytes> = questions
+        .iter()
+        .map(|t| Bytes::from(serde_json::json!({ "query": t, "k": 10 }).to_string()))
+        .collect();
+    let mut rows = Vec::new();
+    for (route, load, bodies, per_request_tokens) in [
+        ("/v1/embeddings", "one query", single, None),
+        (
+            "/v1/embeddings",
+            "batch of passages",
+            batches,
+            Some(b.batch * b.tokens),
+        ),
+        ("/search", "one query", searches, None),
+    ] {
+        let bodies = Arc::new(bodies);
+        let url = format!("{base}{route}");
+        // Warm-up: one request per body kind.
+        let _ = post(&client, &url, bodies[0].clone()).await;
+        for &c in &b.concurrency {
+            let n = if per_request_tokens.is_some() {
+                (b.requests / 4).max(c)
+            } else {
+                b.requests
+            };
+            let (sec, lat, ok) = drive(&client, &url, &bodies, n, c).await;
+            rows.push(ServeRow {
+                route,
+                load,
+                concurrency: c,
+                requests: n,
+                ok,
+                seconds: sec,
+                // Answered requests only: a refused one (429/503) is not served.
+                requests_per_s: ok as f64 / sec,
+                p50_ms: percentile(&lat, 50.0),
+                p95_ms: percentile(&lat, 95.0),
+                p99_ms: percentile(&lat, 99.0),
+                tokens_per_s: per_request_tokens.map(|t| (ok * t) as f64 / sec),
+            });
+        }
+    }
+    Ok::<_, Error>(rows)
 }

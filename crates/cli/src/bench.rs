@@ -199,11 +199,12 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::BenchCmd;
-    use clap::Parser;
 
     fn bench(args: &[&str]) -> BenchCmd {
-        let cli = crate::Cli::try_parse_from(["uae", "bench"].iter().chain(args)).unwrap();
-        let crate::Cmd::Bench(b) = cli.cmd else {
+        let args: Vec<&str> = std::iter::once("bench")
+            .chain(args.iter().copied())
+            .collect();
+        let crate::Cmd::Bench(b) = crate::parse(&args) else {
             panic!("not bench")
         };
         b
@@ -212,39 +213,38 @@ mod tests {
     #[test]
     fn flag_defaults_are_the_benches_defaults() {
         let d = |x: &dyn std::fmt::Debug| format!("{x:?}");
-        match bench(&["embed"]) {
-            BenchCmd::Embed(a) => {
-                assert_eq!(d(&a.bench), d(&uae_bench::speed::EmbedBench::default()))
-            }
-            _ => panic!(),
-        }
-        match bench(&["query"]) {
-            BenchCmd::Query(a) => {
-                assert_eq!(d(&a.bench), d(&uae_bench::speed::QueryBench::default()))
-            }
-            _ => panic!(),
-        }
-        match bench(&["train"]) {
-            BenchCmd::Train(a) => {
-                assert_eq!(d(&a.bench), d(&uae_bench::speed::TrainBench::default()))
-            }
-            _ => panic!(),
-        }
-        match bench(&["label"]) {
-            BenchCmd::Label(a) => {
-                assert_eq!(d(&a.bench), d(&uae_bench::speed::LabelBench::default()))
-            }
-            _ => panic!(),
-        }
-        match bench(&["serve"]) {
-            BenchCmd::Serve(a) => {
-                assert_eq!(d(&a.bench), d(&uae_bench::serve::ServeBench::default()))
-            }
-            _ => panic!(),
-        }
-        match bench(&["mine"]) {
-            BenchCmd::Mine(a) => assert_eq!(d(&a.bench), d(&uae_bench::mine::MineBench::default())),
-            _ => panic!(),
-        }
+        let same = |cmd: BenchCmd, want: String| {
+            let got = match cmd {
+                BenchCmd::Embed(a) => d(&a.bench),
+                BenchCmd::Query(a) => d(&a.bench),
+                BenchCmd::Train(a) => d(&a.bench),
+                BenchCmd::Label(a) => d(&a.bench),
+                BenchCmd::Serve(a) => d(&a.bench),
+                BenchCmd::Mine(a) => d(&a.bench),
+                BenchCmd::Qasper(_) => String::new(),
+            };
+            assert_eq!(got, want);
+        };
+        same(
+            bench(&["embed"]),
+            d(&uae_bench::speed::EmbedBench::default()),
+        );
+        same(
+            bench(&["query"]),
+            d(&uae_bench::speed::QueryBench::default()),
+        );
+        same(
+            bench(&["train"]),
+            d(&uae_bench::speed::TrainBench::default()),
+        );
+        same(
+            bench(&["label"]),
+            d(&uae_bench::speed::LabelBench::default()),
+        );
+        same(
+            bench(&["serve"]),
+            d(&uae_bench::serve::ServeBench::default()),
+        );
+        same(bench(&["mine"]), d(&uae_bench::mine::MineBench::default()));
     }
 }

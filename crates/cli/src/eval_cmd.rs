@@ -64,18 +64,15 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     #[test]
     fn flag_defaults_are_the_options_defaults() {
-        let cli = crate::Cli::try_parse_from(["uae", "eval", "--out", "o"]).unwrap();
-        let crate::Cmd::Eval(a) = cli.cmd else {
+        let crate::Cmd::Eval(a) = crate::parse(&["eval", "--out", "o"]) else {
             panic!("not eval")
         };
         let want = uae_search::EvalOptions::default();
         assert_eq!(format!("{:?}", a.options), format!("{want:?}"));
-        let cli = crate::Cli::try_parse_from(["uae", "eval", "--out", "o", "--beir", "b"]).unwrap();
-        let crate::Cmd::Eval(a) = cli.cmd else {
+        let crate::Cmd::Eval(a) = crate::parse(&["eval", "--out", "o", "--beir", "b"]) else {
             panic!("not eval")
         };
         assert!(matches!(

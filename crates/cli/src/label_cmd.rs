@@ -101,12 +101,10 @@ pub fn run(a: LabelArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     #[test]
     fn flag_defaults_are_the_options_defaults() {
-        let cli = crate::Cli::try_parse_from(["uae", "label", "--out", "o"]).unwrap();
-        let crate::Cmd::Label(a) = cli.cmd else {
+        let crate::Cmd::Label(a) = crate::parse(&["label", "--out", "o"]) else {
             panic!("not label")
         };
         let want = uae_label::LabelOptions::default();

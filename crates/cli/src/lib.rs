@@ -116,3 +116,13 @@ pub fn error_line(e: &anyhow::Error) -> String {
     }
     line
 }
+
+/// A command line parsed, for the subcommands' tests.
+#[cfg(test)]
+fn parse(args: &[&str]) -> Cmd {
+    use clap::Parser;
+    let full: Vec<&str> = std::iter::once("uae").chain(args.iter().copied()).collect();
+    Cli::try_parse_from(full)
+        .expect("the test's command line parses")
+        .cmd
+}

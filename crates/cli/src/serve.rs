@@ -62,26 +62,18 @@ pub fn run(a: ServeArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     /// The flags' defaults are the library's, and `--no-truncate` turns truncation off.
     #[test]
     fn flag_defaults_are_the_config_defaults() {
-        let cli = crate::Cli::try_parse_from(["uae", "serve"]).unwrap();
-        let crate::Cmd::Serve(a) = cli.cmd else {
+        let crate::Cmd::Serve(a) = crate::parse(&["serve"]) else {
             panic!("not serve")
         };
         let want = uae_serve::ServeConfig::default();
         assert_eq!(format!("{:?}", a.config), format!("{want:?}"));
-        let cli = crate::Cli::try_parse_from([
-            "uae",
-            "serve",
-            "--no-truncate",
-            "--max-queue-wait-ms",
-            "5",
-        ])
-        .unwrap();
-        let crate::Cmd::Serve(a) = cli.cmd else {
+        let crate::Cmd::Serve(a) =
+            crate::parse(&["serve", "--no-truncate", "--max-queue-wait-ms", "5"])
+        else {
             panic!("not serve")
         };
         assert!(!a.config.truncate);

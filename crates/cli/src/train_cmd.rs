@@ -64,14 +64,10 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     /// The flags' defaults are the library's: one place for each.
     #[test]
     fn flag_defaults_are_the_config_defaults() {
-        let cli =
-            crate::Cli::try_parse_from(["uae", "train", "--labels", "l", "--out", "o"]).unwrap();
-        let crate::Cmd::Train(a) = cli.cmd else {
+        let crate::Cmd::Train(a) = crate::parse(&["train", "--labels", "l", "--out", "o"]) else {
             panic!("not train")
         };
         assert_eq!(a.config, uae_train::TrainConfig::default());

@@ -177,24 +177,86 @@ pub fn label(
         ));
     }
     let mut store: Store<Record> = Store::open(&dir.join(Record::FILE))?;
-    let mut work: Vec<Work> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut plan: Vec<Planned> = Vec::new();
     let by_id: HashMap<&str, &uae_core::Passage> =
         job.set.corpus.iter().map(|p| (p.id.as_str(), p)).collect();
+    let distinct = distinct_passages(job, &by_id);
+    let cut = truncate_all(scorer, &distinct, cfg.passage_tokens, dir, progress)?;
+    let keys = Keys {
+        model_hash: scorer.model_hash().to_string(),
+        cfg,
+    };
+    let (work, plan) = plan_work(job, &keys, &by_id, &cut)?;
+    let mut summary = LabelSummary {
+        scores_total: work.len(),
+        ..Default::default()
+    };
+    summary.scores_reused = work.iter().filter(|w| store.get(&w.key).is_some()).count();
+    let too_long = match scorer {
+        Scorer::Local(lm) => {
+            let planned = ScorePlan::open(dir, &work, &store)?;
+            let work: Vec<&Work> = work.iter().filter(|w| planned.contains(&w.key)).collect();
+            score_local(lm, cfg, &work, &mut store, &mut summary, progress)?
+        }
+        Scorer::Remote(r) => {
+            score_remote(r, &work, &mut store, &mut summary, progress)?;
+            HashSet::new()
+        }
+    };
+    let (groups, long_ids) = assemble(job, &keys, plan, &store, &too_long);
+    if !long_ids.is_empty() {
+        tracing::warn!(
+            questions = long_ids.len(),
+            first = %long_ids.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            "left out: a prompt and answer longer than the LLM's context"
+        );
+    }
+    summary.skipped_too_long = long_ids.len();
+    utility_stats(&mut summary, &groups);
+    summary.seconds = start.elapsed().as_secs_f64();
+    progress.finish();
+    LabeledGroup::write_all(dir, &groups)?;
+    Ok((summary, groups))
+}
+
+/// What a run's score keys share: the LLM and the configuration.
+struct Keys<'a> {
+    model_hash: String,
+    cfg: &'a LabelConfig,
+}
+
+impl Keys<'_> {
+    fn key(&self, question: &str, passage: Option<&str>, answer: &str) -> String {
+        score_key(&self.model_hash, self.cfg, question, passage, answer)
+    }
+}
+
+/// Every distinct non-blank passage text among the job's candidates, in first-seen
+/// order (each is cut to the budget once).
+fn distinct_passages(job: &Job, by_id: &HashMap<&str, &uae_core::Passage>) -> Vec<String> {
     let mut distinct: Vec<String> = Vec::new();
-    let mut distinct_seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     for (_, cands) in &job.items {
         for c in cands {
             if let Some(p) = by_id.get(c.passage_id.as_str()) {
-                if !p.text.trim().is_empty() && distinct_seen.insert(p.text.as_str()) {
+                if !p.text.trim().is_empty() && seen.insert(p.text.as_str()) {
                     distinct.push(p.text.clone());
                 }
             }
         }
     }
-    let cut = truncate_all(scorer, &distinct, cfg.passage_tokens, dir, progress)?;
-    let model_hash = scorer.model_hash().to_string();
+    distinct
+}
+
+/// The scores to compute (each distinct key once: every answer without a passage
+/// and with each candidate's cut text), and per question its candidates' texts and
+/// answers for assembling.
+fn plan_work(
+    job: &Job,
+    keys: &Keys,
+    by_id: &HashMap<&str, &uae_core::Passage>,
+    cut: &HashMap<String, String>,
+) -> Result<(Vec<Work>, Vec<Planned>)> {
+    let (mut work, mut plan, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
     for (qi, cands) in &job.items {
         let q = &job.set.questions[*qi];
         let answers: Vec<String> = q.answers.clone();
@@ -220,7 +282,7 @@ pub fn label(
                 continue;
             }
             for p in &passages {
-                let key = score_key(&model_hash, cfg, &q.question, *p, a);
+                let key = keys.key(&q.question, *p, a);
                 if seen.insert(key.clone()) {
                     work.push(Work {
                         key,
@@ -232,32 +294,24 @@ pub fn label(
         }
         plan.push((*qi, texts, answers));
     }
-    let total = work.len();
-    let mut summary = LabelSummary {
-        scores_total: total,
-        ..Default::default()
-    };
-    let done = work.iter().filter(|w| store.get(&w.key).is_some()).count();
-    summary.scores_reused = done;
-    let too_long = match scorer {
-        Scorer::Local(lm) => {
-            let planned = ScorePlan::open(dir, &work, &store)?;
-            let work: Vec<&Work> = work.iter().filter(|w| planned.contains(&w.key)).collect();
-            score_local(lm, cfg, &work, &mut store, &mut summary, progress)?
-        }
-        Scorer::Remote(r) => {
-            score_remote(r, &work, &mut store, &mut summary, progress)?;
-            HashSet::new()
-        }
-    };
-    // Assemble groups.
-    let mut groups = Vec::new();
-    let mut long_ids = Vec::new();
+    Ok((work, plan))
+}
+
+/// The labelled groups: each candidate's utility, the mean over the answers of the
+/// NLL without a passage less the NLL with it. A question one of whose prompts did
+/// not fit the LLM's context is left out whole (its utilities would compare scores
+/// of different prompts); their ids are returned.
+fn assemble(
+    job: &Job,
+    keys: &Keys,
+    plan: Vec<Planned>,
+    store: &Store<Record>,
+    too_long: &HashSet<String>,
+) -> (Vec<LabeledGroup>, Vec<String>) {
+    let (mut groups, mut long_ids) = (Vec::new(), Vec::new());
     for (qi, texts, answers) in plan {
         let q = &job.set.questions[qi];
-        let key = |p: Option<&str>, a: &str| score_key(&model_hash, cfg, &q.question, p, a);
-        // A question one of whose prompts does not fit the LLM's context is left out
-        // whole (its utilities would compare scores of different prompts).
+        let key = |p: Option<&str>, a: &str| keys.key(&q.question, p, a);
         let passages = std::iter::once(None).chain(texts.iter().map(|(_, t)| Some(t.as_str())));
         if !too_long.is_empty()
             && passages
@@ -297,19 +351,7 @@ pub fn label(
             candidates: cands,
         });
     }
-    if !long_ids.is_empty() {
-        tracing::warn!(
-            questions = long_ids.len(),
-            first = %long_ids.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
-            "left out: a prompt and answer longer than the LLM's context"
-        );
-    }
-    summary.skipped_too_long = long_ids.len();
-    utility_stats(&mut summary, &groups);
-    summary.seconds = start.elapsed().as_secs_f64();
-    progress.finish();
-    LabeledGroup::write_all(dir, &groups)?;
-    Ok((summary, groups))
+    (groups, long_ids)
 }
 
 /// Mean NLL of answer log-probabilities; non-finite values are refused (a null in the
@@ -415,6 +457,35 @@ fn share_prefixes(prompts: &[&[u32]], max_members: usize) -> Vec<Unit> {
     units
 }
 
+/// Consecutive runs of `units` (ranges of `units`) that fit one LLM pass:
+/// at most `max_batch` sequences and `max_batch_tokens` tokens, a run's shared
+/// prefix counted once (`lens`: each sequence's prompt and answer tokens). A unit
+/// larger than the limits runs alone.
+fn batches_of(units: &[Unit], lens: &[usize], cfg: &LabelConfig) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let mut s = 0;
+    let (mut seqs, mut tokens) = (0, 0);
+    for (i, u) in units.iter().enumerate() {
+        let t = u.shared
+            + lens[u.members.clone()]
+                .iter()
+                .map(|l| l - u.shared)
+                .sum::<usize>();
+        let n = u.members.len();
+        if i > s && (seqs + n > cfg.max_batch || tokens + t > cfg.max_batch_tokens) {
+            batches.push(s..i);
+            s = i;
+            (seqs, tokens) = (0, 0);
+        }
+        seqs += n;
+        tokens += t;
+    }
+    if s < units.len() {
+        batches.push(s..units.len());
+    }
+    batches
+}
+
 /// The in-process LLM, in a fixed batch plan: prompts sorted by their tokens (then
 /// key), cut into runs that share a prefix ([`share_prefixes`]), the runs cut into
 /// batches by sequence count and token budget. The plan depends only on the keys in
@@ -456,27 +527,11 @@ fn score_local(
     ids.sort_by(|a, b| (&a.prompt, &a.answer, a.key).cmp(&(&b.prompt, &b.answer, b.key)));
     let prompts: Vec<&[u32]> = ids.iter().map(|w| w.prompt.as_slice()).collect();
     let units = share_prefixes(&prompts, cfg.max_batch.max(1));
-    let mut batches: Vec<std::ops::Range<usize>> = Vec::new(); // ranges of `units`
-    let mut s = 0;
-    let (mut seqs, mut tokens) = (0, 0);
-    for (i, u) in units.iter().enumerate() {
-        let t = u.shared
-            + ids[u.members.clone()]
-                .iter()
-                .map(|w| w.prompt.len() + w.answer.len() - u.shared)
-                .sum::<usize>();
-        let n = u.members.len();
-        if i > s && (seqs + n > cfg.max_batch || tokens + t > cfg.max_batch_tokens) {
-            batches.push(s..i);
-            s = i;
-            (seqs, tokens) = (0, 0);
-        }
-        seqs += n;
-        tokens += t;
-    }
-    if s < units.len() {
-        batches.push(s..units.len());
-    }
+    let lens: Vec<usize> = ids
+        .iter()
+        .map(|w| w.prompt.len() + w.answer.len())
+        .collect();
+    let batches = batches_of(&units, &lens, cfg);
     let start = std::time::Instant::now();
     // Progress over this run's plan: what an earlier start of it already stored.
     let mut done = work.iter().filter(|w| store.get(&w.key).is_some()).count();
