@@ -18,7 +18,7 @@ ran=() skipped=()
 if has amx_bf16 && has amx_tile; then ran+=(hw_amx); else skipped+=("hw_amx (no AMX)"); fi
 if has avx512_bf16; then ran+=(hw_avx512bf16); else skipped+=("hw_avx512bf16 (no AVX512_BF16)"); fi
 if has amx_bf16 || has avx512_bf16; then ran+=(hw_bf16); else skipped+=("hw_bf16 (no bf16 unit)"); fi
-for t in "${ran[@]}"; do
+for t in ${ran[@]+"${ran[@]}"}; do
   cargo test --workspace --locked -- --ignored "$t"
 done
 echo "hardware tests run: ${ran[*]:-none}; skipped: ${skipped[*]:-none}"
