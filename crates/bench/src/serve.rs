@@ -29,7 +29,7 @@ pub struct ServeBench {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = <ServeBench as Default>::default().requests, value_parser = uae_core::flags::count_in(1, 100_000)))]
     pub requests: usize,
     /// Concurrency levels, comma separated (each 1-1024).
-    #[cfg_attr(feature = "cli", arg(long, default_value = "1,8,32,64", value_delimiter = ',', value_parser = uae_core::flags::count_in(1, 1024)))]
+    #[cfg_attr(feature = "cli", arg(long, default_values_t = <ServeBench as Default>::default().concurrency, value_delimiter = ',', value_parser = uae_core::flags::count_in(1, 1024)))]
     pub concurrency: Vec<usize>,
     /// Tokens per passage in the batch rows (2-512).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = <ServeBench as Default>::default().tokens, value_parser = uae_core::flags::count_in(2, 512)))]

@@ -243,7 +243,7 @@ pub struct LabelBench {
     #[cfg_attr(feature = "cli", arg(long, default_value_t = <LabelBench as Default>::default().answer, value_parser = flags::count()))]
     pub answer: usize,
     /// Batch sizes to measure, comma separated (each >= 1).
-    #[cfg_attr(feature = "cli", arg(long, default_value = "1,8", value_delimiter = ',', value_parser = flags::count()))]
+    #[cfg_attr(feature = "cli", arg(long, default_values_t = <LabelBench as Default>::default().batches, value_delimiter = ',', value_parser = flags::count()))]
     pub batches: Vec<usize>,
     /// Timed repeats after one warm-up pass (1-1000).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = <LabelBench as Default>::default().repeats, value_parser = flags::count_in(1, 1000)))]

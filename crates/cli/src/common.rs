@@ -13,7 +13,7 @@ use uae_data::{Qasper, Split};
 #[derive(clap::Args, Clone, Debug)]
 pub struct DataDir {
     /// Folder with qasper-{train,dev,test}-v0.3.json[.gz].
-    #[arg(long, env = "UAE_DATA_DIR", default_value = "../shared/data/qasper")]
+    #[arg(long, env = "UAE_DATA_DIR", default_value = uae_data::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
 

@@ -16,6 +16,7 @@ pub use io::{open_maybe_gz, read_jsonl, read_jsonl_lenient, read_jsonl_lines};
 pub use qa::{QaItem, QaSet, SkippedRow, MAX_QA_TEXT_BYTES};
 pub use qasper::{
     default_data_dir, Answer, AnswerKind, Paper, Paragraph, Qasper, QasperStats, Question, Split,
+    DEFAULT_DATA_DIR,
 };
 pub use source::Source;
 #[cfg(feature = "cli")]

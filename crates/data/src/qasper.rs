@@ -53,10 +53,13 @@ impl std::fmt::Display for Split {
 
 /// Where QASPER is looked for when no directory is given: `$UAE_DATA_DIR`, else
 /// `../shared/data/qasper` relative to the current directory.
+/// Where QASPER is looked for when neither `--data-dir` nor `UAE_DATA_DIR` says.
+pub const DEFAULT_DATA_DIR: &str = "../shared/data/qasper";
+
 pub fn default_data_dir() -> PathBuf {
     std::env::var_os("UAE_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data/qasper"))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 #[derive(Deserialize)]

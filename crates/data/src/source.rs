@@ -71,7 +71,7 @@ impl Source {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SourceArgs {
     /// Folder with qasper-{train,dev,test}-v0.3.json[.gz].
-    #[arg(long, env = "UAE_DATA_DIR", default_value = "../shared/data/qasper")]
+    #[arg(long, env = "UAE_DATA_DIR", default_value = crate::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// QASPER split (default: the command's; ignored with --beir or --corpus).
     #[arg(long)]
