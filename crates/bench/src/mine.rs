@@ -105,6 +105,7 @@ pub fn synthetic_set(splits: &[Qasper], passages: usize, questions: usize, words
             answers: Vec::new(),
             scope: None,
             positives: Vec::new(),
+            fields: Default::default(),
         })
         .collect();
     let mut i = 0;
@@ -117,6 +118,7 @@ pub fn synthetic_set(splits: &[Qasper], passages: usize, questions: usize, words
             answers: Vec::new(),
             scope: None,
             positives: Vec::new(),
+            fields: Default::default(),
         });
         i += 1;
     }

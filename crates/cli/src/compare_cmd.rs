@@ -31,6 +31,10 @@ pub struct CompareArgs {
     /// Seed of the resampling (the same seed repeats every number).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also compare within each group of the questions by this field, as `uae eval
+    /// --by FIELD` wrote them into A's (or B's) folder: e.g. `answer_type` on QASPER.
+    #[arg(long, value_name = "FIELD")]
+    by: Option<String>,
     /// Also write the whole comparison (every metric) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -41,7 +45,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
         resamples: a.resamples,
         seed: a.seed,
     };
-    let r = uae_search::compare::compare_paths(&a.a, &a.b, a.qrels.as_deref(), opts)?;
+    let r =
+        uae_search::compare::compare_paths(&a.a, &a.b, a.qrels.as_deref(), a.by.as_deref(), opts)?;
     let shown = r.shown(&a.metrics)?;
     let c = &r.comparison;
     println!(
@@ -59,8 +64,25 @@ pub fn run(a: CompareArgs) -> Result<()> {
             &shown
         )
     );
+    let (name_a, name_b) = (a.a.display().to_string(), a.b.display().to_string());
+    let mut by_json = Vec::new();
+    if let Some((field, groups)) = &r.by {
+        for (value, g) in groups {
+            println!(
+                "\n{field} = {value}: {} {}\n",
+                g.queries,
+                if r.utility { "questions" } else { "queries" }
+            );
+            print!("{}", g.table(&name_a, &name_b, &shown));
+            by_json.push(serde_json::json!({"field": field, "value": value, "comparison": g}));
+        }
+    }
     if let Some(path) = &a.json {
-        let text = serde_json::to_string_pretty(c)?;
+        let mut v = serde_json::to_value(c)?;
+        if r.by.is_some() {
+            v["by"] = serde_json::Value::Array(by_json);
+        }
+        let text = serde_json::to_string_pretty(&v)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -2,6 +2,7 @@ use crate::common::{count, Bars};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::{SourceArgs, Split};
+use uae_eval::groups::QueryGroups;
 use uae_search::EvalOptions;
 
 #[derive(clap::Args)]
@@ -18,23 +19,52 @@ pub struct EvalArgs {
     /// --dev-limit` does (>= 1).
     #[arg(long, value_parser = count())]
     limit: Option<usize>,
+    /// Also report every metric per value of this field of the questions (QASPER:
+    /// `answer_type`, each question's extractive / abstractive / yes_no /
+    /// unanswerable annotations; your questions file: any field of its rows, a list
+    /// putting a question in each of its values' groups; `answer_type` finds
+    /// `answer_types`). Writes groups.json for `uae compare --by`.
+    #[arg(long, value_name = "FIELD")]
+    by: Option<String>,
     #[command(flatten)]
     options: EvalOptions,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let mut coll = a.source.source(Split::Test).collection()?;
+    let source = a.source.source(Split::Test);
+    let mut coll = source.collection()?;
     if let Some(n) = a.limit {
         uae_search::limit_queries(&mut coll, n);
     }
+    let groups = match &a.by {
+        Some(field) => {
+            let mut of = source.field_values(field)?;
+            let kept: std::collections::HashSet<&str> =
+                coll.queries.iter().map(|q| q.id.as_str()).collect();
+            of.retain(|q, _| kept.contains(q.as_str()));
+            Some(QueryGroups {
+                field: field.clone(),
+                of,
+            })
+        }
+        None => None,
+    };
     let retriever = a.options.retriever();
-    let report = uae_search::evaluate(&coll, &retriever, &a.out, &Bars::default())?;
+    let report =
+        uae_search::evaluate(&coll, &retriever, &a.out, groups.as_ref(), &Bars::default())?;
     let tag = retriever.tag();
     println!(
         "{} on {}: {} evaluable of {} queries ({} without matched text evidence skipped), {} passages\n",
         tag, report.collection, report.evaluable_queries, report.queries, report.skipped_queries, report.passages
     );
     print!("{}", uae_eval::table(&tag, &report.metrics));
+    if let Some(by) = &report.by {
+        println!();
+        print!(
+            "{}",
+            uae_eval::groups::table(&by.field, &by.groups, &uae_search::compare::RUN_METRICS)
+        );
+    }
     Ok(())
 }
 

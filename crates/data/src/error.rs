@@ -37,6 +37,8 @@ pub enum Error {
     Empty { path: PathBuf, what: &'static str },
     #[error("{path}: BEIR queries carry no answers; labelling needs questions with answers (--corpus and --questions)")]
     NoAnswers { path: PathBuf },
+    #[error("{source_name}: no question has a field `{field}` (or `{field}s`) to group by")]
+    NoField { source_name: String, field: String },
     #[error("unknown split `{name}` (expected train, dev or test)")]
     UnknownSplit { name: String },
     #[error("{path}: no such file (QASPER files are looked up as qasper-{{split}}-v0.3.json[.gz]; set --data-dir or UAE_DATA_DIR)")]

@@ -10,7 +10,7 @@
 
 use crate::{read_jsonl_lenient, Collection, Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use uae_core::{Passage, Query};
 
@@ -24,6 +24,10 @@ pub struct QaItem {
     pub scope: Option<String>,
     /// Passage ids of the evidence (may be empty).
     pub positives: Vec<String>,
+    /// The row's other fields, kept as they are (written back by [`QaSet::write`],
+    /// read by `uae eval --by FIELD`); QASPER's carry `answer_types`.
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, serde_json::Value>,
 }
 
 /// A corpus and its questions, checked against each other.
@@ -49,6 +53,8 @@ struct QaLine {
     scope: Option<String>,
     #[serde(default)]
     positives: Vec<String>,
+    #[serde(flatten)]
+    fields: BTreeMap<String, serde_json::Value>,
 }
 
 /// Question ids may be strings or numbers.
@@ -272,6 +278,7 @@ fn check_row(
         answers,
         scope: row.scope.clone(),
         positives,
+        fields: row.fields.clone(),
     })
 }
 
@@ -294,6 +301,10 @@ impl crate::Qasper {
                         answers: q.references(),
                         scope: Some(q.paper_id.clone()),
                         positives: q.gold.iter().map(|&n| paper.passage_id(n)).collect(),
+                        fields: BTreeMap::from([(
+                            crate::qasper::ANSWER_TYPES.to_string(),
+                            serde_json::json!(q.answer_types()),
+                        )]),
                     }
                 })
                 .collect(),

@@ -136,6 +136,23 @@ pub enum AnswerKind {
     Unanswerable,
 }
 
+/// The field of an exported QASPER question (`uae data export-qasper`) that lists its
+/// answer types, for `uae eval --by answer_type`.
+pub const ANSWER_TYPES: &str = "answer_types";
+
+impl AnswerKind {
+    /// QASPER's name of the answer type: `extractive` (spans of the paper),
+    /// `abstractive` (free form), `yes_no` or `unanswerable`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            AnswerKind::Extractive(_) => "extractive",
+            AnswerKind::FreeForm(_) => "abstractive",
+            AnswerKind::YesNo(_) => "yes_no",
+            AnswerKind::Unanswerable => "unanswerable",
+        }
+    }
+}
+
 /// One annotator's answer and the evidence they marked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Answer {
@@ -196,6 +213,19 @@ impl Question {
     /// Distinct reference answers of the answerable annotations, in annotation order.
     pub fn references(&self) -> Vec<String> {
         distinct(self.answers.iter().filter_map(Answer::reference))
+    }
+
+    /// The distinct types of its annotations ([`AnswerKind::type_name`]), in
+    /// annotation order: a question that two annotators answered differently has two.
+    pub fn answer_types(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for a in &self.answers {
+            let t = a.kind.type_name();
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
     }
 
     /// Distinct Token F1 references of every annotation ("Unanswerable" included).
@@ -493,6 +523,22 @@ mod tests {
         assert_eq!(q.stats().evaluable_questions, 1);
         assert_eq!(q.questions[0].references(), vec!["a, b".to_string()]);
         assert_eq!(q.questions[1].references(), vec!["No".to_string()]);
+    }
+
+    #[test]
+    fn answer_types_are_each_annotation_s_distinct_kind() {
+        let q = tiny();
+        assert_eq!(
+            q.questions[0].answer_types(),
+            vec!["extractive", "unanswerable"]
+        );
+        assert_eq!(q.questions[1].answer_types(), vec!["yes_no"]);
+        // The generic form carries them as a field, written back by export.
+        let set = q.qa_set();
+        assert_eq!(
+            set.questions[1].fields[ANSWER_TYPES],
+            serde_json::json!(["yes_no"])
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! `uae label` and `uae train` read the same three sources the same way.
 
 use crate::{load_beir, Collection, Error, QaSet, Qasper, Result, SkippedRow, Split};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A data source.
@@ -40,6 +42,61 @@ impl Source {
         }
     }
 
+    /// Each question's values of `field`, for splitting metrics by it (`uae eval --by`):
+    /// a string, number or boolean is one value, a list one value per element, a
+    /// missing or null field none. QASPER questions carry `answer_types`; your
+    /// questions file any field of its rows; BEIR queries a field of the row or of its
+    /// `metadata`. `field` may name a list by its singular (`answer_type` finds
+    /// `answer_types`). An error when no question has the field.
+    pub fn field_values(&self, field: &str) -> Result<BTreeMap<String, Vec<String>>> {
+        let rows: Vec<(String, BTreeMap<String, Value>)> = match self {
+            Source::Beir { dir, .. } => {
+                let path = dir.join("queries.jsonl");
+                let (rows, _) = crate::read_jsonl_lenient::<BTreeMap<String, Value>>(&path, false)?;
+                rows.into_iter()
+                    .filter_map(|(_, mut row)| {
+                        let id = value_text(row.get("_id")?)?;
+                        if let Some(Value::Object(meta)) = row.remove("metadata") {
+                            for (k, v) in meta {
+                                row.entry(k).or_insert(v);
+                            }
+                        }
+                        Some((id, row))
+                    })
+                    .collect()
+            }
+            _ => self
+                .qa_set()?
+                .0
+                .questions
+                .into_iter()
+                .map(|q| (q.id, q.fields))
+                .collect(),
+        };
+        let plural = format!("{field}s");
+        let name = if rows.iter().any(|(_, r)| r.contains_key(field)) {
+            field
+        } else if rows.iter().any(|(_, r)| r.contains_key(&plural)) {
+            plural.as_str()
+        } else {
+            return Err(Error::NoField {
+                source_name: self.name(),
+                field: field.to_string(),
+            });
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(id, r)| {
+                let values = match r.get(name) {
+                    Some(Value::Array(a)) => a.iter().filter_map(value_text).collect(),
+                    Some(v) => value_text(v).into_iter().collect(),
+                    None => Vec::new(),
+                };
+                (id, values)
+            })
+            .collect())
+    }
+
     /// The name recorded in manifests: the QASPER split, the BEIR folder, or the
     /// questions file's set name.
     pub fn name(&self) -> String {
@@ -62,6 +119,17 @@ impl Source {
     /// QASPER dev for model selection).
     pub fn is_qasper(&self) -> bool {
         matches!(self, Source::Qasper { .. })
+    }
+}
+
+/// A scalar JSON value as text (strings without quotes); `None` for null, lists and
+/// objects.
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -146,6 +214,47 @@ mod tests {
         assert_eq!(set.questions.len(), 1);
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].line, 2);
+    }
+
+    #[test]
+    fn field_values_read_scalars_lists_and_the_singular_of_a_list() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("corpus.jsonl");
+        let q = d.path().join("questions.jsonl");
+        std::fs::write(&c, "{\"id\": \"p1\", \"text\": \"x\"}\n").unwrap();
+        std::fs::write(
+            &q,
+            concat!(
+                "{\"id\": \"a\", \"question\": \"x?\", \"answer\": \"y\", \"kinds\": [\"e\", \"f\"], \"n\": 3}\n",
+                "{\"id\": \"b\", \"question\": \"x?\", \"answer\": \"y\", \"kinds\": \"e\"}\n",
+                "{\"id\": \"c\", \"question\": \"x?\", \"answer\": \"y\"}\n"
+            ),
+        )
+        .unwrap();
+        let s = Source::Files {
+            corpus: c,
+            questions: q,
+        };
+        let v = s.field_values("kind").unwrap();
+        assert_eq!(v["a"], vec!["e", "f"]);
+        assert_eq!(v["b"], vec!["e"]);
+        assert!(v["c"].is_empty());
+        assert_eq!(s.field_values("n").unwrap()["a"], vec!["3"]);
+        let e = s.field_values("colour").unwrap_err().to_string();
+        assert!(e.contains("`colour`") && e.contains("questions"), "{e}");
+        // BEIR: the row's own field or its metadata's.
+        let b = d.path().join("beir");
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(
+            b.join("queries.jsonl"),
+            "{\"_id\": \"1\", \"text\": \"x\", \"metadata\": {\"topic\": \"bio\"}}\n",
+        )
+        .unwrap();
+        let s = Source::Beir {
+            dir: b,
+            split: "test".into(),
+        };
+        assert_eq!(s.field_values("topic").unwrap()["1"], vec!["bio"]);
     }
 
     #[test]

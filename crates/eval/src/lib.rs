@@ -18,6 +18,7 @@ pub const QRELS_FILE: &str = "qrels.trec";
 pub mod calibrate;
 pub mod compare;
 pub mod f1;
+pub mod groups;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

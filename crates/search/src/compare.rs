@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uae_artifacts::labels::{CandidateMode, LabelManifest, LabeledGroup};
 use uae_eval::compare::{self, CompareOptions, Comparison, Qrels};
+use uae_eval::groups::QueryGroups;
 
 /// What a `retrieved` label folder says of its retriever, per question, in this
 /// order: the top passage's utility (nats), the best utility of the labelled top k,
@@ -26,6 +27,8 @@ pub struct Compared {
     pub comparison: Comparison,
     /// Utility label folders (else retrieval runs).
     pub utility: bool,
+    /// With `by`: the field, and the comparison within each of its values' groups.
+    pub by: Option<(String, Vec<(String, Comparison)>)>,
 }
 
 impl Compared {
@@ -74,12 +77,57 @@ fn locate(p: &Path) -> (PathBuf, Option<PathBuf>) {
 
 /// Compares B against A: two retrieval runs (against `qrels`, or the qrels.trec both
 /// folders hold, which must agree) or two utility label folders (never one of each).
+/// With `by`, also within each group of the questions by that field, as `uae eval
+/// --by` wrote them (groups.json of A's folder, else B's).
 pub fn compare_paths(
     a: &Path,
     b: &Path,
     qrels: Option<&Path>,
+    by: Option<&str>,
     opts: CompareOptions,
 ) -> Result<Compared> {
+    let groups = match by {
+        Some(field) => Some(groups_of(a, b, field)?),
+        None => None,
+    };
+    let Paired {
+        names,
+        a: va,
+        b: vb,
+        ..
+    } = paired(a, b, qrels)?;
+    let by = groups.map(|g| {
+        let (sa, sb) = (g.split(&va), g.split(&vb));
+        let per = sa
+            .iter()
+            .filter_map(|(value, ga)| {
+                let gb = sb.get(value)?;
+                Some((value.clone(), compare::compare_values(&names, ga, gb, opts)))
+            })
+            .collect();
+        (g.field, per)
+    });
+    Ok(Compared {
+        comparison: compare::compare_values(&names, &va, &vb, opts),
+        utility: is_labels(a),
+        by,
+    })
+}
+
+/// Two runs' per-question values, paired by question id: the rows behind a
+/// comparison (`uae compare`, the explorer's question list).
+pub struct Paired {
+    /// The metric of each column.
+    pub names: Vec<&'static str>,
+    pub a: BTreeMap<String, Vec<f64>>,
+    pub b: BTreeMap<String, Vec<f64>>,
+    /// Utility label folders (else retrieval runs).
+    pub utility: bool,
+}
+
+/// The per-question values of A and B ([`compare_paths`]' checks: two runs with
+/// agreeing qrels, or two comparable utility folders).
+pub fn paired(a: &Path, b: &Path, qrels: Option<&Path>) -> Result<Paired> {
     let utility = match (is_labels(a), is_labels(b)) {
         (true, true) => true,
         (false, false) => false,
@@ -91,28 +139,67 @@ pub fn compare_paths(
         )))
         }
     };
-    let comparison = if utility {
+    let (names, va, vb) = if utility {
         if qrels.is_some() {
             return Err(bad(
                 "--qrels applies to retrieval runs; utility folders carry their own answers".into(),
             ));
         }
-        compare_utilities(a, b, opts)?
+        compare_utilities(a, b)?
     } else {
-        compare_runs(a, b, qrels, opts)?
+        compare_runs(a, b, qrels)?
     };
-    Ok(Compared {
-        comparison,
+    Ok(Paired {
+        names,
+        a: va,
+        b: vb,
         utility,
     })
 }
 
-fn compare_runs(
-    a: &Path,
-    b: &Path,
-    qrels: Option<&Path>,
-    opts: CompareOptions,
-) -> Result<Comparison> {
+/// The ranking of a run (a folder's run.trec, or the file) and the qrels of its
+/// folder, if any.
+pub fn run_of(p: &Path) -> Result<(compare::Run, Option<Qrels>)> {
+    let (run, qrels) = locate(p);
+    let qrels = match qrels {
+        Some(q) => Some(compare::read_qrels(&q)?),
+        None => None,
+    };
+    Ok((compare::read_run(&run)?, qrels))
+}
+
+/// The question groups `uae eval --by` wrote into `a` (else `b`), for `field` (its
+/// singular or plural).
+fn groups_of(a: &Path, b: &Path, field: &str) -> Result<QueryGroups> {
+    let same = |g: &str| g == field || format!("{g}s") == field || format!("{field}s") == g;
+    for dir in [a, b].into_iter().filter(|d| d.is_dir()) {
+        if let Some(g) = QueryGroups::read(dir)? {
+            if same(&g.field) {
+                return Ok(g);
+            }
+            return Err(bad(format!(
+                "{}: grouped by `{}`, not `{field}` (rerun `uae eval --by {field}`)",
+                dir.join(QueryGroups::FILE).display(),
+                g.field
+            )));
+        }
+    }
+    Err(bad(format!(
+        "--by {field}: neither {} nor {} holds {} (write it with `uae eval --by {field}`)",
+        a.display(),
+        b.display(),
+        QueryGroups::FILE
+    )))
+}
+
+/// Per-question rows of values, named.
+type Columns = (
+    Vec<&'static str>,
+    BTreeMap<String, Vec<f64>>,
+    BTreeMap<String, Vec<f64>>,
+);
+
+fn compare_runs(a: &Path, b: &Path, qrels: Option<&Path>) -> Result<Columns> {
     let (run_a, qrels_a) = locate(a);
     let (run_b, qrels_b) = locate(b);
     let qrels: Qrels = match (qrels, &qrels_a, &qrels_b) {
@@ -157,7 +244,13 @@ fn compare_runs(
         }
         check_report(dir, per);
     }
-    Ok(compare::compare(&pa, &pb, opts))
+    let columns = |m: &BTreeMap<String, uae_eval::Metrics>| -> BTreeMap<String, Vec<f64>> {
+        m.iter()
+            .map(|(q, x)| (q.clone(), x.rows().iter().map(|r| r.1).collect()))
+            .collect()
+    };
+    let names = uae_eval::Metrics::default().rows().map(|(k, _)| k).to_vec();
+    Ok((names, columns(&pa), columns(&pb)))
 }
 
 /// The per-question [`UTILITY_METRICS`] of a `uae label --candidates retrieved`
@@ -201,7 +294,7 @@ pub fn comparable(a: &LabelManifest, b: &LabelManifest) -> bool {
         && k(a) == k(b)
 }
 
-fn compare_utilities(a: &Path, b: &Path, opts: CompareOptions) -> Result<Comparison> {
+fn compare_utilities(a: &Path, b: &Path) -> Result<Columns> {
     let ((ma, ua), (mb, ub)) = (retrieved_utilities(a)?, retrieved_utilities(b)?);
     if !comparable(&ma, &mb) {
         return Err(bad(format!(
@@ -217,7 +310,7 @@ fn compare_utilities(a: &Path, b: &Path, opts: CompareOptions) -> Result<Compari
             b.display()
         )));
     }
-    Ok(compare::compare_values(&UTILITY_METRICS, &ua, &ub, opts))
+    Ok((UTILITY_METRICS.to_vec(), ua, ub))
 }
 
 /// Warns when a folder's report.json disagrees with the metrics recomputed from its
@@ -264,7 +357,7 @@ mod tests {
             resamples: 100,
             seed: 0,
         };
-        let r = compare_paths(&a, &b, None, opts).unwrap();
+        let r = compare_paths(&a, &b, None, None, opts).unwrap();
         assert!(!r.utility);
         assert_eq!(r.comparison.queries, 2);
         assert_eq!(
@@ -273,10 +366,71 @@ mod tests {
         );
         let e = r.shown(&["recall@2".into()]).unwrap_err().to_string();
         assert!(e.contains("unknown metric `recall@2`"), "{e}");
-        let e = compare_paths(&a, &c, None, opts).err().unwrap().to_string();
+        let e = compare_paths(&a, &c, None, None, opts)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("judge different queries"), "{e}");
         // One qrels file for both is allowed.
-        assert!(compare_paths(&a, &c, Some(&a.join(EvalReport::QRELS)), opts).is_ok());
+        assert!(compare_paths(&a, &c, Some(&a.join(EvalReport::QRELS)), None, opts).is_ok());
+    }
+
+    #[test]
+    fn by_splits_the_comparison_by_the_groups_eval_wrote() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let qrels = "q1 0 p1 1\nq2 0 p2 1\nq3 0 p3 1\n";
+        // B finds q2's passage first where A did not; q1 and q3 are the same.
+        eval_folder(
+            &a,
+            "q1 Q0 p1 1 2.0 x\nq2 Q0 p9 1 2.0 x\nq3 Q0 p3 1 2.0 x\n",
+            qrels,
+        );
+        eval_folder(
+            &b,
+            "q1 Q0 p1 1 2.0 x\nq2 Q0 p2 1 2.0 x\nq3 Q0 p3 1 2.0 x\n",
+            qrels,
+        );
+        let opts = CompareOptions {
+            resamples: 100,
+            seed: 0,
+        };
+        let e = compare_paths(&a, &b, None, Some("answer_type"), opts)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("uae eval --by answer_type"), "{e}");
+        QueryGroups {
+            field: "answer_types".into(),
+            of: [
+                ("q1".to_string(), vec!["extractive".to_string()]),
+                ("q2".to_string(), vec!["abstractive".to_string()]),
+                ("q3".to_string(), vec!["abstractive".to_string()]),
+            ]
+            .into(),
+        }
+        .write(&a)
+        .unwrap();
+        let r = compare_paths(&a, &b, None, Some("answer_type"), opts).unwrap();
+        let (field, groups) = r.by.unwrap();
+        assert_eq!(field, "answer_types");
+        let r1 = |c: &Comparison| {
+            c.metrics
+                .iter()
+                .find(|m| m.metric == "recall@1")
+                .unwrap()
+                .diff
+        };
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].0, "abstractive");
+        assert_eq!((groups[0].1.queries, r1(&groups[0].1)), (2, 0.5));
+        assert_eq!((groups[1].1.queries, r1(&groups[1].1)), (1, 0.0));
+        assert!((r1(&r.comparison) - 1.0 / 3.0).abs() < 1e-12);
+        let e = compare_paths(&a, &b, None, Some("topic"), opts)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("grouped by `answer_types`"), "{e}");
     }
 
     #[test]
@@ -287,9 +441,15 @@ mod tests {
         std::fs::create_dir_all(&l).unwrap();
         std::fs::write(l.join(LabeledGroup::FILE), "").unwrap();
         let opts = CompareOptions::default();
-        let e = compare_paths(&a, &l, None, opts).err().unwrap().to_string();
+        let e = compare_paths(&a, &l, None, None, opts)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("not one of each"), "{e}");
-        let e = compare_paths(&l, &l, None, opts).err().unwrap().to_string();
+        let e = compare_paths(&l, &l, None, None, opts)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("no manifest.json"), "{e}");
     }
 }

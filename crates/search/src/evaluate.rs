@@ -3,11 +3,12 @@
 
 use crate::{bm25_rankings, dense_rankings, load_encoder, Error, Result, Timings};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use uae_core::Progress;
 use uae_data::Collection;
 use uae_encoder::BatchOptions;
+use uae_eval::groups::{GroupMetrics, QueryGroups};
 use uae_eval::Metrics;
 use uae_index::{Bm25Params, Fusion};
 
@@ -92,7 +93,17 @@ pub struct EvalReport {
     pub skipped_queries: usize,
     pub passages: usize,
     pub metrics: Metrics,
+    /// The metrics split by a field of the questions (`uae eval --by`), when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<ByField>,
     pub timings: Timings,
+}
+
+/// `report.json`'s metrics per value of one field.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ByField {
+    pub field: String,
+    pub groups: Vec<GroupMetrics>,
 }
 
 impl EvalReport {
@@ -121,11 +132,13 @@ impl EvalReport {
 }
 
 /// Ranks every query of `coll`, scores the rankings, and writes `run.trec`,
-/// `qrels.trec` and `report.json` into `out`.
+/// `qrels.trec` and `report.json` into `out`; with `groups`, also `groups.json` and
+/// the metrics of each group in the report.
 pub fn evaluate(
     coll: &Collection,
     retriever: &Retriever,
     out: &Path,
+    groups: Option<&QueryGroups>,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
     // Metrics averaged over no question would be written as zeros that read like a
@@ -168,7 +181,23 @@ pub fn evaluate(
             (fused, Some(model.display().to_string()))
         }
     };
-    let (_, metrics) = uae_eval::score(&coll.passages, &coll.queries, &rankings);
+    let (per, metrics) = uae_eval::score(&coll.passages, &coll.queries, &rankings);
+    let by = match groups {
+        Some(g) => {
+            g.write(out)?;
+            let per: BTreeMap<String, Metrics> = coll
+                .queries
+                .iter()
+                .zip(per)
+                .filter_map(|(q, m)| Some((q.id.clone(), m?)))
+                .collect();
+            Some(ByField {
+                field: g.field.clone(),
+                groups: g.metrics(&per),
+            })
+        }
+        None => None,
+    };
     let evaluable = coll.evaluable().count();
     timings.per_query_ms =
         1000.0 * (timings.encode_queries_s + timings.search_s) / coll.queries.len().max(1) as f64;
@@ -188,6 +217,7 @@ pub fn evaluate(
         skipped_queries: coll.queries.len() - evaluable,
         passages: coll.passages.len(),
         metrics,
+        by,
         timings,
     };
     uae_core::fs::write_json(&out.join(EvalReport::FILE), &report)?;
@@ -219,7 +249,7 @@ mod tests {
         };
         let out = tempfile::tempdir().unwrap();
         let r = Retriever::Bm25(Bm25Params { k1: 1.2, b: 0.75 });
-        let e = evaluate(&coll, &r, out.path(), &NoProgress).unwrap_err();
+        let e = evaluate(&coll, &r, out.path(), None, &NoProgress).unwrap_err();
         assert!(e.to_string().contains("none of its 1 questions"), "{e}");
         assert!(!out.path().join(EvalReport::FILE).exists());
     }

@@ -11,7 +11,7 @@ mod evaluate;
 mod options;
 
 pub mod calibrate;
-pub use evaluate::{evaluate, limit_queries, EvalReport, Retriever, RetrieverKind};
+pub use evaluate::{evaluate, limit_queries, ByField, EvalReport, Retriever, RetrieverKind};
 pub use options::{EvalOptions, FusionKind};
 
 use std::path::{Path, PathBuf};

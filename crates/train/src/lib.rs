@@ -14,5 +14,6 @@ pub use run::{
     TrainRun,
 };
 pub use trainer::{
-    epoch_order, export, interpolate, train, Hooks, Positives, StepLog, TrainConfig, TrainState,
+    epoch_order, export, interpolate, train, EvidenceFree, Hooks, Positives, StepLog, TrainConfig,
+    TrainState, EVIDENCE_FREE,
 };

@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
+    /// The default, chosen by the labels ([`crate::TrainConfig::resolve`]): `uae` on
+    /// candidates chosen around the evidence (`uae label --candidates gold`); on mined
+    /// or retrieved candidates (no evidence needed), [`crate::EVIDENCE_FREE`]: `hybrid`
+    /// with answer-match positives, the utility target where the LLM is sure (best
+    /// candidate at least `--min-utility`, default 2 nats) and the answer-match
+    /// positives elsewhere.
+    Auto,
     /// Utility-modulated InfoNCE: -sum_{j in C_i} pi_ij log softmax_{C_i u B_i}(s_i)_j.
     Uae,
     /// Each candidate j a positive weighted by pi_ij, against B_i and the candidates
@@ -187,7 +194,9 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
         v: normalized(b, nq, lp.utility_norm),
     };
     match lp.kind {
-        LossKind::Uae => uae(&c, lp, b),
+        // `auto` trains as `uae` where nothing resolved it (the trainer resolves it
+        // from the labels before the first step).
+        LossKind::Auto | LossKind::Uae => uae(&c, lp, b),
         LossKind::Hybrid => hybrid(&c, lp, b),
         LossKind::Kl => kl(&c, lp, b),
         LossKind::Infonce => infonce(&c, lp, b),

@@ -7,7 +7,7 @@ use crate::trainer::{train, Error, Hooks, Positives, Result, StepLog, TrainConfi
 use crate::LossKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use uae_artifacts::labels::{fingerprint, LabeledGroup};
+use uae_artifacts::labels::{fingerprint, CandidateMode, LabelManifest, LabeledGroup};
 use uae_artifacts::train::{MetricsLine, TrainManifest};
 use uae_core::Progress;
 use uae_data::Collection;
@@ -279,6 +279,18 @@ pub fn utility_ndcg(enc: &Encoder, groups: &[LabeledGroup]) -> Result<f64> {
     Ok(if n == 0 { 0.0 } else { sum / n as f64 })
 }
 
+/// Whether a label folder's candidates were chosen without the evidence (mined or
+/// retrieved; `--loss auto` then takes the evidence-free target). Labels without a
+/// manifest: whether no candidate is marked as evidence.
+fn evidence_free(dir: &Path, groups: &[LabeledGroup]) -> bool {
+    match LabelManifest::read(dir) {
+        Ok(Some(m)) => m.config.candidates != CandidateMode::Gold,
+        _ => !groups
+            .iter()
+            .any(|g| g.candidates.iter().any(|c| c.is_gold)),
+    }
+}
+
 /// Marks as positives (`is_gold`) the candidates that contain a reference answer.
 pub fn answer_match(groups: &mut [LabeledGroup]) {
     for g in groups {
@@ -303,8 +315,9 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
         source,
     })?;
     let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
-    let uses_positives = matches!(r.config.loss, LossKind::Infonce | LossKind::Hybrid);
-    let answer_matched = uses_positives && r.config.positives == Positives::AnswerMatch;
+    let config = r.config.resolve(evidence_free(&r.labels, &groups));
+    let uses_positives = matches!(config.loss, LossKind::Infonce | LossKind::Hybrid);
+    let answer_matched = uses_positives && config.positives == Positives::AnswerMatch;
     if answer_matched {
         answer_match(&mut groups);
     }
@@ -313,7 +326,10 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             path: r.labels.clone(),
         });
     }
+    // `auto` trains questions without a positive on their utilities: only a loss
+    // asked for by name needs positives somewhere.
     if uses_positives
+        && r.config.loss != LossKind::Auto
         && !groups
             .iter()
             .any(|g| g.candidates.iter().any(|c| c.is_gold))
@@ -331,7 +347,7 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
     };
     let mut enc = Encoder::load(&r.base, &uae_encoder::Device::Cpu, true).map_err(base_error)?;
     enc.model
-        .set_bf16_gemms(r.config.mixed_precision)
+        .set_bf16_gemms(config.mixed_precision)
         .map_err(base_error)?;
     // One writer per folder: two trainings would overwrite each other's checkpoints.
     let _lock = uae_core::fs::FolderLock::acquire(&r.out)?;
@@ -360,7 +376,7 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
         labels_lm_sha256: labels_lm,
         labels_fingerprint: labels_fp,
         base: r.base.display().to_string(),
-        config: r.config.clone(),
+        config: config.clone(),
         dev_questions: r.dev.questions(),
     }
     .write(&r.out)?;
@@ -370,7 +386,16 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
         progress,
         stepped: false,
     };
-    let state = train(&enc, &r.base, &groups, &r.config, &r.out, &mut hooks)?;
+    if config != r.config {
+        tracing::info!(
+            loss = ?config.loss,
+            positives = ?config.positives,
+            min_utility = ?config.min_utility,
+            gold_weight = config.gold_weight,
+            "--loss auto"
+        );
+    }
+    let state = train(&enc, &r.base, &groups, &config, &r.out, &mut hooks)?;
     progress.finish();
     write_curves(&r.out)?;
     // Held-out labels say what the trained model's scores are worth: calibrate it.

@@ -59,6 +59,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainConfig {
+    /// `auto` (the default: `uae` on gold candidates; on mined or retrieved ones, the
+    /// evidence-free target `hybrid --positives answer-match --min-utility 2
+    /// --gold-weight 0`: utility where the LLM is sure, answer-match elsewhere),
     /// `uae` (utility-modulated InfoNCE: the utility softmax as soft targets,
     /// in-batch negatives), `uae-listwise` (each candidate a positive weighted by its
     /// utility share, against lower-utility ones), `kl` (KL of the utility and
@@ -230,7 +233,7 @@ pub enum Positives {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            loss: LossKind::Uae,
+            loss: LossKind::Auto,
             epochs: 1,
             batch_questions: 16,
             max_candidates: 8,
@@ -259,7 +262,41 @@ impl Default for TrainConfig {
     }
 }
 
+/// The evidence-free target `--loss auto` resolves to on mined or retrieved
+/// candidates: the bar and the share of the target on the answer-match positives of a
+/// question above it (below it, the positives are the whole target).
+pub struct EvidenceFree {
+    pub min_utility: f32,
+    pub gold_weight: f32,
+}
+
+/// Chosen on QASPER dev (BENCHMARKS.md, Evidence-free training).
+pub const EVIDENCE_FREE: EvidenceFree = EvidenceFree {
+    min_utility: 2.0,
+    gold_weight: 0.0,
+};
+
 impl TrainConfig {
+    /// The config with `--loss auto` made concrete for labels whose candidates were
+    /// (`evidence_free == false`) or were not chosen around the evidence: `uae`, or
+    /// [`EVIDENCE_FREE`] (`hybrid` with answer-match positives; a `--min-utility`
+    /// given keeps its value). Any other loss is returned as it is.
+    pub fn resolve(&self, evidence_free: bool) -> TrainConfig {
+        let mut c = self.clone();
+        if c.loss != LossKind::Auto {
+            return c;
+        }
+        if evidence_free {
+            c.loss = LossKind::Hybrid;
+            c.positives = Positives::AnswerMatch;
+            c.min_utility = Some(c.min_utility.unwrap_or(EVIDENCE_FREE.min_utility));
+            c.gold_weight = EVIDENCE_FREE.gold_weight;
+        } else {
+            c.loss = LossKind::Uae;
+        }
+        c
+    }
+
     /// Why this config cannot train, if it cannot: every count >= 1, temperatures,
     /// learning rate and clip finite and > 0, warm-up in [0, 1].
     pub fn check(&self) -> std::result::Result<(), String> {
@@ -734,6 +771,32 @@ mod config_tests {
 
     /// The defaults train; bad numbers and a spare bar on a loss without positives
     /// are refused with the field's name.
+    #[test]
+    fn auto_is_uae_on_gold_candidates_and_the_evidence_free_target_elsewhere() {
+        let d = TrainConfig::default();
+        assert_eq!(d.loss, LossKind::Auto);
+        let gold = d.resolve(false);
+        assert_eq!(gold.loss, LossKind::Uae);
+        assert_eq!(gold.min_utility, None);
+        let free = d.resolve(true);
+        assert_eq!(free.loss, LossKind::Hybrid);
+        assert_eq!(free.positives, Positives::AnswerMatch);
+        assert_eq!(free.min_utility, Some(EVIDENCE_FREE.min_utility));
+        assert_eq!(free.gold_weight, EVIDENCE_FREE.gold_weight);
+        assert_eq!(free.check(), Ok(()));
+        // A bar given keeps its value; an explicit loss is never changed.
+        let bar = TrainConfig {
+            min_utility: Some(1.0),
+            ..d.clone()
+        };
+        assert_eq!(bar.resolve(true).min_utility, Some(1.0));
+        let infonce = TrainConfig {
+            loss: LossKind::Infonce,
+            ..d
+        };
+        assert_eq!(infonce.resolve(true), infonce);
+    }
+
     #[test]
     fn check_names_what_is_wrong() {
         assert_eq!(TrainConfig::default().check(), Ok(()));

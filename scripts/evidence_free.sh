@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Evidence-free training on QASPER, per answer type (issue: never behind answer-match
+# training). Mined candidates (no evidence used) of the first N answerable train
+# questions, labelled by SmolLM2; then, on those labels, with everything else equal:
+#   uae-mu2    `--loss uae --min-utility 2` (the previous evidence-free recipe)
+#   am         `--loss infonce --positives answer-match` (distant supervision)
+#   auto       the default, `--loss auto`: on mined candidates `hybrid --positives
+#              answer-match --min-utility 2 --gold-weight 0` (utility where the LLM
+#              is sure, answer-match elsewhere)
+#   auto-gw05  the same with half of an above-bar question's target on answer-match
+# each evaluated on the first DEV dev questions and on test, split by answer type
+# (`uae eval --by answer_type`), and compared with `uae compare --by answer_type`
+# against answer-match. The base model is evaluated the same way.
+#
+#   scripts/evidence_free.sh [N=400] [DEV=300] [OUT=runs/evidence-free]
+#
+# Every step resumes (labels, checkpoints) or is skipped when its output exists.
+# UAE_TEST=0 stops before test (tune on dev first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:-400}"
+dev="${2:-300}"
+out="${3:-runs/evidence-free}"
+data="${UAE_DATA_DIR:-../shared/data/qasper}"
+source scripts/uae-bin.sh
+mkdir -p "$out"
+step() { echo "== $* ($(date +%T))" >&2; }
+step "mined labels, $n train questions"
+$uae label --split train --candidates mined --limit "$n" --data-dir "$data" \
+  --out "$out/labels" > "$out/summary-labels.json"
+configs=(
+  "uae-mu2|--loss uae --min-utility 2"
+  "am|--loss infonce --positives answer-match"
+  "auto|--loss auto"
+  "auto-gw05|--loss hybrid --positives answer-match --min-utility 2 --gold-weight 0.5"
+)
+for c in "${configs[@]}"; do
+  name="${c%%|*}"
+  # shellcheck disable=SC2086
+  [[ -f "$out/$name/model/config.json" && -f "$out/$name.json" ]] || {
+    step "training $name"
+    $uae train --labels "$out/labels" ${c#*|} --data-dir "$data" --dev-limit "$dev" \
+      --out "$out/$name" > "$out/$name.json"
+  }
+done
+evaluate() { # name model split [limit]
+  local dir="$out/eval-$1-$3"
+  [[ -f "$dir/report.json" ]] && return
+  step "eval $1 on $3"
+  $uae eval --split "$3" ${4:+--limit "$4"} --model "$2" --by answer_type \
+    --data-dir "$data" --out "$dir" > "$dir.txt"
+}
+models=(base uae-mu2 am auto auto-gw05)
+model_dir() { [[ "$1" == base ]] && echo models/all-MiniLM-L6-v2 || echo "$out/$1/model"; }
+for m in "${models[@]}"; do evaluate "$m" "$(model_dir "$m")" dev "$dev"; done
+for m in uae-mu2 auto auto-gw05; do
+  $uae compare "$out/eval-am-dev" "$out/eval-$m-dev" --by answer_type --metrics recall@1,map,ndcg@10 \
+    --json "$out/compare-am-$m-dev.json" > "$out/compare-am-$m-dev.txt"
+done
+[[ "${UAE_TEST:-1}" == 0 ]] && exit 0
+for m in "${models[@]}"; do evaluate "$m" "$(model_dir "$m")" test; done
+for m in base uae-mu2 auto auto-gw05; do
+  $uae compare "$out/eval-am-test" "$out/eval-$m-test" --by answer_type --metrics recall@1,map,ndcg@10 \
+    --json "$out/compare-am-$m-test.json" > "$out/compare-am-$m-test.txt"
+done
+step "done"
