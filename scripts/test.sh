@@ -8,6 +8,8 @@ bash scripts/fetch-models.sh
 # server, datasets); the llama-cpp-python wheel is built once and cached. Tests that
 # need a missing package skip outside CI and fail in CI.
 bash scripts/python-deps.sh
+# Headless Chromium for the explorer page's test (Debian's package).
+bash scripts/browser-deps.sh
 cargo test --workspace --locked "$@"
 # Tests of a bf16 unit (named hw_amx_*, hw_avx512bf16_*, hw_bf16_*: either unit) are
 # #[ignore]d, so a CPU without the unit reports them as ignored, never as passed.

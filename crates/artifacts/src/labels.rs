@@ -304,6 +304,126 @@ impl LabeledGroup {
     }
 }
 
+/// One question of a [`LabelIndex`]: where its line is and what a list of questions
+/// shows of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelRow {
+    /// 0-based position in labels.jsonl.
+    pub n: usize,
+    pub question_id: String,
+    pub question: String,
+    pub candidates: usize,
+    /// The best candidate's utility (nats); `None` without candidates.
+    pub best_utility: Option<f32>,
+    /// Whether a candidate is marked as evidence, and whether the best one is.
+    pub has_gold: bool,
+    pub best_is_gold: bool,
+    #[serde(skip)]
+    offset: u64,
+    #[serde(skip)]
+    len: usize,
+    #[serde(skip)]
+    line: usize,
+}
+
+/// A `labels.jsonl` read once for its outline: each question's line offset and
+/// summary, and every utility (for histograms). A question's candidates and passages
+/// are read from the file when asked for, so a folder of 100,000 questions costs
+/// its summaries, not its passages.
+pub struct LabelIndex {
+    path: std::path::PathBuf,
+    pub rows: Vec<LabelRow>,
+    /// Every candidate's utility, in file order.
+    pub utilities: Vec<f32>,
+}
+
+impl LabelIndex {
+    /// Scans `dir/labels.jsonl`; errors name the file and line.
+    pub fn open(dir: &Path) -> Result<LabelIndex> {
+        use std::io::BufRead;
+        let path = dir.join(LabeledGroup::FILE);
+        let file = std::fs::File::open(&path).map_err(Error::io(&path))?;
+        let mut r = std::io::BufReader::new(file);
+        let (mut rows, mut utilities) = (Vec::new(), Vec::new());
+        let (mut offset, mut line, mut buf) = (0u64, 0usize, Vec::new());
+        loop {
+            buf.clear();
+            let len = r.read_until(b'\n', &mut buf).map_err(Error::io(&path))?;
+            if len == 0 {
+                break;
+            }
+            line += 1;
+            let at = offset;
+            offset += len as u64;
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let g = parse_group(&path, line, &buf)?;
+            let best = g
+                .candidates
+                .iter()
+                .max_by(|a, b| a.utility.total_cmp(&b.utility));
+            utilities.extend(g.candidates.iter().map(|c| c.utility));
+            rows.push(LabelRow {
+                n: rows.len(),
+                question_id: g.question_id,
+                question: g.question,
+                candidates: g.candidates.len(),
+                best_utility: best.map(|c| c.utility),
+                has_gold: g.candidates.iter().any(|c| c.is_gold),
+                best_is_gold: best.is_some_and(|c| c.is_gold),
+                offset: at,
+                len,
+                line,
+            });
+        }
+        Ok(LabelIndex {
+            path,
+            rows,
+            utilities,
+        })
+    }
+
+    /// Question `n` in full, read from the file.
+    pub fn group(&self, n: usize) -> Result<Option<LabeledGroup>> {
+        use std::io::{Read, Seek};
+        let Some(row) = self.rows.get(n) else {
+            return Ok(None);
+        };
+        let mut f = std::fs::File::open(&self.path).map_err(Error::io(&self.path))?;
+        f.seek(std::io::SeekFrom::Start(row.offset))
+            .map_err(Error::io(&self.path))?;
+        let mut buf = vec![0u8; row.len];
+        f.read_exact(&mut buf).map_err(Error::io(&self.path))?;
+        // The file changed under us if the line no longer parses as that question.
+        let g = parse_group(&self.path, row.line, &buf)?;
+        if g.question_id != row.question_id {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                line: row.line,
+                message: "the file changed since it was opened".into(),
+            });
+        }
+        Ok(Some(g))
+    }
+}
+
+fn parse_group(path: &Path, line: usize, bytes: &[u8]) -> Result<LabeledGroup> {
+    let corrupt = |message: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let g: LabeledGroup = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    if let Some(c) = g.candidates.iter().find(|c| !c.utility.is_finite()) {
+        return Err(corrupt(format!(
+            "utility of `{}` is {} (must be a finite number of nats)",
+            c.passage_id, c.utility
+        )));
+    }
+    Ok(g)
+}
+
 /// What a trainer must train on, as one digest: the labeling LLM's sha256 (from the
 /// folder's manifest; "unknown" without one) and every question, candidate and
 /// utility. Returns (LLM sha256, digest).
@@ -474,6 +594,33 @@ mod tests {
             config: LabelConfig::default(),
             shard: None,
         }
+    }
+
+    #[test]
+    fn an_index_outlines_the_file_and_reads_one_question_on_demand() {
+        let d = tempfile::tempdir().unwrap();
+        let groups = vec![
+            group("a", &[0.5, 2.5]),
+            group("b", &[]),
+            group("c", &[3.0, 1.0]),
+        ];
+        LabeledGroup::write_all(d.path(), &groups).unwrap();
+        let ix = LabelIndex::open(d.path()).unwrap();
+        assert_eq!(ix.rows.len(), 3);
+        assert_eq!(ix.utilities, vec![0.5, 2.5, 3.0, 1.0]);
+        let a = &ix.rows[0];
+        assert_eq!((a.candidates, a.best_utility), (2, Some(2.5)));
+        assert!(a.has_gold && !a.best_is_gold);
+        assert_eq!(ix.rows[1].best_utility, None);
+        assert!(ix.rows[2].best_is_gold);
+        assert_eq!(ix.group(2).unwrap().unwrap().question_id, "c");
+        assert!(ix.group(3).unwrap().is_none());
+        // A bad line is named by its number.
+        let mut text = std::fs::read_to_string(d.path().join(LabeledGroup::FILE)).unwrap();
+        text.push_str("\n{\"question_id\": 1}\n");
+        std::fs::write(d.path().join(LabeledGroup::FILE), text).unwrap();
+        let e = LabelIndex::open(d.path()).err().unwrap().to_string();
+        assert!(e.contains("labels.jsonl") && e.contains('5'), "{e}");
     }
 
     /// The fingerprint changes with any utility, candidate or the labeling LLM, and

@@ -54,6 +54,10 @@ enum Cmd {
     /// Serve searches and OpenAI/TEI-compatible embeddings over HTTP: encoder + exact
     /// vector search, no LLM at query time.
     Serve(serve::ServeArgs),
+    /// Look at what the LLM found useful: a web page over a label folder (every
+    /// question's candidates by utility, the passage as the LLM saw it, filters,
+    /// histograms), searches of its passages, and two evaluations compared.
+    Explore(serve::ExploreArgs),
     /// Export a corpus's vectors and ids for a vector database.
     #[command(subcommand)]
     Index(index_cmd::IndexCmd),
@@ -86,6 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Cmd::Eval(a) => eval_cmd::run(a),
         Cmd::Compare(a) => compare_cmd::run(a),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::Explore(a) => serve::explore(a),
         Cmd::Label(a) => label_cmd::run(a),
         Cmd::Train(a) => train_cmd::run(a),
         Cmd::Interpolate(a) => train_cmd::interpolate(a),

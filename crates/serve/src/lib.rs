@@ -6,7 +6,10 @@
 //! - `POST /search`: [`api::SearchRequest`] -> [`api::SearchResponse`];
 //! - `POST /v1/embeddings`, `/embeddings`: OpenAI's embeddings API (float or base64);
 //! - `POST /embed`, `POST /rerank`, `GET /info`: text-embeddings-inference's shapes;
-//! - `GET /health`, `GET /metrics` (Prometheus text).
+//! - `GET /health`, `GET /metrics` (Prometheus text);
+//! - `GET /` and `/api/...`: the explorer page and its JSON routes ([`explore`]);
+//!   with a base model served beside (`--against`), its `/search` at
+//!   `/against/search`.
 //!
 //! Every request's texts go through one bounded batching queue ([`batcher`]): a full
 //! queue answers 429, a request that waited in it too long 503 (both with
@@ -19,6 +22,7 @@
 
 pub mod api;
 pub mod batcher;
+pub mod explore;
 pub mod metrics;
 
 use api::*;
@@ -333,9 +337,19 @@ impl App {
     }
 }
 
-/// The router with every route and the auth/metrics layer.
+/// The router with every route and the auth/metrics layer; the explorer offers the
+/// served model's search.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let explorer = explore::Explorer {
+        model: Some(app.cfg.model_name.clone()),
+        ..Default::default()
+    };
+    router_with(app, Some(Arc::new(explorer)))
+}
+
+/// [`router`] with the explorer's page and API over `explorer` (none: no page).
+pub fn router_with(app: Arc<App>, explorer: Option<Arc<explore::Explorer>>) -> Router {
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/info", get(info))
         .route("/metrics", get(metrics_text))
@@ -343,7 +357,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", post(openai_embeddings))
         .route("/embeddings", post(openai_embeddings))
         .route("/embed", post(tei_embed))
-        .route("/rerank", post(rerank))
+        .route("/rerank", post(rerank));
+    let routes = match explorer {
+        Some(x) => routes.merge(explore::routes(x)),
+        None => routes,
+    };
+    routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -371,7 +390,13 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key (Authorization: Bearer KEY)",
             );
-            if openai { e.openai() } else { e }.into_response()
+            let mut r = if openai { e.openai() } else { e }.into_response();
+            // A browser opening the explorer asks for the key (as the password).
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"uae\", charset=\"UTF-8\""),
+            );
+            r
         }
         _ if work && app.draining.load(Ordering::SeqCst) => {
             let e = ApiError::new(
@@ -421,12 +446,26 @@ impl Drop for InFlight<'_> {
 }
 
 /// `Authorization: Bearer KEY`, the scheme name in any case (RFC 9110 11.1).
+/// `Authorization: Bearer KEY`, or HTTP Basic with KEY as the password (what a
+/// browser sends for the explorer page once asked; any user name).
 fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    headers
+    let Some((scheme, value)) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim_start().split_once(' '))
-        .is_some_and(|(scheme, k)| scheme.eq_ignore_ascii_case("bearer") && k.trim() == key)
+    else {
+        return false;
+    };
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return value.trim() == key;
+    }
+    scheme.eq_ignore_ascii_case("basic")
+        && base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|pair| pair.split_once(':').map(|(_, k)| k == key))
+            .unwrap_or(false)
 }
 
 /// Reads a body within the size limit (413) and the read timeout (408).
@@ -825,6 +864,20 @@ pub struct Deployment {
     pub cache_dir: std::path::PathBuf,
     /// Threads answering connections.
     pub workers: usize,
+    /// The explorer's label folder and comparison (its search is the served model's).
+    pub explorer: explore::Explorer,
+    /// A second model searched over the same corpus at `/against/search`, for the
+    /// explorer's side-by-side view.
+    pub against: Option<Against>,
+}
+
+/// The model served beside the main one (`--against`).
+pub struct Against {
+    pub encoder: Encoder,
+    /// Its folder (its files key the embedding cache).
+    pub dir: std::path::PathBuf,
+    /// Its name on the page.
+    pub name: String,
 }
 
 /// Binds `d.addr`, serves at once (searches answer 503), embeds the corpus (from the
@@ -846,33 +899,56 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let (listener, app) = rt.block_on(async {
+    let mut explorer = d.explorer;
+    let against_cfg = ServeConfig {
+        calibration: None,
+        model_name: d
+            .against
+            .as_ref()
+            .map(|a| a.name.clone())
+            .unwrap_or_default(),
+        ..cfg.clone()
+    };
+    let (listener, app, against) = rt.block_on(async {
         let listener = Listener::bind(&d.addr).await?;
+        let against = d
+            .against
+            .map(|a| (App::new(a.encoder, d.passages.len(), against_cfg), a.dir));
+        if !d.passages.is_empty() {
+            explorer.model = Some(cfg.model_name.clone());
+            explorer.against = against.as_ref().map(|(a, _)| a.cfg.model_name.clone());
+        }
         let app = App::new(enc, d.passages.len(), cfg);
-        Ok::<_, Error>((listener, app))
+        Ok::<_, Error>((listener, app, against))
     })?;
+    let explorer = Arc::new(explorer);
     let addr = listener.addr().to_string();
     tracing::info!(
         addr,
         passages = d.passages.len(),
         "bound; embedding the corpus"
     );
-    let drain_app = app.clone();
+    let apps: Vec<Arc<App>> = std::iter::once(app.clone())
+        .chain(against.iter().map(|(a, _)| a.clone()))
+        .collect();
     let drain = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing the requests in flight");
-        drain_app.start_draining();
-        drain_app.drained().await;
+        for a in &apps {
+            a.start_draining();
+        }
+        for a in &apps {
+            a.drained().await;
+        }
     };
     let serve_app = app.clone();
+    let mut routes = router_with(serve_app.clone(), Some(explorer));
+    if let Some((a, _)) = &against {
+        routes = routes.nest("/against", router_with(a.clone(), None));
+    }
     let server = rt.spawn(async move {
         listener
-            .serve(
-                router(serve_app.clone()),
-                read_timeout,
-                drain,
-                shutdown_timeout,
-            )
+            .serve(routes, read_timeout, drain, shutdown_timeout)
             .await;
         if !serve_app.is_ready() {
             tracing::info!("stopped before the corpus was embedded");
@@ -890,6 +966,17 @@ pub fn run(
         &d.cache_dir,
         progress,
     )?;
+    if let Some((a, dir)) = &against {
+        let v = uae_search::cached_passage_embeddings(
+            "against",
+            a.encoder(),
+            dir,
+            &d.passages,
+            &d.cache_dir,
+            progress,
+        )?;
+        a.set_corpus(d.passages.clone(), &v)?;
+    }
     app.set_corpus(d.passages, &vecs)?;
     on_ready(&addr);
     rt.block_on(server)
