@@ -103,3 +103,72 @@ fn not_ready_is_503_and_no_truncate_is_422() {
     );
     assert_eq!(call(&r, "/embed", &long).0, 200);
 }
+
+/// The explorer's routes over a small label folder, with any query string or path
+/// segment: a JSON answer (2xx, 4xx), never a panic or a 500.
+fn explorer() -> &'static axum::Router {
+    static R: OnceLock<(axum::Router, tempfile::TempDir)> = OnceLock::new();
+    &R.get_or_init(|| {
+        use uae_artifacts::labels::{LabeledCandidate, LabeledGroup};
+        let d = tempfile::tempdir().unwrap();
+        let groups: Vec<LabeledGroup> = (0..5)
+            .map(|i| LabeledGroup {
+                question_id: format!("q{i}"),
+                paper_id: String::new(),
+                question: format!("question {i}?"),
+                answers: vec!["a".into()],
+                nll_without: vec![2.0],
+                candidates: (0..i)
+                    .map(|j| LabeledCandidate {
+                        passage_id: format!("p{j}"),
+                        text: "t".into(),
+                        is_gold: j == 0,
+                        source: "dense".into(),
+                        utility: j as f32 - 1.0,
+                        per_answer: vec![j as f32 - 1.0],
+                    })
+                    .collect(),
+            })
+            .collect();
+        LabeledGroup::write_all(d.path(), &groups).unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2");
+        let enc = uae_search::load_encoder(&dir, false).expect("run scripts/fetch-models.sh");
+        let x = uae_serve::explore::Explorer {
+            labels: Some(uae_serve::explore::LabelsView::open(d.path()).unwrap()),
+            ..Default::default()
+        };
+        let r = uae_serve::router_with(
+            App::new(enc, 0, ServeConfig::default()),
+            Some(std::sync::Arc::new(x)),
+        );
+        (r, d)
+    })
+    .0
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_query_on_the_explorer_gets_a_json_answer(
+        query in "[a-z_=&%0-9.+/-]{0,40}",
+        segment in "[a-zA-Z0-9._%-]{1,12}",
+        route in 0usize..5,
+    ) {
+        let path = match route {
+            0 => format!("/api/labels?{query}"),
+            1 => format!("/api/labels/{segment}"),
+            2 => format!("/api/compare/questions?{query}"),
+            3 => format!("/api/compare/questions/{segment}"),
+            _ => format!("/api/labels/histogram?{query}"),
+        };
+        let Ok(req) = Request::get(path.as_str()).body(Body::empty()) else {
+            return Ok(());
+        };
+        let resp = rt().block_on(explorer().clone().oneshot(req)).unwrap();
+        let status = resp.status().as_u16();
+        prop_assert!(status == 200 || (400..500).contains(&status), "{path}: {status}");
+        let bytes = rt().block_on(axum::body::to_bytes(resp.into_body(), 1 << 24)).unwrap();
+        prop_assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(), "{path}");
+    }
+}
