@@ -22,6 +22,7 @@
 //! is opened, so a folder of 100,000 questions is never sent whole.
 
 use crate::api::ApiError;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path as RoutePath, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -440,6 +441,13 @@ const SHOWN: usize = 10;
 
 type Api<T> = std::result::Result<T, ApiError>;
 
+/// A route's one path parameter; one that is not valid percent-encoded UTF-8 is a
+/// JSON 422 like every other bad input.
+fn segment(p: std::result::Result<RoutePath<String>, PathRejection>) -> Api<String> {
+    p.map(|RoutePath(s)| s)
+        .map_err(|e| ApiError::validation(format!("bad path: {}", e.body_text())))
+}
+
 fn not_loaded(what: &str, flag: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -549,8 +557,9 @@ async fn label_page(State(x): State<Arc<Explorer>>, RawQuery(raw): RawQuery) -> 
 
 async fn label_detail(
     State(x): State<Arc<Explorer>>,
-    RoutePath(n): RoutePath<String>,
+    n: std::result::Result<RoutePath<String>, PathRejection>,
 ) -> Api<Json<LabelDetail>> {
+    let n = segment(n)?;
     let l = x.labels()?;
     let n: usize = n
         .parse()
@@ -629,8 +638,9 @@ async fn disagreements(
 
 async fn rankings(
     State(x): State<Arc<Explorer>>,
-    RoutePath(id): RoutePath<String>,
+    id: std::result::Result<RoutePath<String>, PathRejection>,
 ) -> Api<Json<Rankings>> {
+    let id = segment(id)?;
     let c = x.compared()?;
     let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("no question `{id}`"));
     let with_other = |a: Vec<Ranked>, b: &[String]| -> Vec<Ranked> {
