@@ -2,7 +2,6 @@
 //! and `metrics.jsonl` (one line per optimizer step, one per dev evaluation).
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use uae_core::{Error, Result};
@@ -47,14 +46,26 @@ pub struct StepLog {
     pub seconds: f64,
 }
 
-/// One dev evaluation: the metric that picks the best model, and all metrics by name
-/// (`recall@1`, `map`, ... as [`uae-eval`'s `Metrics`] name them).
+/// One dev evaluation: the metric that picks the best model, and what was measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DevLog {
     pub epoch: usize,
     pub step: u64,
     pub dev_metric: f64,
-    pub dev: BTreeMap<String, f64>,
+    pub dev: DevScores,
+}
+
+/// What a dev evaluation measured: retrieval metrics on dev questions with evidence
+/// (written under their usual names, `recall@1`, `map`, ...), or the utility-nDCG@10
+/// of held-out labels (`uae train --dev-labels`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DevScores {
+    Utility {
+        #[serde(rename = "utility-ndcg@10")]
+        utility_ndcg_10: f64,
+    },
+    Retrieval(uae_eval::Metrics),
 }
 
 /// One line of `metrics.jsonl`.
@@ -153,22 +164,35 @@ mod tests {
             concat!(
                 r#"{"step":1,"epoch":0,"loss":2.0,"grad_norm":1.0,"lr":0.00001,"tokens":9,"seconds":0.5}"#,
                 "\n",
-                r#"{"epoch":0,"step":1,"dev_metric":0.4,"dev":{"map":0.4,"recall@1":0.25}}"#,
+                r#"{"epoch":0,"step":1,"dev_metric":0.4,"dev":{"recall@1":0.25,"recall@3":0.5,"recall@5":0.5,"recall@10":1.0,"hit@1":0.25,"hit@3":0.5,"hit@5":0.5,"hit@10":1.0,"map":0.4,"mrr":0.4,"ndcg@10":0.5}}"#,
+                "\n",
+                r#"{"epoch":1,"step":2,"dev_metric":0.7,"dev":{"utility-ndcg@10":0.7}}"#,
                 "\n",
                 r#"{"step":2,"epo"#
             ),
         )
         .unwrap();
         let lines = MetricsLine::read_all(&p).unwrap();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
         assert!(matches!(&lines[0], MetricsLine::Step(s) if s.loss == 2.0));
         match &lines[1] {
-            MetricsLine::Dev(d) => {
-                assert_eq!(d.dev_metric, 0.4);
-                assert_eq!(d.dev["recall@1"], 0.25);
+            MetricsLine::Dev(DevLog {
+                dev_metric,
+                dev: DevScores::Retrieval(m),
+                ..
+            }) => {
+                assert_eq!(*dev_metric, 0.4);
+                assert_eq!(m.recall_1, 0.25);
             }
-            other => panic!("not a dev line: {other:?}"),
+            other => panic!("not a retrieval dev line: {other:?}"),
         }
+        assert!(matches!(
+            &lines[2],
+            MetricsLine::Dev(DevLog {
+                dev: DevScores::Utility { utility_ndcg_10 },
+                ..
+            }) if *utility_ndcg_10 == 0.7
+        ));
     }
 
     #[test]

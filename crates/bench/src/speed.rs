@@ -115,10 +115,8 @@ pub struct EmbedBench {
     /// The bi-encoder folder.
     #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
     pub model: PathBuf,
-    /// Run the bi-encoder's projections in bf16 (AMX tiles or AVX512_BF16; an
-    /// error on CPUs with neither).
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub bf16: bool,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub precision: uae_encoder::EncoderPrecision,
     /// Paragraphs embedded per pass (>= 1).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = <EmbedBench as Default>::default().passages, value_parser = flags::count()))]
     pub passages: usize,
@@ -137,7 +135,7 @@ impl Default for EmbedBench {
     fn default() -> Self {
         EmbedBench {
             model: PathBuf::from(uae_search::DEFAULT_ENCODER),
-            bf16: false,
+            precision: Default::default(),
             passages: 512,
             tokens: 128,
             batch: 32,
@@ -172,7 +170,7 @@ pub fn embed(b: &EmbedBench, q: &Qasper) -> Result<EmbedReport> {
             "--tokens must be >= 2 and --passages, --batch, --repeats >= 1".into(),
         ));
     }
-    let enc = uae_search::load_encoder(&b.model, b.bf16)?;
+    let enc = uae_search::load_encoder(&b.model, b.precision.bf16)?;
     let seqs = encoder_sequences(&enc, &q.passages(), b.tokens, b.passages)?;
     if seqs.len() < b.passages {
         return Err(invalid(
@@ -199,11 +197,11 @@ pub fn embed(b: &EmbedBench, q: &Qasper) -> Result<EmbedReport> {
     let s = median(runs.clone());
     let flops =
         (b.passages * b.tokens) as f64 * encoder_flops_per_token(&enc.model.config, b.tokens);
-    let peak = gemm_peak_gflops(b.bf16);
+    let peak = gemm_peak_gflops(b.precision.bf16);
     Ok(EmbedReport {
         bench: "embed",
         model: b.model.display().to_string(),
-        bf16: b.bf16,
+        bf16: b.precision.bf16,
         passages: b.passages,
         tokens_per_passage: b.tokens,
         batch: b.batch,
@@ -226,13 +224,8 @@ pub struct LabelBench {
     /// The LLM: a GGUF file or an HF safetensors folder.
     #[cfg_attr(feature = "cli", arg(long, default_value = uae_label::DEFAULT_LM))]
     pub lm: PathBuf,
-    /// Keep GGUF weights quantised (less memory, ~20x slower prefill on CPU).
-    #[cfg_attr(feature = "cli", arg(long, conflicts_with = "bf16"))]
-    pub quantized: bool,
-    /// Round the weights to bf16 and multiply on AMX tiles or with AVX512_BF16 (an
-    /// error on CPUs with neither).
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub bf16: bool,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub precision: uae_lm::LmPrecision,
     /// Sequences scored per pass (>= 1).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = <LabelBench as Default>::default().sequences, value_parser = flags::count()))]
     pub sequences: usize,
@@ -254,8 +247,7 @@ impl Default for LabelBench {
     fn default() -> Self {
         LabelBench {
             lm: PathBuf::from(uae_label::DEFAULT_LM),
-            quantized: false,
-            bf16: false,
+            precision: Default::default(),
             sequences: 32,
             tokens: 256,
             answer: 16,
@@ -303,11 +295,7 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
             "--sequences, --repeats and every --batches value must be >= 1".into(),
         ));
     }
-    let src = LmSource {
-        path: b.lm.clone(),
-        quantized: b.quantized,
-    };
-    let model = src.load(b.bf16)?;
+    let model = LmSource::open(&b.lm, b.precision)?;
     let mut seqs: Vec<Vec<u32>> = Vec::new();
     for p in q.passages() {
         let ids = model.encode(&p.text)?;
@@ -329,7 +317,7 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
         ));
     }
     let split = b.tokens - b.answer;
-    let peak = gemm_peak_gflops(b.bf16);
+    let peak = gemm_peak_gflops(b.precision.bf16);
     let mut results = Vec::new();
     for &batch in &b.batches {
         let mut runs = Vec::new();
@@ -363,7 +351,7 @@ pub fn label(b: &LabelBench, q: &Qasper) -> Result<LabelReport> {
     Ok(LabelReport {
         bench: "label",
         lm: b.lm.display().to_string(),
-        bf16: b.bf16,
+        bf16: b.precision.bf16,
         sequences: b.sequences,
         tokens_per_sequence: b.tokens,
         answer_tokens: b.answer,
@@ -579,10 +567,8 @@ pub struct QueryBench {
     /// The bi-encoder folder.
     #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
     pub model: PathBuf,
-    /// Run the bi-encoder's projections in bf16 (AMX tiles or AVX512_BF16; an
-    /// error on CPUs with neither).
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub bf16: bool,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub precision: uae_encoder::EncoderPrecision,
     /// Test questions, each embedded alone (>= 1).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = <QueryBench as Default>::default().queries, value_parser = flags::count()))]
     pub queries: usize,
@@ -595,7 +581,7 @@ impl Default for QueryBench {
     fn default() -> Self {
         QueryBench {
             model: PathBuf::from(uae_search::DEFAULT_ENCODER),
-            bf16: false,
+            precision: Default::default(),
             queries: 200,
             repeats: 1,
         }
@@ -631,7 +617,7 @@ pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
             "--queries and --repeats must be >= 1".into(),
         ));
     }
-    let enc = uae_search::load_encoder(&b.model, b.bf16)?;
+    let enc = uae_search::load_encoder(&b.model, b.precision.bf16)?;
     let texts: Vec<&str> = q
         .questions
         .iter()
@@ -681,11 +667,11 @@ pub fn query(b: &QueryBench, q: &Qasper) -> Result<QueryReport> {
     let p50 = ms(&single, 50.0);
     let tokens = lens[lens.len() / 2];
     let flops = tokens as f64 * encoder_flops_per_token(&enc.model.config, tokens);
-    let peak = gemm_peak_gflops(b.bf16);
+    let peak = gemm_peak_gflops(b.precision.bf16);
     Ok(QueryReport {
         bench: "query",
         model: b.model.display().to_string(),
-        bf16: b.bf16,
+        bf16: b.precision.bf16,
         queries: b.queries,
         threads,
         tokens_p50: lens[lens.len() / 2],

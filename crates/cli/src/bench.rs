@@ -149,7 +149,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 models: a.models,
                 uae_bf16: a.uae_bf16,
                 lm: a.lm.source(),
-                lm_bf16: a.lm.bf16,
+                lm_bf16: a.lm.precision.bf16,
                 rerank_depth: a.rerank_depth,
                 rerank: !a.no_rerank,
                 answers: !a.no_answers,

@@ -30,22 +30,15 @@ pub struct LmArgs {
     /// Qwen2, Qwen3 or Gemma 3 model.
     #[arg(long, default_value = uae_label::DEFAULT_LM)]
     pub lm: PathBuf,
-    /// Keep GGUF weights quantised (less memory, ~20x slower prefill on CPU).
-    #[arg(long, conflicts_with = "bf16")]
-    pub quantized: bool,
-    /// Round the weights to bf16 and multiply on AMX tiles (Intel Sapphire Rapids or
-    /// later) or with AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake or later),
-    /// whichever the CPU has: faster scoring, NLL within 0.01 nats of f32 on the
-    /// fixtures. Labels and caches are keyed apart from f32 ones.
-    #[arg(long)]
-    pub bf16: bool,
+    #[command(flatten)]
+    pub precision: uae_lm::LmPrecision,
 }
 
 impl LmArgs {
     pub fn source(&self) -> uae_lm::LmSource {
         uae_lm::LmSource {
             path: self.lm.clone(),
-            quantized: self.quantized,
+            quantized: self.precision.quantized,
         }
     }
 }
@@ -57,8 +50,8 @@ pub struct ModelCorpus {
     /// Bi-encoder folder (a `uae train` export or any sentence-transformers BERT).
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     pub model: PathBuf,
-    #[arg(long, help = ENCODER_BF16_HELP)]
-    pub bf16: bool,
+    #[command(flatten)]
+    pub precision: uae_encoder::EncoderPrecision,
     /// The corpus: JSONL, one `{"id", "text", "title"?, "scope"?}` per line, or a
     /// BEIR folder (its corpus.jsonl with `_id`).
     #[arg(long, conflicts_with = "split")]
@@ -83,14 +76,9 @@ impl ModelCorpus {
     }
 
     pub fn encoder(&self) -> Result<uae_encoder::Encoder> {
-        Ok(uae_search::load_encoder(&self.model, self.bf16)?)
+        Ok(uae_search::load_encoder(&self.model, self.precision.bf16)?)
     }
 }
-
-/// Help text shared by the encoders' `--bf16` flags.
-pub const ENCODER_BF16_HELP: &str = "Run the bi-encoder's projections in bf16 on AMX tiles \
-(Intel Sapphire Rapids or later) or with AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake or \
-later): faster, cosine >= 0.9999 to f32 on the fixtures";
 
 pub use uae_core::flags::{count, count_in};
 

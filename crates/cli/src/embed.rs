@@ -1,4 +1,4 @@
-use crate::common::{count, Bars, ENCODER_BF16_HELP};
+use crate::common::{count, Bars};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -15,8 +15,8 @@ pub struct EmbedArgs {
     /// Sentence-transformers model folder (BERT family).
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     model: PathBuf,
-    #[arg(long, help = ENCODER_BF16_HELP)]
-    bf16: bool,
+    #[command(flatten)]
+    precision: uae_encoder::EncoderPrecision,
     /// Most padded tokens per forward pass (memory vs. speed; >= 1).
     #[arg(long, default_value_t = 8192, value_parser = count())]
     max_tokens: usize,
@@ -41,7 +41,7 @@ struct Out<'a> {
 pub fn run(a: EmbedArgs) -> Result<()> {
     let rows: Vec<In> = uae_data::read_jsonl(&a.input)?;
     anyhow::ensure!(!rows.is_empty(), "{}: no texts to embed", a.input.display());
-    let enc = uae_search::load_encoder(&a.model, a.bf16)?;
+    let enc = uae_search::load_encoder(&a.model, a.precision.bf16)?;
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let opts = BatchOptions {
         max_tokens: a.max_tokens,

@@ -94,7 +94,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if let Some(c) = &calibration {
         tracing::info!(labels = %c.labels, ece = c.ece, "calibrated: hits carry expected utility and p(helps)");
     }
-    let (explorer, against) = a.explore.open(a.mc.bf16)?;
+    let (explorer, against) = a.explore.open(a.mc.precision.bf16)?;
     let cfg = ServeConfig {
         model_name: (a.served_model_name.clone())
             .unwrap_or_else(|| uae_serve::model_name(&a.mc.model)),
@@ -125,8 +125,8 @@ pub struct ExploreArgs {
     /// Bi-encoder that searches the folder's labelled passages on the page.
     #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
     model: PathBuf,
-    #[arg(long, help = crate::common::ENCODER_BF16_HELP)]
-    bf16: bool,
+    #[command(flatten)]
+    precision: uae_encoder::EncoderPrecision,
     /// A second bi-encoder searched beside --model (e.g. the base model), both
     /// rankings side by side.
     #[arg(long)]
@@ -174,7 +174,7 @@ pub fn explore(a: ExploreArgs) -> Result<()> {
         against: a.against.clone(),
         compare: a.compare.clone(),
     };
-    let (explorer, against) = flags.open(a.bf16)?;
+    let (explorer, against) = flags.open(a.precision.bf16)?;
     let passages = match &explorer.labels {
         Some(l) => labelled_passages(&l.index)?,
         None => Vec::new(),
@@ -182,7 +182,7 @@ pub fn explore(a: ExploreArgs) -> Result<()> {
     if passages.is_empty() {
         anyhow::bail!("{}: no labelled passage to explore", a.labels.display());
     }
-    let enc = uae_search::load_encoder(&a.model, a.bf16)?;
+    let enc = uae_search::load_encoder(&a.model, a.precision.bf16)?;
     let calibration = uae_artifacts::calibration::CalibrationFile::read(&a.model)?;
     let cfg = ServeConfig {
         model_name: uae_serve::model_name(&a.model),

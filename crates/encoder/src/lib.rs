@@ -38,6 +38,20 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// How the bi-encoder multiplies. With the `cli` feature this is the `--bf16` flag
+/// of every command that loads one (`uae eval`, `embed`, `serve`, `explore`, the
+/// encoder benches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct EncoderPrecision {
+    /// Run the bi-encoder's projections in bf16 on AMX tiles (Intel Sapphire Rapids
+    /// or later) or with AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake or
+    /// later): faster, cosine >= 0.9999 to f32 on the fixtures; an error on a CPU
+    /// with neither.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub bf16: bool,
+}
+
 /// How token vectors become one text vector (sentence-transformers' `1_Pooling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum Pooling {

@@ -42,12 +42,8 @@ pub struct LabelOptions {
     /// the same model; requests are shared out.
     #[cfg_attr(feature = "cli", arg(long, default_value = crate::DEFAULT_LM))]
     pub lm: Vec<String>,
-    /// Local LLM only: keep GGUF weights quantised (less memory, slower prefill).
-    #[cfg_attr(feature = "cli", arg(long, conflicts_with = "bf16"))]
-    pub quantized: bool,
-    /// Local LLM only: bf16 weights on AMX or AVX512_BF16 (see `uae bench label`).
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub bf16: bool,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub precision: uae_lm::LmPrecision,
     /// Remote LLM: requests in flight per server (1-1024).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().lm_concurrency, value_parser = flags::count_in(1, 1024)))]
     pub lm_concurrency: usize,
@@ -114,8 +110,7 @@ impl Default for LabelOptions {
             ranking: None,
             top_k: 1,
             lm: vec![crate::DEFAULT_LM.to_string()],
-            quantized: false,
-            bf16: false,
+            precision: Default::default(),
             lm_concurrency: 8,
             lm_timeout: 120.0,
             lm_retries: 6,
@@ -182,7 +177,7 @@ impl LabelOptions {
     pub fn llm(&self) -> Result<Llm> {
         match LmSource::parse(&self.lm)? {
             LmSource::Servers(urls) => {
-                if self.bf16 || self.quantized {
+                if self.precision != uae_lm::LmPrecision::default() {
                     return Err(Error::Invalid("--bf16 and --quantized apply to a local LLM; a server runs the precision it was started with".into()));
                 }
                 let server = RemoteLm::connect(
@@ -199,11 +194,8 @@ impl LabelOptions {
                 Ok(Llm::Remote(Box::new(server)))
             }
             LmSource::Local(path) => {
-                let src = uae_lm::LmSource {
-                    path,
-                    quantized: self.quantized,
-                };
-                Ok(Llm::Local(Box::new(src.load(self.bf16)?)))
+                let lm = uae_lm::LmSource::open(&path, self.precision)?;
+                Ok(Llm::Local(Box::new(lm)))
             }
         }
     }
@@ -314,7 +306,10 @@ mod tests {
     fn precision_flags_are_refused_for_servers() {
         let o = LabelOptions {
             lm: vec!["http://127.0.0.1:9/v1".into()],
-            bf16: true,
+            precision: uae_lm::LmPrecision {
+                bf16: true,
+                quantized: false,
+            },
             ..LabelOptions::default()
         };
         let e = o.llm().err().unwrap().to_string();

@@ -20,7 +20,7 @@ mod load;
 mod tokenizer;
 
 pub use chat::ChatTemplate;
-pub use load::{file_sha256, LmSource};
+pub use load::{file_sha256, LmPrecision, LmSource};
 
 use candle_core::quantized::QMatMul;
 use rayon::prelude::*;

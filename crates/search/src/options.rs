@@ -42,11 +42,8 @@ pub struct EvalOptions {
     /// Bi-encoder folder for --retriever dense or hybrid.
     #[cfg_attr(feature = "cli", arg(long, default_value = crate::DEFAULT_ENCODER))]
     pub model: PathBuf,
-    /// Run the bi-encoder's projections in bf16 on AMX tiles (Intel Sapphire Rapids or
-    /// later) or with AVX512_BF16 (AMD Zen 4 or later, Intel Cooper Lake or later):
-    /// faster, cosine >= 0.9999 to f32 on the fixtures.
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub bf16: bool,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub precision: uae_encoder::EncoderPrecision,
     /// BM25 term-frequency saturation (>= 0).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().k1, value_parser = flags::non_negative))]
     pub k1: f32,
@@ -67,7 +64,7 @@ impl Default for EvalOptions {
             rrf_k: 60.0,
             dense_weight: 0.5,
             model: PathBuf::from(crate::DEFAULT_ENCODER),
-            bf16: false,
+            precision: Default::default(),
             k1: bm25.k1,
             b: bm25.b,
             max_tokens: BatchOptions::default().max_tokens,
@@ -91,7 +88,7 @@ impl EvalOptions {
             max_tokens: self.max_tokens,
             ..Default::default()
         };
-        let (model, bf16) = (self.model.clone(), self.bf16);
+        let (model, bf16) = (self.model.clone(), self.precision.bf16);
         match self.retriever {
             RetrieverKind::Bm25 => Retriever::Bm25(bm25),
             RetrieverKind::Dense => Retriever::Dense { model, bf16, opts },

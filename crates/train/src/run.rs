@@ -5,10 +5,9 @@
 
 use crate::trainer::{train, Error, Hooks, Positives, Result, StepLog, TrainConfig, TrainState};
 use crate::LossKind;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use uae_artifacts::labels::{fingerprint, CandidateMode, LabelManifest, LabeledGroup};
-use uae_artifacts::train::{MetricsLine, TrainManifest};
+use uae_artifacts::train::{DevScores, MetricsLine, TrainManifest};
 use uae_core::Progress;
 use uae_data::Collection;
 use uae_encoder::{BatchOptions, Encoder};
@@ -210,24 +209,17 @@ impl Hooks for RunHooks<'_> {
         self.progress.message(&format!("loss {:.4}", log.loss));
     }
 
-    fn evaluate(
-        &mut self,
-        enc: &Encoder,
-        epoch: usize,
-    ) -> Result<Option<(f64, BTreeMap<String, f64>)>> {
+    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<Option<(f64, DevScores)>> {
         match self.dev {
             DevSet::Retrieval(dev) => {
                 let m = dev_metrics(enc, dev)?;
                 tracing::info!(epoch, recall_1 = m.recall_1, map = m.map, "dev");
-                Ok(Some((m.map, metrics_by_name(&m))))
+                Ok(Some((m.map, DevScores::Retrieval(m))))
             }
             DevSet::Utility { groups, .. } => {
                 let v = utility_ndcg(enc, groups)?;
                 tracing::info!(epoch, utility_ndcg_10 = v, "dev");
-                Ok(Some((
-                    v,
-                    BTreeMap::from([("utility-ndcg@10".to_string(), v)]),
-                )))
+                Ok(Some((v, DevScores::Utility { utility_ndcg_10: v })))
             }
             DevSet::None => {
                 tracing::info!(epoch, "no dev set: keeping the latest model");
@@ -298,14 +290,6 @@ pub fn answer_match(groups: &mut [LabeledGroup]) {
             c.is_gold = uae_eval::f1::contains_answer(&c.text, &g.answers);
         }
     }
-}
-
-/// Metrics under the names `metrics.jsonl` has always used (`recall@1`, `map`, ...).
-fn metrics_by_name(m: &uae_eval::Metrics) -> BTreeMap<String, f64> {
-    m.rows()
-        .iter()
-        .map(|&(name, v)| (name.to_string(), v))
-        .collect()
 }
 
 /// Runs (or resumes) a training run; returns where it ended.
@@ -423,12 +407,15 @@ pub fn write_curves(out: &Path) -> uae_core::Result<()> {
             MetricsLine::Step(s) => loss.push((s.step as f64, s.loss as f64)),
             MetricsLine::Dev(d) => {
                 let step = d.step as f64;
-                if !d.dev.contains_key("map") {
-                    picked_by = "dev utility-nDCG@10";
-                }
-                map.push((step, d.dev.get("map").copied().unwrap_or(d.dev_metric)));
-                if let Some(&r) = d.dev.get("recall@1") {
-                    r1.push((step, r));
+                match d.dev {
+                    DevScores::Retrieval(m) => {
+                        map.push((step, m.map));
+                        r1.push((step, m.recall_1));
+                    }
+                    DevScores::Utility { utility_ndcg_10 } => {
+                        picked_by = "dev utility-nDCG@10";
+                        map.push((step, utility_ndcg_10));
+                    }
                 }
             }
         }

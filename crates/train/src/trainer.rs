@@ -5,12 +5,11 @@ pub use crate::step::{step, StepOutcome};
 use crate::{linear_schedule, AdamW, AdamWConfig, LossKind, LossParams, UtilityNorm};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use uae_artifacts::labels::LabeledGroup;
 pub use uae_artifacts::train::StepLog;
-use uae_artifacts::train::{DevLog, MetricsLine};
+use uae_artifacts::train::{DevLog, DevScores, MetricsLine};
 #[cfg(feature = "cli")]
 use uae_core::flags;
 use uae_encoder::Encoder;
@@ -386,11 +385,7 @@ pub trait Hooks {
     /// Scores the model on dev after an epoch: the metric that picks the best
     /// checkpoint (higher is better) and any other metrics to log beside it.
     /// `None`: there is no dev set, and the latest model is the one kept.
-    fn evaluate(
-        &mut self,
-        enc: &Encoder,
-        epoch: usize,
-    ) -> Result<Option<(f64, BTreeMap<String, f64>)>>;
+    fn evaluate(&mut self, enc: &Encoder, epoch: usize) -> Result<Option<(f64, DevScores)>>;
 }
 
 /// Runs (or resumes) training into `out`: `out/ckpt-*/` (model, optimizer, state;
