@@ -8,9 +8,12 @@
 #              answer-match --min-utility 2 --gold-weight 0` (utility where the LLM
 #              is sure, answer-match elsewhere)
 #   auto-gw05  the same with half of an above-bar question's target on answer-match
-# each evaluated on the first DEV dev questions and on test, split by answer type
-# (`uae eval --by answer_type`), and compared with `uae compare --by answer_type`
-# against answer-match. The base model is evaluated the same way.
+# each evaluated on the first DEV dev questions, split by answer type (`uae eval --by
+# answer_type`), and compared with `uae compare --by answer_type` against answer-match.
+# Then on test, once, the models named in TEST (default: base, uae-mu2, am, auto; the
+# configuration chosen on dev joins them). The base model is evaluated the same way.
+# One epoch, seed 0; training evaluates five dev questions only (`--dev-limit 5`: with
+# one epoch the last model is the one kept, and `uae eval` does the dev numbers).
 #
 #   scripts/evidence_free.sh [N=400] [DEV=300] [OUT=runs/evidence-free]
 #
@@ -39,7 +42,7 @@ for c in "${configs[@]}"; do
   # shellcheck disable=SC2086
   [[ -f "$out/$name/model/config.json" && -f "$out/$name.json" ]] || {
     step "training $name"
-    $uae train --labels "$out/labels" ${c#*|} --data-dir "$data" --dev-limit "$dev" \
+    $uae train --labels "$out/labels" ${c#*|} --data-dir "$data" --dev-limit 5 \
       --out "$out/$name" > "$out/$name.json"
   }
 done
@@ -58,8 +61,10 @@ for m in uae-mu2 auto auto-gw05; do
     --json "$out/compare-am-$m-dev.json" > "$out/compare-am-$m-dev.txt"
 done
 [[ "${UAE_TEST:-1}" == 0 ]] && exit 0
-for m in "${models[@]}"; do evaluate "$m" "$(model_dir "$m")" test; done
-for m in base uae-mu2 auto auto-gw05; do
+read -r -a tested <<< "${TEST:-base uae-mu2 am auto}"
+for m in "${tested[@]}"; do evaluate "$m" "$(model_dir "$m")" test; done
+for m in "${tested[@]}"; do
+  [[ "$m" == am ]] && continue
   $uae compare "$out/eval-am-test" "$out/eval-$m-test" --by answer_type --metrics recall@1,map,ndcg@10 \
     --json "$out/compare-am-$m-test.json" > "$out/compare-am-$m-test.txt"
 done
