@@ -408,6 +408,29 @@ impl LabelIndex {
     }
 }
 
+impl LabelIndex {
+    /// The folder's distinct passages as the LLM saw them (after truncation), scoped
+    /// by their question's scope, in file order: what `uae explore` searches.
+    pub fn passages(&self) -> Result<Vec<uae_core::Passage>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for r in &self.rows {
+            let Some(g) = self.group(r.n)? else { continue };
+            for c in g.candidates {
+                if seen.insert(c.passage_id.clone()) {
+                    out.push(uae_core::Passage {
+                        id: c.passage_id,
+                        text: c.text,
+                        scope: (!g.paper_id.is_empty()).then(|| g.paper_id.clone()),
+                        section: None,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn parse_group(path: &Path, line: usize, bytes: &[u8]) -> Result<LabeledGroup> {
     let corrupt = |message: String| Error::Corrupt {
         path: path.to_path_buf(),
@@ -615,6 +638,8 @@ mod tests {
         assert!(ix.rows[2].best_is_gold);
         assert_eq!(ix.group(2).unwrap().unwrap().question_id, "c");
         assert!(ix.group(3).unwrap().is_none());
+        let ids: Vec<String> = ix.passages().unwrap().into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["p#0", "p#1"], "distinct passages, first seen first");
         // A bad line is named by its number.
         let mut text = std::fs::read_to_string(d.path().join(LabeledGroup::FILE)).unwrap();
         text.push_str("\n{\"question_id\": 1}\n");

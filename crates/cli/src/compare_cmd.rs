@@ -48,41 +48,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let r =
         uae_search::compare::compare_paths(&a.a, &a.b, a.qrels.as_deref(), a.by.as_deref(), opts)?;
     let shown = r.shown(&a.metrics)?;
-    let c = &r.comparison;
-    println!(
-        "{} {}, B against A; 95% paired bootstrap intervals and two-sided sign-flip p-values over {} resamples (seed {})\n",
-        c.queries,
-        if r.utility { "questions" } else { "queries" },
-        c.resamples,
-        c.seed
-    );
-    print!(
-        "{}",
-        c.table(
-            &a.a.display().to_string(),
-            &a.b.display().to_string(),
-            &shown
-        )
-    );
     let (name_a, name_b) = (a.a.display().to_string(), a.b.display().to_string());
-    let mut by_json = Vec::new();
-    if let Some((field, groups)) = &r.by {
-        for (value, g) in groups {
-            println!(
-                "\n{field} = {value}: {} {}\n",
-                g.queries,
-                if r.utility { "questions" } else { "queries" }
-            );
-            print!("{}", g.table(&name_a, &name_b, &shown));
-            by_json.push(serde_json::json!({"field": field, "value": value, "comparison": g}));
-        }
-    }
+    print!("{}", r.report(&name_a, &name_b, &shown));
     if let Some(path) = &a.json {
-        let mut v = serde_json::to_value(c)?;
-        if r.by.is_some() {
-            v["by"] = serde_json::Value::Array(by_json);
-        }
-        let text = serde_json::to_string_pretty(&v)?;
+        let text = serde_json::to_string_pretty(&r.to_json())?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

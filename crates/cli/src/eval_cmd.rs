@@ -2,7 +2,6 @@ use crate::common::{count, Bars};
 use anyhow::Result;
 use std::path::PathBuf;
 use uae_data::{SourceArgs, Split};
-use uae_eval::groups::QueryGroups;
 use uae_search::EvalOptions;
 
 #[derive(clap::Args)]
@@ -37,16 +36,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         uae_search::limit_queries(&mut coll, n);
     }
     let groups = match &a.by {
-        Some(field) => {
-            let mut of = source.field_values(field)?;
-            let kept: std::collections::HashSet<&str> =
-                coll.queries.iter().map(|q| q.id.as_str()).collect();
-            of.retain(|q, _| kept.contains(q.as_str()));
-            Some(QueryGroups {
-                field: field.clone(),
-                of,
-            })
-        }
+        Some(field) => Some(uae_search::query_groups(&source, &coll, field)?),
         None => None,
     };
     let retriever = a.options.retriever();

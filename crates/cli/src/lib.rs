@@ -57,7 +57,7 @@ enum Cmd {
     /// Look at what the LLM found useful: a web page over a label folder (every
     /// question's candidates by utility, the passage as the LLM saw it, filters,
     /// histograms), searches of its passages, and two evaluations compared.
-    Explore(serve::ExploreArgs),
+    Explore(uae_serve::explore::ExploreConfig),
     /// Export a corpus's vectors and ids for a vector database.
     #[command(subcommand)]
     Index(index_cmd::IndexCmd),

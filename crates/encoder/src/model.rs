@@ -363,6 +363,34 @@ impl Bert {
         &self.vars
     }
 
+    /// The embedding layer for ids `[b, s]`: word, position and token-type
+    /// embeddings summed and layer-normed, `[b * s, h]`.
+    fn embeddings(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let h = self.config.hidden_size;
+        if s > self.config.max_position_embeddings {
+            return Err(Error::TooLong {
+                len: s,
+                max: self.config.max_position_embeddings,
+            });
+        }
+        let we = self
+            .word
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, s, h))?;
+        let pe = self.pos.narrow(0, 0, s)?.unsqueeze(0)?;
+        let te = self.tok_type.narrow(0, 0, 1)?.unsqueeze(0)?;
+        let x = we
+            .broadcast_add(&(pe.broadcast_add(&te)?))?
+            .reshape((b * s, h))?;
+        Ok(layer_norm(
+            &x,
+            &self.emb_ln_g,
+            &self.emb_ln_b,
+            self.config.layer_norm_eps,
+        )?)
+    }
+
     /// Hidden states `[b, s, h]` for right-padded ids `[b, s]` (u32) whose sequence `i`
     /// has `lens[i]` real tokens. `dropout_seed: Some(seed)` is training mode: hidden
     /// dropout on, its masks a function of the seed; `None` is inference.
@@ -392,27 +420,7 @@ impl Bert {
         };
         let (b, s) = ids.dims2()?;
         let h = self.config.hidden_size;
-        if s > self.config.max_position_embeddings {
-            return Err(Error::TooLong {
-                len: s,
-                max: self.config.max_position_embeddings,
-            });
-        }
-        let we = self
-            .word
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, s, h))?;
-        let pe = self.pos.narrow(0, 0, s)?.unsqueeze(0)?;
-        let te = self.tok_type.narrow(0, 0, 1)?.unsqueeze(0)?;
-        let x = we
-            .broadcast_add(&(pe.broadcast_add(&te)?))?
-            .reshape((b * s, h))?;
-        let x = layer_norm(
-            &x,
-            &self.emb_ln_g,
-            &self.emb_ln_b,
-            self.config.layer_norm_eps,
-        )?;
+        let x = self.embeddings(ids)?;
         let mut x = match p {
             Some((p, seed)) => {
                 let mask = dropout_mask(x.elem_count(), p, seed, next_site());

@@ -594,6 +594,111 @@ impl CausalLm {
         }
     }
 
+    /// One layer's attention for the new tokens of every sequence (their q, k, v in
+    /// `qkv`, rows from `starts[i]`; k and v already appended to the caches): one task
+    /// per (sequence, head), causal over cache and new tokens, within `window` when
+    /// the layer slides. Returns the context rows `[total, heads * head_dim]`.
+    fn attend(
+        &self,
+        li: usize,
+        qkv: &[f32],
+        starts: &[usize],
+        tokens: &[&[u32]],
+        caches: &[KvCache],
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let hd = c.head_dim;
+        let (qd, kvd) = (c.heads * hd, c.kv_heads * hd);
+        let qkv_w = qd + 2 * kvd;
+        let group = c.heads / c.kv_heads;
+        let scale = c.attn_scale;
+        let total: usize = tokens.iter().map(|t| t.len()).sum();
+        // Attention, one task per (sequence, head): causal over cache + new tokens.
+        let tasks: Vec<(usize, usize)> = (0..tokens.len())
+            .flat_map(|s| (0..c.heads).map(move |hh| (s, hh)))
+            .collect();
+        let outs: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(si, hh)| {
+                let n = tokens[si].len();
+                let past = caches[si].len;
+                let keys = past + n;
+                let g = hh / group;
+                let mut p = vec![0f32; n * keys];
+                let q = Mat {
+                    data: &qkv[starts[si] * qkv_w + hh * hd..],
+                    rs: qkv_w,
+                    cs: 1,
+                };
+                let kt = Mat {
+                    data: &caches[si].k[li][g * hd..],
+                    rs: 1,
+                    cs: kvd,
+                };
+                sgemm(n, keys, hd, q, kt, &mut p, keys, false, 1);
+                for (r, row) in p.chunks_mut(keys).enumerate() {
+                    let visible = past + r + 1;
+                    let first = window.map_or(0, |w| visible.saturating_sub(w));
+                    softmax_rows(&mut row[first..visible], visible - first, scale);
+                    row[..first].fill(0.0);
+                    row[visible..].fill(0.0);
+                }
+                let mut o = vec![0f32; n * hd];
+                let v = Mat {
+                    data: &caches[si].v[li][g * hd..],
+                    rs: kvd,
+                    cs: 1,
+                };
+                sgemm(
+                    n,
+                    hd,
+                    keys,
+                    Mat {
+                        data: &p,
+                        rs: keys,
+                        cs: 1,
+                    },
+                    v,
+                    &mut o,
+                    hd,
+                    false,
+                    1,
+                );
+                o
+            })
+            .collect();
+        let mut ctx = vec![0f32; total * qd];
+        for (&(si, hh), o) in tasks.iter().zip(outs) {
+            for (r, src) in o.chunks(hd).enumerate() {
+                let d = (starts[si] + r) * qd + hh * hd;
+                ctx[d..d + hd].copy_from_slice(src);
+            }
+        }
+        ctx
+    }
+
+    /// The embeddings of every new token, sequence after sequence, `[total, hidden]`
+    /// (scaled where the family scales them, as Gemma does by sqrt(hidden)).
+    fn embed_tokens(&self, tokens: &[&[u32]], total: usize) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let h = c.hidden;
+        let mut x = vec![0f32; total * h];
+        for (row, &id) in x.chunks_mut(h).zip(tokens.iter().flat_map(|t| t.iter())) {
+            let id = id as usize;
+            if id >= c.vocab {
+                return Err(Error::Input {
+                    message: format!("token id {id} outside the vocabulary"),
+                });
+            }
+            row.copy_from_slice(&self.embed[id * h..(id + 1) * h]);
+            if c.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= c.embed_scale);
+            }
+        }
+        Ok(x)
+    }
+
     /// Runs new tokens through the model, appending to each sequence's cache, and
     /// returns the final hidden states (after the last norm), `[sum of lens, hidden]`.
     pub fn forward(&self, caches: &mut [KvCache], tokens: &[&[u32]]) -> Result<Vec<f32>> {
@@ -620,22 +725,8 @@ impl CausalLm {
             starts.push(total);
             total += t.len();
         }
-        let mut x = vec![0f32; total * h];
-        for (row, &id) in x.chunks_mut(h).zip(tokens.iter().flat_map(|t| t.iter())) {
-            let id = id as usize;
-            if id >= c.vocab {
-                return Err(Error::Input {
-                    message: format!("token id {id} outside the vocabulary"),
-                });
-            }
-            row.copy_from_slice(&self.embed[id * h..(id + 1) * h]);
-            if c.embed_scale != 1.0 {
-                row.iter_mut().for_each(|v| *v *= c.embed_scale);
-            }
-        }
+        let mut x = self.embed_tokens(tokens, total)?;
         let mut xn = vec![0f32; total * h];
-        let group = c.heads / c.kv_heads;
-        let scale = c.attn_scale;
         for (li, layer) in self.layers.iter().enumerate() {
             let table = self.rope_of(li);
             let window = match c.sliding_layers.get(li) {
@@ -671,67 +762,7 @@ impl CausalLm {
                     cache.v[li].extend_from_slice(&row[qd + kvd..]);
                 }
             }
-            // Attention, one task per (sequence, head): causal over cache + new tokens.
-            let tasks: Vec<(usize, usize)> = (0..tokens.len())
-                .flat_map(|s| (0..c.heads).map(move |hh| (s, hh)))
-                .collect();
-            let outs: Vec<Vec<f32>> = tasks
-                .par_iter()
-                .map(|&(si, hh)| {
-                    let n = tokens[si].len();
-                    let past = caches[si].len;
-                    let keys = past + n;
-                    let g = hh / group;
-                    let mut p = vec![0f32; n * keys];
-                    let q = Mat {
-                        data: &qkv[starts[si] * qkv_w + hh * hd..],
-                        rs: qkv_w,
-                        cs: 1,
-                    };
-                    let kt = Mat {
-                        data: &caches[si].k[li][g * hd..],
-                        rs: 1,
-                        cs: kvd,
-                    };
-                    sgemm(n, keys, hd, q, kt, &mut p, keys, false, 1);
-                    for (r, row) in p.chunks_mut(keys).enumerate() {
-                        let visible = past + r + 1;
-                        let first = window.map_or(0, |w| visible.saturating_sub(w));
-                        softmax_rows(&mut row[first..visible], visible - first, scale);
-                        row[..first].fill(0.0);
-                        row[visible..].fill(0.0);
-                    }
-                    let mut o = vec![0f32; n * hd];
-                    let v = Mat {
-                        data: &caches[si].v[li][g * hd..],
-                        rs: kvd,
-                        cs: 1,
-                    };
-                    sgemm(
-                        n,
-                        hd,
-                        keys,
-                        Mat {
-                            data: &p,
-                            rs: keys,
-                            cs: 1,
-                        },
-                        v,
-                        &mut o,
-                        hd,
-                        false,
-                        1,
-                    );
-                    o
-                })
-                .collect();
-            let mut ctx = vec![0f32; total * qd];
-            for (&(si, hh), o) in tasks.iter().zip(outs) {
-                for (r, src) in o.chunks(hd).enumerate() {
-                    let d = (starts[si] + r) * qd + hh * hd;
-                    ctx[d..d + hd].copy_from_slice(src);
-                }
-            }
+            let ctx = self.attend(li, &qkv, &starts, tokens, caches, window);
             residual_add(&layer.o, &ctx, total, &mut x, &layer.post_attn_norm, c)?;
             xn.par_chunks_mut(h * 8)
                 .zip(x.par_chunks(h * 8))

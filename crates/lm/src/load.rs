@@ -130,6 +130,98 @@ impl CausalLm {
 /// conventions follow llama.cpp's converter (`convert_hf_to_gguf.py`): llama q/k
 /// permuted for interleaved rotation, Gemma norms stored as `1 + w`, Llama 3's
 /// rotary scaling as `rope_freqs.weight`.
+/// Reads a GGUF file's tensors by name.
+struct GgufReader<'a> {
+    f: std::fs::File,
+    content: &'a gguf_file::Content,
+    path: &'a Path,
+    /// Keep projection weights quantised.
+    quantized: bool,
+}
+
+impl GgufReader<'_> {
+    fn tensor(&mut self, name: &str) -> Result<candle_core::quantized::QTensor> {
+        self.content
+            .tensor(&mut self.f, name, &Device::Cpu)
+            .map_err(|_| Error::MissingTensor {
+                path: self.path.to_path_buf(),
+                name: name.into(),
+            })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// A projection, dequantised to f32 unless `quantized`.
+    fn weight(&mut self, name: &str) -> Result<Weight> {
+        let q = self.tensor(name)?;
+        let (out, inp) = q.shape().dims2()?;
+        if self.quantized {
+            Ok(Weight::Quant {
+                q: QMatMul::from_qtensor(q)?,
+                out,
+                inp,
+            })
+        } else {
+            dense(&q.dequantize(&Device::Cpu)?)
+        }
+    }
+
+    fn vecf(&mut self, name: &str) -> Result<Vec<f32>> {
+        flat(&self.tensor(name)?.dequantize(&Device::Cpu)?)
+    }
+
+    fn opt(&mut self, name: &str, on: bool) -> Result<Option<Vec<f32>>> {
+        if on {
+            self.vecf(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Layer `l` (llama.cpp's `blk.{l}.*` names).
+    fn layer(&mut self, l: usize, family: Family, config: &LmConfig) -> Result<Layer> {
+        let n = |s: &str| format!("blk.{l}.{s}");
+        let bias = if family == Family::Qwen2 {
+            let mut b = self.vecf(&n("attn_q.bias"))?;
+            b.extend(self.vecf(&n("attn_k.bias"))?);
+            b.extend(self.vecf(&n("attn_v.bias"))?);
+            Some(b)
+        } else {
+            None
+        };
+        let qkv = group(
+            vec![
+                self.weight(&n("attn_q.weight"))?,
+                self.weight(&n("attn_k.weight"))?,
+                self.weight(&n("attn_v.weight"))?,
+            ],
+            bias,
+        );
+        let gate_up = group(
+            vec![
+                self.weight(&n("ffn_gate.weight"))?,
+                self.weight(&n("ffn_up.weight"))?,
+            ],
+            None,
+        );
+        let gemma = family.gemma_style();
+        Ok(Layer {
+            attn_norm: self.vecf(&n("attn_norm.weight"))?,
+            qkv,
+            q_norm: self.opt(&n("attn_q_norm.weight"), config.qk_norm)?,
+            k_norm: self.opt(&n("attn_k_norm.weight"), config.qk_norm)?,
+            o: self.weight(&n("attn_output.weight"))?,
+            post_attn_norm: self.opt(&n("post_attention_norm.weight"), gemma)?,
+            ffn_norm: self.vecf(&n("ffn_norm.weight"))?,
+            gate_up,
+            down: self.weight(&n("ffn_down.weight"))?,
+            post_ffn_norm: self.opt(&n("post_ffw_norm.weight"), gemma)?,
+        })
+    }
+}
+
 fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
     let err = |message: String| Error::Load {
         path: path.to_path_buf(),
@@ -148,22 +240,16 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         path: path.to_path_buf(),
         message: format!("architecture `{arch}` (supported: {})", Family::SUPPORTED),
     })?;
-    let tensor = |f: &mut std::fs::File, name: &str| {
-        content
-            .tensor(f, name, &Device::Cpu)
-            .map_err(|_| Error::MissingTensor {
-                path: path.to_path_buf(),
-                name: name.into(),
-            })
+    let mut r = GgufReader {
+        f,
+        content: &content,
+        path,
+        quantized,
     };
-    let has = |name: &str| content.tensor_infos.contains_key(name);
-    let embed_q = tensor(&mut f, "token_embd.weight")?;
+    let embed_q = r.tensor("token_embd.weight")?;
     let vocab = embed_q.shape().dims()[0];
-    let gemma = family.gemma_style();
-    let rope_factors = if has("rope_freqs.weight") {
-        Some(flat(
-            &tensor(&mut f, "rope_freqs.weight")?.dequantize(&Device::Cpu)?,
-        )?)
+    let rope_factors = if r.has("rope_freqs.weight") {
+        Some(r.vecf("rope_freqs.weight")?)
     } else {
         None
     };
@@ -172,79 +258,12 @@ fn load_gguf(path: &Path, quantized: bool) -> Result<CausalLm> {
         e => e,
     })?;
     let embed = flat(&embed_q.dequantize(&Device::Cpu)?)?;
-    let weight = |f: &mut std::fs::File, name: &str| -> Result<Weight> {
-        let q = tensor(f, name)?;
-        let (out, inp) = q.shape().dims2()?;
-        if quantized {
-            Ok(Weight::Quant {
-                q: QMatMul::from_qtensor(q)?,
-                out,
-                inp,
-            })
-        } else {
-            dense(&q.dequantize(&Device::Cpu)?)
-        }
-    };
-    let vecf = |f: &mut std::fs::File, name: &str| -> Result<Vec<f32>> {
-        flat(&tensor(f, name)?.dequantize(&Device::Cpu)?)
-    };
-    let mut layers = Vec::with_capacity(config.layers);
-    for l in 0..config.layers {
-        let n = |s: &str| format!("blk.{l}.{s}");
-        let bias = if family == Family::Qwen2 {
-            let mut b = vecf(&mut f, &n("attn_q.bias"))?;
-            b.extend(vecf(&mut f, &n("attn_k.bias"))?);
-            b.extend(vecf(&mut f, &n("attn_v.bias"))?);
-            Some(b)
-        } else {
-            None
-        };
-        let qkv = group(
-            vec![
-                weight(&mut f, &n("attn_q.weight"))?,
-                weight(&mut f, &n("attn_k.weight"))?,
-                weight(&mut f, &n("attn_v.weight"))?,
-            ],
-            bias,
-        );
-        let gate_up = group(
-            vec![
-                weight(&mut f, &n("ffn_gate.weight"))?,
-                weight(&mut f, &n("ffn_up.weight"))?,
-            ],
-            None,
-        );
-        let mut opt = |name: &str, on: bool| -> Result<Option<Vec<f32>>> {
-            if on {
-                vecf(&mut f, &n(name)).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let (q_norm, k_norm) = (
-            opt("attn_q_norm.weight", config.qk_norm)?,
-            opt("attn_k_norm.weight", config.qk_norm)?,
-        );
-        let (post_attn_norm, post_ffn_norm) = (
-            opt("post_attention_norm.weight", gemma)?,
-            opt("post_ffw_norm.weight", gemma)?,
-        );
-        layers.push(Layer {
-            attn_norm: vecf(&mut f, &n("attn_norm.weight"))?,
-            qkv,
-            q_norm,
-            k_norm,
-            o: weight(&mut f, &n("attn_output.weight"))?,
-            post_attn_norm,
-            ffn_norm: vecf(&mut f, &n("ffn_norm.weight"))?,
-            gate_up,
-            down: weight(&mut f, &n("ffn_down.weight"))?,
-            post_ffn_norm,
-        });
-    }
-    let norm = vecf(&mut f, "output_norm.weight")?;
-    let head = if has("output.weight") {
-        Some(weight(&mut f, "output.weight")?)
+    let layers = (0..config.layers)
+        .map(|l| r.layer(l, family, &config))
+        .collect::<Result<Vec<_>>>()?;
+    let norm = r.vecf("output_norm.weight")?;
+    let head = if r.has("output.weight") {
+        Some(r.weight("output.weight")?)
     } else {
         None
     };
@@ -574,6 +593,100 @@ fn read_safetensors(dir: &Path) -> Result<(HashMap<String, Tensor>, String)> {
 /// present, `tokenizer_config.json` / `chat_template.jinja` for the chat template.
 /// Names follow transformers' `*ForCausalLM` of each family; Gemma's norms are stored
 /// as `w` and applied as `1 + w`.
+/// An HF checkpoint's tensors, taken by name as the model is built.
+struct HfTensors<'a> {
+    tensors: HashMap<String, Tensor>,
+    dir: &'a Path,
+    /// Added to every norm weight (Gemma's RMSNorm multiplies by `1 + w`).
+    shift: f32,
+}
+
+impl HfTensors<'_> {
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.dir.to_path_buf(),
+                name: name.into(),
+            })
+    }
+
+    fn norm(&mut self, name: &str) -> Result<Vec<f32>> {
+        let shift = self.shift;
+        Ok(flat(&self.take(name)?)?
+            .into_iter()
+            .map(|v| v + shift)
+            .collect())
+    }
+
+    fn weight(&mut self, name: &str) -> Result<Weight> {
+        dense(&self.take(name)?)
+    }
+
+    /// Layer `l` (transformers' `model.layers.{l}.*` names).
+    fn layer(&mut self, l: usize, family: Family, config: &LmConfig) -> Result<Layer> {
+        let n = |s: &str| format!("model.layers.{l}.{s}");
+        let bias = if family == Family::Qwen2 {
+            let mut b = flat(&self.take(&n("self_attn.q_proj.bias"))?)?;
+            b.extend(flat(&self.take(&n("self_attn.k_proj.bias"))?)?);
+            b.extend(flat(&self.take(&n("self_attn.v_proj.bias"))?)?);
+            Some(b)
+        } else {
+            None
+        };
+        let qkv = group(
+            vec![
+                self.weight(&n("self_attn.q_proj.weight"))?,
+                self.weight(&n("self_attn.k_proj.weight"))?,
+                self.weight(&n("self_attn.v_proj.weight"))?,
+            ],
+            bias,
+        );
+        let gate_up = group(
+            vec![
+                self.weight(&n("mlp.gate_proj.weight"))?,
+                self.weight(&n("mlp.up_proj.weight"))?,
+            ],
+            None,
+        );
+        let (q_norm, k_norm) = if config.qk_norm {
+            (
+                Some(self.norm(&n("self_attn.q_norm.weight"))?),
+                Some(self.norm(&n("self_attn.k_norm.weight"))?),
+            )
+        } else {
+            (None, None)
+        };
+        // Gemma: input -> attention -> post_attention norm; pre_feedforward -> MLP ->
+        // post_feedforward norm. The others: post_attention_layernorm is the MLP's input norm.
+        let (post_attn_norm, ffn_norm, post_ffn_norm) = if family.gemma_style() {
+            (
+                Some(self.norm(&n("post_attention_layernorm.weight"))?),
+                self.norm(&n("pre_feedforward_layernorm.weight"))?,
+                Some(self.norm(&n("post_feedforward_layernorm.weight"))?),
+            )
+        } else {
+            (
+                None,
+                self.norm(&n("post_attention_layernorm.weight"))?,
+                None,
+            )
+        };
+        Ok(Layer {
+            attn_norm: self.norm(&n("input_layernorm.weight"))?,
+            qkv,
+            q_norm,
+            k_norm,
+            o: self.weight(&n("self_attn.o_proj.weight"))?,
+            post_attn_norm,
+            ffn_norm,
+            gate_up,
+            down: self.weight(&n("mlp.down_proj.weight"))?,
+            post_ffn_norm,
+        })
+    }
+}
+
 fn load_hf(dir: &Path) -> Result<CausalLm> {
     let err = |path: &Path, message: String| Error::Load {
         path: path.to_path_buf(),
@@ -601,86 +714,21 @@ fn load_hf(dir: &Path) -> Result<CausalLm> {
     let tied = hc
         .tie_word_embeddings
         .unwrap_or(gemma || !tensors.contains_key("lm_head.weight"));
-    let tensors = std::cell::RefCell::new(tensors);
-    let take = |name: &str| -> Result<Tensor> {
-        tensors
-            .borrow_mut()
-            .remove(name)
-            .ok_or_else(|| Error::MissingTensor {
-                path: dir.to_path_buf(),
-                name: name.into(),
-            })
+    let mut t = HfTensors {
+        tensors,
+        dir,
+        // Gemma's RMSNorm multiplies by (1 + w).
+        shift: if gemma { 1.0 } else { 0.0 },
     };
-    // Gemma's RMSNorm multiplies by (1 + w).
-    let shift = if gemma { 1.0 } else { 0.0 };
-    let norm = |name: &str| -> Result<Vec<f32>> {
-        Ok(flat(&take(name)?)?.into_iter().map(|v| v + shift).collect())
-    };
-    let w = |t: Tensor| dense(&t);
-    let embed = flat(&take("model.embed_tokens.weight")?)?;
-    let mut layers = Vec::new();
-    for l in 0..config.layers {
-        let n = |s: &str| format!("model.layers.{l}.{s}");
-        let bias = if family == Family::Qwen2 {
-            let mut b = flat(&take(&n("self_attn.q_proj.bias"))?)?;
-            b.extend(flat(&take(&n("self_attn.k_proj.bias"))?)?);
-            b.extend(flat(&take(&n("self_attn.v_proj.bias"))?)?);
-            Some(b)
-        } else {
-            None
-        };
-        let qkv = group(
-            vec![
-                w(take(&n("self_attn.q_proj.weight"))?)?,
-                w(take(&n("self_attn.k_proj.weight"))?)?,
-                w(take(&n("self_attn.v_proj.weight"))?)?,
-            ],
-            bias,
-        );
-        let gate_up = group(
-            vec![
-                w(take(&n("mlp.gate_proj.weight"))?)?,
-                w(take(&n("mlp.up_proj.weight"))?)?,
-            ],
-            None,
-        );
-        let (q_norm, k_norm) = if config.qk_norm {
-            (
-                Some(norm(&n("self_attn.q_norm.weight"))?),
-                Some(norm(&n("self_attn.k_norm.weight"))?),
-            )
-        } else {
-            (None, None)
-        };
-        // Gemma: input -> attention -> post_attention norm; pre_feedforward -> MLP ->
-        // post_feedforward norm. The others: post_attention_layernorm is the MLP's input norm.
-        let (post_attn_norm, ffn_norm, post_ffn_norm) = if gemma {
-            (
-                Some(norm(&n("post_attention_layernorm.weight"))?),
-                norm(&n("pre_feedforward_layernorm.weight"))?,
-                Some(norm(&n("post_feedforward_layernorm.weight"))?),
-            )
-        } else {
-            (None, norm(&n("post_attention_layernorm.weight"))?, None)
-        };
-        layers.push(Layer {
-            attn_norm: norm(&n("input_layernorm.weight"))?,
-            qkv,
-            q_norm,
-            k_norm,
-            o: w(take(&n("self_attn.o_proj.weight"))?)?,
-            post_attn_norm,
-            ffn_norm,
-            gate_up,
-            down: w(take(&n("mlp.down_proj.weight"))?)?,
-            post_ffn_norm,
-        });
-    }
-    let final_norm = norm("model.norm.weight")?;
+    let embed = flat(&t.take("model.embed_tokens.weight")?)?;
+    let layers = (0..config.layers)
+        .map(|l| t.layer(l, family, &config))
+        .collect::<Result<Vec<_>>>()?;
+    let final_norm = t.norm("model.norm.weight")?;
     let head = if tied {
         None
     } else {
-        Some(w(take("lm_head.weight")?)?)
+        Some(t.weight("lm_head.weight")?)
     };
     let tok = crate::tokenizer::from_hf_folder(dir)?;
     let eos = match &hc.eos_token_id {

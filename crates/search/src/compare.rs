@@ -59,6 +59,39 @@ impl Compared {
     }
 }
 
+impl Compared {
+    /// What `uae compare` prints: the comparison of `shown` metrics over every
+    /// question, then within each group of `by`.
+    pub fn report(&self, a: &str, b: &str, shown: &[String]) -> String {
+        let unit = if self.utility { "questions" } else { "queries" };
+        let c = &self.comparison;
+        let mut s = format!(
+            "{} {unit}, B against A; 95% paired bootstrap intervals and two-sided sign-flip p-values over {} resamples (seed {})\n\n",
+            c.queries, c.resamples, c.seed
+        );
+        s.push_str(&c.table(a, b, shown));
+        if let Some((field, groups)) = &self.by {
+            for (value, g) in groups {
+                s.push_str(&format!("\n{field} = {value}: {} {unit}\n\n", g.queries));
+                s.push_str(&g.table(a, b, shown));
+            }
+        }
+        s
+    }
+
+    /// The whole comparison (every metric) as JSON, with `by`'s groups under "by".
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.comparison).unwrap_or_default();
+        if let Some((field, groups)) = &self.by {
+            v["by"] = groups
+                .iter()
+                .map(|(value, g)| serde_json::json!({"field": field, "value": value, "comparison": g}))
+                .collect();
+        }
+        v
+    }
+}
+
 /// Whether `p` is a label folder rather than an eval folder or run file.
 fn is_labels(p: &Path) -> bool {
     p.is_dir() && !p.join(EvalReport::RUN).exists() && p.join(LabeledGroup::FILE).exists()

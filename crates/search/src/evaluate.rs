@@ -131,6 +131,22 @@ impl EvalReport {
     }
 }
 
+/// The questions of `coll` grouped by their values of `field` in `source` (`uae eval
+/// --by`; see [`uae_data::Source::field_values`]).
+pub fn query_groups(
+    source: &uae_data::Source,
+    coll: &Collection,
+    field: &str,
+) -> Result<QueryGroups> {
+    let mut of = source.field_values(field)?;
+    let kept: HashSet<&str> = coll.queries.iter().map(|q| q.id.as_str()).collect();
+    of.retain(|q, _| kept.contains(q.as_str()));
+    Ok(QueryGroups {
+        field: field.to_string(),
+        of,
+    })
+}
+
 /// Ranks every query of `coll`, scores the rankings, and writes `run.trec`,
 /// `qrels.trec` and `report.json` into `out`; with `groups`, also `groups.json` and
 /// the metrics of each group in the report.

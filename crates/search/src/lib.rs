@@ -11,7 +11,9 @@ mod evaluate;
 mod options;
 
 pub mod calibrate;
-pub use evaluate::{evaluate, limit_queries, ByField, EvalReport, Retriever, RetrieverKind};
+pub use evaluate::{
+    evaluate, limit_queries, query_groups, ByField, EvalReport, Retriever, RetrieverKind,
+};
 pub use options::{EvalOptions, FusionKind};
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,8 @@ pub enum Error {
     Files(#[from] uae_core::Error),
     #[error(transparent)]
     Eval(#[from] uae_eval::Error),
+    #[error(transparent)]
+    Data(#[from] uae_data::Error),
     #[error("{0}")]
     Compare(String),
     #[error("{collection}: none of its {queries} questions has a relevant passage (`positives`, qrels), so there is nothing to score")]

@@ -22,6 +22,7 @@
 //! is opened, so a folder of 100,000 questions is never sent whole.
 
 use crate::api::ApiError;
+use crate::{Against, Deployment, RunError, ServeConfig};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path as RoutePath, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -30,7 +31,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uae_artifacts::labels::{LabelIndex, LabelRow, LabeledGroup};
 use uae_eval::compare::{CompareOptions, Comparison, Qrels, Run};
@@ -710,6 +711,132 @@ async fn rankings(
         a,
         b,
     }))
+}
+
+/// What the page shows beside the served model's search (`uae serve`'s flags with the
+/// `cli` feature).
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ExploreFlags {
+    /// A label folder (`uae label --out`) to browse on the page: every question's
+    /// candidates by utility, filters, histograms.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub labels: Option<PathBuf>,
+    /// A second bi-encoder (e.g. the base model) searched over the same corpus at
+    /// /against/search: the page shows both rankings side by side, moved passages
+    /// marked.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub against: Option<PathBuf>,
+    /// Two `uae eval` folders (or two `uae label --candidates retrieved` folders) to
+    /// compare on the page, as `uae compare A B` does, with the questions where they
+    /// differ most.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 2, value_names = ["A", "B"]))]
+    pub compare: Vec<PathBuf>,
+}
+
+impl ExploreFlags {
+    /// The explorer's label folder and comparison, and the `--against` model.
+    pub fn open(&self, bf16: bool) -> std::result::Result<(Explorer, Option<Against>), RunError> {
+        let labels = match &self.labels {
+            Some(dir) => Some(LabelsView::open(dir)?),
+            None => None,
+        };
+        let compare = match self.compare.as_slice() {
+            [a, b] => Some(CompareView::open(a, b)?),
+            _ => None,
+        };
+        let against = match &self.against {
+            Some(dir) => Some(Against {
+                encoder: uae_search::load_encoder(dir, bf16)?,
+                dir: dir.clone(),
+                name: crate::model_name(dir),
+            }),
+            None => None,
+        };
+        let explorer = Explorer {
+            labels,
+            compare,
+            ..Default::default()
+        };
+        Ok((explorer, against))
+    }
+}
+
+/// `uae explore` (its flags with the `cli` feature): the page over a label folder,
+/// searching its labelled passages with a model; no corpus server needed.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ExploreConfig {
+    /// The label folder (`uae label --out`).
+    pub labels: PathBuf,
+    /// Bi-encoder that searches the folder's labelled passages on the page.
+    #[cfg_attr(feature = "cli", arg(long, default_value = uae_search::DEFAULT_ENCODER))]
+    pub model: PathBuf,
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub precision: uae_encoder::EncoderPrecision,
+    /// A second bi-encoder searched beside --model (e.g. the base model), both
+    /// rankings side by side.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub against: Option<PathBuf>,
+    /// Two `uae eval` (or `uae label --candidates retrieved`) folders to compare.
+    #[cfg_attr(feature = "cli", arg(long, num_args = 2, value_names = ["A", "B"]))]
+    pub compare: Vec<PathBuf>,
+    /// Address to listen on: loopback unless you say otherwise (port 0: any free
+    /// port). The line `listening on URL` on stdout says which.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "127.0.0.1:8090"))]
+    pub addr: String,
+    /// Where the passages' embeddings are cached (default: LABELS/explore-cache).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cache_dir: Option<PathBuf>,
+    /// Require this key on the page and every route: `Authorization: Bearer KEY`, or
+    /// the browser's password prompt (any user name).
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, env = "UAE_API_KEY", hide_env_values = true)
+    )]
+    pub api_key: Option<String>,
+}
+
+/// Serves the explorer over `c.labels` (and `c.compare`), its search over the
+/// folder's passages with `c.model`, until SIGTERM or SIGINT ([`crate::run`]).
+pub fn serve_labels(
+    c: ExploreConfig,
+    progress: &(dyn uae_core::Progress + Send),
+    on_ready: impl FnOnce(&str),
+) -> std::result::Result<(), RunError> {
+    let flags = ExploreFlags {
+        labels: Some(c.labels.clone()),
+        against: c.against.clone(),
+        compare: c.compare.clone(),
+    };
+    let (explorer, against) = flags.open(c.precision.bf16)?;
+    let passages = match &explorer.labels {
+        Some(l) => l.index.passages()?,
+        None => Vec::new(),
+    };
+    if passages.is_empty() {
+        return Err(RunError::NothingToExplore(c.labels));
+    }
+    let enc = uae_search::load_encoder(&c.model, c.precision.bf16)?;
+    let calibration = uae_artifacts::calibration::CalibrationFile::read(&c.model)?;
+    let cfg = ServeConfig {
+        model_name: crate::model_name(&c.model),
+        calibration: calibration.map(|f| f.calibrator),
+        api_key: c.api_key,
+        ..ServeConfig::default()
+    };
+    let d = Deployment {
+        addr: c.addr,
+        model_dir: c.model,
+        passages,
+        cache_dir: c
+            .cache_dir
+            .unwrap_or_else(|| c.labels.join("explore-cache")),
+        workers: 2,
+        explorer,
+        against,
+    };
+    crate::run(enc, d, cfg, progress, on_ready)
 }
 
 #[cfg(test)]

@@ -1022,6 +1022,14 @@ pub enum RunError {
     Serve(#[from] Error),
     #[error(transparent)]
     Search(#[from] uae_search::Error),
+    #[error("{0}: no labelled passage to explore")]
+    NothingToExplore(std::path::PathBuf),
+}
+
+impl From<uae_core::Error> for RunError {
+    fn from(e: uae_core::Error) -> RunError {
+        RunError::Search(e.into())
+    }
 }
 
 /// A bound listener; [`Listener::addr`] is the actual address (port 0 resolved).

@@ -292,13 +292,16 @@ pub fn answer_match(groups: &mut [LabeledGroup]) {
     }
 }
 
-/// Runs (or resumes) a training run; returns where it ended.
-pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainState, RunError> {
+/// The labels to train on and the config made concrete for them (`--loss auto`),
+/// positives marked where the loss wants answer-match; an error when they hold
+/// nothing to train on.
+fn training_labels(
+    r: &TrainRun,
+) -> std::result::Result<(TrainConfig, Vec<LabeledGroup>), RunError> {
     let mut groups = LabeledGroup::read_all(&r.labels).map_err(|source| RunError::Labels {
         path: r.labels.clone(),
         source,
     })?;
-    let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
     let config = r.config.resolve(evidence_free(&r.labels, &groups));
     let uses_positives = matches!(config.loss, LossKind::Infonce | LossKind::Hybrid);
     let answer_matched = uses_positives && config.positives == Positives::AnswerMatch;
@@ -325,6 +328,13 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             RunError::NoGold { path }
         });
     }
+    Ok((config, groups))
+}
+
+/// Runs (or resumes) a training run; returns where it ended.
+pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainState, RunError> {
+    let (config, groups) = training_labels(r)?;
+    let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
     let base_error = |source| RunError::Base {
         path: r.base.clone(),
         source,
