@@ -7,15 +7,16 @@
 #   auto       the default, `--loss auto`: on mined candidates `hybrid --positives
 #              answer-match --min-utility 2 --gold-weight 0` (utility where the LLM
 #              is sure, answer-match elsewhere)
-#   auto-gw05  the same with half of an above-bar question's target on answer-match
 # each evaluated on the first DEV dev questions, split by answer type (`uae eval --by
 # answer_type`), and compared with `uae compare --by answer_type` against answer-match.
-# Then on test, once, the models named in TEST (default: base, uae-mu2, am, auto; the
-# configuration chosen on dev joins them). The base model is evaluated the same way.
+# Then on test, once, the models named in TEST (default: base, uae-mu2, am, auto), on
+# the first TEST_LIMIT test questions (default: all). The base model is evaluated the
+# same way. scripts/evidence_free_table.py prints the tables.
 # One epoch, seed 0; training evaluates five dev questions only (`--dev-limit 5`: with
 # one epoch the last model is the one kept, and `uae eval` does the dev numbers).
 #
 #   scripts/evidence_free.sh [N=400] [DEV=300] [OUT=runs/evidence-free]
+#   TEST_LIMIT=300 scripts/evidence_free.sh    # what BENCHMARKS.md's table ran (2-core Zen 1)
 #
 # Every step resumes (labels, checkpoints) or is skipped when its output exists.
 # UAE_TEST=0 stops before test (tune on dev first).
@@ -35,7 +36,6 @@ configs=(
   "uae-mu2|--loss uae --min-utility 2"
   "am|--loss infonce --positives answer-match"
   "auto|--loss auto"
-  "auto-gw05|--loss hybrid --positives answer-match --min-utility 2 --gold-weight 0.5"
 )
 for c in "${configs[@]}"; do
   name="${c%%|*}"
@@ -53,19 +53,23 @@ evaluate() { # name model split [limit]
   $uae eval --split "$3" ${4:+--limit "$4"} --model "$2" --by answer_type \
     --data-dir "$data" --out "$dir" > "$dir.txt"
 }
-models=(base uae-mu2 am auto auto-gw05)
+models=(base uae-mu2 am auto)
 model_dir() { [[ "$1" == base ]] && echo models/all-MiniLM-L6-v2 || echo "$out/$1/model"; }
 for m in "${models[@]}"; do evaluate "$m" "$(model_dir "$m")" dev "$dev"; done
-for m in uae-mu2 auto auto-gw05; do
+for m in uae-mu2 auto; do
   $uae compare "$out/eval-am-dev" "$out/eval-$m-dev" --by answer_type --metrics recall@1,map,ndcg@10 \
     --json "$out/compare-am-$m-dev.json" > "$out/compare-am-$m-dev.txt"
 done
 [[ "${UAE_TEST:-1}" == 0 ]] && exit 0
 read -r -a tested <<< "${TEST:-base uae-mu2 am auto}"
-for m in "${tested[@]}"; do evaluate "$m" "$(model_dir "$m")" test; done
+for m in "${tested[@]}"; do evaluate "$m" "$(model_dir "$m")" test "${TEST_LIMIT:-}"; done
 for m in "${tested[@]}"; do
   [[ "$m" == am ]] && continue
   $uae compare "$out/eval-am-test" "$out/eval-$m-test" --by answer_type --metrics recall@1,map,ndcg@10 \
     --json "$out/compare-am-$m-test.json" > "$out/compare-am-$m-test.txt"
 done
+# The new default against the previous evidence-free recipe.
+$uae compare "$out/eval-uae-mu2-test" "$out/eval-auto-test" --by answer_type \
+  --metrics recall@1,map,ndcg@10 --json "$out/compare-uae-mu2-auto-test.json" \
+  > "$out/compare-uae-mu2-auto-test.txt"
 step "done"

@@ -6,13 +6,13 @@
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
 mod common;
-use common::uae;
+use common::{listening, uae, Server};
 
 use serde_json::{json, Value};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use uae_artifacts::labels::{LabeledCandidate, LabeledGroup};
 
@@ -115,42 +115,18 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (labels, a, b)
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn explore(dir: &Path, extra: &[&str]) -> Server {
     let (labels, a, b) = fixture(dir);
-    let mut child = uae()
-        .args(["explore"])
-        .arg(&labels)
-        .args(["--addr", "127.0.0.1:0", "--compare"])
-        .args([&a, &b])
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server { child, addr }
+    listening(
+        uae()
+            .arg("explore")
+            .arg(&labels)
+            .args(["--addr", "127.0.0.1:0", "--compare"])
+            .args([&a, &b])
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .args(extra),
+    )
 }
 
 /// A GET on a fresh connection: (status, headers, body).

@@ -6,25 +6,13 @@
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
 mod common;
-use common::uae;
+use common::{listening, uae, Server};
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn corpus(dir: &Path) -> PathBuf {
     let p = dir.join("corpus.jsonl");
@@ -46,24 +34,12 @@ fn start(dir: &Path, extra: &[&str]) -> Server {
 
 /// `uae serve` over `corpus` on a free port, once it says it is listening.
 fn start_on(corpus: &Path, extra: &[&str]) -> Server {
-    let mut child = uae()
-        .args(["serve", "--addr", "127.0.0.1:0", "--corpus"])
-        .arg(corpus)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    Server { child, addr }
+    listening(
+        uae()
+            .args(["serve", "--addr", "127.0.0.1:0", "--corpus"])
+            .arg(corpus)
+            .args(extra),
+    )
 }
 
 /// One request on a fresh connection: (status, body).

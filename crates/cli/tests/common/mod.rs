@@ -2,8 +2,9 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 /// The repository root (models/ and the data are found from there).
 pub fn root() -> PathBuf {
@@ -51,4 +52,38 @@ pub fn fails_with_cmd(cmd: &mut Command, needles: &[&str]) {
         assert!(line.contains(n), "`{line}` should mention `{n}`");
     }
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A `uae serve` or `uae explore` process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// HOST:PORT it listens on.
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a server command (stdout piped, stderr dropped) and waits for its first
+/// line, `listening on http://ADDR`.
+pub fn listening(cmd: &mut Command) -> Server {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("uae starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("uae prints a line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server { child, addr }
 }

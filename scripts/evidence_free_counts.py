@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""What each evidence-free training signal covers, per QASPER answer type: for a label
+folder of mined candidates, how many questions have an answer-match candidate (one
+that contains a reference answer, normalised as Token F1 normalises), how many clear
+the utility bar, and how often each signal's pick is the gold evidence.
+
+    scripts/evidence_free_counts.py LABELS_DIR [SPLIT=train] [BAR=2] [DATA=../shared/data/qasper]
+
+A question with several answer types counts under each. Prints one JSON object.
+"""
+import gzip
+import json
+import re
+import string
+import sys
+from collections import defaultdict
+
+
+def normalise(s):
+    s = s.lower()
+    s = "".join(c for c in s if c not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def answer_types(data_dir, split):
+    with gzip.open(f"{data_dir}/qasper-{split}-v0.3.json.gz", "rt") as f:
+        papers = json.load(f)
+    out = {}
+    for paper in papers.values():
+        for qa in paper["qas"]:
+            types = []
+            for a in qa["answers"]:
+                a = a["answer"]
+                if a["unanswerable"]:
+                    t = "unanswerable"
+                elif a["extractive_spans"]:
+                    t = "extractive"
+                elif a["free_form_answer"].strip():
+                    t = "abstractive"
+                else:
+                    t = "yes_no"
+                if t not in types:
+                    types.append(t)
+            out[qa["question_id"]] = types
+    return out
+
+
+def main():
+    labels = sys.argv[1]
+    split = sys.argv[2] if len(sys.argv) > 2 else "train"
+    bar = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+    data = sys.argv[4] if len(sys.argv) > 4 else "../shared/data/qasper"
+    types = answer_types(data, split)
+    rows = defaultdict(lambda: defaultdict(int))
+    for line in open(f"{labels}/labels.jsonl"):
+        g = json.loads(line)
+        cands = g["candidates"]
+        if not cands:
+            continue
+        answers = [normalise(a) for a in g["answers"] if normalise(a)]
+        am = [c for c in cands if any(a in normalise(c["text"]) for a in answers)]
+        best = max(cands, key=lambda c: c["utility"])
+        sure = best["utility"] >= bar
+        for t in types.get(g["question_id"], ["(none)"]) + ["all"]:
+            r = rows[t]
+            r["questions"] += 1
+            r["answer_match"] += bool(am)
+            r["answer_match_has_gold"] += any(c["is_gold"] for c in am)
+            r["best_utility_at_least_bar"] += sure
+            r["best_utility_is_gold"] += best["is_gold"]
+            r["sure_and_gold"] += sure and best["is_gold"]
+            r["either_signal"] += sure or bool(am)
+            r["gold_mined"] += any(c["is_gold"] for c in cands)
+    print(json.dumps({"bar": bar, "by_answer_type": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
