@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Headless Chromium for the explorer page's browser test (crates/cli/tests/explore.rs),
 # from Debian's `chromium` package. apt keeps its downloads in /var/cache/apt between
-# CI runs. Failures are reported, not fatal: the test skips with a message outside
-# CI and fails when the CI variable is set.
+# CI runs. Failures are reported here, not fatal; the test then fails and says how to
+# install it (or UAE_SKIP_BROWSER=1 to skip it on purpose).
 set -uo pipefail
 for b in chromium chromium-browser google-chrome; do
   command -v "$b" >/dev/null 2>&1 && exit 0
