@@ -289,16 +289,7 @@ impl LabeledGroup {
         let path = dir.join(Self::FILE);
         let groups: Vec<(usize, LabeledGroup)> = read_jsonl_lines(&path)?;
         for (line, g) in &groups {
-            if let Some(c) = g.candidates.iter().find(|c| !c.utility.is_finite()) {
-                return Err(Error::Corrupt {
-                    path: path.clone(),
-                    line: *line,
-                    message: format!(
-                        "utility of `{}` is {} (must be a finite number of nats)",
-                        c.passage_id, c.utility
-                    ),
-                });
-            }
+            check_finite(&path, *line, g)?;
         }
         Ok(groups.into_iter().map(|(_, g)| g).collect())
     }
@@ -438,13 +429,24 @@ fn parse_group(path: &Path, line: usize, bytes: &[u8]) -> Result<LabeledGroup> {
         message,
     };
     let g: LabeledGroup = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if let Some(c) = g.candidates.iter().find(|c| !c.utility.is_finite()) {
-        return Err(corrupt(format!(
-            "utility of `{}` is {} (must be a finite number of nats)",
-            c.passage_id, c.utility
-        )));
-    }
+    check_finite(path, line, &g)?;
     Ok(g)
+}
+
+/// A utility that is not a finite number (1e39 reads as +inf in f32) is an error
+/// naming the line: it would turn the loss into NaN.
+fn check_finite(path: &Path, line: usize, g: &LabeledGroup) -> Result<()> {
+    match g.candidates.iter().find(|c| !c.utility.is_finite()) {
+        Some(c) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            line,
+            message: format!(
+                "utility of `{}` is {} (must be a finite number of nats)",
+                c.passage_id, c.utility
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// What a trainer must train on, as one digest: the labeling LLM's sha256 (from the

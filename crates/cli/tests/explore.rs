@@ -9,11 +9,8 @@ mod common;
 use common::{listening, uae, Server};
 
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 use uae_artifacts::labels::{LabeledCandidate, LabeledGroup};
 
 const XSS: &str = "<script>window.__uae_xss = true</script><img src=x onerror=\"window.__uae_xss = true; document.title = 'pwned'\"> a passage with markup";
@@ -129,36 +126,14 @@ fn explore(dir: &Path, extra: &[&str]) -> Server {
     )
 }
 
-/// A GET on a fresh connection: (status, headers, body).
 fn get(addr: &str, path: &str, headers: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_lowercase(), body.to_string())
+    common::http(addr, "GET", path, headers, "")
 }
 
 fn post(addr: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap())
+    let headers = "Content-Type: application/json\r\n";
+    let (status, _, body) = common::http(addr, "POST", path, headers, body);
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 fn api(addr: &str, path: &str) -> (u16, Value) {

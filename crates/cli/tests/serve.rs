@@ -44,22 +44,7 @@ fn start_on(corpus: &Path, extra: &[&str]) -> Server {
 
 /// One request on a fresh connection: (status, body).
 fn http(addr: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let (status, _, body) = common::http(addr, method, path, headers, body);
     (status, body)
 }
 

@@ -156,6 +156,15 @@ pub struct Paired {
     pub b: BTreeMap<String, Vec<f64>>,
     /// Utility label folders (else retrieval runs).
     pub utility: bool,
+    /// Retrieval runs: both rankings and the qrels they were scored against.
+    pub runs: Option<RunPair>,
+}
+
+/// Two retrieval runs and their qrels, as read for a comparison.
+pub struct RunPair {
+    pub a: compare::Run,
+    pub b: compare::Run,
+    pub qrels: Qrels,
 }
 
 /// The per-question values of A and B ([`compare_paths`]' checks: two runs with
@@ -172,33 +181,24 @@ pub fn paired(a: &Path, b: &Path, qrels: Option<&Path>) -> Result<Paired> {
         )))
         }
     };
-    let (names, va, vb) = if utility {
+    let ((names, va, vb), runs) = if utility {
         if qrels.is_some() {
             return Err(bad(
                 "--qrels applies to retrieval runs; utility folders carry their own answers".into(),
             ));
         }
-        compare_utilities(a, b)?
+        (compare_utilities(a, b)?, None)
     } else {
-        compare_runs(a, b, qrels)?
+        let (columns, runs) = compare_runs(a, b, qrels)?;
+        (columns, Some(runs))
     };
     Ok(Paired {
         names,
         a: va,
         b: vb,
         utility,
+        runs,
     })
-}
-
-/// The ranking of a run (a folder's run.trec, or the file) and the qrels of its
-/// folder, if any.
-pub fn run_of(p: &Path) -> Result<(compare::Run, Option<Qrels>)> {
-    let (run, qrels) = locate(p);
-    let qrels = match qrels {
-        Some(q) => Some(compare::read_qrels(&q)?),
-        None => None,
-    };
-    Ok((compare::read_run(&run)?, qrels))
 }
 
 /// The question groups `uae eval --by` wrote into `a` (else `b`), for `field` (its
@@ -232,7 +232,7 @@ type Columns = (
     BTreeMap<String, Vec<f64>>,
 );
 
-fn compare_runs(a: &Path, b: &Path, qrels: Option<&Path>) -> Result<Columns> {
+fn compare_runs(a: &Path, b: &Path, qrels: Option<&Path>) -> Result<(Columns, RunPair)> {
     let (run_a, qrels_a) = locate(a);
     let (run_b, qrels_b) = locate(b);
     let qrels: Qrels = match (qrels, &qrels_a, &qrels_b) {
@@ -283,7 +283,15 @@ fn compare_runs(a: &Path, b: &Path, qrels: Option<&Path>) -> Result<Columns> {
             .collect()
     };
     let names = uae_eval::Metrics::default().rows().map(|(k, _)| k).to_vec();
-    Ok((names, columns(&pa), columns(&pb)))
+    let columns = (names, columns(&pa), columns(&pb));
+    Ok((
+        columns,
+        RunPair {
+            a: ra,
+            b: rb,
+            qrels,
+        },
+    ))
 }
 
 /// The per-question [`UTILITY_METRICS`] of a `uae label --candidates retrieved`
@@ -309,7 +317,11 @@ pub fn retrieved_utilities(dir: &Path) -> Result<(LabelManifest, BTreeMap<String
             let u: Vec<f64> = g.candidates.iter().map(|c| c.utility as f64).collect();
             let first = *u.first()?;
             let best = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let helps = if first >= 1.0 { 1.0 } else { 0.0 };
+            let helps = if first >= uae_eval::calibrate::HELPS_NATS as f64 {
+                1.0
+            } else {
+                0.0
+            };
             Some((g.question_id, vec![first, best, helps]))
         })
         .collect();

@@ -34,13 +34,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use uae_artifacts::labels::{LabelIndex, LabelRow, LabeledGroup};
-use uae_eval::compare::{CompareOptions, Comparison, Qrels, Run};
+use uae_eval::compare::{CompareOptions, Comparison, Run};
 
 /// The most rows one page of a list holds.
 pub const MAX_PAGE: usize = 200;
-/// A candidate "helps" when it lowers the answer's NLL by at least this (nats), as in
-/// `uae compare`'s `helps@1` and calibration's `p_helps`.
-const HELPS: f32 = 1.0;
 
 const PAGE: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/explorer.js");
@@ -80,8 +77,6 @@ fn folder_name(dir: &Path) -> String {
 
 /// Two evaluations (or two utility label folders) compared question by question.
 pub struct CompareView {
-    pub a: String,
-    pub b: String,
     summary: CompareSummary,
     names: Vec<&'static str>,
     va: BTreeMap<String, Vec<f64>>,
@@ -90,7 +85,7 @@ pub struct CompareView {
 }
 
 enum Sides {
-    Runs { a: Run, b: Run, qrels: Qrels },
+    Runs(uae_search::compare::RunPair),
     Labels { a: Outline, b: Outline },
 }
 
@@ -118,30 +113,20 @@ impl CompareView {
         let opts = CompareOptions::default();
         let p = uae_search::compare::paired(a, b, None)?;
         let comparison = uae_eval::compare::compare_values(&p.names, &p.a, &p.b, opts);
-        let rankings = if p.utility {
-            Sides::Labels {
+        let rankings = match p.runs {
+            Some(runs) => Sides::Runs(runs),
+            None => Sides::Labels {
                 a: Outline::open(a)?,
                 b: Outline::open(b)?,
-            }
-        } else {
-            let (ra, qa) = uae_search::compare::run_of(a)?;
-            let (rb, qb) = uae_search::compare::run_of(b)?;
-            Sides::Runs {
-                a: ra,
-                b: rb,
-                qrels: qa.or(qb).unwrap_or_default(),
-            }
+            },
         };
-        let (na, nb) = (folder_name(a), folder_name(b));
         Ok(CompareView {
             summary: CompareSummary {
-                a: na.clone(),
-                b: nb.clone(),
+                a: folder_name(a),
+                b: folder_name(b),
                 utility: p.utility,
                 comparison,
             },
-            a: na,
-            b: nb,
             names: p.names,
             va: p.a,
             vb: p.b,
@@ -523,7 +508,10 @@ async fn overview(State(x): State<Arc<Explorer>>) -> Json<Overview> {
             questions: l.index.rows.len(),
             candidates: l.index.utilities.len(),
         }),
-        compare: x.compare.as_ref().map(|c| [c.a.clone(), c.b.clone()]),
+        compare: x
+            .compare
+            .as_ref()
+            .map(|c| [c.summary.a.clone(), c.summary.b.clone()]),
     })
 }
 
@@ -537,7 +525,7 @@ async fn label_page(State(x): State<Arc<Explorer>>, RawQuery(raw): RawQuery) -> 
             Filter::All => true,
             Filter::Below => best < q.bar,
             Filter::GoldNotBest => r.has_gold && !r.best_is_gold,
-            Filter::NoneHelps => best < HELPS,
+            Filter::NoneHelps => best < uae_eval::calibrate::HELPS_NATS,
         };
         pass && (needle.is_empty() || r.question.to_lowercase().contains(&needle))
     };
@@ -653,7 +641,7 @@ async fn rankings(
             .collect()
     };
     let (a, b) = match &c.rankings {
-        Sides::Runs { a, b, qrels } => {
+        Sides::Runs(uae_search::compare::RunPair { a, b, qrels }) => {
             if !a.contains_key(&id) && !b.contains_key(&id) {
                 return Err(missing());
             }
