@@ -27,6 +27,8 @@ pub struct EvalArgs {
     by: Option<String>,
     #[command(flatten)]
     options: EvalOptions,
+    #[command(flatten)]
+    select: uae_search::SelectOptions,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -40,8 +42,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
         None => None,
     };
     let retriever = a.options.retriever();
-    let report =
-        uae_search::evaluate(&coll, &retriever, &a.out, groups.as_ref(), &Bars::default())?;
+    let labels = match &a.select.labels {
+        Some(dir) => Some((dir, uae_artifacts::labels::LabeledGroup::read_all(dir)?)),
+        None => None,
+    };
+    let extras = uae_search::Extras {
+        groups: groups.as_ref(),
+        selection: a.select.selection(),
+        labels: labels.as_ref().map(|(d, g)| (d.as_path(), g.as_slice())),
+    };
+    let report = uae_search::evaluate(&coll, &retriever, &a.out, &extras, &Bars::default())?;
     let tag = retriever.tag();
     println!(
         "{} on {}: {} evaluable of {} queries ({} without matched text evidence skipped), {} passages\n",
@@ -53,6 +63,25 @@ pub fn run(a: EvalArgs) -> Result<()> {
         print!(
             "{}",
             uae_eval::groups::table(&by.field, &by.groups, &uae_search::compare::RUN_METRICS)
+        );
+    }
+    if let Some(s) = &report.selection {
+        println!(
+            "\n{}: {:.2} passages, {:.0} tokens a question; evidence recall {:.4}, a question with evidence given nothing {:.1}%, one without evidence given nothing {:.1}% ({} and {} questions)",
+            s.selection.name(),
+            s.mean_passages,
+            s.mean_tokens,
+            s.evidence_recall,
+            100.0 * s.empty_with_evidence,
+            100.0 * s.empty_without_evidence,
+            s.with_evidence,
+            s.without_evidence
+        );
+    }
+    if let Some(c) = &report.calibration {
+        println!(
+            "\ncalibration (fitted on {}) on {}: {} pairs, ECE {:.4}, Brier {:.4}, log loss {:.4}, expected utility off by {:.3} nats on average",
+            c.calibrated_on, c.labels, c.pairs, c.ece, c.brier, c.log_loss, c.utility_mae
         );
     }
     Ok(())

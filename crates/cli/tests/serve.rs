@@ -773,6 +773,7 @@ fn calibrated_search_says_what_each_hit_is_worth() {
     assert_eq!(report["pairs"], 72, "{report}");
     assert!(report["ece"].as_f64().unwrap() < 0.2, "{report}");
     assert!(model.join("calibration.json").is_file());
+    eval_selects_what_helps(d.path(), &model, &labels, &topics, &questions);
 
     let srv = start(d.path(), &["--model", model.to_str().unwrap()]);
     let a = srv.addr.as_str();
@@ -842,6 +843,107 @@ fn calibrated_search_says_what_each_hit_is_worth() {
     assert_eq!(s, 422, "{r}");
     let (_, r) = post(&srv.addr, "/search", r#"{"query": "cat"}"#);
     assert!(r["hits"][0].get("expected_utility").is_none(), "{r}");
+}
+
+/// `uae eval` with a calibrated model: the sweep of selection rules, the requested
+/// rule (questions on a topic get their passage, one that no passage answers gets
+/// nothing), the calibration checked on labels with a reliability diagram; and the
+/// refusals (no calibration, a lexical retriever).
+fn eval_selects_what_helps(
+    d: &Path,
+    model: &Path,
+    labels: &Path,
+    topics: &[(&str, &str)],
+    questions: &[(&str, &str)],
+) {
+    let corpus: String = topics
+        .iter()
+        .map(|(id, text)| format!("{}\n", serde_json::json!({"id": id, "text": text})))
+        .collect();
+    let mut qs: String = questions
+        .iter()
+        .enumerate()
+        .map(|(i, (topic, q))| {
+            format!(
+                "{}\n",
+                serde_json::json!({"id": format!("q{i}"), "question": q, "answer": "a", "positives": [topic]})
+            )
+        })
+        .collect();
+    qs += &format!(
+        "{}\n",
+        serde_json::json!({"id": "none", "question": "Who won the 1930 football world cup?", "answer": "Uruguay"})
+    );
+    std::fs::write(d.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(d.join("questions.jsonl"), qs).unwrap();
+    let (c, q) = (d.join("corpus.jsonl"), d.join("questions.jsonl"));
+    let out = d.join("eval");
+    let args = |model: &Path, out: &Path| -> Vec<String> {
+        [
+            "eval",
+            "--corpus",
+            c.to_str().unwrap(),
+            "--questions",
+            q.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut a = args(model, &out);
+    a.extend(["--min-p-helps", "0.5", "--labels", labels.to_str().unwrap()].map(String::from));
+    let printed = common::ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(printed.contains("ECE"), "{printed}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let sel = &report["selection"];
+    assert_eq!(sel["family"], "requested", "{report}");
+    assert_eq!(sel["selection"]["min_p_helps"], 0.5, "{report}");
+    assert_eq!(
+        (
+            sel["with_evidence"].as_u64(),
+            sel["without_evidence"].as_u64()
+        ),
+        (Some(6), Some(1))
+    );
+    assert_eq!(sel["evidence_recall"], 1.0, "{report}");
+    assert_eq!(sel["empty_without_evidence"], 1.0, "{report}");
+    assert!(sel["mean_passages"].as_f64().unwrap() < 3.0, "{report}");
+    let cal = &report["calibration"];
+    assert_eq!(cal["pairs"], 72, "{report}");
+    assert!(cal["ece"].as_f64().unwrap() < 0.2, "{report}");
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
+            .unwrap();
+    let rows = sweep["rows"].as_array().unwrap();
+    let k1 = rows
+        .iter()
+        .find(|r| r["selection"]["k"] == 1 && r["family"] == "k")
+        .unwrap();
+    assert_eq!(k1["mean_passages"], 1.0, "{k1}");
+    assert_eq!(k1["empty_without_evidence"], 0.0, "{k1}");
+    for svg in ["selection.svg", "reliability.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(text.starts_with("<svg"), "{svg}");
+    }
+    // The base model has no calibration; BM25 has no cosines to calibrate.
+    let base = common::root().join("models/all-MiniLM-L6-v2");
+    let mut a = args(&base, &d.join("eval-base"));
+    a.extend(["--min-p-helps", "0.5"].map(String::from));
+    common::fails_with(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["calibration.json", "uae calibrate"],
+    );
+    let mut a = args(model, &d.join("eval-bm25"));
+    a.extend(["--retriever", "bm25", "--max-context-tokens", "100"].map(String::from));
+    common::fails_with(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["--retriever dense"],
+    );
 }
 
 /// Links every file under `from` into `to` (same tree), so a test can add files

@@ -64,6 +64,23 @@ pub fn finite(s: &str) -> Result<f32, String> {
     }
 }
 
+/// Any finite number, as f64 (thresholds compared with f64 values as given).
+pub fn finite_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("`{s}` must be a finite number")),
+        Err(e) => Err(format!("`{s}`: {e}")),
+    }
+}
+
+/// A number in [0, 1], as f64 (probabilities).
+pub fn unit_interval_f64(s: &str) -> Result<f64, String> {
+    match finite_f64(s)? {
+        v if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` must be a number in [0, 1]")),
+    }
+}
+
 /// A finite number >= 0.
 pub fn non_negative(s: &str) -> Result<f32, String> {
     float_in(s, 0.0, true, f32::MAX)

@@ -127,6 +127,8 @@ pub struct Encoder {
     pub dir: PathBuf,
     /// The single-query layout of `model`, built on first use ([`Encoder::embed_query`]).
     query: std::sync::OnceLock<QueryModel>,
+    /// The tokenizer without truncation, built on first use ([`Encoder::token_counts`]).
+    whole: std::sync::OnceLock<Tokenizer>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -234,6 +236,7 @@ impl Encoder {
             max_seq_length,
             dir: dir.to_path_buf(),
             query: std::sync::OnceLock::new(),
+            whole: std::sync::OnceLock::new(),
         })
     }
 
@@ -248,6 +251,7 @@ impl Encoder {
             max_seq_length: self.max_seq_length,
             dir: self.dir.clone(),
             query: std::sync::OnceLock::new(),
+            whole: std::sync::OnceLock::new(),
         })
     }
 
@@ -341,6 +345,22 @@ impl Encoder {
                 (e.get_ids().to_vec(), cut)
             })
             .collect())
+    }
+
+    /// How many tokens each whole text has (no special tokens, no truncation): what
+    /// a context budget counts.
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        let whole = self.whole.get_or_init(|| {
+            let mut t = self.tokenizer.clone();
+            t.with_truncation(None).ok();
+            t
+        });
+        let enc = whole
+            .encode_batch(texts.to_vec(), false)
+            .map_err(|e| Error::Encode {
+                message: e.to_string(),
+            })?;
+        Ok(enc.iter().map(|e| e.len()).collect())
     }
 
     /// The special tokens the tokenizer puts around one text (BERT: `[CLS]` before,

@@ -160,6 +160,23 @@ fn batch_equals_single_texts() {
     }
 }
 
+/// Token counts for context budgets are whole texts: past `max_seq_length`, and
+/// without [CLS]/[SEP], as the tokenizer with no truncation counts them.
+#[test]
+fn token_counts_count_whole_texts() {
+    let enc = Encoder::load(&model_dir(), &Device::Cpu, false).unwrap();
+    let long = "utility aligned retrieval of passages ".repeat(200);
+    let texts = ["", "x", "A sentence about dense retrieval.", long.as_str()];
+    let mut whole = enc.tokenizer().clone();
+    whole.with_truncation(None).unwrap();
+    let want: Vec<usize> = texts
+        .iter()
+        .map(|t| whole.encode(*t, false).unwrap().len())
+        .collect();
+    assert!(want[3] > enc.max_seq_length, "{want:?}");
+    assert_eq!(enc.token_counts(&texts).unwrap(), want);
+}
+
 /// The single-query path (`Encoder::embed_query`, no candle) gives the batch path's
 /// vectors to f32 rounding, on 1 and 2 threads and for several texts in one pass,
 /// and meets the sentence-transformers fixtures; an empty text and an over-long one

@@ -128,3 +128,92 @@ pub enum CalibrateError {
     #[error(transparent)]
     TooFew(#[from] TooFewPairs),
 }
+
+/// How well a model's calibration predicts on labelled questions it was not fitted
+/// on (`uae eval --labels`): p(helps) against whether each candidate helped.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CalibrationCheck {
+    /// The held-out label folder, and what the calibration was fitted on.
+    pub labels: String,
+    pub calibrated_on: String,
+    pub questions: usize,
+    pub pairs: usize,
+    /// Share of the pairs that help (utility >= `helps_nats`).
+    pub helped: f64,
+    /// p(helps): expected calibration error (10 equal bins), Brier score, log loss.
+    pub ece: f64,
+    pub brier: f64,
+    pub log_loss: f64,
+    /// Mean |expected utility - utility| in nats.
+    pub utility_mae: f64,
+    pub bins: Vec<uae_eval::calibrate::Bin>,
+}
+
+impl CalibrationCheck {
+    /// The reliability diagram, beside the report.
+    pub const SVG: &'static str = "reliability.svg";
+}
+
+/// Checks `file` (the calibration of `model_dir`) on the held-out label folder
+/// `labels` (its groups `groups`) and writes the reliability diagram into `out`.
+pub fn check(
+    model_dir: &Path,
+    file: &CalibrationFile,
+    labels: &Path,
+    groups: &[LabeledGroup],
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<CalibrationCheck> {
+    let (scores, utilities) = score_pairs(model_dir, groups, progress)?;
+    let (mut probs, mut helps, mut abs_err) = (Vec::new(), Vec::new(), 0.0);
+    for (&s, &u) in scores.iter().zip(&utilities) {
+        if !(s.is_finite() && u.is_finite()) {
+            continue;
+        }
+        let (expected, p) = file.calibrator.predict(s);
+        probs.push(p);
+        helps.push(u >= file.helps_nats);
+        abs_err += (expected - u as f64).abs();
+    }
+    let n = probs.len();
+    let (e, bins) = ece(&probs, &helps, 10);
+    let svg = reliability_svg(&bins);
+    let path = out.join(CalibrationCheck::SVG);
+    std::fs::write(&path, svg).map_err(uae_core::Error::io(&path))?;
+    Ok(CalibrationCheck {
+        labels: labels.display().to_string(),
+        calibrated_on: file.labels.clone(),
+        questions: groups.iter().filter(|g| !g.candidates.is_empty()).count(),
+        pairs: n,
+        helped: helps.iter().filter(|&&h| h).count() as f64 / n.max(1) as f64,
+        ece: e,
+        brier: brier(&probs, &helps),
+        log_loss: uae_eval::calibrate::log_loss(&probs, &helps),
+        utility_mae: abs_err / n.max(1) as f64,
+        bins,
+    })
+}
+
+/// Observed share helping against mean predicted p(helps), per bin, beside the
+/// diagonal of a perfect calibration.
+pub fn reliability_svg(bins: &[uae_eval::calibrate::Bin]) -> String {
+    let observed: Vec<(f64, f64)> = bins
+        .iter()
+        .map(|b| (b.mean_predicted, b.observed))
+        .collect();
+    uae_plot::lines_svg(
+        "predicted p(helps) (y: share that helped)",
+        &[
+            uae_plot::Series {
+                name: "perfect",
+                color: "#999999",
+                values: vec![(0.0, 0.0), (1.0, 1.0)],
+            },
+            uae_plot::Series {
+                name: "observed",
+                color: "#4c78a8",
+                values: observed,
+            },
+        ],
+    )
+}

@@ -5,10 +5,13 @@ use crate::{bm25_rankings, dense_rankings, load_encoder, Error, Result, Timings}
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use uae_artifacts::calibration::CalibrationFile;
+use uae_artifacts::labels::LabeledGroup;
 use uae_core::Progress;
 use uae_data::Collection;
 use uae_encoder::BatchOptions;
 use uae_eval::groups::{GroupMetrics, QueryGroups};
+use uae_eval::select::Selection;
 use uae_eval::Metrics;
 use uae_index::{Bm25Params, Fusion};
 
@@ -96,7 +99,27 @@ pub struct EvalReport {
     /// The metrics split by a field of the questions (`uae eval --by`), when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<ByField>,
+    /// With a calibrated model: what the requested selection (`--min-p-helps`,
+    /// `--min-utility`, `--max-context-tokens`, over the top `--k`) hands the LLM.
+    /// The sweep of rules is in selection.json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::select::SelectionRow>,
+    /// With `--labels`: the model's calibration checked on held-out labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::CalibrationCheck>,
     pub timings: Timings,
+}
+
+/// What `uae eval` adds to the metrics, when asked.
+#[derive(Debug, Default)]
+pub struct Extras<'a> {
+    /// Report every metric per group too (`--by`).
+    pub groups: Option<&'a QueryGroups>,
+    /// Adaptive selection over each question's top `k` (`k` alone: the sweep only).
+    /// Needs a dense retriever and a model with calibration.json.
+    pub selection: Option<Selection>,
+    /// Held-out labels (folder, its groups) to check the model's calibration on.
+    pub labels: Option<(&'a Path, &'a [LabeledGroup])>,
 }
 
 /// `report.json`'s metrics per value of one field.
@@ -148,13 +171,14 @@ pub fn query_groups(
 }
 
 /// Ranks every query of `coll`, scores the rankings, and writes `run.trec`,
-/// `qrels.trec` and `report.json` into `out`; with `groups`, also `groups.json` and
-/// the metrics of each group in the report.
+/// `qrels.trec` and `report.json` into `out`; with `extras`, also `groups.json`
+/// and the metrics of each group, `selection.json`/`selection.svg` (a calibrated
+/// model), `reliability.svg` (held-out labels).
 pub fn evaluate(
     coll: &Collection,
     retriever: &Retriever,
     out: &Path,
-    groups: Option<&QueryGroups>,
+    extras: &Extras,
     progress: &dyn Progress,
 ) -> Result<EvalReport> {
     // Metrics averaged over no question would be written as zeros that read like a
@@ -165,40 +189,11 @@ pub fn evaluate(
             queries: coll.queries.len(),
         });
     }
+    let calibration = calibration_for(retriever, extras)?;
     let mut timings = Timings::default();
-    let (rankings, model) = match retriever {
-        Retriever::Bm25(params) => (bm25_rankings(coll, *params, &mut timings), None),
-        Retriever::Dense { model, bf16, opts } => {
-            let enc = load_encoder(model, *bf16)?;
-            (
-                dense_rankings(&enc, coll, *opts, &mut timings, progress)?,
-                Some(model.display().to_string()),
-            )
-        }
-        Retriever::Hybrid {
-            model,
-            bf16,
-            opts,
-            bm25,
-            fusion,
-        } => {
-            let enc = load_encoder(model, *bf16)?;
-            let dense = dense_rankings(&enc, coll, *opts, &mut timings, progress)?;
-            let mut bm25_timings = Timings::default();
-            let lexical = bm25_rankings(coll, *bm25, &mut bm25_timings);
-            let t = std::time::Instant::now();
-            let fused = dense
-                .iter()
-                .zip(&lexical)
-                .map(|(d, b)| fusion.fuse(d, b, Some(crate::CORPUS_WIDE_DEPTH)))
-                .collect();
-            timings.index_s += bm25_timings.index_s;
-            timings.search_s += bm25_timings.search_s + t.elapsed().as_secs_f64();
-            (fused, Some(model.display().to_string()))
-        }
-    };
+    let (rankings, enc) = rank(coll, retriever, &mut timings, progress)?;
     let (per, metrics) = uae_eval::score(&coll.passages, &coll.queries, &rankings);
-    let by = match groups {
+    let by = match extras.groups {
         Some(g) => {
             g.write(out)?;
             let per: BTreeMap<String, Metrics> = coll
@@ -214,6 +209,20 @@ pub fn evaluate(
         }
         None => None,
     };
+    let mut selection = None;
+    let mut check = None;
+    if let (Some((model, file)), Some(enc)) = (&calibration, &enc) {
+        let depth = extras.selection.map_or(crate::select::DEPTH, |s| s.k);
+        let valued = crate::select::Valued::new(coll, &rankings, &file.calibrator, enc, depth)?;
+        let requested = extras.selection.filter(Selection::uses_values);
+        let report = crate::select::write_report(&valued, depth, requested, &file.labels, out)?;
+        selection = report.rows.into_iter().find(|r| r.family == "requested");
+        if let Some((labels, groups)) = extras.labels {
+            check = Some(crate::calibrate::check(
+                model, file, labels, groups, out, progress,
+            )?);
+        }
+    }
     let evaluable = coll.evaluable().count();
     timings.per_query_ms =
         1000.0 * (timings.encode_queries_s + timings.search_s) / coll.queries.len().max(1) as f64;
@@ -227,17 +236,85 @@ pub fn evaluate(
     let report = EvalReport {
         collection: coll.name.clone(),
         retriever: retriever.kind(),
-        model,
+        model: enc.as_ref().map(|e| e.dir.display().to_string()),
         queries: coll.queries.len(),
         evaluable_queries: evaluable,
         skipped_queries: coll.queries.len() - evaluable,
         passages: coll.passages.len(),
         metrics,
         by,
+        selection,
+        calibration: check,
         timings,
     };
     uae_core::fs::write_json(&out.join(EvalReport::FILE), &report)?;
     Ok(report)
+}
+
+/// The dense model's calibration, when the retriever is dense and the model has
+/// one; asking for selection rules or a calibration check without one is refused
+/// before any work.
+fn calibration_for(
+    retriever: &Retriever,
+    extras: &Extras,
+) -> Result<Option<(PathBuf, CalibrationFile)>> {
+    let wants = extras.selection.is_some_and(|s| s.uses_values()) || extras.labels.is_some();
+    let refuse = |why: String| Err(Error::Options(why));
+    let Retriever::Dense { model, .. } = retriever else {
+        return match wants {
+            true => refuse(
+                "--min-utility, --min-p-helps, --max-context-tokens and --labels need --retriever dense (the calibration maps the model's cosines)".into(),
+            ),
+            false => Ok(None),
+        };
+    };
+    match CalibrationFile::read(model)? {
+        Some(file) => Ok(Some((model.clone(), file))),
+        None if wants => refuse(format!(
+            "{}: no {} (run `uae calibrate --model {0} --labels DEV_LABELS`) for --min-utility, --min-p-helps, --max-context-tokens or --labels",
+            model.display(),
+            CalibrationFile::FILE
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Every query's ranking under `retriever`, and the encoder when it has one.
+fn rank(
+    coll: &Collection,
+    retriever: &Retriever,
+    timings: &mut Timings,
+    progress: &dyn Progress,
+) -> Result<(Vec<Vec<uae_core::Hit>>, Option<uae_encoder::Encoder>)> {
+    Ok(match retriever {
+        Retriever::Bm25(params) => (bm25_rankings(coll, *params, timings), None),
+        Retriever::Dense { model, bf16, opts } => {
+            let enc = load_encoder(model, *bf16)?;
+            let r = dense_rankings(&enc, coll, *opts, timings, progress)?;
+            (r, Some(enc))
+        }
+        Retriever::Hybrid {
+            model,
+            bf16,
+            opts,
+            bm25,
+            fusion,
+        } => {
+            let enc = load_encoder(model, *bf16)?;
+            let dense = dense_rankings(&enc, coll, *opts, timings, progress)?;
+            let mut bm25_timings = Timings::default();
+            let lexical = bm25_rankings(coll, *bm25, &mut bm25_timings);
+            let t = std::time::Instant::now();
+            let fused = dense
+                .iter()
+                .zip(&lexical)
+                .map(|(d, b)| fusion.fuse(d, b, Some(crate::CORPUS_WIDE_DEPTH)))
+                .collect();
+            timings.index_s += bm25_timings.index_s;
+            timings.search_s += bm25_timings.search_s + t.elapsed().as_secs_f64();
+            (fused, Some(enc))
+        }
+    })
 }
 
 #[cfg(test)]
@@ -265,7 +342,7 @@ mod tests {
         };
         let out = tempfile::tempdir().unwrap();
         let r = Retriever::Bm25(Bm25Params { k1: 1.2, b: 0.75 });
-        let e = evaluate(&coll, &r, out.path(), None, &NoProgress).unwrap_err();
+        let e = evaluate(&coll, &r, out.path(), &Extras::default(), &NoProgress).unwrap_err();
         assert!(e.to_string().contains("none of its 1 questions"), "{e}");
         assert!(!out.path().join(EvalReport::FILE).exists());
     }

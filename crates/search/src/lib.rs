@@ -11,10 +11,11 @@ mod evaluate;
 mod options;
 
 pub mod calibrate;
+pub mod select;
 pub use evaluate::{
-    evaluate, limit_queries, query_groups, ByField, EvalReport, Retriever, RetrieverKind,
+    evaluate, limit_queries, query_groups, ByField, EvalReport, Extras, Retriever, RetrieverKind,
 };
-pub use options::{EvalOptions, FusionKind};
+pub use options::{EvalOptions, FusionKind, SelectOptions};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,6 +45,9 @@ pub enum Error {
     Data(#[from] uae_data::Error),
     #[error("{0}")]
     Compare(String),
+    /// Options that cannot go together, or need a file that is not there.
+    #[error("{0}")]
+    Options(String),
     #[error("{collection}: none of its {queries} questions has a relevant passage (`positives`, qrels), so there is nothing to score")]
     NothingToEvaluate { collection: String, queries: usize },
 }

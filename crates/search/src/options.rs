@@ -72,6 +72,48 @@ impl Default for EvalOptions {
     }
 }
 
+/// `uae eval`'s adaptive selection and calibration check, for a dense model with
+/// calibration.json (`uae calibrate`): what a RAG app would hand its LLM if it asked
+/// `/search` for hits worth their tokens instead of a fixed top k.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct SelectOptions {
+    /// Selection looks at each question's top K hits (default 10, as `/search`;
+    /// 1-1000). With a calibrated model, selection.json and selection.svg always
+    /// hold a sweep of fixed k and of each rule below (evidence recall against
+    /// context tokens, and how often questions without evidence get nothing).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = flags::count_in(1, 1000)))]
+    pub k: Option<usize>,
+    /// Keep hits expected to lower the LLM's answer NLL by at least this many nats.
+    #[cfg_attr(feature = "cli", arg(long, value_parser = flags::finite_f64))]
+    pub min_utility: Option<f64>,
+    /// Keep hits at least this likely to help (0-1).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = flags::unit_interval_f64))]
+    pub min_p_helps: Option<f64>,
+    /// The hits worth most expected utility per token that fit this many tokens
+    /// (whole passages, the bi-encoder's tokenizer; >= 1).
+    #[cfg_attr(feature = "cli", arg(long, value_parser = flags::count()))]
+    pub max_context_tokens: Option<usize>,
+    /// Held-out labels (`uae label` on questions the calibration was not fitted on):
+    /// report the calibration's ECE, Brier score and log loss of p(helps) on them,
+    /// and draw reliability.svg.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub labels: Option<PathBuf>,
+}
+
+impl SelectOptions {
+    /// The selection asked for, if any rule or `--k` was given.
+    pub fn selection(&self) -> Option<uae_eval::select::Selection> {
+        let s = uae_eval::select::Selection {
+            k: self.k.unwrap_or(crate::select::DEPTH),
+            min_utility: self.min_utility,
+            min_p_helps: self.min_p_helps,
+            max_context_tokens: self.max_context_tokens,
+        };
+        (self.k.is_some() || s.uses_values()).then_some(s)
+    }
+}
+
 #[cfg(feature = "cli")]
 fn d() -> EvalOptions {
     EvalOptions::default()

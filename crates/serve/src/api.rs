@@ -26,8 +26,9 @@ pub struct SearchRequest {
     #[serde(default)]
     pub min_p_helps: Option<f64>,
     /// With a calibrated model: the hits worth most expected utility per token that
-    /// fit this many tokens (of the served model's tokenizer), taken greedily, in
-    /// score order; hits expected to help by nothing are left out.
+    /// fit this many tokens (whole passages in the served model's tokenizer, no
+    /// special tokens), taken greedily; kept hits stay in score order, and hits
+    /// expected to help by nothing are left out.
     #[serde(default)]
     pub max_context_tokens: Option<usize>,
 }

@@ -657,7 +657,7 @@ fn calibration_for<'a>(
 }
 
 /// The hits with their calibrated values, filtered by the request's `min_utility`,
-/// `min_p_helps` and `max_context_tokens`.
+/// `min_p_helps` and `max_context_tokens` ([`uae_eval::select::Selection`]).
 fn value_hits(
     app: &App,
     index: &Index,
@@ -665,58 +665,39 @@ fn value_hits(
     hits: Vec<uae_core::Hit>,
     calibration: Option<&uae_eval::calibrate::Calibrator>,
 ) -> std::result::Result<Vec<Valued>, ApiError> {
-    let mut valued: Vec<Valued> = hits
+    let valued: Vec<Valued> = hits
         .into_iter()
         .map(|h| (h, calibration.map(|c| c.predict(h.score))))
         .collect();
-    if let Some(min) = req.min_utility {
-        valued.retain(|(_, v)| v.is_some_and(|(u, _)| u >= min));
-    }
-    if let Some(min) = req.min_p_helps {
-        valued.retain(|(_, v)| v.is_some_and(|(_, p)| p >= min));
-    }
-    let Some(budget) = req.max_context_tokens else {
+    let selection = uae_eval::select::Selection {
+        k: valued.len(),
+        min_utility: req.min_utility,
+        min_p_helps: req.min_p_helps,
+        max_context_tokens: req.max_context_tokens,
+    };
+    if !selection.uses_values() {
         return Ok(valued);
-    };
-    let texts: Vec<&str> = valued
-        .iter()
-        .map(|(h, _)| index.passages[h.passage].text.as_str())
-        .collect();
-    let lens: Vec<usize> = if texts.is_empty() {
-        Vec::new()
-    } else {
-        app.enc
-            .tokenize(&texts)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .iter()
-            .map(Vec::len)
-            .collect()
-    };
-    let keep = greedy_by_value_per_token(&valued, &lens, budget);
-    Ok(valued
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(v, k)| k.then_some(v))
-        .collect())
-}
-
-/// Which hits a context budget keeps: by expected utility per token, best first,
-/// each that still fits; hits expected to help by nothing are never taken.
-fn greedy_by_value_per_token(valued: &[Valued], lens: &[usize], budget: usize) -> Vec<bool> {
-    let mut order: Vec<usize> = (0..valued.len())
-        .filter(|&i| valued[i].1.is_some_and(|(u, _)| u > 0.0))
-        .collect();
-    let rate = |i: usize| valued[i].1.map_or(0.0, |(u, _)| u) / lens[i].max(1) as f64;
-    order.sort_by(|&a, &b| rate(b).total_cmp(&rate(a)).then(a.cmp(&b)));
-    let mut keep = vec![false; valued.len()];
-    let mut used = 0;
-    for i in order {
-        if used + lens[i] <= budget {
-            used += lens[i];
-            keep[i] = true;
-        }
     }
-    keep
+    // Filtering is refused without a calibration, so every hit has a value here.
+    let values: Vec<uae_eval::select::Value> = valued
+        .iter()
+        .map(|(_, v)| v.unwrap_or((f64::NEG_INFINITY, 0.0)))
+        .collect();
+    let lens: Vec<usize> = match req.max_context_tokens {
+        Some(_) => {
+            let texts: Vec<&str> = valued
+                .iter()
+                .map(|(h, _)| index.passages[h.passage].text.as_str())
+                .collect();
+            app.enc
+                .token_counts(&texts)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let keep = selection.select(&values, |i| lens[i]);
+    let mut valued: Vec<Option<Valued>> = valued.into_iter().map(Some).collect();
+    Ok(keep.into_iter().filter_map(|i| valued[i].take()).collect())
 }
 
 async fn openai_embeddings(State(app): State<Arc<App>>, body: Body) -> Response {
