@@ -481,9 +481,13 @@ pub struct LabelSummary {
     #[serde(default)]
     pub skipped_no_positive: usize,
     /// Questions left out: a prompt with its answer is longer than the LLM's context
-    /// (local scoring; the log names the first few).
+    /// even with the passage cut (local scoring; the log names the first 20 by file
+    /// and line).
     #[serde(default)]
     pub skipped_too_long: usize,
+    /// Their lines in your questions file (the first 1,000; none for QASPER).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_too_long_lines: Vec<usize>,
     /// Rows of the questions file left out as unreadable or invalid (bad JSON or
     /// UTF-8, an empty or over-long question or answer, a repeated id, an unknown
     /// positive); the log names each with its reason.

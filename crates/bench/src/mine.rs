@@ -106,6 +106,7 @@ pub fn synthetic_set(splits: &[Qasper], passages: usize, questions: usize, words
             scope: None,
             positives: Vec::new(),
             fields: Default::default(),
+            line: None,
         })
         .collect();
     let mut i = 0;
@@ -119,6 +120,7 @@ pub fn synthetic_set(splits: &[Qasper], passages: usize, questions: usize, words
             scope: None,
             positives: Vec::new(),
             fields: Default::default(),
+            line: None,
         });
         i += 1;
     }

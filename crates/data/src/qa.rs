@@ -28,6 +28,10 @@ pub struct QaItem {
     /// read by `uae eval --by FIELD`); QASPER's carry `answer_types`.
     #[serde(flatten)]
     pub fields: BTreeMap<String, serde_json::Value>,
+    /// The row's line in your questions file (not written; `None` for QASPER), so a
+    /// question left out later is named by file and line.
+    #[serde(skip)]
+    pub line: Option<usize>,
 }
 
 /// A corpus and its questions, checked against each other.
@@ -137,7 +141,10 @@ impl QaSet {
                 Some(IdValue::Num(n)) => n.to_string(),
                 None => format!("q{line}"),
             };
-            match check_row(&row, &id, &mut seen, &scopes, &by_id) {
+            match check_row(&row, &id, &mut seen, &scopes, &by_id).map(|q| QaItem {
+                line: Some(line),
+                ..q
+            }) {
                 Ok(item) => out.push(item),
                 Err(reason) => {
                     skipped.push(SkippedRow {
@@ -279,6 +286,7 @@ fn check_row(
         scope: row.scope.clone(),
         positives,
         fields: row.fields.clone(),
+        line: None,
     })
 }
 
@@ -305,6 +313,7 @@ impl crate::Qasper {
                             crate::qasper::ANSWER_TYPES.to_string(),
                             serde_json::json!(q.answer_types()),
                         )]),
+                        line: None,
                     }
                 })
                 .collect(),

@@ -120,10 +120,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
         groups.push(LabeledGroup::read_all(d)?);
         rows.push(MinedRow::read_all(d)?.unwrap_or_default());
         if let Some(s) = LabelSummary::read(d)? {
+            // Every shard reads the whole questions file; each scores its own part.
             if i == 0 {
                 summary.skipped_no_answer = s.skipped_no_answer;
                 summary.skipped_no_positive = s.skipped_no_positive;
+                summary.skipped_bad_rows = s.skipped_bad_rows;
+                summary.skipped_bad_lines = s.skipped_bad_lines;
             }
+            summary.skipped_too_long += s.skipped_too_long;
+            summary.skipped_too_long_lines.extend(s.skipped_too_long_lines);
             summary.scores_total += s.scores_total;
             summary.scores_computed += s.scores_computed;
             summary.scores_reused += s.scores_reused;
@@ -132,6 +137,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
             summary.seconds += s.seconds;
         }
     }
+    summary.skipped_too_long_lines.sort_unstable();
+    summary.skipped_too_long_lines.truncate(1000);
     let _lock = uae_core::fs::FolderLock::acquire(out)?;
     let merged = interleave(groups);
     let merged_rows = interleave(rows);

@@ -203,13 +203,20 @@ pub fn label(
         }
     };
     let (groups, long_ids) = assemble(job, &keys, plan, &store, &too_long);
-    if !long_ids.is_empty() {
+    let source = job.set.source.display();
+    for (id, line) in long_ids.iter().take(LONG_NAMED) {
+        let at = line.map(|l| format!(":{l}")).unwrap_or_default();
         tracing::warn!(
-            questions = long_ids.len(),
-            first = %long_ids.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
-            "left out: a prompt and answer longer than the LLM's context"
+            "{source}{at}: left out (question `{id}`): its prompt and answer are longer than the LLM's context, even with the passage cut"
         );
     }
+    if long_ids.len() > LONG_NAMED {
+        tracing::warn!(
+            "{source}: {} more questions left out as too long for the LLM's context (summary.json lists the lines of the first 1,000)",
+            long_ids.len() - LONG_NAMED
+        );
+    }
+    summary.skipped_too_long_lines = long_ids.iter().filter_map(|(_, l)| *l).take(1000).collect();
     summary.skipped_too_long = long_ids.len();
     utility_stats(&mut summary, &groups);
     summary.seconds = start.elapsed().as_secs_f64();
@@ -217,6 +224,9 @@ pub fn label(
     LabeledGroup::write_all(dir, &groups)?;
     Ok((summary, groups))
 }
+
+/// How many too-long questions the log names one by one.
+const LONG_NAMED: usize = 20;
 
 /// What a run's score keys share: the LLM and the configuration.
 struct Keys<'a> {
@@ -300,14 +310,14 @@ fn plan_work(
 /// The labelled groups: each candidate's utility, the mean over the answers of the
 /// NLL without a passage less the NLL with it. A question one of whose prompts did
 /// not fit the LLM's context is left out whole (its utilities would compare scores
-/// of different prompts); their ids are returned.
+/// of different prompts); their ids (and lines in your questions file) are returned.
 fn assemble(
     job: &Job,
     keys: &Keys,
     plan: Vec<Planned>,
     store: &Store<Record>,
     too_long: &HashSet<String>,
-) -> (Vec<LabeledGroup>, Vec<String>) {
+) -> (Vec<LabeledGroup>, Vec<(String, Option<usize>)>) {
     let (mut groups, mut long_ids) = (Vec::new(), Vec::new());
     for (qi, texts, answers) in plan {
         let q = &job.set.questions[qi];
@@ -318,7 +328,7 @@ fn assemble(
                 .flat_map(|p| answers.iter().map(move |a| (p, a)))
                 .any(|(p, a)| too_long.contains(&key(p, a)))
         {
-            long_ids.push(q.id.clone());
+            long_ids.push((q.id.clone(), q.line));
             continue;
         }
         let nll = |p: Option<&str>, a: &str| -> f32 {
