@@ -825,11 +825,22 @@ fn calibrated_search_says_what_each_hit_is_worth() {
         .map(|h| h["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["cat"], "{r}");
-    // The calibration maps cosines: other modes refuse the filters.
+    // A hybrid hit is valued by the model's cosine for it, so the filters work
+    // there too; BM25 alone has no model score to value.
+    let (s, r) = post(
+        a,
+        "/search",
+        r#"{"query": "Where did the cat sit?", "mode": "hybrid", "k": 3, "min_utility": 1.0}"#,
+    );
+    assert_eq!(s, 200, "{r}");
+    let hits = r["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{r}");
+    assert_eq!(hits[0]["id"], "cat", "{r}");
+    assert!(hits[0]["expected_utility"].as_f64().unwrap() > 1.0, "{r}");
     let (s, _) = post(
         a,
         "/search",
-        r#"{"query": "cat", "mode": "hybrid", "min_utility": 1}"#,
+        r#"{"query": "cat", "mode": "bm25", "min_utility": 1}"#,
     );
     assert_eq!(s, 422);
     drop(srv);
@@ -930,6 +941,16 @@ fn eval_selects_what_helps(
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(text.starts_with("<svg"), "{svg}");
     }
+    // Hybrid: each fused hit valued by the model's cosine for it, the same choice.
+    let mut a = args(model, &d.join("eval-hybrid"));
+    a.extend(["--retriever", "hybrid", "--min-p-helps", "0.5"].map(String::from));
+    common::ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval-hybrid/report.json")).unwrap())
+            .unwrap();
+    let sel = &report["selection"];
+    assert_eq!(sel["evidence_recall"], 1.0, "{report}");
+    assert_eq!(sel["empty_without_evidence"], 1.0, "{report}");
     // The base model has no calibration; BM25 has no cosines to calibrate.
     let base = common::root().join("models/all-MiniLM-L6-v2");
     let mut a = args(&base, &d.join("eval-base"));

@@ -170,7 +170,11 @@ fn own_files_label_train_and_fail_clearly() {
     assert_eq!(summary["skipped_no_answer"], 1);
     assert_eq!(summary["skipped_too_long"], 1, "{summary}");
     // Named by its line in the questions file.
-    assert_eq!(summary["skipped_too_long_lines"], serde_json::json!([4]), "{summary}");
+    assert_eq!(
+        summary["skipped_too_long_lines"],
+        serde_json::json!([4]),
+        "{summary}"
+    );
     let groups: Vec<serde_json::Value> = std::fs::read_to_string(labels.join("labels.jsonl"))
         .unwrap()
         .lines()

@@ -128,7 +128,9 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<LabelSummary> {
                 summary.skipped_bad_lines = s.skipped_bad_lines;
             }
             summary.skipped_too_long += s.skipped_too_long;
-            summary.skipped_too_long_lines.extend(s.skipped_too_long_lines);
+            summary
+                .skipped_too_long_lines
+                .extend(s.skipped_too_long_lines);
             summary.scores_total += s.scores_total;
             summary.scores_computed += s.scores_computed;
             summary.scores_reused += s.scores_reused;

@@ -3,7 +3,7 @@
 
 use crate::{bm25_rankings, dense_rankings, load_encoder, Error, Result, Timings};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use uae_artifacts::calibration::CalibrationFile;
 use uae_artifacts::labels::LabeledGroup;
@@ -191,7 +191,11 @@ pub fn evaluate(
     }
     let calibration = calibration_for(retriever, extras)?;
     let mut timings = Timings::default();
-    let (rankings, enc) = rank(coll, retriever, &mut timings, progress)?;
+    let Ranked {
+        rankings,
+        dense,
+        enc,
+    } = rank(coll, retriever, &mut timings, progress)?;
     let (per, metrics) = uae_eval::score(&coll.passages, &coll.queries, &rankings);
     let by = match extras.groups {
         Some(g) => {
@@ -213,7 +217,22 @@ pub fn evaluate(
     let mut check = None;
     if let (Some((model, file)), Some(enc)) = (&calibration, &enc) {
         let depth = extras.selection.map_or(crate::select::DEPTH, |s| s.k);
-        let valued = crate::select::Valued::new(coll, &rankings, &file.calibrator, enc, depth)?;
+        // A fused hit is valued by the model's cosine for it (from the dense
+        // ranking; past its depth, as the ranking's last).
+        let cosines: Option<Vec<HashMap<usize, f32>>> = dense.as_ref().map(|d| {
+            d.iter()
+                .map(|r| r.iter().map(|h| (h.passage, h.score)).collect())
+                .collect()
+        });
+        let cosine = |q: usize, h: &uae_core::Hit| match (&cosines, &dense) {
+            (Some(c), Some(d)) => c[q]
+                .get(&h.passage)
+                .copied()
+                .unwrap_or_else(|| d[q].last().map_or(f32::NEG_INFINITY, |last| last.score)),
+            _ => h.score,
+        };
+        let valued =
+            crate::select::Valued::new(coll, &rankings, cosine, &file.calibrator, enc, depth)?;
         let requested = extras.selection.filter(Selection::uses_values);
         let report = crate::select::write_report(&valued, depth, requested, &file.labels, out)?;
         selection = report.rows.into_iter().find(|r| r.family == "requested");
@@ -251,8 +270,8 @@ pub fn evaluate(
     Ok(report)
 }
 
-/// The dense model's calibration, when the retriever is dense and the model has
-/// one; asking for selection rules or a calibration check without one is refused
+/// The model's calibration, when the retriever has a model (dense or hybrid) and
+/// the model has one; asking for selection rules or a calibration check without one is refused
 /// before any work.
 fn calibration_for(
     retriever: &Retriever,
@@ -260,10 +279,10 @@ fn calibration_for(
 ) -> Result<Option<(PathBuf, CalibrationFile)>> {
     let wants = extras.selection.is_some_and(|s| s.uses_values()) || extras.labels.is_some();
     let refuse = |why: String| Err(Error::Options(why));
-    let Retriever::Dense { model, .. } = retriever else {
+    let (Retriever::Dense { model, .. } | Retriever::Hybrid { model, .. }) = retriever else {
         return match wants {
             true => refuse(
-                "--min-utility, --min-p-helps, --max-context-tokens and --labels need --retriever dense (the calibration maps the model's cosines)".into(),
+                "--min-utility, --min-p-helps, --max-context-tokens and --labels need --retriever dense or hybrid (the calibration maps the model's cosines; bm25 has none)".into(),
             ),
             false => Ok(None),
         };
@@ -279,19 +298,35 @@ fn calibration_for(
     }
 }
 
-/// Every query's ranking under `retriever`, and the encoder when it has one.
+/// Every query's ranking under a retriever.
+struct Ranked {
+    rankings: Vec<Vec<uae_core::Hit>>,
+    /// A hybrid's dense rankings (the model's cosines of its fused hits).
+    dense: Option<Vec<Vec<uae_core::Hit>>>,
+    /// The encoder, when the retriever has one.
+    enc: Option<uae_encoder::Encoder>,
+}
+
 fn rank(
     coll: &Collection,
     retriever: &Retriever,
     timings: &mut Timings,
     progress: &dyn Progress,
-) -> Result<(Vec<Vec<uae_core::Hit>>, Option<uae_encoder::Encoder>)> {
+) -> Result<Ranked> {
     Ok(match retriever {
-        Retriever::Bm25(params) => (bm25_rankings(coll, *params, timings), None),
+        Retriever::Bm25(params) => Ranked {
+            rankings: bm25_rankings(coll, *params, timings),
+            dense: None,
+            enc: None,
+        },
         Retriever::Dense { model, bf16, opts } => {
             let enc = load_encoder(model, *bf16)?;
-            let r = dense_rankings(&enc, coll, *opts, timings, progress)?;
-            (r, Some(enc))
+            let rankings = dense_rankings(&enc, coll, *opts, timings, progress)?;
+            Ranked {
+                rankings,
+                dense: None,
+                enc: Some(enc),
+            }
         }
         Retriever::Hybrid {
             model,
@@ -312,7 +347,11 @@ fn rank(
                 .collect();
             timings.index_s += bm25_timings.index_s;
             timings.search_s += bm25_timings.search_s + t.elapsed().as_secs_f64();
-            (fused, Some(enc))
+            Ranked {
+                rankings: fused,
+                dense: Some(dense),
+                enc: Some(enc),
+            }
         }
     })
 }

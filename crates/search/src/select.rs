@@ -98,21 +98,24 @@ pub struct Valued<'a> {
 }
 
 impl<'a> Valued<'a> {
-    /// Values the top `depth` hits of every ranking with `calibrator` and counts
-    /// their tokens with `enc`'s tokenizer.
+    /// Values the top `depth` hits of every ranking with `calibrator`, applied to
+    /// `cosine(query index, hit)` (the model's cosine: a dense hit's score; a fused
+    /// hit's own cosine), and counts their tokens with `enc`'s tokenizer.
     pub fn new(
         coll: &'a Collection,
         rankings: &'a [Vec<Hit>],
+        cosine: impl Fn(usize, &Hit) -> f32,
         calibrator: &Calibrator,
         enc: &Encoder,
         depth: usize,
     ) -> Result<Valued<'a>> {
         let values = rankings
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(q, r)| {
                 r.iter()
                     .take(depth)
-                    .map(|h| calibrator.predict(h.score))
+                    .map(|h| calibrator.predict(cosine(q, h)))
                     .collect()
             })
             .collect();

@@ -18,7 +18,8 @@ pub struct SearchRequest {
     /// fused score.
     #[serde(default)]
     pub mode: SearchMode,
-    /// With a calibrated model (dense mode): keep only hits whose expected utility
+    /// With a calibrated model (dense or hybrid mode; a hybrid hit is valued by the
+    /// model's cosine for it): keep only hits whose expected utility
     /// is at least this many nats. An empty list is an answer: retrieval will not help.
     #[serde(default)]
     pub min_utility: Option<f64>,
@@ -54,7 +55,7 @@ pub struct SearchHit {
     pub score: f32,
     pub text: String,
     pub scope: Option<String>,
-    /// With a calibrated model (dense mode): how much the passage is expected to
+    /// With a calibrated model (dense or hybrid mode): how much the passage is expected to
     /// lower the LLM's answer NLL, in nats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_utility: Option<f64>,

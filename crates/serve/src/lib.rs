@@ -586,15 +586,19 @@ async fn search(
         SearchMode::Dense => req.k,
         _ => req.k.max(FUSION_DEPTH),
     };
-    let dense = if req.mode == SearchMode::Bm25 {
-        Vec::new()
+    let (dense, qvec) = if req.mode == SearchMode::Bm25 {
+        (Vec::new(), Vec::new())
     } else {
         let ids = app.tokenize(&[req.query.as_str()], true)?;
-        let q = app.embed(ids).await?;
-        index
+        let mut q = app.embed(ids).await?;
+        let qvec = q.pop().unwrap_or_default();
+        let hits = index
             .searcher
-            .top(&q[0], candidates, Some(depth))
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search: {e}")))?
+            .top(&qvec, candidates, Some(depth))
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search: {e}"))
+            })?;
+        (hits, qvec)
     };
     let lexical = || {
         index.bm25().search(
@@ -613,7 +617,17 @@ async fn search(
         SearchMode::Hybrid => uae_index::Fusion::default().fuse(&dense, &lexical(), None),
     };
     hits.truncate(req.k);
-    let hits = value_hits(&app, index, &req, hits, calibration)?;
+    // The calibration maps the model's cosine of the query and the passage: a fused
+    // hit is valued by its own cosine, not by its fused score.
+    let cosines: Vec<f32> = match req.mode {
+        SearchMode::Dense => hits.iter().map(|h| h.score).collect(),
+        SearchMode::Hybrid => hits
+            .iter()
+            .map(|h| uae_index::dot(&qvec, index.searcher.index.vector(h.passage)))
+            .collect(),
+        SearchMode::Bm25 => Vec::new(),
+    };
+    let hits = value_hits(&app, index, &req, hits, &cosines, calibration)?;
     Ok(Json(SearchResponse {
         hits: hits
             .iter()
@@ -636,8 +650,8 @@ async fn search(
 /// A hit and, with a calibration, its (expected utility, p(helps)).
 type Valued = (uae_core::Hit, Option<(f64, f64)>);
 
-/// The calibration a search's hits are valued with: the model's, in dense mode;
-/// filters by value without one (or in another mode) are refused before any work.
+/// The calibration a search's hits are valued with: the model's, in dense and hybrid
+/// mode; filters by value without one (or in bm25 mode) are refused before any work.
 fn calibration_for<'a>(
     app: &'a App,
     req: &SearchRequest,
@@ -645,9 +659,9 @@ fn calibration_for<'a>(
     let filtering =
         req.min_utility.is_some() || req.min_p_helps.is_some() || req.max_context_tokens.is_some();
     match (&app.cfg.calibration, req.mode) {
-        (Some(c), SearchMode::Dense) => Ok(Some(c)),
+        (Some(c), SearchMode::Dense | SearchMode::Hybrid) => Ok(Some(c)),
         (Some(_), _) if filtering => Err(ApiError::validation(
-            "`min_utility`, `min_p_helps` and `max_context_tokens` apply to dense searches (the calibration maps cosines)",
+            "`min_utility`, `min_p_helps` and `max_context_tokens` apply to dense and hybrid searches (the calibration maps the model's cosines; bm25 has none)",
         )),
         (None, _) if filtering => Err(ApiError::validation(
             "this model has no calibration.json: run `uae calibrate` to filter by expected utility",
@@ -663,11 +677,13 @@ fn value_hits(
     index: &Index,
     req: &SearchRequest,
     hits: Vec<uae_core::Hit>,
+    cosines: &[f32],
     calibration: Option<&uae_eval::calibrate::Calibrator>,
 ) -> std::result::Result<Vec<Valued>, ApiError> {
     let valued: Vec<Valued> = hits
         .into_iter()
-        .map(|h| (h, calibration.map(|c| c.predict(h.score))))
+        .zip(cosines.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(h, cos)| (h, calibration.zip(cos).map(|(c, &cos)| c.predict(cos))))
         .collect();
     let selection = uae_eval::select::Selection {
         k: valued.len(),
