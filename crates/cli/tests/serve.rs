@@ -941,6 +941,26 @@ fn eval_selects_what_helps(
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(text.starts_with("<svg"), "{svg}");
     }
+    // --cache: the second run reads the passages' embeddings back, same ranking.
+    let cache = d.join("cache");
+    let ranked = |name: &str| {
+        let mut a = args(model, &d.join(name));
+        a.extend(["--cache", cache.to_str().unwrap()].map(String::from));
+        let done = uae().env("RUST_LOG", "info").args(&a).output().unwrap();
+        assert!(done.status.success(), "{done:?}");
+        let reused = String::from_utf8_lossy(&done.stderr).contains("passage embeddings from");
+        let run = std::fs::read_to_string(d.join(name).join("run.trec")).unwrap();
+        let ids: Vec<String> = run
+            .lines()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        (ids, reused)
+    };
+    let (first, reused) = ranked("eval-cache-1");
+    assert!(!reused);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    assert_eq!(ranked("eval-cache-2"), (first, true));
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
     // Hybrid: each fused hit valued by the model's cosine for it, the same choice.
     let mut a = args(model, &d.join("eval-hybrid"));
     a.extend(["--retriever", "hybrid", "--min-p-helps", "0.5"].map(String::from));

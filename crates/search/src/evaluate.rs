@@ -42,12 +42,16 @@ pub enum Retriever {
         model: PathBuf,
         bf16: bool,
         opts: BatchOptions,
+        /// Keep passage embeddings here, reused by the next run of the same model
+        /// over the same passages.
+        cache: Option<PathBuf>,
     },
     /// The dense model's ranking and BM25's, fused.
     Hybrid {
         model: PathBuf,
         bf16: bool,
         opts: BatchOptions,
+        cache: Option<PathBuf>,
         bm25: Bm25Params,
         fusion: Fusion,
     },
@@ -298,6 +302,26 @@ fn calibration_for(
     }
 }
 
+/// Dense rankings, the passages' embeddings read from `cache` when an earlier run
+/// of the same model over the same passages left them there.
+fn dense(
+    enc: &uae_encoder::Encoder,
+    model: &Path,
+    cache: Option<&Path>,
+    coll: &Collection,
+    opts: BatchOptions,
+    timings: &mut Timings,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<uae_core::Hit>>> {
+    let Some(dir) = cache else {
+        return dense_rankings(enc, coll, opts, timings, progress);
+    };
+    let t = std::time::Instant::now();
+    let vecs =
+        crate::cached_passage_embeddings(&coll.name, enc, model, &coll.passages, dir, progress)?;
+    crate::dense_rankings_over(enc, coll, &vecs, opts, t, timings)
+}
+
 /// Every query's ranking under a retriever.
 struct Ranked {
     rankings: Vec<Vec<uae_core::Hit>>,
@@ -319,9 +343,22 @@ fn rank(
             dense: None,
             enc: None,
         },
-        Retriever::Dense { model, bf16, opts } => {
+        Retriever::Dense {
+            model,
+            bf16,
+            opts,
+            cache,
+        } => {
             let enc = load_encoder(model, *bf16)?;
-            let rankings = dense_rankings(&enc, coll, *opts, timings, progress)?;
+            let rankings = dense(
+                &enc,
+                model,
+                cache.as_deref(),
+                coll,
+                *opts,
+                timings,
+                progress,
+            )?;
             Ranked {
                 rankings,
                 dense: None,
@@ -332,11 +369,20 @@ fn rank(
             model,
             bf16,
             opts,
+            cache,
             bm25,
             fusion,
         } => {
             let enc = load_encoder(model, *bf16)?;
-            let dense = dense_rankings(&enc, coll, *opts, timings, progress)?;
+            let dense = dense(
+                &enc,
+                model,
+                cache.as_deref(),
+                coll,
+                *opts,
+                timings,
+                progress,
+            )?;
             let mut bm25_timings = Timings::default();
             let lexical = bm25_rankings(coll, *bm25, &mut bm25_timings);
             let t = std::time::Instant::now();

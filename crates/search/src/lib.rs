@@ -210,7 +210,20 @@ pub fn dense_rankings(
 ) -> Result<Vec<Vec<Hit>>> {
     let t = Instant::now();
     let vecs = embed_passages(enc, &coll.passages, opts, "passages", progress)?;
-    let searcher = DenseSearcher::new(&coll.passages, &vecs)?;
+    dense_rankings_over(enc, coll, &vecs, opts, t, timings)
+}
+
+/// [`dense_rankings`] with the passages already embedded (`vecs`, in corpus order;
+/// a cache's); `t` is when indexing began.
+pub fn dense_rankings_over(
+    enc: &Encoder,
+    coll: &Collection,
+    vecs: &[Vec<f32>],
+    opts: BatchOptions,
+    t: Instant,
+    timings: &mut Timings,
+) -> Result<Vec<Vec<Hit>>> {
+    let searcher = DenseSearcher::new(&coll.passages, vecs)?;
     timings.index_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let qtexts: Vec<&str> = coll.queries.iter().map(|q| q.text.as_str()).collect();

@@ -50,6 +50,11 @@ pub struct EvalOptions {
     /// BM25 length normalisation (0: none, 1: full).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().b, value_parser = flags::unit_interval))]
     pub b: f32,
+    /// Keep the passages' embeddings in this folder and reuse them when the same
+    /// model (same files) ranks the same passages again: tuning fusion or selection
+    /// on one dev set then embeds the corpus once.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR"))]
+    pub cache: Option<PathBuf>,
     /// Most padded tokens per encoder forward pass (>= 1).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().max_tokens, value_parser = flags::count()))]
     pub max_tokens: usize,
@@ -67,6 +72,7 @@ impl Default for EvalOptions {
             precision: Default::default(),
             k1: bm25.k1,
             b: bm25.b,
+            cache: None,
             max_tokens: BatchOptions::default().max_tokens,
         }
     }
@@ -130,14 +136,20 @@ impl EvalOptions {
             max_tokens: self.max_tokens,
             ..Default::default()
         };
-        let (model, bf16) = (self.model.clone(), self.precision.bf16);
+        let (model, bf16, cache) = (self.model.clone(), self.precision.bf16, self.cache.clone());
         match self.retriever {
             RetrieverKind::Bm25 => Retriever::Bm25(bm25),
-            RetrieverKind::Dense => Retriever::Dense { model, bf16, opts },
+            RetrieverKind::Dense => Retriever::Dense {
+                model,
+                bf16,
+                opts,
+                cache,
+            },
             RetrieverKind::Hybrid => Retriever::Hybrid {
                 model,
                 bf16,
                 opts,
+                cache,
                 bm25,
                 fusion: match self.fusion {
                     FusionKind::Convex => Fusion::Convex {
