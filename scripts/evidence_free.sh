@@ -19,6 +19,7 @@
 #   TEST_LIMIT=300 scripts/evidence_free.sh    # what BENCHMARKS.md's table ran (2-core Zen 1)
 #
 # Every step resumes (labels, checkpoints) or is skipped when its output exists.
+# EXTRA="name|flags;..." adds configurations (trained and evaluated on dev).
 # UAE_TEST=0 stops before test (tune on dev first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,10 @@ configs=(
   "am|--loss infonce --positives answer-match"
   "auto|--loss auto"
 )
+# More configurations to try on dev: EXTRA="name|flags;name|flags" (evaluated on dev
+# and compared with answer-match there; on test only if named in TEST).
+IFS=';' read -r -a extra <<< "${EXTRA:-}"
+configs+=("${extra[@]}")
 for c in "${configs[@]}"; do
   name="${c%%|*}"
   # shellcheck disable=SC2086
@@ -53,10 +58,12 @@ evaluate() { # name model split [limit]
   $uae eval --split "$3" ${4:+--limit "$4"} --model "$2" --by answer_type \
     --data-dir "$data" --out "$dir" > "$dir.txt"
 }
-models=(base uae-mu2 am auto)
+models=(base)
+for c in "${configs[@]}"; do models+=("${c%%|*}"); done
 model_dir() { [[ "$1" == base ]] && echo models/all-MiniLM-L6-v2 || echo "$out/$1/model"; }
 for m in "${models[@]}"; do evaluate "$m" "$(model_dir "$m")" dev "$dev"; done
-for m in uae-mu2 auto; do
+for m in "${models[@]}"; do
+  [[ "$m" == am || "$m" == base ]] && continue
   $uae compare "$out/eval-am-dev" "$out/eval-$m-dev" --by answer_type --metrics recall@1,map,ndcg@10 \
     --json "$out/compare-am-$m-dev.json" > "$out/compare-am-$m-dev.txt"
 done
