@@ -19,36 +19,43 @@ pub struct TooFewPairs {
 }
 
 /// The (cosine, utility) pairs of every labelled candidate under the model in
-/// `model_dir`.
+/// `model_dir`. Questions and candidates are embedded together, in length-sorted
+/// batches.
 pub fn score_pairs(
     model_dir: &Path,
     groups: &[LabeledGroup],
     progress: &dyn Progress,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let enc = load_encoder(model_dir, false)?;
-    let (mut scores, mut utilities) = (Vec::new(), Vec::new());
-    progress.start("scoring labelled candidates", groups.len() as u64);
-    for (i, g) in groups
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| !g.candidates.is_empty())
-    {
-        let mut texts: Vec<&str> = vec![g.question.as_str()];
+    let groups: Vec<&LabeledGroup> = groups.iter().filter(|g| !g.candidates.is_empty()).collect();
+    let mut texts: Vec<&str> = Vec::new();
+    for g in &groups {
+        texts.push(g.question.as_str());
         texts.extend(g.candidates.iter().map(|c| c.text.as_str()));
-        let mut v = enc.embed(&texts)?;
-        for x in &mut v {
-            let n = x.iter().map(|a| a * a).sum::<f32>().sqrt();
-            if n > 0.0 {
-                x.iter_mut().for_each(|a| *a /= n);
-            }
+    }
+    let mut v = crate::embed_texts(
+        &enc,
+        &texts,
+        uae_encoder::BatchOptions::default(),
+        "scoring labelled candidates",
+        progress,
+    )?;
+    for x in &mut v {
+        let n = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        if n > 0.0 {
+            x.iter_mut().for_each(|a| *a /= n);
         }
-        for (p, c) in v[1..].iter().zip(&g.candidates) {
-            scores.push(uae_index::dot(&v[0], p));
+    }
+    let (mut scores, mut utilities) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    for g in groups {
+        let q = &v[at];
+        for (p, c) in v[at + 1..].iter().zip(&g.candidates) {
+            scores.push(uae_index::dot(q, p));
             utilities.push(c.utility);
         }
-        progress.set(i as u64 + 1);
+        at += 1 + g.candidates.len();
     }
-    progress.finish();
     Ok((scores, utilities))
 }
 

@@ -38,30 +38,60 @@ pub enum RetrieverKind {
 #[derive(Debug, Clone)]
 pub enum Retriever {
     Bm25(Bm25Params),
-    Dense {
-        model: PathBuf,
-        bf16: bool,
-        opts: BatchOptions,
-        /// Keep passage embeddings here, reused by the next run of the same model
-        /// over the same passages.
-        cache: Option<PathBuf>,
-    },
+    Dense(DenseModel),
     /// The dense model's ranking and BM25's, fused.
     Hybrid {
-        model: PathBuf,
-        bf16: bool,
-        opts: BatchOptions,
-        cache: Option<PathBuf>,
+        dense: DenseModel,
         bm25: Bm25Params,
         fusion: Fusion,
     },
+}
+
+/// A bi-encoder that ranks a collection.
+#[derive(Debug, Clone)]
+pub struct DenseModel {
+    pub model: PathBuf,
+    pub bf16: bool,
+    pub opts: BatchOptions,
+    /// Keep passage embeddings here, reused by the next run of the same model over
+    /// the same passages.
+    pub cache: Option<PathBuf>,
+}
+
+impl DenseModel {
+    /// Loads the model and ranks every query of `coll`; the passages' embeddings are
+    /// read from the cache when an earlier run of the same model over the same
+    /// passages left them there.
+    fn rank(
+        &self,
+        coll: &Collection,
+        timings: &mut Timings,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<Vec<uae_core::Hit>>, uae_encoder::Encoder)> {
+        let enc = load_encoder(&self.model, self.bf16)?;
+        let Some(dir) = &self.cache else {
+            let r = dense_rankings(&enc, coll, self.opts, timings, progress)?;
+            return Ok((r, enc));
+        };
+        let t = std::time::Instant::now();
+        let vecs = crate::cached_passage_embeddings(
+            &coll.name,
+            &enc,
+            &self.model,
+            &coll.passages,
+            dir,
+            progress,
+        )?;
+        let r = crate::dense_rankings_over(&enc, coll, &vecs, self.opts, t, timings)?;
+        Ok((r, enc))
+    }
 }
 
 impl Retriever {
     pub fn kind(&self) -> RetrieverKind {
         match self {
             Retriever::Bm25(_) => RetrieverKind::Bm25,
-            Retriever::Dense { .. } => RetrieverKind::Dense,
+            Retriever::Dense(_) => RetrieverKind::Dense,
             Retriever::Hybrid { .. } => RetrieverKind::Hybrid,
         }
     }
@@ -77,13 +107,13 @@ impl Retriever {
         };
         match self {
             Retriever::Bm25(_) => "bm25".into(),
-            Retriever::Dense { model, .. } => format!("dense-{}", name(model)),
-            Retriever::Hybrid { model, fusion, .. } => {
+            Retriever::Dense(d) => format!("dense-{}", name(&d.model)),
+            Retriever::Hybrid { dense, fusion, .. } => {
                 let f = match fusion {
                     Fusion::Rrf { k } => format!("rrf{k}"),
                     Fusion::Convex { dense_weight } => format!("convex{dense_weight}"),
                 };
-                format!("hybrid-{}-{f}", name(model))
+                format!("hybrid-{}-{f}", name(&dense.model))
             }
         }
     }
@@ -283,7 +313,12 @@ fn calibration_for(
 ) -> Result<Option<(PathBuf, CalibrationFile)>> {
     let wants = extras.selection.is_some_and(|s| s.uses_values()) || extras.labels.is_some();
     let refuse = |why: String| Err(Error::Options(why));
-    let (Retriever::Dense { model, .. } | Retriever::Hybrid { model, .. }) = retriever else {
+    let (Retriever::Dense(DenseModel { model, .. })
+    | Retriever::Hybrid {
+        dense: DenseModel { model, .. },
+        ..
+    }) = retriever
+    else {
         return match wants {
             true => refuse(
                 "--min-utility, --min-p-helps, --max-context-tokens and --labels need --retriever dense or hybrid (the calibration maps the model's cosines; bm25 has none)".into(),
@@ -300,26 +335,6 @@ fn calibration_for(
         )),
         None => Ok(None),
     }
-}
-
-/// Dense rankings, the passages' embeddings read from `cache` when an earlier run
-/// of the same model over the same passages left them there.
-fn dense(
-    enc: &uae_encoder::Encoder,
-    model: &Path,
-    cache: Option<&Path>,
-    coll: &Collection,
-    opts: BatchOptions,
-    timings: &mut Timings,
-    progress: &dyn Progress,
-) -> Result<Vec<Vec<uae_core::Hit>>> {
-    let Some(dir) = cache else {
-        return dense_rankings(enc, coll, opts, timings, progress);
-    };
-    let t = std::time::Instant::now();
-    let vecs =
-        crate::cached_passage_embeddings(&coll.name, enc, model, &coll.passages, dir, progress)?;
-    crate::dense_rankings_over(enc, coll, &vecs, opts, t, timings)
 }
 
 /// Every query's ranking under a retriever.
@@ -343,22 +358,8 @@ fn rank(
             dense: None,
             enc: None,
         },
-        Retriever::Dense {
-            model,
-            bf16,
-            opts,
-            cache,
-        } => {
-            let enc = load_encoder(model, *bf16)?;
-            let rankings = dense(
-                &enc,
-                model,
-                cache.as_deref(),
-                coll,
-                *opts,
-                timings,
-                progress,
-            )?;
+        Retriever::Dense(d) => {
+            let (rankings, enc) = d.rank(coll, timings, progress)?;
             Ranked {
                 rankings,
                 dense: None,
@@ -366,23 +367,11 @@ fn rank(
             }
         }
         Retriever::Hybrid {
-            model,
-            bf16,
-            opts,
-            cache,
+            dense: model,
             bm25,
             fusion,
         } => {
-            let enc = load_encoder(model, *bf16)?;
-            let dense = dense(
-                &enc,
-                model,
-                cache.as_deref(),
-                coll,
-                *opts,
-                timings,
-                progress,
-            )?;
+            let (dense, enc) = model.rank(coll, timings, progress)?;
             let mut bm25_timings = Timings::default();
             let lexical = bm25_rankings(coll, *bm25, &mut bm25_timings);
             let t = std::time::Instant::now();

@@ -13,7 +13,8 @@ mod options;
 pub mod calibrate;
 pub mod select;
 pub use evaluate::{
-    evaluate, limit_queries, query_groups, ByField, EvalReport, Extras, Retriever, RetrieverKind,
+    evaluate, limit_queries, query_groups, ByField, DenseModel, EvalReport, Extras, Retriever,
+    RetrieverKind,
 };
 pub use options::{EvalOptions, FusionKind, SelectOptions};
 

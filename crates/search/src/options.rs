@@ -1,7 +1,7 @@
 //! `uae eval`'s retriever options (its flags with the `cli` feature) and what they
 //! build: a [`Retriever`].
 
-use crate::{Retriever, RetrieverKind};
+use crate::{DenseModel, Retriever, RetrieverKind};
 use std::path::PathBuf;
 #[cfg(feature = "cli")]
 use uae_core::flags;
@@ -136,20 +136,17 @@ impl EvalOptions {
             max_tokens: self.max_tokens,
             ..Default::default()
         };
-        let (model, bf16, cache) = (self.model.clone(), self.precision.bf16, self.cache.clone());
+        let dense = DenseModel {
+            model: self.model.clone(),
+            bf16: self.precision.bf16,
+            opts,
+            cache: self.cache.clone(),
+        };
         match self.retriever {
             RetrieverKind::Bm25 => Retriever::Bm25(bm25),
-            RetrieverKind::Dense => Retriever::Dense {
-                model,
-                bf16,
-                opts,
-                cache,
-            },
+            RetrieverKind::Dense => Retriever::Dense(dense),
             RetrieverKind::Hybrid => Retriever::Hybrid {
-                model,
-                bf16,
-                opts,
-                cache,
+                dense,
                 bm25,
                 fusion: match self.fusion {
                     FusionKind::Convex => Fusion::Convex {
