@@ -21,6 +21,11 @@ pub struct Selection {
     pub min_p_helps: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_context_tokens: Option<usize>,
+    /// With a budget: fill it in rank order (each hit that still fits, best ranked
+    /// first) instead of by expected utility per token. What a RAG app does without
+    /// values; measured beside the value rule (`uae eval`'s selection.json).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub budget_by_rank: bool,
 }
 
 impl Selection {
@@ -51,6 +56,9 @@ impl Selection {
         }
         if let Some(t) = self.max_context_tokens {
             parts.push(format!("tokens<={t}"));
+            if self.budget_by_rank {
+                parts.push("by rank".into());
+            }
         }
         parts.join(", ")
     }
@@ -70,11 +78,13 @@ impl Selection {
         // A hit expected to help by nothing is never worth its tokens.
         let mut order: Vec<(usize, usize)> = passed
             .into_iter()
-            .filter(|&i| top[i].0 > 0.0)
+            .filter(|&i| self.budget_by_rank || top[i].0 > 0.0)
             .map(|i| (i, tokens(i)))
             .collect();
-        let rate = |(i, n): (usize, usize)| top[i].0 / n.max(1) as f64;
-        order.sort_by(|&a, &b| rate(b).total_cmp(&rate(a)).then(a.0.cmp(&b.0)));
+        if !self.budget_by_rank {
+            let rate = |(i, n): (usize, usize)| top[i].0 / n.max(1) as f64;
+            order.sort_by(|&a, &b| rate(b).total_cmp(&rate(a)).then(a.0.cmp(&b.0)));
+        }
         let mut used = 0;
         let mut kept: Vec<usize> = Vec::new();
         for (i, n) in order {
@@ -139,6 +149,19 @@ mod tests {
             ..Selection::top(4)
         };
         assert!(s.select(&V, |i| lens[i]).is_empty());
+        // In rank order: hit 0 does not fit 40, hits 1, 2 do, hit 3 (utility < 0) too.
+        let s = Selection {
+            max_context_tokens: Some(40),
+            budget_by_rank: true,
+            ..Selection::top(4)
+        };
+        assert_eq!(s.select(&V, |i| lens[i]), vec![1, 2, 3]);
+        let s = Selection {
+            max_context_tokens: Some(100),
+            budget_by_rank: true,
+            ..Selection::top(4)
+        };
+        assert_eq!(s.select(&V, |i| lens[i]), vec![0]);
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl SelectOptions {
             min_utility: self.min_utility,
             min_p_helps: self.min_p_helps,
             max_context_tokens: self.max_context_tokens,
+            budget_by_rank: false,
         };
         (self.k.is_some() || s.uses_values()).then_some(s)
     }

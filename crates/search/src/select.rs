@@ -20,8 +20,8 @@ pub const DEPTH: usize = 10;
 /// One selection rule over every question of a collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectionRow {
-    /// `k`, `min_p_helps`, `min_utility` or `max_context_tokens`: which rule the
-    /// sweep varies (`requested` for the one asked for on the command line).
+    /// `k`, `min_p_helps`, `min_utility`, `max_context_tokens` or
+    /// `max_context_tokens_by_rank`: which rule the sweep varies (`requested` for the one asked for on the command line).
     pub family: String,
     pub selection: Selection,
     /// Means over every question.
@@ -79,12 +79,19 @@ pub fn sweep(depth: usize) -> Vec<(&'static str, Selection)> {
         };
         out.push(("min_utility", s));
     }
-    for t in [64, 128, 256, 512, 1024] {
-        let s = Selection {
-            max_context_tokens: Some(t),
-            ..top
-        };
-        out.push(("max_context_tokens", s));
+    for by_rank in [false, true] {
+        for t in [64, 128, 256, 512, 1024] {
+            let s = Selection {
+                max_context_tokens: Some(t),
+                budget_by_rank: by_rank,
+                ..top
+            };
+            let family = match by_rank {
+                false => "max_context_tokens",
+                true => "max_context_tokens_by_rank",
+            };
+            out.push((family, s));
+        }
     }
     out
 }
@@ -237,7 +244,16 @@ fn curve_svg(rows: &[SelectionRow]) -> String {
         ("k", "top k", "#4c78a8"),
         ("min_p_helps", "min p(helps)", "#f58518"),
         ("min_utility", "min expected utility", "#54a24b"),
-        ("max_context_tokens", "token budget", "#b279a2"),
+        (
+            "max_context_tokens",
+            "token budget, by value per token",
+            "#b279a2",
+        ),
+        (
+            "max_context_tokens_by_rank",
+            "token budget, in rank order",
+            "#9d755d",
+        ),
         ("requested", "requested", "#e45756"),
     ];
     let series: Vec<uae_plot::Series<Vec<(f64, f64)>>> = families

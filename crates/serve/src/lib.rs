@@ -690,6 +690,7 @@ fn value_hits(
         min_utility: req.min_utility,
         min_p_helps: req.min_p_helps,
         max_context_tokens: req.max_context_tokens,
+        budget_by_rank: false,
     };
     if !selection.uses_values() {
         return Ok(valued);
