@@ -56,8 +56,12 @@ for m in "${models[@]}"; do
     e="$out/eval-$name-$retriever-test"
     [[ -f "$e/report.json" ]] && continue
     step "eval $name ($retriever) on test"
+    # The calibration check is the same for both retrievers (it scores the labelled
+    # pairs): run once, with dense.
+    check=()
+    [[ "$retriever" == dense ]] && check=(--labels "$out/labels-test")
     $uae eval --split test --limit "$evaln" --model "$cal" --retriever "$retriever" \
-      --labels "$out/labels-test" --min-p-helps 0.5 --data-dir "$data" \
+      "${check[@]}" --min-p-helps 0.2 --data-dir "$data" \
       --cache "$out/cache" --out "$e" > "$e.txt"
   done
 done

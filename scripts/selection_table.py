@@ -30,8 +30,8 @@ def short(s):
     for key, label in [("min_p_helps", "p>="), ("min_utility", "u>="), ("max_context_tokens", "tokens<=")]:
         if key in s:
             parts.append(f"{label}{s[key]}")
-    if s.get("budget_by_rank"):
-        parts.append("by rank")
+    if s.get("budget_order") == "value_per_token":
+        parts.append("by value/token")
     return ", ".join(parts) or "k=10"
 
 

@@ -971,6 +971,19 @@ fn eval_selects_what_helps(
     let sel = &report["selection"];
     assert_eq!(sel["evidence_recall"], 1.0, "{report}");
     assert_eq!(sel["empty_without_evidence"], 1.0, "{report}");
+    // A token budget in rank order reads no value: the base model takes it.
+    let mut a = args(
+        &common::root().join("models/all-MiniLM-L6-v2"),
+        &d.join("eval-budget"),
+    );
+    a.extend(["--max-context-tokens", "12"].map(String::from));
+    common::ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval-budget/report.json")).unwrap())
+            .unwrap();
+    let sel = &report["selection"];
+    assert_eq!(sel["mean_passages"], 1.0, "{report}");
+    assert!(sel["mean_tokens"].as_f64().unwrap() <= 12.0, "{report}");
     // The base model has no calibration; BM25 has no cosines to calibrate.
     let base = common::root().join("models/all-MiniLM-L6-v2");
     let mut a = args(&base, &d.join("eval-base"));

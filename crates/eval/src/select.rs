@@ -21,11 +21,30 @@ pub struct Selection {
     pub min_p_helps: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_context_tokens: Option<usize>,
-    /// With a budget: fill it in rank order (each hit that still fits, best ranked
-    /// first) instead of by expected utility per token. What a RAG app does without
-    /// values; measured beside the value rule (`uae eval`'s selection.json).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub budget_by_rank: bool,
+    /// With a budget: which hits fill it first.
+    #[serde(default, skip_serializing_if = "BudgetOrder::is_rank")]
+    pub budget_order: BudgetOrder,
+}
+
+/// The order in which hits fill a token budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetOrder {
+    /// Best ranked first, each hit that still fits; needs no calibration. The
+    /// default: on QASPER test it sent more of the evidence than `value_per_token`
+    /// at every budget (BENCHMARKS.md, "Adaptive selection").
+    #[default]
+    Rank,
+    /// Most expected utility per token first (a calibrated model); hits expected to
+    /// help by nothing are left out.
+    ValuePerToken,
+}
+
+impl BudgetOrder {
+    pub fn is_rank(&self) -> bool {
+        *self == BudgetOrder::Rank
+    }
 }
 
 impl Selection {
@@ -37,11 +56,17 @@ impl Selection {
         }
     }
 
-    /// Whether any rule beyond the top `k` applies (they need a calibration).
+    /// Whether any rule beyond the top `k` applies.
+    pub fn filters(&self) -> bool {
+        self.uses_values() || self.max_context_tokens.is_some()
+    }
+
+    /// Whether a rule reads the hits' calibrated values.
     pub fn uses_values(&self) -> bool {
         self.min_utility.is_some()
             || self.min_p_helps.is_some()
-            || self.max_context_tokens.is_some()
+            || (self.max_context_tokens.is_some()
+                && self.budget_order == BudgetOrder::ValuePerToken)
     }
 
     /// A short name: `k=3`, `p_helps>=0.5`, `utility>=1`, `tokens<=256`, or several
@@ -56,8 +81,8 @@ impl Selection {
         }
         if let Some(t) = self.max_context_tokens {
             parts.push(format!("tokens<={t}"));
-            if self.budget_by_rank {
-                parts.push("by rank".into());
+            if self.budget_order == BudgetOrder::ValuePerToken {
+                parts.push("by value per token".into());
             }
         }
         parts.join(", ")
@@ -75,13 +100,14 @@ impl Selection {
         let Some(budget) = self.max_context_tokens else {
             return passed;
         };
+        let by_rank = self.budget_order == BudgetOrder::Rank;
         // A hit expected to help by nothing is never worth its tokens.
         let mut order: Vec<(usize, usize)> = passed
             .into_iter()
-            .filter(|&i| self.budget_by_rank || top[i].0 > 0.0)
+            .filter(|&i| by_rank || top[i].0 > 0.0)
             .map(|i| (i, tokens(i)))
             .collect();
-        if !self.budget_by_rank {
+        if !by_rank {
             let rate = |(i, n): (usize, usize)| top[i].0 / n.max(1) as f64;
             order.sort_by(|&a, &b| rate(b).total_cmp(&rate(a)).then(a.0.cmp(&b.0)));
         }
@@ -136,29 +162,30 @@ mod tests {
         let lens = [100, 10, 20, 1];
         let s = Selection {
             max_context_tokens: Some(40),
+            budget_order: BudgetOrder::ValuePerToken,
             ..Selection::top(4)
         };
         assert_eq!(s.select(&V, |i| lens[i]), vec![1, 2]);
         let s = Selection {
             max_context_tokens: Some(130),
+            budget_order: BudgetOrder::ValuePerToken,
             ..Selection::top(4)
         };
         assert_eq!(s.select(&V, |i| lens[i]), vec![0, 1, 2]);
         let s = Selection {
             max_context_tokens: Some(5),
+            budget_order: BudgetOrder::ValuePerToken,
             ..Selection::top(4)
         };
         assert!(s.select(&V, |i| lens[i]).is_empty());
         // In rank order: hit 0 does not fit 40, hits 1, 2 do, hit 3 (utility < 0) too.
         let s = Selection {
             max_context_tokens: Some(40),
-            budget_by_rank: true,
             ..Selection::top(4)
         };
         assert_eq!(s.select(&V, |i| lens[i]), vec![1, 2, 3]);
         let s = Selection {
             max_context_tokens: Some(100),
-            budget_by_rank: true,
             ..Selection::top(4)
         };
         assert_eq!(s.select(&V, |i| lens[i]), vec![0]);
@@ -170,6 +197,7 @@ mod tests {
         let s = Selection {
             min_p_helps: Some(0.5),
             max_context_tokens: Some(1000),
+            budget_order: BudgetOrder::ValuePerToken,
             ..Selection::top(4)
         };
         s.select(&V, |i| {

@@ -249,7 +249,10 @@ pub fn evaluate(
     };
     let mut selection = None;
     let mut check = None;
-    if let (Some((model, file)), Some(enc)) = (&calibration, &enc) {
+    // Selection: with a calibrated model, the whole sweep; without one, fixed k and
+    // token budgets in rank order (no rule there reads a value).
+    let wanted = extras.selection.is_some_and(|s| s.filters());
+    if let (Some(enc), true) = (&enc, calibration.is_some() || wanted) {
         let depth = extras.selection.map_or(crate::select::DEPTH, |s| s.k);
         // A fused hit is valued by the model's cosine for it (from the dense
         // ranking; past its depth, as the ranking's last).
@@ -265,16 +268,21 @@ pub fn evaluate(
                 .unwrap_or_else(|| d[q].last().map_or(f32::NEG_INFINITY, |last| last.score)),
             _ => h.score,
         };
-        let valued =
-            crate::select::Valued::new(coll, &rankings, cosine, &file.calibrator, enc, depth)?;
-        let requested = extras.selection.filter(Selection::uses_values);
-        let report = crate::select::write_report(&valued, depth, requested, &file.labels, out)?;
+        let file = calibration.as_ref().map(|(_, f)| f);
+        let value = |q: usize, h: &uae_core::Hit| match file {
+            Some(f) => f.calibrator.predict(cosine(q, h)),
+            None => (0.0, 0.0),
+        };
+        let valued = crate::select::Valued::new(coll, &rankings, value, enc, depth)?;
+        let requested = extras.selection.filter(Selection::filters);
+        let calibrated_on = file.map(|f| f.labels.as_str());
+        let report = crate::select::write_report(&valued, depth, requested, calibrated_on, out)?;
         selection = report.rows.into_iter().find(|r| r.family == "requested");
-        if let Some((labels, groups)) = extras.labels {
-            check = Some(crate::calibrate::check(
-                model, file, labels, groups, out, progress,
-            )?);
-        }
+    }
+    if let (Some((model, file)), Some((labels, groups))) = (&calibration, extras.labels) {
+        check = Some(crate::calibrate::check(
+            model, file, labels, groups, out, progress,
+        )?);
     }
     let evaluable = coll.evaluable().count();
     timings.per_query_ms =
@@ -319,7 +327,8 @@ fn calibration_for(
         ..
     }) = retriever
     else {
-        return match wants {
+        // BM25 has no cosines to value and no model tokenizer to count with.
+        return match wants || extras.selection.is_some_and(|s| s.filters()) {
             true => refuse(
                 "--min-utility, --min-p-helps, --max-context-tokens and --labels need --retriever dense or hybrid (the calibration maps the model's cosines; bm25 has none)".into(),
             ),

@@ -96,10 +96,15 @@ pub struct SelectOptions {
     /// Keep hits at least this likely to help (0-1).
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::unit_interval_f64))]
     pub min_p_helps: Option<f64>,
-    /// The hits worth most expected utility per token that fit this many tokens
-    /// (whole passages, the bi-encoder's tokenizer; >= 1).
+    /// Keep the hits that fit this many tokens (whole passages, the bi-encoder's
+    /// tokenizer; >= 1), taken in --budget-order.
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::count()))]
     pub max_context_tokens: Option<usize>,
+    /// With --max-context-tokens: `rank` (best ranked first, each that still fits;
+    /// no calibration needed) or `value-per-token` (most expected utility per token
+    /// first; a calibrated model).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Default::default()))]
+    pub budget_order: uae_eval::select::BudgetOrder,
     /// Held-out labels (`uae label` on questions the calibration was not fitted on):
     /// report the calibration's ECE, Brier score and log loss of p(helps) on them,
     /// and draw reliability.svg.
@@ -115,9 +120,9 @@ impl SelectOptions {
             min_utility: self.min_utility,
             min_p_helps: self.min_p_helps,
             max_context_tokens: self.max_context_tokens,
-            budget_by_rank: false,
+            budget_order: self.budget_order,
         };
-        (self.k.is_some() || s.uses_values()).then_some(s)
+        (self.k.is_some() || s.filters()).then_some(s)
     }
 }
 

@@ -11,8 +11,7 @@ use std::path::Path;
 use uae_core::Hit;
 use uae_data::Collection;
 use uae_encoder::Encoder;
-use uae_eval::calibrate::Calibrator;
-use uae_eval::select::{Selection, Value};
+use uae_eval::select::{BudgetOrder, Selection, Value};
 
 /// How many top hits the rules look at unless told: `/search`'s default `k`.
 pub const DEPTH: usize = 10;
@@ -20,8 +19,8 @@ pub const DEPTH: usize = 10;
 /// One selection rule over every question of a collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectionRow {
-    /// `k`, `min_p_helps`, `min_utility`, `max_context_tokens` or
-    /// `max_context_tokens_by_rank`: which rule the sweep varies (`requested` for the one asked for on the command line).
+    /// `k`, `min_p_helps`, `min_utility`, `max_context_tokens` (rank order) or
+    /// `max_context_tokens_by_value`: which rule the sweep varies (`requested` for the one asked for on the command line).
     pub family: String,
     pub selection: Selection,
     /// Means over every question.
@@ -44,8 +43,9 @@ pub struct SelectionRow {
 /// `selection.json` of `uae eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectionReport {
-    /// The model's calibration.json was fitted on this label folder.
-    pub calibrated_on: String,
+    /// The model's calibration.json was fitted on this label folder (none: the
+    /// model has no calibration, and only rules that read no value were run).
+    pub calibrated_on: Option<String>,
     /// How tokens are counted: whole passages in the bi-encoder's tokenizer.
     pub tokens: String,
     pub rows: Vec<SelectionRow>,
@@ -79,16 +79,16 @@ pub fn sweep(depth: usize) -> Vec<(&'static str, Selection)> {
         };
         out.push(("min_utility", s));
     }
-    for by_rank in [false, true] {
+    for order in [BudgetOrder::Rank, BudgetOrder::ValuePerToken] {
         for t in [64, 128, 256, 512, 1024] {
             let s = Selection {
                 max_context_tokens: Some(t),
-                budget_by_rank: by_rank,
+                budget_order: order,
                 ..top
             };
-            let family = match by_rank {
-                false => "max_context_tokens",
-                true => "max_context_tokens_by_rank",
+            let family = match order {
+                BudgetOrder::Rank => "max_context_tokens",
+                BudgetOrder::ValuePerToken => "max_context_tokens_by_value",
             };
             out.push((family, s));
         }
@@ -105,26 +105,20 @@ pub struct Valued<'a> {
 }
 
 impl<'a> Valued<'a> {
-    /// Values the top `depth` hits of every ranking with `calibrator`, applied to
-    /// `cosine(query index, hit)` (the model's cosine: a dense hit's score; a fused
-    /// hit's own cosine), and counts their tokens with `enc`'s tokenizer.
+    /// Values the top `depth` hits of every ranking with `value(query index, hit)`
+    /// (a calibration applied to the model's cosine for the hit) and counts their
+    /// tokens with `enc`'s tokenizer.
     pub fn new(
         coll: &'a Collection,
         rankings: &'a [Vec<Hit>],
-        cosine: impl Fn(usize, &Hit) -> f32,
-        calibrator: &Calibrator,
+        value: impl Fn(usize, &Hit) -> Value,
         enc: &Encoder,
         depth: usize,
     ) -> Result<Valued<'a>> {
         let values = rankings
             .iter()
             .enumerate()
-            .map(|(q, r)| {
-                r.iter()
-                    .take(depth)
-                    .map(|h| calibrator.predict(cosine(q, h)))
-                    .collect()
-            })
+            .map(|(q, r)| r.iter().take(depth).map(|h| value(q, h)).collect())
             .collect();
         let seen: Vec<usize> = rankings
             .iter()
@@ -217,18 +211,20 @@ pub fn write_report(
     valued: &Valued,
     depth: usize,
     requested: Option<Selection>,
-    calibrated_on: &str,
+    calibrated_on: Option<&str>,
     out: &Path,
 ) -> Result<SelectionReport> {
+    // Without a calibration, only the rules that read no value.
     let mut rows: Vec<SelectionRow> = sweep(depth)
         .into_iter()
+        .filter(|(_, s)| calibrated_on.is_some() || !s.uses_values())
         .map(|(family, s)| valued.row(family, s))
         .collect();
     if let Some(s) = requested {
         rows.push(valued.row("requested", s));
     }
     let report = SelectionReport {
-        calibrated_on: calibrated_on.to_string(),
+        calibrated_on: calibrated_on.map(str::to_string),
         tokens: "whole passages in the bi-encoder's tokenizer, no special tokens".into(),
         rows,
     };
@@ -244,15 +240,11 @@ fn curve_svg(rows: &[SelectionRow]) -> String {
         ("k", "top k", "#4c78a8"),
         ("min_p_helps", "min p(helps)", "#f58518"),
         ("min_utility", "min expected utility", "#54a24b"),
+        ("max_context_tokens", "token budget, rank order", "#9d755d"),
         (
-            "max_context_tokens",
-            "token budget, by value per token",
+            "max_context_tokens_by_value",
+            "token budget, value/token",
             "#b279a2",
-        ),
-        (
-            "max_context_tokens_by_rank",
-            "token budget, in rank order",
-            "#9d755d",
         ),
         ("requested", "requested", "#e45756"),
     ];

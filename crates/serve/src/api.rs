@@ -26,12 +26,17 @@ pub struct SearchRequest {
     /// With a calibrated model: keep only hits at least this likely to help (0-1).
     #[serde(default)]
     pub min_p_helps: Option<f64>,
-    /// With a calibrated model: the hits worth most expected utility per token that
-    /// fit this many tokens (whole passages in the served model's tokenizer, no
-    /// special tokens), taken greedily; kept hits stay in score order, and hits
-    /// expected to help by nothing are left out.
+    /// Keep the hits that fit this many tokens (whole passages in the served
+    /// model's tokenizer, no special tokens), taken in `budget_order`; kept hits stay
+    /// in score order.
     #[serde(default)]
     pub max_context_tokens: Option<usize>,
+    /// With `max_context_tokens`: `rank` (default: best ranked first, each that
+    /// still fits; no calibration needed) or `value_per_token` (a calibrated model:
+    /// most expected utility per token first, hits expected to help by nothing left
+    /// out). On QASPER test `rank` sent more of the evidence at every budget.
+    #[serde(default)]
+    pub budget_order: uae_eval::select::BudgetOrder,
 }
 
 /// Which ranking `/search` returns.

@@ -656,12 +656,14 @@ fn calibration_for<'a>(
     app: &'a App,
     req: &SearchRequest,
 ) -> std::result::Result<Option<&'a uae_eval::calibrate::Calibrator>, ApiError> {
-    let filtering =
-        req.min_utility.is_some() || req.min_p_helps.is_some() || req.max_context_tokens.is_some();
+    let filtering = req.min_utility.is_some()
+        || req.min_p_helps.is_some()
+        || (req.max_context_tokens.is_some()
+            && req.budget_order == uae_eval::select::BudgetOrder::ValuePerToken);
     match (&app.cfg.calibration, req.mode) {
         (Some(c), SearchMode::Dense | SearchMode::Hybrid) => Ok(Some(c)),
         (Some(_), _) if filtering => Err(ApiError::validation(
-            "`min_utility`, `min_p_helps` and `max_context_tokens` apply to dense and hybrid searches (the calibration maps the model's cosines; bm25 has none)",
+            "`min_utility`, `min_p_helps` and a `value_per_token` budget apply to dense and hybrid searches (the calibration maps the model's cosines; bm25 has none)",
         )),
         (None, _) if filtering => Err(ApiError::validation(
             "this model has no calibration.json: run `uae calibrate` to filter by expected utility",
@@ -690,12 +692,13 @@ fn value_hits(
         min_utility: req.min_utility,
         min_p_helps: req.min_p_helps,
         max_context_tokens: req.max_context_tokens,
-        budget_by_rank: false,
+        budget_order: req.budget_order,
     };
-    if !selection.uses_values() {
+    if !selection.filters() {
         return Ok(valued);
     }
-    // Filtering is refused without a calibration, so every hit has a value here.
+    // Rules that read values are refused without a calibration (calibration_for), so
+    // a hit without one meets only rules that do not read it.
     let values: Vec<uae_eval::select::Value> = valued
         .iter()
         .map(|(_, v)| v.unwrap_or((f64::NEG_INFINITY, 0.0)))
