@@ -8,8 +8,8 @@ OUT=${2:-runs/hybrid}
 U=${UAE:-./target/release/uae}
 SCIFACT=${SCIFACT:-../shared/data/scifact}
 for r in bm25 dense hybrid; do
-  $U eval --retriever "$r" --split test --limit "$N" --out "$OUT/qasper-test$N-$r"
-  $U eval --retriever "$r" --beir "$SCIFACT" --out "$OUT/scifact-$r"
+  $U eval --retriever "$r" --fusion rrf --split test --limit "$N" --out "$OUT/qasper-test$N-$r"
+  $U eval --retriever "$r" --fusion rrf --beir "$SCIFACT" --out "$OUT/scifact-$r"
 done
 for d in "qasper-test$N" scifact; do
   for pair in "bm25 hybrid" "dense hybrid" "bm25 dense"; do

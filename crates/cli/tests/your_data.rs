@@ -436,7 +436,7 @@ fn hybrid_eval_fuses_the_dense_and_bm25_runs() {
     };
     let dense = run("dense", &["--retriever", "dense"]);
     let bm25 = run("bm25", &["--retriever", "bm25"]);
-    let hybrid = run("hybrid", &["--retriever", "hybrid"]);
+    let hybrid = run("hybrid", &["--retriever", "hybrid", "--fusion", "rrf"]);
     let convex = run(
         "convex",
         &[

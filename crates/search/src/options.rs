@@ -28,15 +28,17 @@ pub struct EvalOptions {
     /// rankings fused, --fusion).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().retriever))]
     pub retriever: RetrieverKind,
-    /// --retriever hybrid: `rrf` (reciprocal rank fusion, --rrf-k; needs no tuning)
-    /// or `convex` (--dense-weight x dense + the rest x BM25, both scores min-max
-    /// normalised per query; choose the weight on dev).
+    /// --retriever hybrid: `convex` (--dense-weight x dense + the rest x BM25, both
+    /// scores min-max normalised per query; the default, weight 0.7, was chosen on
+    /// QASPER dev with MiniLM: choose yours on dev) or `rrf` (reciprocal rank
+    /// fusion, --rrf-k; needs no tuning).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().fusion))]
     pub fusion: FusionKind,
     /// Reciprocal rank fusion's constant (> 0): each ranking adds 1 / (k + rank).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().rrf_k, value_parser = flags::positive))]
     pub rrf_k: f32,
-    /// Convex fusion: the dense score's weight (0-1; 1 is dense alone).
+    /// Convex fusion: the dense score's weight (0-1; 1 is dense alone; 0.7 was best
+    /// of 0.1-0.9 on QASPER dev, `scripts/fusion_weight.sh`).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().dense_weight, value_parser = flags::unit_interval))]
     pub dense_weight: f32,
     /// Bi-encoder folder for --retriever dense or hybrid.
@@ -65,9 +67,9 @@ impl Default for EvalOptions {
         let bm25 = Bm25Params::default();
         EvalOptions {
             retriever: RetrieverKind::Dense,
-            fusion: FusionKind::Rrf,
+            fusion: FusionKind::Convex,
             rrf_k: 60.0,
-            dense_weight: 0.5,
+            dense_weight: 0.7,
             model: PathBuf::from(crate::DEFAULT_ENCODER),
             precision: Default::default(),
             k1: bm25.k1,

@@ -14,8 +14,9 @@ pub struct SearchRequest {
     #[serde(default)]
     pub scope: Option<String>,
     /// `dense` (default), `bm25`, or `hybrid`: both rankings (top 100 each, or `k`
-    /// if more) fused by reciprocal rank fusion (k = 60); a hit's `score` is then its
-    /// fused score.
+    /// if more) fused as `uae eval --retriever hybrid` does by default (0.7 x the
+    /// dense score + 0.3 x BM25's, each min-max normalised over its list); a hit's
+    /// `score` is then its fused score.
     #[serde(default)]
     pub mode: SearchMode,
     /// With a calibrated model (dense or hybrid mode; a hybrid hit is valued by the
