@@ -66,23 +66,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         );
     }
     if let Some(s) = &report.selection {
-        println!(
-            "\n{}: {:.2} passages, {:.0} tokens a question; evidence recall {:.4}, a question with evidence given nothing {:.1}%, one without evidence given nothing {:.1}% ({} and {} questions)",
-            s.selection.name(),
-            s.mean_passages,
-            s.mean_tokens,
-            s.evidence_recall,
-            100.0 * s.empty_with_evidence,
-            100.0 * s.empty_without_evidence,
-            s.with_evidence,
-            s.without_evidence
-        );
+        println!("\n{s}");
     }
     if let Some(c) = &report.calibration {
-        println!(
-            "\ncalibration (fitted on {}) on {}: {} pairs, ECE {:.4}, Brier {:.4}, log loss {:.4}, expected utility off by {:.3} nats on average",
-            c.calibrated_on, c.labels, c.pairs, c.ece, c.brier, c.log_loss, c.utility_mae
-        );
+        println!("\n{c}");
     }
     Ok(())
 }

@@ -156,6 +156,17 @@ pub struct CalibrationCheck {
     pub bins: Vec<uae_eval::calibrate::Bin>,
 }
 
+impl std::fmt::Display for CalibrationCheck {
+    /// One line: where it was fitted and checked, and how well it predicts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "calibration (fitted on {}) on {}: {} pairs, ECE {:.4}, Brier {:.4}, log loss {:.4}, expected utility off by {:.3} nats on average",
+            self.calibrated_on, self.labels, self.pairs, self.ece, self.brier, self.log_loss, self.utility_mae
+        )
+    }
+}
+
 impl CalibrationCheck {
     /// The reliability diagram, beside the report.
     pub const SVG: &'static str = "reliability.svg";

@@ -40,6 +40,24 @@ pub struct SelectionRow {
     pub tokens_without_evidence: f64,
 }
 
+impl std::fmt::Display for SelectionRow {
+    /// One line: the rule, what it sends, what it finds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {:.2} passages, {:.0} tokens a question; evidence recall {:.4}, a question with evidence given nothing {:.1}%, one without evidence given nothing {:.1}% ({} and {} questions)",
+            self.selection.name(),
+            self.mean_passages,
+            self.mean_tokens,
+            self.evidence_recall,
+            100.0 * self.empty_with_evidence,
+            100.0 * self.empty_without_evidence,
+            self.with_evidence,
+            self.without_evidence
+        )
+    }
+}
+
 /// `selection.json` of `uae eval`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectionReport {
