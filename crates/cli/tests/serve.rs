@@ -890,28 +890,29 @@ fn eval_selects_what_helps(
     std::fs::write(d.join("questions.jsonl"), qs).unwrap();
     let (c, q) = (d.join("corpus.jsonl"), d.join("questions.jsonl"));
     let out = d.join("eval");
-    let args = |model: &Path, out: &Path| -> Vec<String> {
-        [
-            "eval",
-            "--corpus",
-            c.to_str().unwrap(),
-            "--questions",
-            q.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    // `uae eval` on these files with `model` into `out`, then `extra`.
+    let args = |model: &Path, out: &Path, extra: &[&str]| -> Vec<String> {
+        let (c, q, m, o) = (c.to_str(), q.to_str(), model.to_str(), out.to_str());
+        let base = ["eval", "--corpus", c.unwrap(), "--questions", q.unwrap()];
+        let rest = ["--model", m.unwrap(), "--out", o.unwrap()];
+        base.iter()
+            .chain(&rest)
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
     };
-    let mut a = args(model, &out);
-    a.extend(["--min-p-helps", "0.5", "--labels", labels.to_str().unwrap()].map(String::from));
-    let printed = common::ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let report_of = |dir: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+    };
+    let base = common::root().join("models/all-MiniLM-L6-v2");
+    let a = args(
+        model,
+        &out,
+        &["--min-p-helps", "0.5", "--labels", labels.to_str().unwrap()],
+    );
+    let printed = common::ok(&strs(&a));
     assert!(printed.contains("ECE"), "{printed}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = report_of(&out);
     let sel = &report["selection"];
     assert_eq!(sel["family"], "requested", "{report}");
     assert_eq!(sel["selection"]["min_p_helps"], 0.5, "{report}");
@@ -945,8 +946,7 @@ fn eval_selects_what_helps(
     // --cache: the second run reads the passages' embeddings back, same ranking.
     let cache = d.join("cache");
     let ranked = |name: &str| {
-        let mut a = args(model, &d.join(name));
-        a.extend(["--cache", cache.to_str().unwrap()].map(String::from));
+        let a = args(model, &d.join(name), &["--cache", cache.to_str().unwrap()]);
         let done = uae().env("RUST_LOG", "info").args(&a).output().unwrap();
         assert!(done.status.success(), "{done:?}");
         let reused = String::from_utf8_lossy(&done.stderr).contains("passage embeddings from");
@@ -963,42 +963,30 @@ fn eval_selects_what_helps(
     assert_eq!(ranked("eval-cache-2"), (first, true));
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
     // Hybrid: each fused hit valued by the model's cosine for it, the same choice.
-    let mut a = args(model, &d.join("eval-hybrid"));
-    a.extend(["--retriever", "hybrid", "--min-p-helps", "0.5"].map(String::from));
-    common::ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("eval-hybrid/report.json")).unwrap())
-            .unwrap();
+    let hybrid = ["--retriever", "hybrid", "--min-p-helps", "0.5"];
+    common::ok(&strs(&args(model, &d.join("eval-hybrid"), &hybrid)));
+    let report = report_of(&d.join("eval-hybrid"));
     let sel = &report["selection"];
     assert_eq!(sel["evidence_recall"], 1.0, "{report}");
     assert_eq!(sel["empty_without_evidence"], 1.0, "{report}");
     // A token budget in rank order reads no value: the base model takes it.
-    let mut a = args(
-        &common::root().join("models/all-MiniLM-L6-v2"),
-        &d.join("eval-budget"),
-    );
-    a.extend(["--max-context-tokens", "12"].map(String::from));
-    common::ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("eval-budget/report.json")).unwrap())
-            .unwrap();
+    let budget = ["--max-context-tokens", "12"];
+    common::ok(&strs(&args(&base, &d.join("eval-budget"), &budget)));
+    let report = report_of(&d.join("eval-budget"));
     let sel = &report["selection"];
     assert_eq!(sel["mean_passages"], 1.0, "{report}");
     assert!(sel["mean_tokens"].as_f64().unwrap() <= 12.0, "{report}");
     // The base model has no calibration; BM25 has no cosines to calibrate.
-    let base = common::root().join("models/all-MiniLM-L6-v2");
-    let mut a = args(&base, &d.join("eval-base"));
-    a.extend(["--min-p-helps", "0.5"].map(String::from));
-    common::fails_with(
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        &["calibration.json", "uae calibrate"],
-    );
-    let mut a = args(model, &d.join("eval-bm25"));
-    a.extend(["--retriever", "bm25", "--max-context-tokens", "100"].map(String::from));
-    common::fails_with(
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        &["--retriever dense"],
-    );
+    let a = args(&base, &d.join("eval-base"), &["--min-p-helps", "0.5"]);
+    common::fails_with(&strs(&a), &["calibration.json", "uae calibrate"]);
+    let bm25 = ["--retriever", "bm25", "--max-context-tokens", "100"];
+    let a = args(model, &d.join("eval-bm25"), &bm25);
+    common::fails_with(&strs(&a), &["--retriever dense"]);
+}
+
+/// `&str`s of owned arguments, for `common::ok`.
+fn strs(a: &[String]) -> Vec<&str> {
+    a.iter().map(String::as_str).collect()
 }
 
 /// Links every file under `from` into `to` (same tree), so a test can add files

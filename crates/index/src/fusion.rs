@@ -25,9 +25,16 @@ pub enum Fusion {
     Convex { dense_weight: f32 },
 }
 
+/// The default convex fusion's dense weight (see the module's notes).
+pub const DEFAULT_DENSE_WEIGHT: f32 = 0.7;
+/// Reciprocal rank fusion's constant, as the paper and Elasticsearch use it.
+pub const DEFAULT_RRF_K: f32 = 60.0;
+
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion::Convex { dense_weight: 0.7 }
+        Fusion::Convex {
+            dense_weight: DEFAULT_DENSE_WEIGHT,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ mod fusion;
 
 pub use bm25::{tokenize, Bm25, Bm25Params, ScopedBm25};
 pub use dense::{dot, DenseIndex};
-pub use fusion::Fusion;
+pub use fusion::{Fusion, DEFAULT_DENSE_WEIGHT, DEFAULT_RRF_K};
 
 use std::collections::HashMap;
 use uae_core::{Passage, Query};

@@ -6,6 +6,7 @@ use std::path::Path;
 use uae_artifacts::calibration::CalibrationFile;
 use uae_artifacts::labels::LabeledGroup;
 use uae_core::Progress;
+use uae_encoder::Encoder;
 use uae_eval::calibrate::{brier, ece, Calibrator, HELPS_NATS};
 
 /// Why a calibration cannot be fitted.
@@ -18,15 +19,13 @@ pub struct TooFewPairs {
     pub pairs: usize,
 }
 
-/// The (cosine, utility) pairs of every labelled candidate under the model in
-/// `model_dir`. Questions and candidates are embedded together, in length-sorted
-/// batches.
+/// The (cosine, utility) pairs of every labelled candidate under `enc`. Questions
+/// and candidates are embedded together, in length-sorted batches.
 pub fn score_pairs(
-    model_dir: &Path,
+    enc: &Encoder,
     groups: &[LabeledGroup],
     progress: &dyn Progress,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let enc = load_encoder(model_dir, false)?;
     let groups: Vec<&LabeledGroup> = groups.iter().filter(|g| !g.candidates.is_empty()).collect();
     let mut texts: Vec<&str> = Vec::new();
     for g in &groups {
@@ -34,7 +33,7 @@ pub fn score_pairs(
         texts.extend(g.candidates.iter().map(|c| c.text.as_str()));
     }
     let mut v = crate::embed_texts(
-        &enc,
+        enc,
         &texts,
         uae_encoder::BatchOptions::default(),
         "scoring labelled candidates",
@@ -69,7 +68,8 @@ pub fn calibrate(
     out: &Path,
     progress: &dyn Progress,
 ) -> std::result::Result<CalibrationFile, CalibrateError> {
-    let (scores, utilities) = score_pairs(model_dir, groups, progress)?;
+    let enc = load_encoder(model_dir, false)?;
+    let (scores, utilities) = score_pairs(&enc, groups, progress)?;
     let fitted = Calibrator::fit(&scores, &utilities).ok_or_else(|| TooFewPairs {
         labels: labels.display().to_string(),
         pairs: scores.len(),
@@ -172,17 +172,18 @@ impl CalibrationCheck {
     pub const SVG: &'static str = "reliability.svg";
 }
 
-/// Checks `file` (the calibration of `model_dir`) on the held-out label folder
-/// `labels` (its groups `groups`) and writes the reliability diagram into `out`.
+/// Checks `file` (the calibration of the model `enc` holds) on the held-out label
+/// folder `labels` (its groups `groups`) and writes the reliability diagram into
+/// `out`.
 pub fn check(
-    model_dir: &Path,
+    enc: &Encoder,
     file: &CalibrationFile,
     labels: &Path,
     groups: &[LabeledGroup],
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<CalibrationCheck> {
-    let (scores, utilities) = score_pairs(model_dir, groups, progress)?;
+    let (scores, utilities) = score_pairs(enc, groups, progress)?;
     let (mut probs, mut helps, mut abs_err) = (Vec::new(), Vec::new(), 0.0);
     for (&s, &u) in scores.iter().zip(&utilities) {
         if !(s.is_finite() && u.is_finite()) {

@@ -3,7 +3,7 @@
 
 use crate::{bm25_rankings, dense_rankings, load_encoder, Error, Result, Timings};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use uae_artifacts::calibration::CalibrationFile;
 use uae_artifacts::labels::LabeledGroup;
@@ -247,43 +247,25 @@ pub fn evaluate(
         }
         None => None,
     };
-    let mut selection = None;
-    let mut check = None;
-    // Selection: with a calibrated model, the whole sweep; without one, fixed k and
-    // token budgets in rank order (no rule there reads a value).
-    let wanted = extras.selection.is_some_and(|s| s.filters());
-    if let (Some(enc), true) = (&enc, calibration.is_some() || wanted) {
-        let depth = extras.selection.map_or(crate::select::DEPTH, |s| s.k);
-        // A fused hit is valued by the model's cosine for it (from the dense
-        // ranking; past its depth, as the ranking's last).
-        let cosines: Option<Vec<HashMap<usize, f32>>> = dense.as_ref().map(|d| {
-            d.iter()
-                .map(|r| r.iter().map(|h| (h.passage, h.score)).collect())
-                .collect()
-        });
-        let cosine = |q: usize, h: &uae_core::Hit| match (&cosines, &dense) {
-            (Some(c), Some(d)) => c[q]
-                .get(&h.passage)
-                .copied()
-                .unwrap_or_else(|| d[q].last().map_or(f32::NEG_INFINITY, |last| last.score)),
-            _ => h.score,
-        };
-        let file = calibration.as_ref().map(|(_, f)| f);
-        let value = |q: usize, h: &uae_core::Hit| match file {
-            Some(f) => f.calibrator.predict(cosine(q, h)),
-            None => (0.0, 0.0),
-        };
-        let valued = crate::select::Valued::new(coll, &rankings, value, enc, depth)?;
-        let requested = extras.selection.filter(Selection::filters);
-        let calibrated_on = file.map(|f| f.labels.as_str());
-        let report = crate::select::write_report(&valued, depth, requested, calibrated_on, out)?;
-        selection = report.rows.into_iter().find(|r| r.family == "requested");
-    }
-    if let (Some((model, file)), Some((labels, groups))) = (&calibration, extras.labels) {
-        check = Some(crate::calibrate::check(
-            model, file, labels, groups, out, progress,
-        )?);
-    }
+    let file = calibration.as_ref();
+    let selection = match &enc {
+        Some(enc) => crate::select::measure(
+            coll,
+            &rankings,
+            dense.as_deref(),
+            enc,
+            file,
+            extras.selection,
+            out,
+        )?,
+        None => None,
+    };
+    let check = match (enc.as_ref().zip(file), extras.labels) {
+        (Some((enc, file)), Some((labels, groups))) => Some(crate::calibrate::check(
+            enc, file, labels, groups, out, progress,
+        )?),
+        _ => None,
+    };
     let evaluable = coll.evaluable().count();
     timings.per_query_ms =
         1000.0 * (timings.encode_queries_s + timings.search_s) / coll.queries.len().max(1) as f64;
@@ -315,10 +297,7 @@ pub fn evaluate(
 /// The model's calibration, when the retriever has a model (dense or hybrid) and
 /// the model has one; asking for selection rules or a calibration check without one is refused
 /// before any work.
-fn calibration_for(
-    retriever: &Retriever,
-    extras: &Extras,
-) -> Result<Option<(PathBuf, CalibrationFile)>> {
+fn calibration_for(retriever: &Retriever, extras: &Extras) -> Result<Option<CalibrationFile>> {
     let wants = extras.selection.is_some_and(|s| s.uses_values()) || extras.labels.is_some();
     let refuse = |why: String| Err(Error::Options(why));
     let (Retriever::Dense(DenseModel { model, .. })
@@ -336,7 +315,7 @@ fn calibration_for(
         };
     };
     match CalibrationFile::read(model)? {
-        Some(file) => Ok(Some((model.clone(), file))),
+        Some(file) => Ok(Some(file)),
         None if wants => refuse(format!(
             "{}: no {} (run `uae calibrate --model {0} --labels DEV_LABELS`) for --min-utility, --min-p-helps, --max-context-tokens or --labels",
             model.display(),

@@ -67,9 +67,12 @@ impl Default for EvalOptions {
         let bm25 = Bm25Params::default();
         EvalOptions {
             retriever: RetrieverKind::Dense,
-            fusion: FusionKind::Convex,
-            rrf_k: 60.0,
-            dense_weight: 0.7,
+            fusion: match Fusion::default() {
+                Fusion::Convex { .. } => FusionKind::Convex,
+                Fusion::Rrf { .. } => FusionKind::Rrf,
+            },
+            rrf_k: uae_index::DEFAULT_RRF_K,
+            dense_weight: uae_index::DEFAULT_DENSE_WEIGHT,
             model: PathBuf::from(crate::DEFAULT_ENCODER),
             precision: Default::default(),
             k1: bm25.k1,

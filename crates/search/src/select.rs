@@ -8,12 +8,13 @@ use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use uae_artifacts::calibration::CalibrationFile;
 use uae_core::Hit;
 use uae_data::Collection;
 use uae_encoder::Encoder;
 use uae_eval::select::{BudgetOrder, Selection, Value};
 
-/// How many top hits the rules look at unless told: `/search`'s default `k`.
+/// How many top hits the rules look at unless told; also `/search`'s default `k`.
 pub const DEPTH: usize = 10;
 
 /// One selection rule over every question of a collection.
@@ -221,6 +222,50 @@ impl<'a> Valued<'a> {
             tokens_without_evidence: share(tokens_without, without),
         }
     }
+}
+
+/// What `uae eval` measures of selection over `rankings` (ranked with `enc`; a
+/// hybrid's `dense` rankings give each fused hit its cosine): with a calibration
+/// `file`, the whole sweep; without one, only rules that read no value, and only
+/// when `requested` asks for a rule. Writes selection.json/.svg; returns the
+/// requested rule's row.
+pub fn measure(
+    coll: &Collection,
+    rankings: &[Vec<Hit>],
+    dense: Option<&[Vec<Hit>]>,
+    enc: &Encoder,
+    file: Option<&CalibrationFile>,
+    requested: Option<Selection>,
+    out: &Path,
+) -> Result<Option<SelectionRow>> {
+    // `--k` alone sets the depth of the sweep; a rule beyond it is reported too.
+    let depth = requested.map_or(DEPTH, |s| s.k);
+    let requested = requested.filter(Selection::filters);
+    if file.is_none() && requested.is_none() {
+        return Ok(None);
+    }
+    // A fused hit is valued by the model's cosine for it (from the dense ranking;
+    // past its depth, as the ranking's last).
+    let cosines: Option<Vec<HashMap<usize, f32>>> = dense.map(|d| {
+        d.iter()
+            .map(|r| r.iter().map(|h| (h.passage, h.score)).collect())
+            .collect()
+    });
+    let cosine = |q: usize, h: &Hit| match (&cosines, dense) {
+        (Some(c), Some(d)) => c[q]
+            .get(&h.passage)
+            .copied()
+            .unwrap_or_else(|| d[q].last().map_or(f32::NEG_INFINITY, |last| last.score)),
+        _ => h.score,
+    };
+    let value = |q: usize, h: &Hit| match file {
+        Some(f) => f.calibrator.predict(cosine(q, h)),
+        None => (0.0, 0.0),
+    };
+    let valued = Valued::new(coll, rankings, value, enc, depth)?;
+    let calibrated_on = file.map(|f| f.labels.as_str());
+    let report = write_report(&valued, depth, requested, calibrated_on, out)?;
+    Ok(report.rows.into_iter().find(|r| r.family == "requested"))
 }
 
 /// Runs the sweep (and `requested`, when given) and writes `selection.json` and

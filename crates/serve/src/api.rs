@@ -51,7 +51,7 @@ pub enum SearchMode {
 }
 
 fn default_k() -> usize {
-    10
+    uae_search::select::DEPTH
 }
 
 /// One search result.
