@@ -17,12 +17,26 @@ use uae_eval::select::{BudgetOrder, Selection, Value};
 /// How many top hits the rules look at unless told; also `/search`'s default `k`.
 pub const DEPTH: usize = 10;
 
+/// Which rule a row of the sweep varies (`Requested`: the one asked for on the
+/// command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    K,
+    MinPHelps,
+    MinUtility,
+    /// A token budget filled in rank order.
+    MaxContextTokens,
+    /// A token budget filled by expected utility per token.
+    MaxContextTokensByValue,
+    Requested,
+}
+
 /// One selection rule over every question of a collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectionRow {
-    /// `k`, `min_p_helps`, `min_utility`, `max_context_tokens` (rank order) or
-    /// `max_context_tokens_by_value`: which rule the sweep varies (`requested` for the one asked for on the command line).
-    pub family: String,
+    /// Which rule the sweep varies.
+    pub family: Family,
     pub selection: Selection,
     /// Means over every question.
     pub mean_passages: f64,
@@ -77,11 +91,11 @@ impl SelectionReport {
 
 /// The rules the sweep tries, each family from small to large contexts, all over
 /// the top `depth` hits.
-pub fn sweep(depth: usize) -> Vec<(&'static str, Selection)> {
-    let mut out: Vec<(&str, Selection)> = [1, 2, 3, 5, 10]
+pub fn sweep(depth: usize) -> Vec<(Family, Selection)> {
+    let mut out: Vec<(Family, Selection)> = [1, 2, 3, 5, 10]
         .into_iter()
         .filter(|&k| k <= depth)
-        .map(|k| ("k", Selection::top(k)))
+        .map(|k| (Family::K, Selection::top(k)))
         .collect();
     let top = Selection::top(depth);
     for p in [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2] {
@@ -89,14 +103,14 @@ pub fn sweep(depth: usize) -> Vec<(&'static str, Selection)> {
             min_p_helps: Some(p),
             ..top
         };
-        out.push(("min_p_helps", s));
+        out.push((Family::MinPHelps, s));
     }
     for u in [3.0, 2.0, 1.5, 1.0, 0.5, 0.25] {
         let s = Selection {
             min_utility: Some(u),
             ..top
         };
-        out.push(("min_utility", s));
+        out.push((Family::MinUtility, s));
     }
     for order in [BudgetOrder::Rank, BudgetOrder::ValuePerToken] {
         for t in [64, 128, 256, 512, 1024] {
@@ -106,8 +120,8 @@ pub fn sweep(depth: usize) -> Vec<(&'static str, Selection)> {
                 ..top
             };
             let family = match order {
-                BudgetOrder::Rank => "max_context_tokens",
-                BudgetOrder::ValuePerToken => "max_context_tokens_by_value",
+                BudgetOrder::Rank => Family::MaxContextTokens,
+                BudgetOrder::ValuePerToken => Family::MaxContextTokensByValue,
             };
             out.push((family, s));
         }
@@ -162,7 +176,7 @@ impl<'a> Valued<'a> {
     }
 
     /// What `selection` hands the LLM over the whole collection.
-    pub fn row(&self, family: &str, selection: Selection) -> SelectionRow {
+    pub fn row(&self, family: Family, selection: Selection) -> SelectionRow {
         let ids: HashMap<&str, usize> = self
             .coll
             .passages
@@ -209,7 +223,7 @@ impl<'a> Valued<'a> {
         let share = |a: usize, n: usize| if n == 0 { 0.0 } else { a as f64 / n as f64 };
         let all = self.coll.queries.len();
         SelectionRow {
-            family: family.to_string(),
+            family,
             selection,
             mean_passages: share(passages, all),
             mean_tokens: share(tokens, all),
@@ -265,7 +279,10 @@ pub fn measure(
     let valued = Valued::new(coll, rankings, value, enc, depth)?;
     let calibrated_on = file.map(|f| f.labels.as_str());
     let report = write_report(&valued, depth, requested, calibrated_on, out)?;
-    Ok(report.rows.into_iter().find(|r| r.family == "requested"))
+    Ok(report
+        .rows
+        .into_iter()
+        .find(|r| r.family == Family::Requested))
 }
 
 /// Runs the sweep (and `requested`, when given) and writes `selection.json` and
@@ -284,7 +301,7 @@ pub fn write_report(
         .map(|(family, s)| valued.row(family, s))
         .collect();
     if let Some(s) = requested {
-        rows.push(valued.row("requested", s));
+        rows.push(valued.row(Family::Requested, s));
     }
     let report = SelectionReport {
         calibrated_on: calibrated_on.map(str::to_string),
@@ -300,16 +317,20 @@ pub fn write_report(
 /// Evidence recall against mean context tokens, one curve per rule family.
 fn curve_svg(rows: &[SelectionRow]) -> String {
     let families = [
-        ("k", "top k", "#4c78a8"),
-        ("min_p_helps", "min p(helps)", "#f58518"),
-        ("min_utility", "min expected utility", "#54a24b"),
-        ("max_context_tokens", "token budget, rank order", "#9d755d"),
+        (Family::K, "top k", "#4c78a8"),
+        (Family::MinPHelps, "min p(helps)", "#f58518"),
+        (Family::MinUtility, "min expected utility", "#54a24b"),
         (
-            "max_context_tokens_by_value",
+            Family::MaxContextTokens,
+            "token budget, rank order",
+            "#9d755d",
+        ),
+        (
+            Family::MaxContextTokensByValue,
             "token budget, value/token",
             "#b279a2",
         ),
-        ("requested", "requested", "#e45756"),
+        (Family::Requested, "requested", "#e45756"),
     ];
     let series: Vec<uae_plot::Series<Vec<(f64, f64)>>> = families
         .iter()
@@ -377,7 +398,7 @@ mod tests {
             ],
             tokens: HashMap::from([(0, 100), (1, 50), (2, 30)]),
         };
-        let r = valued.row("k", Selection::top(1));
+        let r = valued.row(Family::K, Selection::top(1));
         assert_eq!((r.with_evidence, r.without_evidence), (1, 1));
         assert_eq!(r.evidence_recall, 0.5);
         assert_eq!(r.evidence_hit, 1.0);
@@ -387,7 +408,7 @@ mod tests {
             min_p_helps: Some(0.5),
             ..Selection::top(10)
         };
-        let r = valued.row("min_p_helps", s);
+        let r = valued.row(Family::MinPHelps, s);
         assert_eq!(r.evidence_recall, 1.0);
         assert_eq!(r.mean_passages, 1.0);
         assert_eq!(r.empty_without_evidence, 1.0);
@@ -398,6 +419,8 @@ mod tests {
     #[test]
     fn the_sweep_stays_within_the_depth() {
         assert!(sweep(3).iter().all(|(_, s)| s.k <= 3));
-        assert!(sweep(10).iter().any(|(f, _)| *f == "max_context_tokens"));
+        assert!(sweep(10)
+            .iter()
+            .any(|(f, _)| *f == Family::MaxContextTokens));
     }
 }
