@@ -362,6 +362,39 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Keeps the first `len` tokens (nothing when `len` is not shorter). Exact: under
+    /// causal attention a token's keys and values do not depend on later tokens.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for rows in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let width = rows.len() / self.len;
+            rows.truncate(len * width);
+        }
+        self.len = len;
+    }
+}
+
+/// Prompts that share fewer leading tokens than this are prefilled apart by
+/// [`CausalLm::generate_shared`] (a chat template's header alone is no reason to
+/// clone a cache).
+pub const MIN_SHARED_TOKENS: usize = 16;
+
+/// Generation needs at least one prompt token to predict from.
+fn no_empty(prompts: &[&[u32]]) -> Result<()> {
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Input {
+            message: "empty prompt".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The number of leading tokens `a` and `b` share.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// A causal LM ready to score and generate.
@@ -963,14 +996,88 @@ impl CausalLm {
     /// once per step for the whole batch). Each output equals [`CausalLm::generate`]
     /// on its prompt alone, up to float summation order.
     pub fn generate_batch(&self, prompts: &[&[u32]], max_new: usize) -> Result<Vec<Vec<u32>>> {
-        if prompts.iter().any(|p| p.is_empty()) {
-            return Err(Error::Input {
-                message: "empty prompt".into(),
-            });
+        no_empty(prompts)?;
+        let (caches, rows) = self.prefill(prompts)?;
+        self.decode_greedy(caches, rows, max_new)
+    }
+
+    /// [`CausalLm::generate_batch`] for prompts that share leading tokens (the same
+    /// passages first, a different number after them, or a different question):
+    /// prompts are grouped by shared prefix (at least [`MIN_SHARED_TOKENS`]), the
+    /// longest of each group is prefilled once, and every other member starts from
+    /// a copy of its cache cut to the tokens they share, running only the rest.
+    /// Each output equals [`CausalLm::generate`] on its prompt alone, up to float
+    /// summation order.
+    pub fn generate_shared(&self, prompts: &[&[u32]], max_new: usize) -> Result<Vec<Vec<u32>>> {
+        no_empty(prompts)?;
+        // Groups of neighbours in token order; the root is a group's longest prompt.
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by(|&a, &b| prompts[a].cmp(prompts[b]));
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for &i in &order {
+            match groups.last_mut() {
+                Some(g)
+                    if common_prefix(prompts[g[g.len() - 1]], prompts[i]) >= MIN_SHARED_TOKENS =>
+                {
+                    g.push(i)
+                }
+                _ => groups.push(vec![i]),
+            }
         }
-        let (mut caches, mut rows) = self.prefill(prompts)?;
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
-        let mut active: Vec<usize> = (0..prompts.len()).collect();
+        let roots: Vec<usize> = groups
+            .iter()
+            .map(|g| {
+                *g.iter()
+                    .max_by_key(|&&i| (prompts[i].len(), std::cmp::Reverse(i)))
+                    .expect("groups are not empty; this is a bug")
+            })
+            .collect();
+        let root_tokens: Vec<&[u32]> = roots.iter().map(|&r| prompts[r]).collect();
+        let (root_caches, root_rows) = self.prefill(&root_tokens)?;
+        let h = self.config.hidden;
+        let mut caches: Vec<KvCache> = vec![KvCache::default(); prompts.len()];
+        let mut rows = vec![0f32; prompts.len() * h];
+        // Members: a copy of the root's cache cut to what they share (at least one
+        // token of their own is left to run, for the row that predicts the next).
+        let (mut members, mut member_caches, mut suffixes) = (Vec::new(), Vec::new(), Vec::new());
+        for (gi, g) in groups.iter().enumerate() {
+            let root = roots[gi];
+            for &i in g {
+                if prompts[i] == prompts[root] {
+                    caches[i] = root_caches[gi].clone();
+                    rows[i * h..(i + 1) * h].copy_from_slice(&root_rows[gi * h..(gi + 1) * h]);
+                    continue;
+                }
+                let shared = common_prefix(prompts[i], prompts[root]).min(prompts[i].len() - 1);
+                let mut c = root_caches[gi].clone();
+                c.truncate(shared);
+                members.push(i);
+                member_caches.push(c);
+                suffixes.push(&prompts[i][shared..]);
+            }
+        }
+        if !members.is_empty() {
+            let hidden = self.forward(&mut member_caches, &suffixes)?;
+            let mut end = 0;
+            for ((&i, c), s) in members.iter().zip(member_caches).zip(&suffixes) {
+                end += s.len();
+                rows[i * h..(i + 1) * h].copy_from_slice(&hidden[(end - 1) * h..end * h]);
+                caches[i] = c;
+            }
+        }
+        self.decode_greedy(caches, rows, max_new)
+    }
+
+    /// Greedy decoding from prefilled sequences: `rows[i]` (`[sequences, hidden]`)
+    /// predicts sequence `i`'s next token after `caches[i]`.
+    fn decode_greedy(
+        &self,
+        mut caches: Vec<KvCache>,
+        mut rows: Vec<f32>,
+        max_new: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); caches.len()];
+        let mut active: Vec<usize> = (0..caches.len()).collect();
         for _ in 0..max_new {
             if active.is_empty() {
                 break;
@@ -1006,11 +1113,7 @@ impl CausalLm {
 
     /// Greedy decoding with the KV cache: up to `max_new` tokens, stopping at EOS.
     pub fn generate(&self, prompt: &[u32], max_new: usize) -> Result<Vec<u32>> {
-        if prompt.is_empty() {
-            return Err(Error::Input {
-                message: "empty prompt".into(),
-            });
-        }
+        no_empty(&[prompt])?;
         let mut cache = self.new_cache();
         let h = self.config.hidden;
         let mut hidden = self.forward(std::slice::from_mut(&mut cache), &[prompt])?;

@@ -220,6 +220,33 @@ fn batched_generation_equals_single() {
     assert!(lm().generate_batch(&[&[]], 4).is_err());
 }
 
+/// Prompts that share their passages but not how many (RAG at k = 1, 2, 3 of one
+/// ranking), a duplicate, a prompt that is a prefix of another, and one that shares
+/// nothing: prefilling each group's longest once and the rest from a cut copy of
+/// its cache decodes what each prompt alone decodes.
+#[test]
+fn shared_prefix_generation_equals_single() {
+    let head = "<|im_start|>user\nContext: BERT is a language model trained by Google on books and Wikipedia. It reads its input in both directions at once.";
+    let more = "\n\nIt has twelve layers in its base size and twenty-four in its large size.";
+    let tail =
+        "\n\nQuestion: Who trained BERT? Answer in a few words.<|im_end|>\n<|im_start|>assistant\n";
+    let prompts = [
+        format!("{head}{tail}"),
+        format!("{head}{more}{tail}"),
+        format!("{head}{more}{more}{tail}"),
+        format!("{head}{tail}"),
+        head.to_string(),
+        "Once upon a time".to_string(),
+    ];
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| lm().encode(p).unwrap()).collect();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let shared = lm().generate_shared(&refs, 10).unwrap();
+    for (i, p) in refs.iter().enumerate() {
+        assert_eq!(shared[i], lm().generate(p, 10).unwrap(), "prompt {i}");
+    }
+    assert!(lm().generate_shared(&[&[]], 4).is_err());
+}
+
 #[test]
 fn bad_inputs_are_errors() {
     assert!(lm()
