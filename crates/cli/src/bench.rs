@@ -1,7 +1,7 @@
 //! `uae bench`: flags for the `uae-bench` library; each bench prints JSON (the QASPER
 //! table prints markdown) on stdout.
 
-use crate::common::{count, count_in, Bars, DataDir, LmArgs};
+use crate::common::{count, Bars, DataDir, LmArgs};
 use anyhow::Result;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -98,21 +98,15 @@ pub struct QasperArgs {
     /// Leave out answer generation (no Token F1).
     #[arg(long)]
     no_answers: bool,
-    /// Answer prompt with {context} and {question} placeholders; a typed `\n` is a
-    /// newline.
-    #[arg(long, default_value = uae_rag::DEFAULT_ANSWER_TEMPLATE)]
-    answer_template: String,
-    /// Each passage is cut to this many LLM tokens in prompts (>= 1).
-    #[arg(long, default_value_t = 256, value_parser = count())]
-    passage_tokens: usize,
-    /// Longest generated answer, in tokens (1-4096).
-    #[arg(long, default_value_t = 32, value_parser = count_in(1, 4096))]
-    max_new_tokens: usize,
-    /// Prompts decoded together (>= 1). Decoding reads every weight once per step for
-    /// the whole batch, so larger batches are nearly free per step (bf16, batch 32:
-    /// 52 ms a step vs 35 ms at 8). Answers do not depend on it (rows are independent).
-    #[arg(long, default_value_t = 32, value_parser = count())]
-    answer_batch: usize,
+    /// Also answer under adaptive selection: for each dense row whose model folder
+    /// holds calibration.json (`uae calibrate`), Token F1 and context tokens under
+    /// fixed k = 1, 2, 3, 5 and the p(helps), expected-utility and token-budget rules
+    /// over the top 5, each compared with fixed k by a paired bootstrap. Writes
+    /// selection-f1.json, .md and .svg.
+    #[arg(long)]
+    selection: bool,
+    #[command(flatten)]
+    rag: RagConfig,
     #[arg(long, default_value = "test")]
     split: Split,
     #[command(flatten)]
@@ -153,12 +147,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 rerank_depth: a.rerank_depth,
                 rerank: !a.no_rerank,
                 answers: !a.no_answers,
-                rag: RagConfig {
-                    answer_template: a.answer_template.replace("\\n", "\n"),
-                    passage_tokens: a.passage_tokens,
-                    max_new_tokens: a.max_new_tokens,
-                    max_batch: a.answer_batch,
-                },
+                selection: a.selection,
+                rag: a.rag,
             };
             let report = uae_bench::qasper::run(&b, &qasper, &Bars::default())?;
             println!("{}", report.markdown);
@@ -221,7 +211,7 @@ mod tests {
                 BenchCmd::Label(a) => d(&a.bench),
                 BenchCmd::Serve(a) => d(&a.bench),
                 BenchCmd::Mine(a) => d(&a.bench),
-                BenchCmd::Qasper(_) => String::new(),
+                BenchCmd::Qasper(a) => d(&a.rag),
             };
             assert_eq!(got, want);
         };
@@ -246,5 +236,9 @@ mod tests {
             d(&uae_bench::serve::ServeBench::default()),
         );
         same(bench(&["mine"]), d(&uae_bench::mine::MineBench::default()));
+        same(
+            bench(&["qasper", "--out", "o"]),
+            d(&uae_rag::RagConfig::default()),
+        );
     }
 }
