@@ -4,6 +4,7 @@
 
 pub mod mine;
 pub mod qasper;
+pub mod selection;
 pub mod serve;
 pub mod speed;
 

@@ -49,6 +49,9 @@ pub struct QasperBench {
     pub rerank_depth: usize,
     pub rerank: bool,
     pub answers: bool,
+    /// Token F1 under adaptive selection for every calibrated dense row
+    /// ([`crate::selection`]).
+    pub selection: bool,
     pub rag: RagConfig,
 }
 
@@ -333,13 +336,18 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
     let (sys, base_searcher) =
         dense_system("minilm", (&base, &b.base), &coll, &cache, &timing, progress)?;
     systems.push(sys);
+    // Dense rows in f32 and their folders (the selection rows read calibrations).
+    let mut dense_dirs = vec![(systems.len() - 1, b.base.clone())];
     for (name, dir, bf16) in tuned_models(b) {
         let enc = load_encoder(&dir, bf16)?;
         let (sys, _) = dense_system(&name, (&enc, &dir), &coll, &cache, &timing, progress)?;
         systems.push(sys);
+        if !bf16 {
+            dense_dirs.push((systems.len() - 1, dir));
+        }
     }
 
-    let lm: Option<CausalLm> = if b.rerank || b.answers {
+    let lm: Option<CausalLm> = if b.rerank || b.answers || b.selection {
         Some(b.lm.load(b.lm_bf16)?)
     } else {
         None
@@ -364,13 +372,40 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
             )?);
         }
     }
-    let (f1, brackets) = match (&rag, b.answers) {
-        (Some(rag), true) => {
-            let mut store: Store<AnswerRecord> = Store::open(&cache.join("answers.jsonl"))?;
-            answer_f1(rag, qasper, &coll, &systems, &mut store, &b.out, progress)?
+    // One answer store for the top-k rows and the selection rows (they share prompts).
+    let mut answers: Option<Store<AnswerRecord>> = match rag {
+        Some(_) if b.answers || b.selection => Some(Store::open(&cache.join("answers.jsonl"))?),
+        _ => None,
+    };
+    let (f1, brackets) = match (&rag, &mut answers, b.answers) {
+        (Some(rag), Some(store), true) => {
+            answer_f1(rag, qasper, &coll, &systems, store, &b.out, progress)?
         }
         _ => (vec![(None, None); systems.len()], Vec::new()),
     };
+    if let (Some(rag), Some(store), true) = (&rag, &mut answers, b.selection) {
+        let dense: Vec<(&str, &Path, &[Vec<Hit>])> = dense_dirs
+            .iter()
+            .map(|(i, dir)| {
+                let s = &systems[*i];
+                (s.name.as_str(), dir.as_path(), s.rankings.as_slice())
+            })
+            .collect();
+        let calibrated = crate::selection::calibrated(&dense)?;
+        if calibrated.is_empty() {
+            tracing::warn!("--selection: no dense row has a calibration; nothing measured");
+        } else {
+            let refs = references(&questions_of(qasper, &coll));
+            let run = crate::selection::SelectionRun {
+                rag,
+                coll: &coll,
+                refs: &refs,
+                enc: &base,
+                out: &b.out,
+            };
+            crate::selection::measure(&run, &calibrated, store, progress)?;
+        }
+    }
     let rows = rows(&coll, &systems, &f1, brackets);
     let comparisons = headline_comparisons(&rows);
     let mut report = QasperReport {
@@ -495,15 +530,8 @@ fn answer_f1(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<AnswerF1> {
-    // Reference answers for Token F1: every annotation, "Unanswerable" included.
-    let by_id: HashMap<&str, &uae_data::Question> = qasper
-        .questions
-        .iter()
-        .map(|q| (q.id.as_str(), q))
-        .collect();
-    let questions: Vec<&uae_data::Question> =
-        coll.queries.iter().map(|q| by_id[q.id.as_str()]).collect();
-    let refs: Vec<Vec<String>> = questions.iter().map(|q| q.f1_references()).collect();
+    let questions = questions_of(qasper, coll);
+    let refs = references(&questions);
     let mut prompts = Vec::new();
     for s in systems {
         for k in [1, 3] {
@@ -553,6 +581,22 @@ fn answer_f1(
         .collect();
     write_answers(out, systems, coll, &all)?;
     Ok((f1, brackets))
+}
+
+/// The QASPER question of each query of `coll` (built from `qasper`).
+fn questions_of<'q>(qasper: &'q Qasper, coll: &Collection) -> Vec<&'q uae_data::Question> {
+    let by_id: HashMap<&str, &uae_data::Question> = qasper
+        .questions
+        .iter()
+        .map(|q| (q.id.as_str(), q))
+        .collect();
+    coll.queries.iter().map(|q| by_id[q.id.as_str()]).collect()
+}
+
+/// Each question's reference answers for Token F1: every annotation,
+/// "Unanswerable" included.
+fn references(questions: &[&uae_data::Question]) -> Vec<Vec<String>> {
+    questions.iter().map(|q| q.f1_references()).collect()
 }
 
 /// Token F1 of a system's answers from its top 1 and top 3 (`None`: not measured).

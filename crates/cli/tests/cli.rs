@@ -543,6 +543,91 @@ fn bench_reuses_and_validates_its_embedding_cache() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// `bench qasper --selection` on a calibrated base model (a folder of links to its
+/// files plus a calibration.json whose p(helps) rises steeply with the cosine):
+/// every rule of the sweep is answered, fixed k sends k passages, each value rule
+/// carries its paired comparisons with fixed k, and a second run reads every answer
+/// back from the cache and writes the same report.
+#[test]
+fn bench_answers_under_each_selection_rule() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let base = root().join("models/all-MiniLM-L6-v2");
+    for e in std::fs::read_dir(&base).unwrap() {
+        let e = e.unwrap();
+        std::os::unix::fs::symlink(e.path(), model.join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        model.join("calibration.json"),
+        r#"{"version": 1, "score": "cosine", "labels": "synthetic", "questions": 1, "helps_nats": 1.0,
+            "calibrator": {"expected_utility": {"x": [0.0, 1.0], "y": [0.0, 3.0]},
+                           "p_helps": {"kind": "logistic", "a": 10.0, "b": -4.0},
+                           "held_out_log_loss": [0.5, 0.5], "pairs": 2},
+            "ece": 0.0, "brier": 0.0, "bins": []}"#,
+    )
+    .unwrap();
+    let out = d.path().join("bench");
+    let run = || {
+        let o = uae()
+            .args([
+                "bench",
+                "qasper",
+                "--no-answers",
+                "--no-rerank",
+                "--selection",
+            ])
+            .args([
+                "--split",
+                "dev",
+                "--questions",
+                "3",
+                "--latency-queries",
+                "1",
+            ])
+            .args(["--max-new-tokens", "4", "--base"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out.join("selection-f1.json")).unwrap()
+    };
+    let first = run();
+    let r: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(r["questions"], 3);
+    let systems = r["systems"].as_array().unwrap();
+    assert_eq!(systems.len(), 1, "{first}");
+    let rules = systems[0]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 10, "{first}");
+    for rule in rules {
+        let f1 = rule["token_f1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f1), "{rule}");
+        if rule["family"] == "k" {
+            let k = rule["selection"]["k"].as_f64().unwrap();
+            assert_eq!(rule["mean_passages"].as_f64().unwrap(), k, "{rule}");
+            assert!(rule.get("against_best_k").is_none());
+        } else {
+            let against = &rule["against_best_k"]["comparison"]["metrics"];
+            assert_eq!(against[0]["metric"], "token_f1", "{rule}");
+            assert!(rule["against_nearest_k"]["k"].as_u64().is_some(), "{rule}");
+        }
+    }
+    // The steep p(helps) keeps different numbers of passages at 0.9 and at 0.2.
+    let passages = |p: f64| {
+        rules
+            .iter()
+            .find(|x| x["selection"]["min_p_helps"].as_f64() == Some(p))
+            .unwrap()["mean_passages"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(passages(0.9) < passages(0.2), "{first}");
+    assert!(out.join("selection-f1.svg").is_file() && out.join("selection-f1.md").is_file());
+    assert_eq!(run(), first);
+}
+
 #[test]
 fn compare_scores_two_runs_query_by_query() {
     let d = tempfile::tempdir().unwrap();

@@ -182,6 +182,16 @@ pub struct MetricDelta {
     pub ties: usize,
 }
 
+impl MetricDelta {
+    /// `+x.x% [+lo, +hi]`: the relative change and its 95% interval.
+    pub fn relative(&self) -> String {
+        format!(
+            "{:+.1}% [{:+.1}, {:+.1}]",
+            self.rel_pct, self.rel_pct_ci[0], self.rel_pct_ci[1]
+        )
+    }
+}
+
 /// A paired comparison of two runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -315,6 +325,11 @@ fn delta(name: &str, xa: &[f64], xb: &[f64], resamples: usize, seed: u64) -> Met
 }
 
 impl Comparison {
+    /// The delta of `metric`, if compared.
+    pub fn metric(&self, metric: &str) -> Option<&MetricDelta> {
+        self.metrics.iter().find(|m| m.metric == metric)
+    }
+
     /// A Markdown table of the chosen metrics (all when `only` is empty).
     pub fn table(&self, a: &str, b: &str, only: &[String]) -> String {
         let mut s = format!(
@@ -325,16 +340,14 @@ impl Comparison {
                 continue;
             }
             s.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:+.4} [{:+.4}, {:+.4}] | {:+.1}% [{:+.1}, {:+.1}] | {} | {} / {} / {} |\n",
+                "| {} | {:.4} | {:.4} | {:+.4} [{:+.4}, {:+.4}] | {} | {} | {} / {} / {} |\n",
                 m.metric,
                 m.a,
                 m.b,
                 m.diff,
                 m.diff_ci[0],
                 m.diff_ci[1],
-                m.rel_pct,
-                m.rel_pct_ci[0],
-                m.rel_pct_ci[1],
+                m.relative(),
                 if m.p_value < 0.001 {
                     "<0.001".to_string()
                 } else {

@@ -459,13 +459,7 @@ mod tests {
         let r = compare_paths(&a, &b, None, Some("answer_type"), opts).unwrap();
         let (field, groups) = r.by.unwrap();
         assert_eq!(field, "answer_types");
-        let r1 = |c: &Comparison| {
-            c.metrics
-                .iter()
-                .find(|m| m.metric == "recall@1")
-                .unwrap()
-                .diff
-        };
+        let r1 = |c: &Comparison| c.metric("recall@1").unwrap().diff;
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].0, "abstractive");
         assert_eq!((groups[0].1.queries, r1(&groups[0].1)), (2, 0.5));

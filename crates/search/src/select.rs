@@ -129,6 +129,15 @@ pub fn sweep(depth: usize) -> Vec<(Family, Selection)> {
     out
 }
 
+/// What a rule keeps for one question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pick {
+    /// Passage indices (into the collection), in the order the rule keeps them.
+    pub passages: Vec<usize>,
+    /// Their tokens (whole passages, the bi-encoder's tokenizer).
+    pub tokens: usize,
+}
+
 /// Each question's ranking, its hits' values and its evidence, ready for rules.
 pub struct Valued<'a> {
     coll: &'a Collection,
@@ -175,6 +184,22 @@ impl<'a> Valued<'a> {
         })
     }
 
+    /// What `selection` hands the LLM for each question, in query order.
+    pub fn picks(&self, selection: Selection) -> Vec<Pick> {
+        self.rankings
+            .iter()
+            .zip(&self.values)
+            .map(|(ranking, values)| {
+                let len = |i: usize| self.tokens.get(&ranking[i].passage).copied().unwrap_or(0);
+                let kept = selection.select(values, len);
+                Pick {
+                    tokens: kept.iter().map(|&i| len(i)).sum(),
+                    passages: kept.iter().map(|&i| ranking[i].passage).collect(),
+                }
+            })
+            .collect()
+    }
+
     /// What `selection` hands the LLM over the whole collection.
     pub fn row(&self, family: Family, selection: Selection) -> SelectionRow {
         let ids: HashMap<&str, usize> = self
@@ -187,16 +212,8 @@ impl<'a> Valued<'a> {
         let (mut passages, mut tokens) = (0usize, 0usize);
         let (mut with, mut recall, mut hit, mut empty_with) = (0usize, 0.0, 0usize, 0usize);
         let (mut without, mut empty_without, mut tokens_without) = (0usize, 0usize, 0usize);
-        for ((q, ranking), values) in self
-            .coll
-            .queries
-            .iter()
-            .zip(self.rankings)
-            .zip(&self.values)
-        {
-            let len = |i: usize| self.tokens.get(&ranking[i].passage).copied().unwrap_or(0);
-            let kept = selection.select(values, len);
-            let n_tokens: usize = kept.iter().map(|&i| len(i)).sum();
+        for (q, pick) in self.coll.queries.iter().zip(self.picks(selection)) {
+            let (kept, n_tokens) = (pick.passages, pick.tokens);
             passages += kept.len();
             tokens += n_tokens;
             let gold: HashSet<usize> = q
@@ -212,10 +229,7 @@ impl<'a> Valued<'a> {
                 continue;
             }
             with += 1;
-            let found = kept
-                .iter()
-                .filter(|&&i| gold.contains(&ranking[i].passage))
-                .count();
+            let found = kept.iter().filter(|p| gold.contains(p)).count();
             recall += found as f64 / gold.len() as f64;
             hit += usize::from(found > 0);
             empty_with += usize::from(kept.is_empty());
