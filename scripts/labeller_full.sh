@@ -17,6 +17,7 @@
 #   infonce-gold  `--loss infonce` on the gold evidence (once, from any label folder)
 # then `uae eval --split test` of each and `uae compare infonce-gold uae-NAME`.
 # With both labellers done, MEAN=1 also trains on their mean (uae-mean).
+# MODELS="uae-mean ..." trains and evaluates only those (default: every one above).
 # Every step resumes or is skipped when its output exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,17 +62,23 @@ evaluate() { # model
     --out "$out/eval-$1-test" > "$out/eval-$1-test.txt"
 }
 models=("uae-$name" infonce-gold)
-train "uae-$name" "labels-$name" --loss hybrid --gold-weight 0 --min-utility "$mu"
-train infonce-gold "labels-$name" --loss infonce
 if [[ "${MEAN:-0}" == 1 ]]; then
-  python3 scripts/compare-labels.py "$out/labels-smollm2" "$out/labels-gemma" \
-    --mean "$out/labels-mean" > "$out/agreement.json"
-  train uae-mean labels-mean --loss hybrid --gold-weight 0 --min-utility "$mu"
+  [[ -f "$out/labels-mean/labels.jsonl" ]] || python3 scripts/compare-labels.py \
+    "$out/labels-smollm2" "$out/labels-gemma" --mean "$out/labels-mean" > "$out/agreement.json"
   models+=(uae-mean)
 fi
+read -r -a models <<< "${MODELS:-${models[*]}}"
+for m in "${models[@]}"; do
+  case "$m" in
+    infonce-gold) train "$m" "labels-$name" --loss infonce ;;
+    uae-mean) train "$m" labels-mean --loss hybrid --gold-weight 0 --min-utility "$mu" ;;
+    "uae-$name") train "$m" "labels-$name" --loss hybrid --gold-weight 0 --min-utility "$mu" ;;
+    *) echo "labeller_full.sh: no model '$m' (uae-$name, infonce-gold, uae-mean)" >&2; exit 2 ;;
+  esac
+done
 for m in "${models[@]}"; do evaluate "$m"; done
 for m in "${models[@]}"; do
-  [[ "$m" == infonce-gold ]] && continue
+  [[ "$m" == infonce-gold || ! -f "$out/eval-infonce-gold-test/report.json" ]] && continue
   $uae compare "$out/eval-infonce-gold-test" "$out/eval-$m-test" \
     --metrics recall@1,map,ndcg@10 --json "$out/compare-infonce-gold-$m-test.json" \
     | tee "$out/compare-infonce-gold-$m-test.txt"
