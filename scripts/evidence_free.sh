@@ -12,6 +12,8 @@
 # Then on test, once, the models named in TEST (default: base, uae-mu2, am, auto), on
 # the first TEST_LIMIT test questions (default: all). The base model is evaluated the
 # same way. scripts/evidence_free_table.py prints the tables.
+# Where the CPU has a bf16 unit (AMX or AVX512_BF16), labels are scored in bf16 and
+# training runs in mixed precision (scripts/bf16.sh; BF16=0 keeps f32).
 # One epoch, seed 0; training evaluates five dev questions only (`--dev-limit 5`: with
 # one epoch the last model is the one kept, and `uae eval` does the dev numbers).
 #
@@ -28,10 +30,11 @@ dev="${2:-300}"
 out="${3:-runs/evidence-free}"
 data="${UAE_DATA_DIR:-../shared/data/qasper}"
 source scripts/uae-bin.sh
+source scripts/bf16.sh
 mkdir -p "$out"
 step() { echo "== $* ($(date +%T))" >&2; }
 step "mined labels, $n train questions"
-$uae label --split train --candidates mined --limit "$n" --data-dir "$data" \
+$uae label --split train --candidates mined --limit "$n" "${bf16_label[@]}" --data-dir "$data" \
   --out "$out/labels" > "$out/summary-labels.json"
 configs=(
   "uae-mu2|--loss uae --min-utility 2"
@@ -47,7 +50,7 @@ for c in "${configs[@]}"; do
   # shellcheck disable=SC2086
   [[ -f "$out/$name/model/config.json" && -f "$out/$name.json" ]] || {
     step "training $name"
-    $uae train --labels "$out/labels" ${c#*|} --data-dir "$data" --dev-limit 5 \
+    $uae train --labels "$out/labels" ${c#*|} "${bf16_train[@]}" --data-dir "$data" --dev-limit 5 \
       --out "$out/$name" > "$out/$name.json"
   }
 done

@@ -7,7 +7,8 @@
 #
 # NAME picks the LLM: gemma (Gemma 3 270M, `--template auto`, i.e. plain: a base
 # model) or smollm2 (SmolLM2-135M-Instruct, `--template chatml`). Labels are scored in
-# bf16 where the CPU has AMX or AVX512_BF16 (BF16=0 for f32). Candidates are mined
+# bf16 where the CPU has AMX or AVX512_BF16 (BF16=0 for f32: labels and
+# training). Candidates are mined
 # once into OUT/candidates.jsonl and shared by every labeller, so two labellers score
 # the same passages and `scripts/compare-labels.py --mean` can average them.
 # Trained (seed 0, one epoch, mixed precision where the CPU has a bf16 unit):
@@ -31,27 +32,21 @@ case "$name" in
   smollm2) lm=(--template chatml) ;;
   *) echo "labeller_full.sh: NAME is gemma or smollm2, not '$name'" >&2; exit 2 ;;
 esac
-hw_bf16() { grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo; }
-bf16=()
-mp=()
-if hw_bf16; then
-  [[ "${BF16:-1}" == 1 ]] && bf16=(--bf16)
-  mp=(--mixed-precision)
-fi
+source scripts/bf16.sh
 mkdir -p "$out/labels-$name"
 step() { echo "== $* ($(date +%T))" >&2; }
 for other in "$out"/labels-*/candidates.jsonl; do
   [[ -f "$other" && ! -f "$out/labels-$name/candidates.jsonl" ]] && cp "$other" "$out/labels-$name/"
 done
 step "$name labels, the train split"
-$uae label --split train "${lm[@]}" "${bf16[@]}" --data-dir "$data" \
+$uae label --split train "${lm[@]}" "${bf16_label[@]}" --data-dir "$data" \
   --out "$out/labels-$name" > "$out/summary-$name.json"
 train() { # model labels flags...
   local model="$1" labels="$2"
   shift 2
   [[ -f "$out/$model/model/config.json" ]] && return
   step "training $model"
-  $uae train --labels "$out/$labels" "$@" "${mp[@]}" --data-dir "$data" --dev-limit 5 \
+  $uae train --labels "$out/$labels" "$@" "${bf16_train[@]}" --data-dir "$data" --dev-limit 5 \
     --out "$out/$model" > "$out/$model.json"
 }
 evaluate() { # model

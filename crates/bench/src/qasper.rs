@@ -302,6 +302,68 @@ fn mean_f1(preds: &[String], refs: &[Vec<String>]) -> f64 {
         / n
 }
 
+/// The LLM re-rankers (UPR, yes/no) over the base model's first stage, their scores
+/// memoised in `cache/rerank.jsonl`.
+fn add_rerankers(
+    run: &RerankRun,
+    coll: &Collection,
+    cache: &Path,
+    systems: &mut Vec<System>,
+    timing: &Timing,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut store: Store<ScoreRecord> = Store::open(&cache.join("rerank.jsonl"))?;
+    let first = systems[1].rankings.clone();
+    for method in [Reranker::Upr, Reranker::YesNo] {
+        systems.push(rerank_system(
+            run, method, coll, &first, &mut store, timing, progress,
+        )?);
+    }
+    Ok(())
+}
+
+/// The first-stage rows of the table and what later rows build on.
+struct Retrievers {
+    /// BM25, the base bi-encoder ("minilm"), then each tuned model.
+    systems: Vec<System>,
+    /// The base encoder (re-rankers' first stage; counts selection tokens).
+    base: Encoder,
+    base_searcher: DenseSearcher,
+    /// Each f32 dense row: (index in `systems`, model folder); the selection rows read
+    /// their calibrations.
+    dense_dirs: Vec<(usize, PathBuf)>,
+}
+
+/// BM25 and every dense bi-encoder, the base first.
+fn retrievers(
+    b: &QasperBench,
+    coll: &Collection,
+    cache: &Path,
+    timing: &Timing,
+    progress: &dyn Progress,
+) -> Result<Retrievers> {
+    let mut systems = vec![bm25_system(coll, timing.latency_queries)];
+    let base = load_encoder(&b.base, false)?;
+    let (sys, base_searcher) =
+        dense_system("minilm", (&base, &b.base), coll, cache, timing, progress)?;
+    systems.push(sys);
+    let mut dense_dirs = vec![(systems.len() - 1, b.base.clone())];
+    for (name, dir, bf16) in tuned_models(b) {
+        let enc = load_encoder(&dir, bf16)?;
+        let (sys, _) = dense_system(&name, (&enc, &dir), coll, cache, timing, progress)?;
+        systems.push(sys);
+        if !bf16 {
+            dense_dirs.push((systems.len() - 1, dir));
+        }
+    }
+    Ok(Retrievers {
+        systems,
+        base,
+        base_searcher,
+        dense_dirs,
+    })
+}
+
 /// Runs the benchmark on `qasper` and writes its files; returns the report.
 pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<QasperReport> {
     let started = Instant::now();
@@ -330,23 +392,12 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
         one_thread: &one_thread,
     };
 
-    let mut systems = vec![bm25_system(&coll, latency_queries)];
-    // Dense bi-encoders: the base first (the re-rankers' first stage).
-    let base = load_encoder(&b.base, false)?;
-    let (sys, base_searcher) =
-        dense_system("minilm", (&base, &b.base), &coll, &cache, &timing, progress)?;
-    systems.push(sys);
-    // Dense rows in f32 and their folders (the selection rows read calibrations).
-    let mut dense_dirs = vec![(systems.len() - 1, b.base.clone())];
-    for (name, dir, bf16) in tuned_models(b) {
-        let enc = load_encoder(&dir, bf16)?;
-        let (sys, _) = dense_system(&name, (&enc, &dir), &coll, &cache, &timing, progress)?;
-        systems.push(sys);
-        if !bf16 {
-            dense_dirs.push((systems.len() - 1, dir));
-        }
-    }
-
+    let Retrievers {
+        mut systems,
+        base,
+        base_searcher,
+        dense_dirs,
+    } = retrievers(b, &coll, &cache, &timing, progress)?;
     let lm: Option<CausalLm> = if b.rerank || b.answers || b.selection {
         Some(b.lm.load(b.lm_bf16)?)
     } else {
@@ -357,7 +408,6 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
         .map(|lm| Rag::new(lm, b.rag.clone()))
         .transpose()?;
     if let (Some(rag), true) = (&rag, b.rerank) {
-        let mut store: Store<ScoreRecord> = Store::open(&cache.join("rerank.jsonl"))?;
         let run = RerankRun {
             rag,
             base: &base,
@@ -365,12 +415,7 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
             passages: &coll.passages,
             depth: b.rerank_depth.max(1),
         };
-        let first = systems[1].rankings.clone();
-        for method in [Reranker::Upr, Reranker::YesNo] {
-            systems.push(rerank_system(
-                &run, method, &coll, &first, &mut store, &timing, progress,
-            )?);
-        }
+        add_rerankers(&run, &coll, &cache, &mut systems, &timing, progress)?;
     }
     // One answer store for the top-k rows and the selection rows (they share prompts).
     let mut answers: Option<Store<AnswerRecord>> = match rag {
@@ -384,6 +429,14 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
         _ => (vec![(None, None); systems.len()], Vec::new()),
     };
     if let (Some(rag), Some(store), true) = (&rag, &mut answers, b.selection) {
+        let refs = references(&questions_of(qasper, &coll));
+        let run = crate::selection::SelectionRun {
+            rag,
+            coll: &coll,
+            refs: &refs,
+            enc: &base,
+            out: &b.out,
+        };
         let dense: Vec<(&str, &Path, &[Vec<Hit>])> = dense_dirs
             .iter()
             .map(|(i, dir)| {
@@ -391,20 +444,7 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
                 (s.name.as_str(), dir.as_path(), s.rankings.as_slice())
             })
             .collect();
-        let calibrated = crate::selection::calibrated(&dense)?;
-        if calibrated.is_empty() {
-            tracing::warn!("--selection: no dense row has a calibration; nothing measured");
-        } else {
-            let refs = references(&questions_of(qasper, &coll));
-            let run = crate::selection::SelectionRun {
-                rag,
-                coll: &coll,
-                refs: &refs,
-                enc: &base,
-                out: &b.out,
-            };
-            crate::selection::measure(&run, &calibrated, store, progress)?;
-        }
+        crate::selection::measure_calibrated(&run, &dense, store, progress)?;
     }
     let rows = rows(&coll, &systems, &f1, brackets);
     let comparisons = headline_comparisons(&rows);

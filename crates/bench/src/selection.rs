@@ -111,7 +111,7 @@ pub struct SelectionRun<'a> {
 
 /// Answers every question under every rule of every system (answers from and into
 /// `store`) and writes the report.
-pub fn measure(
+fn measure(
     run: &SelectionRun,
     systems: &[Calibrated],
     store: &mut Store<AnswerRecord>,
@@ -331,9 +331,26 @@ fn chart(r: &SelectionF1Report) -> String {
     uae_plot::lines_svg("mean context tokens per question (y: Token F1)", &series)
 }
 
+/// `--selection` on the rows of `dense` (name, model folder, rankings) whose folder
+/// holds a calibration; with none, warns and measures nothing.
+pub fn measure_calibrated(
+    run: &SelectionRun,
+    dense: &[(&str, &Path, &[Vec<Hit>])],
+    store: &mut Store<AnswerRecord>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let calibrated = calibrated(dense)?;
+    if calibrated.is_empty() {
+        tracing::warn!("--selection: no dense row has a calibration; nothing measured");
+        return Ok(());
+    }
+    measure(run, &calibrated, store, progress)?;
+    Ok(())
+}
+
 /// The calibrated systems among `dense` (name, model folder, rankings): those whose
 /// folder holds a calibration.
-pub fn calibrated<'a>(dense: &[(&'a str, &Path, &'a [Vec<Hit>])]) -> Result<Vec<Calibrated<'a>>> {
+fn calibrated<'a>(dense: &[(&'a str, &Path, &'a [Vec<Hit>])]) -> Result<Vec<Calibrated<'a>>> {
     let mut out = Vec::new();
     for &(name, dir, rankings) in dense {
         match CalibrationFile::read(dir)? {
