@@ -13,6 +13,11 @@
 #   scripts/selection.sh 150 300 runs/selection base=models/all-MiniLM-L6-v2 \
 #     auto=runs/evidence-free/auto/model am=runs/evidence-free/am/model
 #
+# DIFFICULTY=DIR[,DIR...]: label folders of the same LLM and template (the training
+# labels, say) whose questions' no-context NLLs also fit p(helps)'s question term
+# (`uae calibrate --difficulty-labels`). Labels are scored in bf16 where the CPU has
+# a bf16 unit (scripts/bf16.sh; BF16=0 keeps f32).
+#
 # Every step is skipped when its output exists (labels resume).
 # python3 scripts/selection_table.py OUT prints the tables.
 set -euo pipefail
@@ -25,6 +30,10 @@ models=("$@")
 [[ ${#models[@]} -gt 0 ]] || models=("base=models/all-MiniLM-L6-v2")
 data="${UAE_DATA_DIR:-../shared/data/qasper}"
 source scripts/uae-bin.sh
+source scripts/bf16.sh
+difficulty=()
+IFS=',' read -r -a dirs <<< "${DIFFICULTY:-}"
+for d in "${dirs[@]}"; do difficulty+=(--difficulty-labels "$d"); done
 mkdir -p "$out"
 step() { echo "== $* ($(date +%T))" >&2; }
 base=models/all-MiniLM-L6-v2
@@ -38,7 +47,7 @@ for split in dev test; do
   [[ -f "$out/labels-$split/labels.jsonl" ]] || {
     step "labels, $split: top 5 of the first $n questions"
     $uae label --split "$split" --limit "$n" --candidates retrieved \
-      --ranking "$ranking/run.trec" --top-k 5 --data-dir "$data" \
+      --ranking "$ranking/run.trec" --top-k 5 "${bf16_label[@]}" --data-dir "$data" \
       --out "$out/labels-$split" > "$out/summary-labels-$split.json"
   }
 done
@@ -50,7 +59,7 @@ for m in "${models[@]}"; do
     step "calibrating $name on dev"
     mkdir -p "$cal"
     for f in "$dir"/*; do ln -sfn "$(realpath "$f")" "$cal/$(basename "$f")"; done
-    $uae calibrate --model "$cal" --labels "$out/labels-dev" > "$out/calibrate-$name.json"
+    $uae calibrate --model "$cal" --labels "$out/labels-dev" "${difficulty[@]}" > "$out/calibrate-$name.json"
   fi
   for retriever in dense hybrid; do
     e="$out/eval-$name-$retriever-test"

@@ -31,6 +31,9 @@ pub struct Calibrated<'a> {
     pub name: &'a str,
     pub calibration: CalibrationFile,
     pub rankings: &'a [Vec<Hit>],
+    /// Each question's unit vector under the system's model, when its p(helps)
+    /// reads the question (empty otherwise).
+    pub queries: Vec<Vec<f32>>,
 }
 
 /// One rule's answers over every question.
@@ -129,7 +132,12 @@ fn measure(
     let mut prompts = Vec::new();
     let mut picks = Vec::new();
     for s in systems {
-        let value = |_q: usize, h: &Hit| s.calibration.calibrator.predict(h.score);
+        let c = &s.calibration.calibrator;
+        let per_query: Vec<_> = s.queries.iter().map(|q| c.for_query(q)).collect();
+        let value = |q: usize, h: &Hit| match per_query.get(q) {
+            Some(pq) => pq.predict(h.score),
+            None => c.predict(h.score),
+        };
         let valued = Valued::new(coll, s.rankings, value, enc, DEPTH)?;
         for (_, rule) in &rules {
             let p = valued.picks(*rule);
@@ -339,7 +347,7 @@ pub fn measure_calibrated(
     store: &mut Store<AnswerRecord>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let calibrated = calibrated(dense)?;
+    let calibrated = calibrated(dense, run.coll)?;
     if calibrated.is_empty() {
         tracing::warn!("--selection: no dense row has a calibration; nothing measured");
         return Ok(());
@@ -350,15 +358,36 @@ pub fn measure_calibrated(
 
 /// The calibrated systems among `dense` (name, model folder, rankings): those whose
 /// folder holds a calibration.
-fn calibrated<'a>(dense: &[(&'a str, &Path, &'a [Vec<Hit>])]) -> Result<Vec<Calibrated<'a>>> {
+fn calibrated<'a>(
+    dense: &[(&'a str, &Path, &'a [Vec<Hit>])],
+    coll: &Collection,
+) -> Result<Vec<Calibrated<'a>>> {
     let mut out = Vec::new();
     for &(name, dir, rankings) in dense {
         match CalibrationFile::read(dir)? {
-            Some(calibration) => out.push(Calibrated {
-                name,
-                calibration,
-                rankings,
-            }),
+            Some(calibration) => {
+                let queries = match calibration.calibrator.reads_query() {
+                    true => {
+                        let enc = uae_search::load_encoder(dir, false)?;
+                        let texts: Vec<&str> =
+                            coll.queries.iter().map(|q| q.text.as_str()).collect();
+                        uae_search::embed_texts(
+                            &enc,
+                            &texts,
+                            Default::default(),
+                            "embedding questions",
+                            &uae_core::NoProgress,
+                        )?
+                    }
+                    false => Vec::new(),
+                };
+                out.push(Calibrated {
+                    name,
+                    calibration,
+                    rankings,
+                    queries,
+                })
+            }
             None => tracing::warn!(
                 "{name}: no {} in {}; left out of the selection rows (`uae calibrate`)",
                 CalibrationFile::FILE,

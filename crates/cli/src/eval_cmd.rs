@@ -74,26 +74,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct CalibrateArgs {
-    /// The model folder (a sentence-transformers bi-encoder, e.g. `uae train`'s
-    /// `out/model`).
-    #[arg(long, default_value = uae_search::DEFAULT_ENCODER)]
-    model: PathBuf,
-    /// A label folder of held-out questions (`uae label` on dev questions): each
-    /// candidate's utility is what the model's score is calibrated against.
-    #[arg(long)]
-    labels: PathBuf,
-    /// Where calibration.json goes (default: the model folder).
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
-pub fn calibrate(a: CalibrateArgs) -> Result<()> {
-    let groups = uae_artifacts::labels::LabeledGroup::read_all(&a.labels)?;
-    let out = a.out.clone().unwrap_or_else(|| a.model.clone());
-    let f = uae_search::calibrate::calibrate(&a.model, &a.labels, &groups, &out, &Bars::default())?;
-    let summary = uae_search::calibrate::CalibrationSummary::of(&f, &out);
+pub fn calibrate(a: uae_search::calibrate::CalibrateArgs) -> Result<()> {
+    let summary = uae_search::calibrate::run(&a, &Bars::default())?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -39,7 +39,7 @@ enum Cmd {
     /// Fit what a model's scores are worth to the LLM (expected utility in nats,
     /// probability that a passage helps) on labelled held-out questions; writes
     /// calibration.json into the model folder, which `uae serve` then uses.
-    Calibrate(eval_cmd::CalibrateArgs),
+    Calibrate(uae_search::calibrate::CalibrateArgs),
     /// Compare two evaluation runs (or two retrievers' utility labels) question by
     /// question: the difference of each metric, its 95% bootstrap interval and a
     /// paired significance test.

@@ -857,6 +857,121 @@ fn calibrated_search_says_what_each_hit_is_worth() {
     assert!(r["hits"][0].get("expected_utility").is_none(), "{r}");
 }
 
+/// A calibration whose p(helps) reads the question: the cat questions are easy for
+/// the LLM (no-context NLL 0.5 nats; their passage lowers it by 0.3, never a nat),
+/// the others hard (6 nats; their passage lowers it by 3). By the cosine alone the
+/// topic passage helps two times in three; with the question term `uae calibrate`
+/// keeps (it holds out better), `/search` says which.
+#[test]
+fn p_helps_reads_how_hard_the_question_is() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("model");
+    link_tree(&common::root().join("models/all-MiniLM-L6-v2"), &model);
+    let topics = [
+        ("cat", "The cat sat on the mat all afternoon."),
+        ("rates", "Interest rates rose in March."),
+        ("leaf", "Photosynthesis turns light into sugar."),
+    ];
+    let asked = [
+        (
+            "cat",
+            [
+                "Where did the cat sit?",
+                "What did the cat do all afternoon?",
+            ],
+        ),
+        (
+            "rates",
+            ["When did interest rates rise?", "Which rates went up?"],
+        ),
+        (
+            "leaf",
+            [
+                "What does photosynthesis make?",
+                "What turns light into sugar?",
+            ],
+        ),
+    ];
+    let mut lines = String::new();
+    for i in 0..60 {
+        let (topic, texts) = asked[i % 3];
+        let easy = topic == "cat";
+        let candidates: Vec<serde_json::Value> = topics
+            .iter()
+            .map(|(id, text)| {
+                let u = match (*id == topic, easy) {
+                    (true, true) => 0.3,
+                    (true, false) => 3.0,
+                    _ => -0.2,
+                };
+                serde_json::json!({"passage_id": id, "text": text, "is_gold": *id == topic,
+                    "source": "dense", "utility": u, "per_answer": [u]})
+            })
+            .collect();
+        let question = format!("{} (case {i})", texts[(i / 3) % 2]);
+        lines += &serde_json::json!({"question_id": format!("q{i}"), "paper_id": "",
+            "question": question, "answers": ["a"], "nll_without": [if easy { 0.5 } else { 6.0 }],
+            "candidates": candidates})
+        .to_string();
+        lines.push('\n');
+    }
+    let labels = d.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(labels.join("labels.jsonl"), lines).unwrap();
+    let (m, l) = (model.to_str().unwrap(), labels.to_str().unwrap());
+    let out = common::ok(&["calibrate", "--model", m, "--labels", l]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let term = &report["question_term"];
+    let (with, without) = (
+        term["held_out_log_loss"].as_f64().unwrap(),
+        term["held_out_log_loss_cosine_only"].as_f64().unwrap(),
+    );
+    assert!(with < without - 0.1, "{report}");
+    assert!(term["difficulty_r"].as_f64().unwrap() > 0.9, "{report}");
+    let srv = start(d.path(), &["--model", m]);
+    let top_p = |query: &str| {
+        let body = serde_json::json!({"query": query, "k": 1}).to_string();
+        let (s, r) = post(&srv.addr, "/search", &body);
+        assert_eq!(s, 200, "{r}");
+        (
+            r["hits"][0]["id"].clone(),
+            r["hits"][0]["p_helps"].as_f64().unwrap(),
+        )
+    };
+    let (id, easy) = top_p("Where did the cat sit?");
+    assert_eq!(id, "cat");
+    let (id, hard) = top_p("When did interest rates rise?");
+    assert_eq!(id, "rates");
+    assert!(easy < 0.2 && hard > 0.8, "easy {easy}, hard {hard}");
+    drop(srv);
+    // A label folder of another LLM cannot lend its questions' difficulty.
+    let other = d.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(labels.join("labels.jsonl"), other.join("labels.jsonl")).unwrap();
+    let manifest = |lm: &str| {
+        serde_json::json!({"version": "0", "split": "s", "limit": null, "data_file": "q", "lm": lm,
+            "lm_sha256": lm, "encoder": "e", "config": {"candidates": "retrieved", "dense_negatives": 0,
+            "bm25_negatives": 0, "random_negatives": 0, "passage_tokens": 0, "template": "plain",
+            "seed": 0, "max_batch": 1, "max_batch_tokens": 1}})
+        .to_string()
+    };
+    std::fs::write(labels.join("manifest.json"), manifest("aaa")).unwrap();
+    std::fs::write(other.join("manifest.json"), manifest("bbb")).unwrap();
+    let o = other.to_str().unwrap();
+    common::fails_with(
+        &[
+            "calibrate",
+            "--model",
+            m,
+            "--labels",
+            l,
+            "--difficulty-labels",
+            o,
+        ],
+        &["other", "another LLM"],
+    );
+}
+
 /// `uae eval` with a calibrated model: the sweep of selection rules, the requested
 /// rule (questions on a topic get their passage, one that no passage answers gets
 /// nothing), the calibration checked on labels with a reliability diagram; and the

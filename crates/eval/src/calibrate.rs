@@ -12,9 +12,13 @@
 //!   overfits few pairs; the logistic is smooth and needs little data). The choice
 //!   and both losses are recorded.
 //!
+//! Optionally a third: p(helps) given the question as well ([`crate::question`]),
+//! kept only where it holds out better.
+//!
 //! ECE (expected calibration error over equal-width bins) and the Brier score
 //! measure how well probabilities match outcomes.
 
+use crate::question::QuestionTerm;
 use serde::{Deserialize, Serialize};
 
 /// A passage "helps" when it lowers the answer's NLL by at least this much (nats).
@@ -174,6 +178,29 @@ pub struct Calibrator {
     pub held_out_log_loss: (f64, f64),
     /// Pairs fitted on.
     pub pairs: usize,
+    /// p(helps) given the question too (its predicted difficulty for the LLM), kept
+    /// when it held out better than the cosine alone ([`QuestionTerm::fit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<QuestionTerm>,
+}
+
+/// A calibration applied to one query: its predicted difficulty computed once.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryCalibration<'a> {
+    calibrator: &'a Calibrator,
+    difficulty: Option<f64>,
+}
+
+impl QueryCalibration<'_> {
+    /// (expected utility in nats, p(helps)) of a passage scored `score` for this query.
+    pub fn predict(&self, score: f32) -> (f64, f64) {
+        let c = self.calibrator;
+        let p = match (&c.question, self.difficulty) {
+            (Some(t), Some(d)) => t.p_helps(score, d),
+            _ => c.p_helps.predict(score),
+        };
+        (c.expected_utility.predict(score), p)
+    }
 }
 
 /// Mean log loss of probabilities against outcomes (probabilities clamped away
@@ -288,15 +315,31 @@ impl Calibrator {
             p_helps,
             held_out_log_loss: (iso_loss, logi_loss),
             pairs: pairs.len(),
+            question: None,
         })
     }
 
-    /// (expected utility in nats, p(helps)) of a passage scored `score`.
+    /// (expected utility in nats, p(helps)) of a passage scored `score`, by the
+    /// cosine alone (no query at hand; see [`Calibrator::for_query`]).
     pub fn predict(&self, score: f32) -> (f64, f64) {
         (
             self.expected_utility.predict(score),
             self.p_helps.predict(score),
         )
+    }
+
+    /// The calibration for the query embedded as `query` (the model's query vector):
+    /// with a question term, p(helps) also reads the query's predicted difficulty.
+    pub fn for_query(&self, query: &[f32]) -> QueryCalibration<'_> {
+        QueryCalibration {
+            calibrator: self,
+            difficulty: self.question.as_ref().map(|t| t.difficulty.predict(query)),
+        }
+    }
+
+    /// Whether predictions read the query ([`Calibrator::for_query`]).
+    pub fn reads_query(&self) -> bool {
+        self.question.is_some()
     }
 }
 

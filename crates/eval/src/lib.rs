@@ -19,6 +19,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod f1;
 pub mod groups;
+pub mod question;
 pub mod select;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,10 +4,11 @@
 use crate::{load_encoder, Result};
 use std::path::Path;
 use uae_artifacts::calibration::CalibrationFile;
-use uae_artifacts::labels::LabeledGroup;
+use uae_artifacts::labels::{LabelManifest, LabeledGroup};
 use uae_core::Progress;
 use uae_encoder::Encoder;
-use uae_eval::calibrate::{brier, ece, Calibrator, HELPS_NATS};
+use uae_eval::calibrate::{brier, ece, Calibrator, QueryCalibration, HELPS_NATS};
+use uae_eval::question::{PairRow, QuestionRow, QuestionTerm};
 
 /// Why a calibration cannot be fitted.
 #[derive(Debug, thiserror::Error)]
@@ -19,24 +20,40 @@ pub struct TooFewPairs {
     pub pairs: usize,
 }
 
-/// The (cosine, utility) pairs of every labelled candidate under `enc`. Questions
-/// and candidates are embedded together, in length-sorted batches.
-pub fn score_pairs(
+/// The labelled candidates of a label folder under a model, with their questions.
+#[derive(Debug, Clone, Default)]
+pub struct ScoredPairs {
+    /// Per pair: the model's cosine of the question and the candidate, its utility,
+    /// and its question (an index into `queries`).
+    pub scores: Vec<f32>,
+    pub utilities: Vec<f32>,
+    pub question: Vec<usize>,
+    /// Per question with candidates: the model's unit query vector, and the LLM's
+    /// no-context NLL of its answer (the smallest over its references; NaN without).
+    pub queries: Vec<Vec<f32>>,
+    pub difficulty: Vec<f64>,
+}
+
+/// The LLM's no-context NLL of a question's answer: the smallest over references.
+fn difficulty(g: &LabeledGroup) -> f64 {
+    g.nll_without
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|&v| v as f64)
+        .fold(f64::NAN, f64::min)
+}
+
+fn embed_unit(
     enc: &Encoder,
-    groups: &[LabeledGroup],
+    texts: &[&str],
+    what: &str,
     progress: &dyn Progress,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let groups: Vec<&LabeledGroup> = groups.iter().filter(|g| !g.candidates.is_empty()).collect();
-    let mut texts: Vec<&str> = Vec::new();
-    for g in &groups {
-        texts.push(g.question.as_str());
-        texts.extend(g.candidates.iter().map(|c| c.text.as_str()));
-    }
+) -> Result<Vec<Vec<f32>>> {
     let mut v = crate::embed_texts(
         enc,
-        &texts,
+        texts,
         uae_encoder::BatchOptions::default(),
-        "scoring labelled candidates",
+        what,
         progress,
     )?;
     for x in &mut v {
@@ -45,51 +62,234 @@ pub fn score_pairs(
             x.iter_mut().for_each(|a| *a /= n);
         }
     }
-    let (mut scores, mut utilities) = (Vec::new(), Vec::new());
-    let mut at = 0;
-    for g in groups {
-        let q = &v[at];
-        for (p, c) in v[at + 1..].iter().zip(&g.candidates) {
-            scores.push(uae_index::dot(q, p));
-            utilities.push(c.utility);
-        }
-        at += 1 + g.candidates.len();
-    }
-    Ok((scores, utilities))
+    Ok(v)
 }
 
-/// Fits the calibration of `model_dir` on the label folder `labels` (its groups
-/// `groups`) and writes it to `out/calibration.json` (`out` is usually the model
-/// folder itself).
-pub fn calibrate(
-    model_dir: &Path,
-    labels: &Path,
+/// Every labelled candidate of `groups` under `enc`. Questions and candidates are
+/// embedded together, in length-sorted batches.
+pub fn score_pairs(
+    enc: &Encoder,
     groups: &[LabeledGroup],
-    out: &Path,
+    progress: &dyn Progress,
+) -> Result<ScoredPairs> {
+    let groups: Vec<&LabeledGroup> = groups.iter().filter(|g| !g.candidates.is_empty()).collect();
+    let mut texts: Vec<&str> = Vec::new();
+    for g in &groups {
+        texts.push(g.question.as_str());
+        texts.extend(g.candidates.iter().map(|c| c.text.as_str()));
+    }
+    let v = embed_unit(enc, &texts, "scoring labelled candidates", progress)?;
+    let mut out = ScoredPairs::default();
+    let mut at = 0;
+    for (qi, g) in groups.into_iter().enumerate() {
+        let q = &v[at];
+        for (p, c) in v[at + 1..].iter().zip(&g.candidates) {
+            out.scores.push(uae_index::dot(q, p));
+            out.utilities.push(c.utility);
+            out.question.push(qi);
+        }
+        out.queries.push(q.clone());
+        out.difficulty.push(difficulty(g));
+        at += 1 + g.candidates.len();
+    }
+    Ok(out)
+}
+
+/// `c` applied to each of `queries` (embedded by `enc`, the calibrated model, when
+/// its p(helps) reads the question; otherwise nothing is embedded).
+pub fn for_queries<'a>(
+    enc: &Encoder,
+    c: &'a Calibrator,
+    queries: &[&str],
+    progress: &dyn Progress,
+) -> Result<Vec<QueryCalibration<'a>>> {
+    if !c.reads_query() {
+        return Ok(queries.iter().map(|_| c.for_query(&[])).collect());
+    }
+    let v = embed_unit(enc, queries, "embedding questions", progress)?;
+    Ok(v.iter().map(|q| c.for_query(q)).collect())
+}
+
+/// What a calibration is fitted on, and where it goes.
+pub struct Calibration<'a> {
+    /// The model folder whose scores are calibrated.
+    pub model: &'a Path,
+    /// The held-out label folder and its groups.
+    pub labels: &'a Path,
+    pub groups: &'a [LabeledGroup],
+    /// Labelled questions of the same LLM whose no-context NLL also trains the
+    /// question term's difficulty ridge (their candidates are not used): the
+    /// training labels, say. May be empty.
+    pub difficulty: &'a [LabeledGroup],
+    /// Where calibration.json goes (usually the model folder itself).
+    pub out: &'a Path,
+}
+
+/// Fits the calibration `c` describes and writes it to `c.out/calibration.json`.
+pub fn calibrate(
+    c: &Calibration,
     progress: &dyn Progress,
 ) -> std::result::Result<CalibrationFile, CalibrateError> {
-    let enc = load_encoder(model_dir, false)?;
-    let (scores, utilities) = score_pairs(&enc, groups, progress)?;
-    let fitted = Calibrator::fit(&scores, &utilities).ok_or_else(|| TooFewPairs {
-        labels: labels.display().to_string(),
-        pairs: scores.len(),
-    })?;
-    let probs: Vec<f64> = scores.iter().map(|&s| fitted.p_helps.predict(s)).collect();
-    let helps: Vec<bool> = utilities.iter().map(|&u| u >= HELPS_NATS).collect();
+    let enc = load_encoder(c.model, false)?;
+    let pairs = score_pairs(&enc, c.groups, progress)?;
+    let mut fitted =
+        Calibrator::fit(&pairs.scores, &pairs.utilities).ok_or_else(|| TooFewPairs {
+            labels: c.labels.display().to_string(),
+            pairs: pairs.scores.len(),
+        })?;
+    let extra_groups: Vec<&LabeledGroup> = c
+        .difficulty
+        .iter()
+        .filter(|g| difficulty(g).is_finite())
+        .collect();
+    let extra_texts: Vec<&str> = extra_groups.iter().map(|g| g.question.as_str()).collect();
+    let extra_vecs = if extra_texts.is_empty() {
+        Vec::new()
+    } else {
+        embed_unit(
+            &enc,
+            &extra_texts,
+            "embedding difficulty questions",
+            progress,
+        )?
+    };
+    let extra: Vec<QuestionRow> = extra_vecs
+        .iter()
+        .zip(&extra_groups)
+        .map(|(v, g)| QuestionRow {
+            vector: v,
+            difficulty: difficulty(g),
+        })
+        .collect();
+    fitted.question = QuestionTerm::fit(&pair_rows(&pairs), &question_rows(&pairs), &extra);
+    let probs: Vec<f64> = predictions(&fitted, &pairs)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let helps: Vec<bool> = pairs.utilities.iter().map(|&u| u >= HELPS_NATS).collect();
     let (e, bins) = ece(&probs, &helps, 10);
     let file = CalibrationFile {
         version: CalibrationFile::VERSION,
         score: "cosine".into(),
-        labels: labels.display().to_string(),
-        questions: groups.len(),
+        labels: c.labels.display().to_string(),
+        questions: c.groups.len(),
         helps_nats: HELPS_NATS,
         calibrator: fitted,
         ece: e,
         brier: brier(&probs, &helps),
         bins,
     };
-    file.write(out).map_err(crate::Error::from)?;
+    file.write(c.out).map_err(crate::Error::from)?;
     Ok(file)
+}
+
+fn pair_rows(p: &ScoredPairs) -> Vec<PairRow> {
+    p.scores
+        .iter()
+        .zip(&p.utilities)
+        .zip(&p.question)
+        .map(|((&score, &u), &question)| PairRow {
+            score,
+            helps: u >= HELPS_NATS,
+            question,
+        })
+        .collect()
+}
+
+fn question_rows(p: &ScoredPairs) -> Vec<QuestionRow<'_>> {
+    p.queries
+        .iter()
+        .zip(&p.difficulty)
+        .map(|(v, &difficulty)| QuestionRow {
+            vector: v,
+            difficulty,
+        })
+        .collect()
+}
+
+/// (expected utility, p(helps)) of every pair, each read with its question.
+fn predictions(c: &Calibrator, p: &ScoredPairs) -> Vec<(f64, f64)> {
+    let per_query: Vec<_> = p.queries.iter().map(|q| c.for_query(q)).collect();
+    p.scores
+        .iter()
+        .zip(&p.question)
+        .map(|(&s, &q)| per_query[q].predict(s))
+        .collect()
+}
+
+/// Whether two label folders were scored by the same LLM (f32 or bf16 alike) under
+/// the same prompt template, so their no-context NLLs share a scale. Folders without
+/// a manifest are taken to agree.
+pub fn same_llm(a: &Path, b: &Path) -> Result<bool> {
+    let key = |dir: &Path| -> Result<Option<(String, String)>> {
+        Ok(LabelManifest::read(dir)?.map(|m| {
+            let lm = m.lm_sha256.trim_end_matches("+bf16").to_string();
+            (lm, m.config.template.identity())
+        }))
+    };
+    Ok(match (key(a)?, key(b)?) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    })
+}
+
+/// The groups of each label folder in `dirs`, for the difficulty ridge of a
+/// calibration on `labels`: an error when one was scored by another LLM or under
+/// another prompt template (its no-context NLLs would be on another scale).
+pub fn difficulty_groups(labels: &Path, dirs: &[std::path::PathBuf]) -> Result<Vec<LabeledGroup>> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        if !same_llm(labels, dir)? {
+            return Err(crate::Error::OtherLlm {
+                labels: labels.to_path_buf(),
+                other: dir.clone(),
+            });
+        }
+        out.extend(LabeledGroup::read_all(dir)?);
+    }
+    Ok(out)
+}
+
+/// `uae calibrate`: what to calibrate, on what, and where the file goes.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct CalibrateArgs {
+    /// The model folder (a sentence-transformers bi-encoder, e.g. `uae train`'s
+    /// `out/model`).
+    #[cfg_attr(feature = "cli", arg(long, default_value = crate::DEFAULT_ENCODER))]
+    pub model: std::path::PathBuf,
+    /// A label folder of held-out questions (`uae label` on dev questions): each
+    /// candidate's utility is what the model's score is calibrated against.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub labels: std::path::PathBuf,
+    /// More label folders of the same LLM and template (the training labels, say;
+    /// repeatable): only their questions' no-context NLLs are read, to fit how hard
+    /// a question is for the LLM from its embedding (p(helps)'s question term; more
+    /// questions fit it better). Their candidates are not used.
+    #[cfg_attr(feature = "cli", arg(long = "difficulty-labels"))]
+    pub difficulty_labels: Vec<std::path::PathBuf>,
+    /// Where calibration.json goes (default: the model folder).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// Runs `uae calibrate`: reads the label folders, fits and writes the calibration.
+pub fn run(
+    a: &CalibrateArgs,
+    progress: &dyn Progress,
+) -> std::result::Result<CalibrationSummary, CalibrateError> {
+    let groups = LabeledGroup::read_all(&a.labels).map_err(crate::Error::from)?;
+    let difficulty = difficulty_groups(&a.labels, &a.difficulty_labels)?;
+    let out = a.out.clone().unwrap_or_else(|| a.model.clone());
+    let c = Calibration {
+        model: &a.model,
+        labels: &a.labels,
+        groups: &groups,
+        difficulty: &difficulty,
+        out: &out,
+    };
+    let file = calibrate(&c, progress)?;
+    Ok(CalibrationSummary::of(&file, &out))
 }
 
 /// What `uae calibrate` prints: where the file went and how the fit went.
@@ -103,6 +303,11 @@ pub struct CalibrationSummary {
     /// Held-out log loss of the isotonic and the logistic p(helps) map.
     pub held_out_log_loss_isotonic: f64,
     pub held_out_log_loss_logistic: f64,
+    /// The question term, when kept: its log loss held out by question against the
+    /// cosine-only logistic's on the same folds, and how well the query embedding
+    /// predicts the LLM's no-context NLL (out-of-fold correlation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question_term: Option<QuestionSummary>,
     pub ece: f64,
     pub brier: f64,
 }
@@ -121,10 +326,25 @@ impl CalibrationSummary {
             },
             held_out_log_loss_isotonic: iso,
             held_out_log_loss_logistic: logistic,
+            question_term: file.calibrator.question.as_ref().map(|t| QuestionSummary {
+                held_out_log_loss: t.held_out_log_loss.0,
+                held_out_log_loss_cosine_only: t.held_out_log_loss.1,
+                difficulty_r: t.difficulty_r,
+                difficulty_questions: t.questions,
+            }),
             ece: file.ece,
             brier: file.brier,
         }
     }
+}
+
+/// The question term of a calibration, in [`CalibrationSummary`].
+#[derive(Debug, serde::Serialize)]
+pub struct QuestionSummary {
+    pub held_out_log_loss: f64,
+    pub held_out_log_loss_cosine_only: f64,
+    pub difficulty_r: f64,
+    pub difficulty_questions: usize,
 }
 
 /// Why [`calibrate`] failed.
@@ -151,6 +371,10 @@ pub struct CalibrationCheck {
     pub ece: f64,
     pub brier: f64,
     pub log_loss: f64,
+    /// With a question term: the cosine-only map's ECE, Brier score and log loss
+    /// on the same pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosine_only: Option<[f64; 3]>,
     /// Mean |expected utility - utility| in nats.
     pub utility_mae: f64,
     pub bins: Vec<uae_eval::calibrate::Bin>,
@@ -163,7 +387,14 @@ impl std::fmt::Display for CalibrationCheck {
             f,
             "calibration (fitted on {}) on {}: {} pairs, ECE {:.4}, Brier {:.4}, log loss {:.4}, expected utility off by {:.3} nats on average",
             self.calibrated_on, self.labels, self.pairs, self.ece, self.brier, self.log_loss, self.utility_mae
-        )
+        )?;
+        match self.cosine_only {
+            Some([e, b, l]) => write!(
+                f,
+                " (p(helps) reads the question; by the cosine alone: ECE {e:.4}, Brier {b:.4}, log loss {l:.4})"
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -183,14 +414,16 @@ pub fn check(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<CalibrationCheck> {
-    let (scores, utilities) = score_pairs(enc, groups, progress)?;
+    let pairs = score_pairs(enc, groups, progress)?;
     let (mut probs, mut helps, mut abs_err) = (Vec::new(), Vec::new(), 0.0);
-    for (&s, &u) in scores.iter().zip(&utilities) {
+    let mut cosine_only = Vec::new();
+    let predicted = predictions(&file.calibrator, &pairs);
+    for ((&s, &u), (expected, p)) in pairs.scores.iter().zip(&pairs.utilities).zip(predicted) {
         if !(s.is_finite() && u.is_finite()) {
             continue;
         }
-        let (expected, p) = file.calibrator.predict(s);
         probs.push(p);
+        cosine_only.push(file.calibrator.p_helps.predict(s));
         helps.push(u >= file.helps_nats);
         abs_err += (expected - u as f64).abs();
     }
@@ -208,6 +441,13 @@ pub fn check(
         ece: e,
         brier: brier(&probs, &helps),
         log_loss: uae_eval::calibrate::log_loss(&probs, &helps),
+        cosine_only: file.calibrator.reads_query().then(|| {
+            [
+                ece(&cosine_only, &helps, 10).0,
+                brier(&cosine_only, &helps),
+                uae_eval::calibrate::log_loss(&cosine_only, &helps),
+            ]
+        }),
         utility_mae: abs_err / n.max(1) as f64,
         bins,
     })

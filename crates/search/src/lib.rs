@@ -28,6 +28,11 @@ use uae_index::{Bm25Params, DenseIndex, ScopedBm25, Scopes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{other}: scored by another LLM or prompt template than {labels}; a calibration's question term needs no-context NLLs of one LLM")]
+    OtherLlm {
+        labels: std::path::PathBuf,
+        other: std::path::PathBuf,
+    },
     #[error("loading bi-encoder from {path} (run scripts/fetch-models.sh?): {source}")]
     LoadEncoder {
         path: PathBuf,

@@ -286,8 +286,15 @@ pub fn measure(
             .unwrap_or_else(|| d[q].last().map_or(f32::NEG_INFINITY, |last| last.score)),
         _ => h.score,
     };
-    let value = |q: usize, h: &Hit| match file {
-        Some(f) => f.calibrator.predict(cosine(q, h)),
+    let per_query = match file {
+        Some(f) => {
+            let texts: Vec<&str> = coll.queries.iter().map(|q| q.text.as_str()).collect();
+            crate::calibrate::for_queries(enc, &f.calibrator, &texts, &uae_core::NoProgress)?
+        }
+        None => Vec::new(),
+    };
+    let value = |q: usize, h: &Hit| match per_query.get(q) {
+        Some(c) => c.predict(cosine(q, h)),
         None => (0.0, 0.0),
     };
     let valued = Valued::new(coll, rankings, value, enc, depth)?;

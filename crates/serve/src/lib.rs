@@ -627,7 +627,14 @@ async fn search(
             .collect(),
         SearchMode::Bm25 => Vec::new(),
     };
-    let hits = value_hits(&app, index, &req, hits, &cosines, calibration)?;
+    let hits = value_hits(
+        &app,
+        index,
+        &req,
+        hits,
+        &cosines,
+        calibration.map(|c| c.for_query(&qvec)),
+    )?;
     Ok(Json(SearchResponse {
         hits: hits
             .iter()
@@ -680,7 +687,7 @@ fn value_hits(
     req: &SearchRequest,
     hits: Vec<uae_core::Hit>,
     cosines: &[f32],
-    calibration: Option<&uae_eval::calibrate::Calibrator>,
+    calibration: Option<uae_eval::calibrate::QueryCalibration>,
 ) -> std::result::Result<Vec<Valued>, ApiError> {
     let valued: Vec<Valued> = hits
         .into_iter()
@@ -893,6 +900,15 @@ pub fn run(
     progress: &(dyn uae_core::Progress + Send),
     on_ready: impl FnOnce(&str),
 ) -> std::result::Result<(), RunError> {
+    if let Some(t) = cfg.calibration.as_ref().and_then(|c| c.question.as_ref()) {
+        if t.dim() != enc.dim() {
+            return Err(RunError::CalibrationDim {
+                model: d.model_dir,
+                calibrated: t.dim(),
+                model_dim: enc.dim(),
+            });
+        }
+    }
     let read_timeout = cfg.read_timeout();
     let shutdown_timeout = cfg.shutdown_grace();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1025,6 +1041,12 @@ pub enum RunError {
     Search(#[from] uae_search::Error),
     #[error("{0}: no labelled passage to explore")]
     NothingToExplore(std::path::PathBuf),
+    #[error("{model}: calibration.json's question term reads {calibrated}-dimensional query vectors, the model gives {model_dim}: recalibrate (`uae calibrate`)")]
+    CalibrationDim {
+        model: std::path::PathBuf,
+        calibrated: usize,
+        model_dim: usize,
+    },
 }
 
 impl From<uae_core::Error> for RunError {

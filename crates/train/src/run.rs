@@ -393,9 +393,26 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
     progress.finish();
     write_curves(&r.out)?;
     // Held-out labels say what the trained model's scores are worth: calibrate it.
-    if let DevSet::Utility { dir, groups } = &r.dev {
+    if let DevSet::Utility {
+        dir,
+        groups: dev_groups,
+    } = &r.dev
+    {
         let model = r.out.join("model");
-        match uae_search::calibrate::calibrate(&model, dir, groups, &model, progress) {
+        // The training questions' no-context NLLs also fit p(helps)'s question term
+        // when the two folders share an LLM and template.
+        let difficulty: &[LabeledGroup] = match uae_search::calibrate::same_llm(dir, &r.labels) {
+            Ok(true) => &groups,
+            _ => &[],
+        };
+        let c = uae_search::calibrate::Calibration {
+            model: &model,
+            labels: dir,
+            groups: dev_groups,
+            difficulty,
+            out: &model,
+        };
+        match uae_search::calibrate::calibrate(&c, progress) {
             Ok(c) => tracing::info!(ece = c.ece, brier = c.brier, "calibrated on the dev labels"),
             Err(uae_search::calibrate::CalibrateError::TooFew(e)) => {
                 tracing::warn!("not calibrated: {e}")
