@@ -18,6 +18,8 @@
 # (`uae calibrate --difficulty-labels`). Labels are scored in bf16 where the CPU has
 # a bf16 unit (scripts/bf16.sh; BF16=0 keeps f32).
 #
+# CALIBRATE="--cosine-only" (or other `uae calibrate` flags) for every model named.
+#
 # Every step is skipped when its output exists (labels resume).
 # python3 scripts/selection_table.py OUT prints the tables.
 set -euo pipefail
@@ -59,7 +61,8 @@ for m in "${models[@]}"; do
     step "calibrating $name on dev"
     mkdir -p "$cal"
     for f in "$dir"/*; do ln -sfn "$(realpath "$f")" "$cal/$(basename "$f")"; done
-    $uae calibrate --model "$cal" --labels "$out/labels-dev" "${difficulty[@]}" > "$out/calibrate-$name.json"
+    # shellcheck disable=SC2086  # CALIBRATE holds flags: split on purpose
+    $uae calibrate --model "$cal" --labels "$out/labels-dev" "${difficulty[@]}" ${CALIBRATE:-} > "$out/calibrate-$name.json"
   fi
   for retriever in dense hybrid; do
     e="$out/eval-$name-$retriever-test"

@@ -60,6 +60,7 @@ for rep in evals:
             print(f"- k={f['selection']['k']} (recall {f['evidence_recall']:.3f}, {f['mean_tokens']:.0f} tokens): no rule reaches its recall")
             continue
         best = min(ok, key=lambda a: a["mean_tokens"])
-        saved = 1 - best["mean_tokens"] / f["mean_tokens"] if f["mean_tokens"] else 0
+        change = best["mean_tokens"] / f["mean_tokens"] - 1 if f["mean_tokens"] else 0
         print(f"- k={f['selection']['k']} (recall {f['evidence_recall']:.3f}, {f['mean_tokens']:.0f} tokens): "
-              f"{short(best['selection'])} reaches {best['evidence_recall']:.3f} with {best['mean_tokens']:.0f} tokens ({100 * saved:+.0f}% fewer)")
+              f"{short(best['selection'])} reaches {best['evidence_recall']:.3f} with {best['mean_tokens']:.0f} tokens "
+              f"({100 * change:+.0f}% tokens: {'fewer' if change < 0 else 'more'} than k)")

@@ -928,6 +928,20 @@ fn p_helps_reads_how_hard_the_question_is() {
     );
     assert!(with < without - 0.1, "{report}");
     assert!(term["difficulty_r"].as_f64().unwrap() > 0.9, "{report}");
+    let cos = d.path().join("cosine-only");
+    let o = cos.to_str().unwrap();
+    let out = common::ok(&[
+        "calibrate",
+        "--model",
+        m,
+        "--labels",
+        l,
+        "--out",
+        o,
+        "--cosine-only",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report.get("question_term").is_none(), "{report}");
     let srv = start(d.path(), &["--model", m]);
     let top_p = |query: &str| {
         let body = serde_json::json!({"query": query, "k": 1}).to_string();

@@ -123,6 +123,8 @@ pub struct Calibration<'a> {
     pub difficulty: &'a [LabeledGroup],
     /// Where calibration.json goes (usually the model folder itself).
     pub out: &'a Path,
+    /// Try the question term (kept only when it holds out better).
+    pub question_term: bool,
 }
 
 /// Fits the calibration `c` describes and writes it to `c.out/calibration.json`.
@@ -143,7 +145,7 @@ pub fn calibrate(
         .filter(|g| difficulty(g).is_finite())
         .collect();
     let extra_texts: Vec<&str> = extra_groups.iter().map(|g| g.question.as_str()).collect();
-    let extra_vecs = if extra_texts.is_empty() {
+    let extra_vecs = if extra_texts.is_empty() || !c.question_term {
         Vec::new()
     } else {
         embed_unit(
@@ -161,7 +163,9 @@ pub fn calibrate(
             difficulty: difficulty(g),
         })
         .collect();
-    fitted.question = QuestionTerm::fit(&pair_rows(&pairs), &question_rows(&pairs), &extra);
+    if c.question_term {
+        fitted.question = QuestionTerm::fit(&pair_rows(&pairs), &question_rows(&pairs), &extra);
+    }
     let probs: Vec<f64> = predictions(&fitted, &pairs)
         .into_iter()
         .map(|(_, p)| p)
@@ -271,6 +275,10 @@ pub struct CalibrateArgs {
     /// Where calibration.json goes (default: the model folder).
     #[cfg_attr(feature = "cli", arg(long))]
     pub out: Option<std::path::PathBuf>,
+    /// p(helps) from the cosine alone: no question term even where it would hold
+    /// out better (to measure what it adds).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cosine_only: bool,
 }
 
 /// Runs `uae calibrate`: reads the label folders, fits and writes the calibration.
@@ -287,6 +295,7 @@ pub fn run(
         groups: &groups,
         difficulty: &difficulty,
         out: &out,
+        question_term: !a.cosine_only,
     };
     let file = calibrate(&c, progress)?;
     Ok(CalibrationSummary::of(&file, &out))

@@ -411,6 +411,7 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             groups: dev_groups,
             difficulty,
             out: &model,
+            question_term: true,
         };
         match uae_search::calibrate::calibrate(&c, progress) {
             Ok(c) => tracing::info!(ece = c.ece, brier = c.brier, "calibrated on the dev labels"),
