@@ -393,6 +393,16 @@ mod tests {
     /// a passage helps more than its cosine does: the term is kept, its held-out log
     /// loss is lower, and it recovers the generating coefficients' signs and scale.
     /// With difficulty unrelated to the vectors, no term is kept.
+    fn rows_of<'a>(vecs: &'a [Vec<f32>], diff: &[f64]) -> Vec<QuestionRow<'a>> {
+        vecs.iter()
+            .zip(diff)
+            .map(|(v, &difficulty)| QuestionRow {
+                vector: v,
+                difficulty,
+            })
+            .collect()
+    }
+
     #[test]
     fn keeps_a_question_term_only_when_the_question_predicts_help() {
         let mut rng = SplitMix64::new(11);
@@ -427,14 +437,7 @@ mod tests {
             (vecs, diff, pairs)
         };
         let (vecs, diff, pairs) = make(&mut rng, true);
-        let rows: Vec<QuestionRow> = vecs
-            .iter()
-            .zip(&diff)
-            .map(|(v, &d)| QuestionRow {
-                vector: v,
-                difficulty: d,
-            })
-            .collect();
+        let rows = rows_of(&vecs, &diff);
         let t = QuestionTerm::fit(&pairs, &rows, &[]).expect("an informative question term");
         assert!(
             t.held_out_log_loss.0 < t.held_out_log_loss.1 - 0.02,
@@ -448,14 +451,7 @@ mod tests {
         assert!(hard > easy + 0.3, "{easy} {hard}");
 
         let (vecs, diff, pairs) = make(&mut rng, false);
-        let rows: Vec<QuestionRow> = vecs
-            .iter()
-            .zip(&diff)
-            .map(|(v, &d)| QuestionRow {
-                vector: v,
-                difficulty: d,
-            })
-            .collect();
+        let rows = rows_of(&vecs, &diff);
         assert!(QuestionTerm::fit(&pairs, &rows, &[]).is_none());
         assert!(
             QuestionTerm::fit(&pairs, &rows[..5], &[]).is_none(),
