@@ -34,7 +34,7 @@ pub struct LmPrecision {
     pub quantized: bool,
     /// Local LLM only: round the weights to bf16 and multiply on AMX tiles (Intel
     /// Sapphire Rapids or later) or with AVX512_BF16 (AMD Zen 4 or later, Intel
-    /// Cooper Lake or later), whichever the CPU has: faster scoring, NLL within 0.01
+    /// Cooper Lake or later), whichever the CPU has: faster scoring, NLL within 0.02
     /// nats of f32 on the fixtures; an error on a CPU with neither. Labels and caches
     /// are keyed apart from f32 ones.
     #[cfg_attr(feature = "cli", arg(long))]
