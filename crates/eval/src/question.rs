@@ -230,80 +230,28 @@ impl QuestionTerm {
         questions: &[QuestionRow],
         extra: &[QuestionRow],
     ) -> Option<QuestionTerm> {
-        let finite = |q: &QuestionRow| q.difficulty.is_finite() && !q.vector.is_empty();
-        if questions.iter().filter(|q| finite(q)).count() < 2 * FOLDS {
+        if questions.iter().filter(|q| usable(q)).count() < 2 * FOLDS {
             return None;
         }
-        let extra: Vec<&QuestionRow> = extra.iter().filter(|q| finite(q)).collect();
-        let fold = |q: usize| q % FOLDS;
-        // Out-of-fold difficulty of each calibration question, for each lambda.
-        let oof_for = |lambda: f64| -> Option<Vec<f64>> {
-            let mut oof = vec![f64::NAN; questions.len()];
-            for f in 0..FOLDS {
-                let (xs, ys): (Vec<&[f32]>, Vec<f64>) = extra
-                    .iter()
-                    .copied()
-                    .chain(
-                        questions
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, q)| fold(*i) != f && finite(q))
-                            .map(|(_, q)| q),
-                    )
-                    .map(|q| (q.vector, q.difficulty))
-                    .unzip();
-                let r = Ridge::fit(&xs, &ys, lambda)?;
-                for (i, q) in questions.iter().enumerate() {
-                    if fold(i) == f && finite(q) {
-                        oof[i] = r.predict(q.vector);
-                    }
-                }
-            }
-            Some(oof)
-        };
-        let mse = |oof: &[f64]| -> f64 {
-            let v: Vec<f64> = oof
-                .iter()
-                .zip(questions)
-                .filter(|(p, _)| p.is_finite())
-                .map(|(p, q)| (p - q.difficulty).powi(2))
-                .collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
-        };
+        let extra: Vec<&QuestionRow> = extra.iter().filter(|q| usable(q)).collect();
         let (lambda, oof) = LAMBDAS
             .iter()
-            .filter_map(|&l| oof_for(l).map(|o| (l, o)))
-            .min_by(|a, b| mse(&a.1).total_cmp(&mse(&b.1)))?;
-        // Held out by question: each fold's pairs predicted by maps fitted on the rest.
+            .filter_map(|&l| out_of_fold(questions, &extra, l).map(|o| (l, o)))
+            .min_by(|a, b| mse(&a.1, questions).total_cmp(&mse(&b.1, questions)))?;
         let rows: Vec<Row> = pairs
             .iter()
             .filter(|p| p.score.is_finite() && oof.get(p.question).is_some_and(|d| d.is_finite()))
             .map(|p| (p.score as f64, oof[p.question], p.helps, fold(p.question)))
             .collect();
-        let (mut p_term, mut p_cos, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
-        for f in 0..FOLDS {
-            let (fit, held): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.3 != f);
-            if held.is_empty() {
-                continue;
-            }
-            let t = fit_logistic2(&fit.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>())?;
-            let (s, h): (Vec<f32>, Vec<bool>) = fit.iter().map(|r| (r.0 as f32, r.2)).unzip();
-            let cos = Logistic::fit(&s, &h)?;
-            for r in held {
-                p_term.push(sigmoid(t[0] * r.0 + t[1] * r.1 + t[2]));
-                p_cos.push(cos.predict(r.0 as f32));
-                outcomes.push(r.2);
-            }
-        }
-        let held_out_log_loss = (log_loss(&p_term, &outcomes), log_loss(&p_cos, &outcomes));
-        if outcomes.is_empty() || held_out_log_loss.0 >= held_out_log_loss.1 {
+        let held_out_log_loss = held_out(&rows)?;
+        if held_out_log_loss.0 >= held_out_log_loss.1 {
             return None;
         }
         let t = fit_logistic2(&rows.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>())?;
         let (xs, ys): (Vec<&[f32]>, Vec<f64>) = extra
             .iter()
             .copied()
-            .chain(questions.iter().filter(|q| finite(q)))
+            .chain(questions.iter().filter(|q| usable(q)))
             .map(|q| (q.vector, q.difficulty))
             .unzip();
         let difficulty = Ridge::fit(&xs, &ys, lambda)?;
@@ -323,6 +271,74 @@ impl QuestionTerm {
             difficulty_r: pearson(&truth),
         })
     }
+}
+
+fn fold(question: usize) -> usize {
+    question % FOLDS
+}
+
+/// A question with a difficulty to learn from and a vector to learn it on.
+fn usable(q: &QuestionRow) -> bool {
+    q.difficulty.is_finite() && !q.vector.is_empty()
+}
+
+/// Each calibration question's difficulty predicted by a ridge (weight `lambda`)
+/// fitted on `extra` and the other folds' questions (NaN where unusable).
+fn out_of_fold(questions: &[QuestionRow], extra: &[&QuestionRow], lambda: f64) -> Option<Vec<f64>> {
+    let mut oof = vec![f64::NAN; questions.len()];
+    for f in 0..FOLDS {
+        let others = questions
+            .iter()
+            .enumerate()
+            .filter(|(i, q)| fold(*i) != f && usable(q))
+            .map(|(_, q)| q);
+        let (xs, ys): (Vec<&[f32]>, Vec<f64>) = extra
+            .iter()
+            .copied()
+            .chain(others)
+            .map(|q| (q.vector, q.difficulty))
+            .unzip();
+        let r = Ridge::fit(&xs, &ys, lambda)?;
+        for (i, q) in questions.iter().enumerate() {
+            if fold(i) == f && usable(q) {
+                oof[i] = r.predict(q.vector);
+            }
+        }
+    }
+    Some(oof)
+}
+
+/// Mean squared error of out-of-fold predictions against the questions' difficulty.
+fn mse(oof: &[f64], questions: &[QuestionRow]) -> f64 {
+    let v: Vec<f64> = oof
+        .iter()
+        .zip(questions)
+        .filter(|(p, _)| p.is_finite())
+        .map(|(p, q)| (p - q.difficulty).powi(2))
+        .collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Log loss held out by question (each fold's pairs predicted by maps fitted on the
+/// rest): of the (cosine, difficulty) logistic and of the cosine alone. `None` when a
+/// fit fails or nothing is held out.
+fn held_out(rows: &[Row]) -> Option<(f64, f64)> {
+    let (mut p_term, mut p_cos, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+    for f in 0..FOLDS {
+        let (fit, held): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.3 != f);
+        if held.is_empty() {
+            continue;
+        }
+        let t = fit_logistic2(&fit.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>())?;
+        let (s, h): (Vec<f32>, Vec<bool>) = fit.iter().map(|r| (r.0 as f32, r.2)).unzip();
+        let cos = Logistic::fit(&s, &h)?;
+        for r in held {
+            p_term.push(sigmoid(t[0] * r.0 + t[1] * r.1 + t[2]));
+            p_cos.push(cos.predict(r.0 as f32));
+            outcomes.push(r.2);
+        }
+    }
+    (!outcomes.is_empty()).then(|| (log_loss(&p_term, &outcomes), log_loss(&p_cos, &outcomes)))
 }
 
 fn pearson(xy: &[(f64, f64)]) -> f64 {
