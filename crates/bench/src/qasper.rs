@@ -364,6 +364,20 @@ fn retrievers(
     })
 }
 
+/// (name, model folder, rankings) of each f32 dense row, for `--selection`.
+fn dense_rows<'a>(
+    systems: &'a [System],
+    dense_dirs: &'a [(usize, PathBuf)],
+) -> Vec<(&'a str, &'a Path, &'a [Vec<Hit>])> {
+    dense_dirs
+        .iter()
+        .map(|(i, dir)| {
+            let s = &systems[*i];
+            (s.name.as_str(), dir.as_path(), s.rankings.as_slice())
+        })
+        .collect()
+}
+
 /// Runs the benchmark on `qasper` and writes its files; returns the report.
 pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<QasperReport> {
     let started = Instant::now();
@@ -437,13 +451,7 @@ pub fn run(b: &QasperBench, qasper: &Qasper, progress: &dyn Progress) -> Result<
             enc: &base,
             out: &b.out,
         };
-        let dense: Vec<(&str, &Path, &[Vec<Hit>])> = dense_dirs
-            .iter()
-            .map(|(i, dir)| {
-                let s = &systems[*i];
-                (s.name.as_str(), dir.as_path(), s.rankings.as_slice())
-            })
-            .collect();
+        let dense = dense_rows(&systems, &dense_dirs);
         crate::selection::measure_calibrated(&run, &dense, store, progress)?;
     }
     let rows = rows(&coll, &systems, &f1, brackets);
