@@ -16,7 +16,7 @@
 //! question (every pair of a fifth of the questions), against a logistic on the
 //! cosine alone fitted on the same pairs.
 
-use crate::calibrate::{log_loss, Logistic};
+use crate::calibrate::{log_loss, sigmoid, Logistic};
 use serde::{Deserialize, Serialize};
 
 /// Folds of the cross-validation, by question.
@@ -165,10 +165,6 @@ fn fit_logistic2(rows: &[(f64, f64, bool)]) -> Option<[f64; 3]> {
         }
     }
     t.iter().all(|v| v.is_finite()).then_some(t)
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 /// A labelled question, for the question term: its embedding and the LLM's

@@ -283,8 +283,8 @@ fn bad_inputs_are_errors() {
 /// answers' NLL within 0.02 nats of f32 and of HF transformers, and generation still
 /// runs. The drift is the rounding of activations to bf16 (8-bit mantissa) before each
 /// matmul, so it depends on the unit's accumulation order: on one AMX Xeon the worst of
-/// the five cases is 0.0103 nats through AMX and 0.0090 through AVX512_BF16 (keeping the
-/// head in f32 moved these to 0.0120 and 0.0053: no consistent gain); Gemma 3's test
+/// the five cases is 0.0103 nats through AMX and 0.0090 through AVX512_BF16
+/// (`UAE_BF16_BACKEND=avx512bf16` picks the latter); Gemma 3's test
 /// holds the same 0.02. A broken bf16 path (packing, rounding) drifts by whole nats;
 /// 0.02 is 1% of the 2-nat utility bar labels are trained with. Ignored where the CPU has
 /// neither (`scripts/test.sh` runs the `hw_` tests where it can).
