@@ -12,22 +12,33 @@ fetches (models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf).
   from HF transformers loading the GGUF (`gguf_file=`, dequantised to f32, eager
   attention) and from llama-cpp-python (llama.cpp's own kernels, which round
   activations to 8 bits for the quantised matmuls), both on llama.cpp's token ids.
+- and llama.cpp on the same weights unquantised (`llama_cpp_f32_logprobs`,
+  `llama_cpp_bf16_logprobs`): llama.cpp's own `llama_model_quantize` dequantises the
+  GGUF to an f32 and to a bf16 file, evaluated with an f32 KV cache. With f32 weights
+  its matmuls take f32 activations; with bf16 weights it rounds activations to bf16
+  before each matmul, as `uae label --bf16` does: the like-for-like comparisons.
 
     python3 scripts/make_gemma_reference.py [GGUF] [OUT]
+    python3 scripts/make_gemma_reference.py --llama-cpp-only [GGUF] [OUT]   # adds the
+        # unquantised llama.cpp values to an existing OUT (needs llama-cpp-python only)
 
 Needs llama-cpp-python, torch, transformers, gguf (not needed by the tests).
 """
+import ctypes
 import json
+import math
 import os
 import sys
+import tempfile
 
 import llama_cpp
-import torch
-import transformers
-from transformers import AutoModelForCausalLM
 
-GGUF = sys.argv[1] if len(sys.argv) > 1 else "models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf"
-OUT = sys.argv[2] if len(sys.argv) > 2 else "crates/lm/tests/fixtures/gemma3-270m-reference.json"
+ARGS = [a for a in sys.argv[1:] if a != "--llama-cpp-only"]
+GGUF = ARGS[0] if len(ARGS) > 0 else "models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf"
+OUT = ARGS[1] if len(ARGS) > 1 else "crates/lm/tests/fixtures/gemma3-270m-reference.json"
+GGML_TYPE_F32 = 0
+# llama_ftype: all tensors f32 (0), or the matrices in bf16 (32; norms stay f32).
+FTYPES = {"f32": 0, "bf16": 32}
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -64,7 +75,64 @@ def plain_prompt(passage, question):
     return f"{ctx}Question: {question}\nAnswer:"
 
 
+def log_softmax_at(row, t):
+    row = [float(x) for x in row]  # llama.cpp's logits are float32: sum in double
+    m = max(row)
+    return row[t] - m - math.log(sum(math.exp(x - m) for x in row))
+
+
+def llama_cpp_logprobs(model_path, cases):
+    """Per case, the answer tokens' log-probabilities from llama.cpp (f32 KV cache)."""
+    lcpp = llama_cpp.Llama(
+        model_path=model_path, n_ctx=1024, logits_all=True, n_threads=os.cpu_count(),
+        type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, verbose=False,
+    )
+    out = []
+    for c in cases:
+        p_ids, a_ids = c["prompt_ids"], c["answer_ids"]
+        lcpp.reset()
+        lcpp.eval(p_ids + a_ids)
+        out.append([log_softmax_at(list(lcpp.scores[len(p_ids) - 1 + i]), t) for i, t in enumerate(a_ids)])
+    return out
+
+
+def add_unquantised(cases):
+    """llama.cpp on the GGUF's weights dequantised to f32 and to bf16."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, ftype in FTYPES.items():
+            path = os.path.join(tmp, f"{name}.gguf")
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = ftype
+            params.allow_requantize = True
+            if llama_cpp.llama_model_quantize(GGUF.encode(), path.encode(), ctypes.byref(params)) != 0:
+                sys.exit(f"llama_model_quantize could not write {name} weights from {GGUF}")
+            for c, lp in zip(cases, llama_cpp_logprobs(path, cases)):
+                c[f"llama_cpp_{name}_logprobs"] = lp
+                n = len(lp)
+                print(f"{c['question'][:40]!r}: nll llama.cpp {name} {-sum(lp)/n:.4f}", file=sys.stderr)
+
+
+def llama_cpp_only():
+    with open(OUT, encoding="utf-8") as f:
+        ref = json.load(f)
+    add_unquantised(ref["cases"])
+    if "unquantised" not in ref["made_by"]:
+        ref["made_by"] += f"; unquantised: llama-cpp-python {llama_cpp.__version__}"
+    write(ref)
+
+
+def write(ref):
+    """OUT whole or not at all (a failure half-way leaves the old file)."""
+    with open(OUT + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(ref, f, indent=1, ensure_ascii=False)
+    os.replace(OUT + ".tmp", OUT)
+
+
 def main():
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
     vocab = llama_cpp.Llama(model_path=GGUF, vocab_only=True, verbose=False)
     tok = lambda s: vocab.tokenize(s.encode("utf-8"), add_bos=False, special=True)
     bos = vocab.token_bos()
@@ -117,9 +185,9 @@ def main():
         "tokenize": tokenize,
         "cases": cases,
     }
-    with open(OUT, "w") as f:
-        json.dump(ref, f, indent=1, ensure_ascii=False)
+    add_unquantised(cases)
+    write(ref)
 
 
 if __name__ == "__main__":
-    main()
+    llama_cpp_only() if "--llama-cpp-only" in sys.argv else main()
