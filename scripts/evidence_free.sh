@@ -23,6 +23,12 @@
 # Every step resumes (labels, checkpoints) or is skipped when its output exists.
 # EXTRA="name|flags;..." adds configurations (trained and evaluated on dev).
 # UAE_TEST=0 stops before test (tune on dev first).
+# LABELLER=gemma labels with Gemma 3 270M (`--template auto`: plain, a base model)
+# instead of SmolLM2-135M-Instruct (its own chat template).
+# SHARE_FROM=DIR (an earlier run with the same N) copies its mined candidates, so both
+# labellers score the same passages, and its `am` model and evaluations: answer-match
+# training reads the candidates and the answers, never a utility, so it is the same
+# model whichever LLM labelled (the script checks the candidates are the same file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-400}"
@@ -31,11 +37,28 @@ out="${3:-runs/evidence-free}"
 data="${UAE_DATA_DIR:-../shared/data/qasper}"
 source scripts/uae-bin.sh
 source scripts/bf16.sh
-mkdir -p "$out"
+case "${LABELLER:-smollm2}" in
+  smollm2) lm=() ;;
+  gemma) lm=(--lm models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf --template auto) ;;
+  *) echo "evidence_free.sh: LABELLER is smollm2 or gemma, not '$LABELLER'" >&2; exit 2 ;;
+esac
+mkdir -p "$out/labels"
 step() { echo "== $* ($(date +%T))" >&2; }
+share="${SHARE_FROM:-}"
+if [[ -n "$share" ]]; then
+  [[ -f "$out/labels/candidates.jsonl" ]] || cp "$share/labels/candidates.jsonl" "$out/labels/"
+  cmp -s "$share/labels/candidates.jsonl" "$out/labels/candidates.jsonl" || {
+    echo "evidence_free.sh: $out and $share mined different candidates; not sharing am" >&2
+    exit 2
+  }
+fi
 step "mined labels, $n train questions"
-$uae label --split train --candidates mined --limit "$n" "${bf16_label[@]}" --data-dir "$data" \
+$uae label --split train --candidates mined --limit "$n" "${lm[@]}" "${bf16_label[@]}" --data-dir "$data" \
   --out "$out/labels" > "$out/summary-labels.json"
+if [[ -n "$share" && ! -d "$out/am" ]]; then
+  cp -r "$share/am" "$share/am.json" "$out/"
+  for e in "$share"/eval-am-*; do cp -r "$e" "$out/"; done
+fi
 configs=(
   "uae-mu2|--loss uae --min-utility 2"
   "am|--loss infonce --positives answer-match"
