@@ -2,6 +2,7 @@
 //! cosine to its question under the model, against its utility.
 
 use crate::{load_encoder, Result};
+use std::collections::HashSet;
 use std::path::Path;
 use uae_artifacts::calibration::CalibrationFile;
 use uae_artifacts::labels::{LabelManifest, LabeledGroup};
@@ -139,11 +140,7 @@ pub fn calibrate(
             labels: c.labels.display().to_string(),
             pairs: pairs.scores.len(),
         })?;
-    let extra_groups: Vec<&LabeledGroup> = c
-        .difficulty
-        .iter()
-        .filter(|g| difficulty(g).is_finite())
-        .collect();
+    let extra_groups = outside_held_out(c.difficulty, c.groups);
     let extra_texts: Vec<&str> = extra_groups.iter().map(|g| g.question.as_str()).collect();
     let extra_vecs = if extra_texts.is_empty() || !c.question_term {
         Vec::new()
@@ -185,6 +182,28 @@ pub fn calibrate(
     };
     file.write(c.out).map_err(crate::Error::from)?;
     Ok(file)
+}
+
+/// The difficulty questions with a finite no-context NLL that are not among the
+/// held-out ones (same id or same text): the held-out questions judge whether the
+/// question term is kept, so the ridge must not have seen their NLLs.
+fn outside_held_out<'g>(
+    extra: &'g [LabeledGroup],
+    held_out: &[LabeledGroup],
+) -> Vec<&'g LabeledGroup> {
+    let ids: HashSet<&str> = held_out.iter().map(|g| g.question_id.as_str()).collect();
+    let texts: HashSet<&str> = held_out.iter().map(|g| g.question.trim()).collect();
+    let (kept, seen): (Vec<&LabeledGroup>, Vec<&LabeledGroup>) = extra
+        .iter()
+        .filter(|g| difficulty(g).is_finite())
+        .partition(|g| !ids.contains(g.question_id.as_str()) && !texts.contains(g.question.trim()));
+    if !seen.is_empty() {
+        tracing::warn!(
+            questions = seen.len(),
+            "difficulty labels hold questions of the held-out labels: left out of the question term's ridge"
+        );
+    }
+    kept
 }
 
 fn pair_rows(p: &ScoredPairs) -> Vec<PairRow> {
@@ -269,7 +288,8 @@ pub struct CalibrateArgs {
     /// More label folders of the same LLM and template (the training labels, say;
     /// repeatable): only their questions' no-context NLLs are read, to fit how hard
     /// a question is for the LLM from its embedding (p(helps)'s question term; more
-    /// questions fit it better). Their candidates are not used.
+    /// questions fit it better). Their candidates are not used, nor any question also
+    /// in --labels (same id or text): those judge the term, so the ridge never sees them.
     #[cfg_attr(feature = "cli", arg(long = "difficulty-labels"))]
     pub difficulty_labels: Vec<std::path::PathBuf>,
     /// Where calibration.json goes (default: the model folder).
@@ -484,4 +504,36 @@ pub fn reliability_svg(bins: &[uae_eval::calibrate::Bin]) -> String {
             },
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(id: &str, question: &str, nll: f32) -> LabeledGroup {
+        LabeledGroup {
+            question_id: id.into(),
+            paper_id: String::new(),
+            question: question.into(),
+            answers: vec!["a".into()],
+            nll_without: vec![nll],
+            candidates: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn difficulty_questions_never_include_the_held_out_ones() {
+        let held_out = [group("d1", "What is BM25?", 2.0)];
+        let extra = [
+            group("d1", "another text, same id", 1.0),
+            group("t9", "  What is BM25?\n", 1.0),
+            group("t1", "How many layers?", f32::NAN),
+            group("t2", "How many layers?", 3.0),
+        ];
+        let kept: Vec<&str> = outside_held_out(&extra, &held_out)
+            .iter()
+            .map(|g| g.question_id.as_str())
+            .collect();
+        assert_eq!(kept, ["t2"]);
+    }
 }
