@@ -29,6 +29,10 @@
 # labellers score the same passages, and its `am` model and evaluations: answer-match
 # training reads the candidates and the answers, never a utility, so it is the same
 # model whichever LLM labelled (the script checks the candidates are the same file).
+# MEAN_WITH=DIR (another labeller's run on the same candidates) averages the two
+# labellers' utilities (scripts/compare-labels.py --mean: OUT/labels-mean, their
+# agreement in OUT/agreement.json) and trains `auto-mean`: the evidence-free target
+# (`auto` spelt out, as the mean folder has no manifest) on the ensemble.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-400}"
@@ -55,6 +59,10 @@ fi
 step "mined labels, $n train questions"
 $uae label --split train --candidates mined --limit "$n" "${lm[@]}" "${bf16_label[@]}" --data-dir "$data" \
   --out "$out/labels" > "$out/summary-labels.json"
+if [[ -n "${MEAN_WITH:-}" && ! -f "$out/labels-mean/labels.jsonl" ]]; then
+  python3 scripts/compare-labels.py "$MEAN_WITH/labels" "$out/labels" --mean "$out/labels-mean" \
+    > "$out/agreement.json"
+fi
 if [[ -n "$share" && ! -d "$out/am" ]]; then
   cp -r "$share/am" "$share/am.json" "$out/"
   for e in "$share"/eval-am-*; do cp -r "$e" "$out/"; done
@@ -68,12 +76,15 @@ configs=(
 # and compared with answer-match there; on test only if named in TEST).
 IFS=';' read -r -a extra <<< "${EXTRA:-}"
 configs+=("${extra[@]}")
+[[ -n "${MEAN_WITH:-}" ]] && configs+=("auto-mean|--loss hybrid --positives answer-match --min-utility 2 --gold-weight 0")
 for c in "${configs[@]}"; do
   name="${c%%|*}"
   # shellcheck disable=SC2086
   [[ -f "$out/$name/model/config.json" && -f "$out/$name.json" ]] || {
     step "training $name"
-    $uae train --labels "$out/labels" ${c#*|} "${bf16_train[@]}" --data-dir "$data" --dev-limit 5 \
+    labels="$out/labels"
+    [[ "$name" == *-mean ]] && labels="$out/labels-mean"
+    $uae train --labels "$labels" ${c#*|} "${bf16_train[@]}" --data-dir "$data" --dev-limit 5 \
       --out "$out/$name" > "$out/$name.json"
   }
 done
