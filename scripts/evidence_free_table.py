@@ -9,7 +9,10 @@ import os
 import sys
 
 out = sys.argv[1] if len(sys.argv) > 1 else "runs/evidence-free"
+# The four configurations first, then any other the folder holds (EXTRA, auto-mean).
 models = ["base", "am", "uae-mu2", "auto"]
+found = {d[len("eval-"):].rsplit("-", 1)[0] for d in os.listdir(out) if d.startswith("eval-")}
+models += sorted(found - set(models))
 types = ["all", "extractive", "abstractive", "yes_no"]
 names = {"recall@1": "R@1", "map": "MAP", "ndcg@10": "nDCG@10"}
 
