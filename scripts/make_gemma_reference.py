@@ -81,11 +81,13 @@ def log_softmax_at(row, t):
     return row[t] - m - math.log(sum(math.exp(x - m) for x in row))
 
 
-def llama_cpp_logprobs(model_path, cases):
-    """Per case, the answer tokens' log-probabilities from llama.cpp (f32 KV cache)."""
+def llama_cpp_logprobs(model_path, cases, f32_cache=True):
+    """Per case, the answer tokens' log-probabilities from llama.cpp; its KV cache in
+    f32, or in llama.cpp's default (f16) with `f32_cache=False`."""
+    cache = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if f32_cache else {}
     lcpp = llama_cpp.Llama(
         model_path=model_path, n_ctx=1024, logits_all=True, n_threads=os.cpu_count(),
-        type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, verbose=False,
+        verbose=False, **cache,
     )
     out = []
     for c in cases:
@@ -144,9 +146,6 @@ def main():
         dtype=torch.float32,
         attn_implementation="eager",
     ).eval()
-    lcpp = llama_cpp.Llama(
-        model_path=GGUF, n_ctx=1024, logits_all=True, n_threads=os.cpu_count(), verbose=False
-    )
 
     cases = []
     for passage, question, answer in CASES:
@@ -157,11 +156,6 @@ def main():
         with torch.no_grad():
             lp = torch.log_softmax(hf(torch.tensor([ids])).logits[0].double(), dim=-1)
         hf_lp = [lp[len(p_ids) - 1 + i, t].item() for i, t in enumerate(a_ids)]
-        lcpp.reset()
-        lcpp.eval(ids)
-        logits = torch.tensor(lcpp.scores[: len(ids)], dtype=torch.float64)
-        lp2 = torch.log_softmax(logits, dim=-1)
-        cpp_lp = [lp2[len(p_ids) - 1 + i, t].item() for i, t in enumerate(a_ids)]
         cases.append(
             {
                 "passage": passage,
@@ -171,11 +165,13 @@ def main():
                 "prompt_ids": p_ids,
                 "answer_ids": a_ids,
                 "transformers_logprobs": hf_lp,
-                "llama_cpp_logprobs": cpp_lp,
             }
         )
-        n = len(a_ids)
-        print(f"{question[:40]!r}: nll transformers {-sum(hf_lp)/n:.4f} llama.cpp {-sum(cpp_lp)/n:.4f}",
+    # llama.cpp on the quantised file itself, as a user runs it (f16 KV cache).
+    for c, cpp_lp in zip(cases, llama_cpp_logprobs(GGUF, cases, f32_cache=False)):
+        c["llama_cpp_logprobs"] = cpp_lp
+        hf_lp, n = c["transformers_logprobs"], len(cpp_lp)
+        print(f"{c['question'][:40]!r}: nll transformers {-sum(hf_lp)/n:.4f} llama.cpp {-sum(cpp_lp)/n:.4f}",
               file=sys.stderr)
     ref = {
         "model": os.path.basename(GGUF),
