@@ -7,7 +7,9 @@ how often both put the same candidate first; and how often each one's best candi
 is gold evidence (questions with a gold candidate).
 With `--mean OUT`, also writes OUT/labels.jsonl: the candidates both scored, each
 with the mean of the two utilities (an ensemble of two labellers; `uae train --labels
-OUT` reads it, its fingerprint's LLM "unknown").
+OUT` reads it), and, where both folders have one for the same candidates, a
+manifest.json: A's, its LLM named as the mean of the two (so `--loss auto` knows mined
+candidates from gold ones, and the labels' fingerprint names both LLMs).
 Usage: scripts/compare-labels.py LABELS_A LABELS_B [--mean OUT]"""
 import json
 import sys
@@ -101,9 +103,24 @@ def write_mean(ga, gb, out):
             f.write(json.dumps(dict(g, candidates=cands, nll_without=[])) + "\n")
 
 
+def write_mean_manifest(dir_a, dir_b, out):
+    import os
+    paths = [f"{d}/manifest.json" for d in (dir_a, dir_b)]
+    if not all(os.path.isfile(p) for p in paths):
+        return
+    ma, mb = (json.load(open(p)) for p in paths)
+    if ma["config"]["candidates"] != mb["config"]["candidates"]:
+        return
+    ma["lm"] = f"mean of {ma['lm']} and {mb['lm']}"
+    ma["lm_sha256"] = f"mean({ma['lm_sha256']},{mb['lm_sha256']})"
+    with open(f"{out}/manifest.json", "w") as f:
+        json.dump(ma, f, indent=2)
+
+
 if "--mean" in sys.argv:
     i = sys.argv.index("--mean")
     write_mean(groups(sys.argv[1]), groups(sys.argv[2]), sys.argv[i + 1])
+    write_mean_manifest(sys.argv[1], sys.argv[2], sys.argv[i + 1])
     del sys.argv[i : i + 2]
 a, b = utilities(sys.argv[1]), utilities(sys.argv[2])
 keys = sorted(set(a) & set(b))

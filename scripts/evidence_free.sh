@@ -31,8 +31,8 @@
 # model whichever LLM labelled (the script checks the candidates are the same file).
 # MEAN_WITH=DIR (another labeller's run on the same candidates) averages the two
 # labellers' utilities (scripts/compare-labels.py --mean: OUT/labels-mean, their
-# agreement in OUT/agreement.json) and trains `auto-mean`: the evidence-free target
-# (`auto` spelt out, as the mean folder has no manifest) on the ensemble.
+# agreement in OUT/agreement.json) and trains `auto-mean`: the default (`--loss auto`,
+# the mean folder's manifest saying its candidates were mined) on the ensemble.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-400}"
@@ -59,7 +59,7 @@ fi
 step "mined labels, $n train questions"
 $uae label --split train --candidates mined --limit "$n" "${lm[@]}" "${bf16_label[@]}" --data-dir "$data" \
   --out "$out/labels" > "$out/summary-labels.json"
-if [[ -n "${MEAN_WITH:-}" && ! -f "$out/labels-mean/labels.jsonl" ]]; then
+if [[ -n "${MEAN_WITH:-}" && ! -f "$out/labels-mean/manifest.json" ]]; then
   python3 scripts/compare-labels.py "$MEAN_WITH/labels" "$out/labels" --mean "$out/labels-mean" \
     > "$out/agreement.json"
 fi
@@ -76,7 +76,7 @@ configs=(
 # and compared with answer-match there; on test only if named in TEST).
 IFS=';' read -r -a extra <<< "${EXTRA:-}"
 configs+=("${extra[@]}")
-[[ -n "${MEAN_WITH:-}" ]] && configs+=("auto-mean|--loss hybrid --positives answer-match --min-utility 2 --gold-weight 0")
+[[ -n "${MEAN_WITH:-}" ]] && configs+=("auto-mean|--loss auto")
 for c in "${configs[@]}"; do
   name="${c%%|*}"
   # shellcheck disable=SC2086
