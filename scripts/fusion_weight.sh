@@ -29,7 +29,7 @@ ev() { # name source-args... (skipped when done)
 dev=(--split dev --limit "$n" --data-dir "$data")
 ev dev-dense "${dev[@]}" --retriever dense
 ev dev-bm25 "${dev[@]}" --retriever bm25
-ev dev-rrf "${dev[@]}" --retriever hybrid
+ev dev-rrf "${dev[@]}" --retriever hybrid --fusion rrf
 weights=(0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9)
 for w in "${weights[@]}"; do
   ev "dev-convex$w" "${dev[@]}" --retriever hybrid --fusion convex --dense-weight "$w"
@@ -51,7 +51,7 @@ for c in "qasper-test|${test[*]}" "scifact|${sci[*]}"; do
   args=(${c#*|})
   ev "$name-dense" "${args[@]}" --retriever dense
   ev "$name-bm25" "${args[@]}" --retriever bm25
-  ev "$name-rrf" "${args[@]}" --retriever hybrid
+  ev "$name-rrf" "${args[@]}" --retriever hybrid --fusion rrf
   ev "$name-convex" "${args[@]}" --retriever hybrid --fusion convex --dense-weight "$best"
   for pair in "rrf convex" "dense convex" "bm25 convex" "dense rrf" "bm25 rrf"; do
     set -- $pair

@@ -506,23 +506,54 @@ fn serve_answers_searches_and_rejects_bad_requests() {
         .collect();
     assert_eq!(ids, ["leaf"]);
     // BM25 and hybrid modes: a query sharing words with one passage finds it first;
-    // a hybrid hit's score is its fused score (0.7 x dense + 0.3 x BM25, each
-    // normalised over its list).
-    for mode in ["bm25", "hybrid"] {
+    // a hybrid hit's score is its fused score: by default reciprocal rank fusion
+    // (1 / (60 + rank) from each ranking), or on request 0.7 x dense + 0.3 x BM25,
+    // each normalised over its list.
+    let hybrid = r#""mode": "hybrid""#;
+    for (mode, top_score) in [
+        (r#""mode": "bm25""#, None),
+        (hybrid, Some(2.0 / 61.0)),
+        (
+            r#""mode": "hybrid", "fusion": "rrf", "rrf_k": 10"#,
+            Some(2.0 / 11.0),
+        ),
+        (r#""mode": "hybrid", "fusion": "convex""#, Some(1.0)),
+        (
+            r#""mode": "hybrid", "fusion": "convex", "dense_weight": 0.2"#,
+            Some(1.0),
+        ),
+    ] {
         let (status, body) = http(
             &addr,
             "POST",
             "/search",
-            &format!(r#"{{"query": "interest rates in March", "k": 3, "mode": "{mode}"}}"#),
+            &format!(r#"{{"query": "interest rates in March", "k": 3, {mode}}}"#),
         );
         assert_eq!(status, 200, "{mode}: {body}");
         let hits = json(&body)["hits"].as_array().unwrap().clone();
         assert_eq!(hits[0]["id"], "rates", "{mode}: {body}");
-        if mode == "hybrid" {
-            // First in both rankings: the top of each normalised scale, 0.7 + 0.3.
+        if let Some(want) = top_score {
+            // First in both rankings.
             let s = hits[0]["score"].as_f64().unwrap();
-            assert!((s - 1.0).abs() < 1e-6, "{s}");
+            assert!((s - want).abs() < 1e-6, "{mode}: {s} against {want}");
         }
+    }
+    // A fusion constant that does not apply, or out of range, is refused.
+    for bad in [
+        r#""mode": "dense", "fusion": "rrf""#,
+        r#""mode": "hybrid", "dense_weight": 0.5"#,
+        r#""mode": "hybrid", "fusion": "convex", "rrf_k": 60"#,
+        r#""mode": "hybrid", "rrf_k": 0"#,
+        r#""mode": "hybrid", "fusion": "convex", "dense_weight": 1.5"#,
+        r#""mode": "hybrid", "fusion": "sum""#,
+    ] {
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/search",
+            &format!(r#"{{"query": "interest rates", {bad}}}"#),
+        );
+        assert_eq!(status, 422, "{bad}: {body}");
     }
     let (status, _) = http(
         &addr,

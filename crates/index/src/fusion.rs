@@ -4,13 +4,14 @@
 //! - [`Fusion::Rrf`]: reciprocal rank fusion (Cormack, Clarke and Büttcher 2009):
 //!   `score(p) = sum over rankings of 1 / (k + rank(p))`, rank from 1; a passage
 //!   missing from a ranking adds nothing. Scores need no scale and nothing to tune
-//!   (k = 60, the paper's and Elasticsearch's).
+//!   (k = 60, the paper's and Elasticsearch's). The default, as issue 30 fixed it:
+//!   it needs no dev set and no per-model weight.
 //! - [`Fusion::Convex`]: `w * dense' + (1 - w) * bm25'` of min-max normalised scores
 //!   (per query, over the union; a missing passage scores its ranking's minimum),
-//!   with `w` chosen on dev. The default, `w` = 0.7: chosen on QASPER dev with
-//!   MiniLM (`scripts/fusion_weight.sh`), it beat RRF on QASPER test and on SciFact,
-//!   which it was not tuned on (MAP +6.7% and +4.9%, intervals above 0;
-//!   BENCHMARKS.md, "Hybrid retrieval").
+//!   with `w` chosen on dev. Chosen on QASPER dev for the base MiniLM, `w` = 0.7
+//!   beat RRF on QASPER test and on SciFact (MAP +6.7% and +4.9%, intervals above
+//!   0); a fine-tuned model wants its own weight (BENCHMARKS.md, "Hybrid
+//!   retrieval"; `scripts/fusion_weight.sh`).
 //!
 //! Ties are broken by corpus position, as every ranking here is.
 
@@ -25,16 +26,15 @@ pub enum Fusion {
     Convex { dense_weight: f32 },
 }
 
-/// The default convex fusion's dense weight (see the module's notes).
+/// Convex fusion's dense weight when none is given: QASPER dev's best for the base
+/// MiniLM (see the module's notes).
 pub const DEFAULT_DENSE_WEIGHT: f32 = 0.7;
 /// Reciprocal rank fusion's constant, as the paper and Elasticsearch use it.
 pub const DEFAULT_RRF_K: f32 = 60.0;
 
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion::Convex {
-            dense_weight: DEFAULT_DENSE_WEIGHT,
-        }
+        Fusion::Rrf { k: DEFAULT_RRF_K }
     }
 }
 

@@ -8,15 +8,32 @@ use uae_core::flags;
 use uae_encoder::BatchOptions;
 use uae_index::{Bm25Params, Fusion};
 
-/// How `--retriever hybrid` fuses its two rankings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How `--retriever hybrid` (and `/search`'s hybrid mode) fuses its two rankings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
 pub enum FusionKind {
-    /// Reciprocal rank fusion (--rrf-k): needs no tuning.
+    /// Reciprocal rank fusion (--rrf-k): needs no tuning. The default.
+    #[default]
     Rrf,
     /// --dense-weight x dense + the rest x BM25, both scores min-max normalised per
     /// query: choose the weight on dev.
     Convex,
+}
+
+impl FusionKind {
+    /// The fusion with its constant: `rrf_k` for RRF, `dense_weight` for convex
+    /// (each [`uae_index`]'s default when `None`).
+    pub fn with(self, rrf_k: Option<f32>, dense_weight: Option<f32>) -> Fusion {
+        match self {
+            FusionKind::Rrf => Fusion::Rrf {
+                k: rrf_k.unwrap_or(uae_index::DEFAULT_RRF_K),
+            },
+            FusionKind::Convex => Fusion::Convex {
+                dense_weight: dense_weight.unwrap_or(uae_index::DEFAULT_DENSE_WEIGHT),
+            },
+        }
+    }
 }
 
 /// Which retriever to evaluate, and its knobs. Every default is
@@ -28,17 +45,16 @@ pub struct EvalOptions {
     /// rankings fused, --fusion).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().retriever))]
     pub retriever: RetrieverKind,
-    /// --retriever hybrid: `convex` (--dense-weight x dense + the rest x BM25, both
-    /// scores min-max normalised per query; the default, weight 0.7, was chosen on
-    /// QASPER dev with MiniLM: choose yours on dev) or `rrf` (reciprocal rank
-    /// fusion, --rrf-k; needs no tuning).
+    /// --retriever hybrid: `rrf` (reciprocal rank fusion, --rrf-k; needs no tuning)
+    /// or `convex` (--dense-weight x dense + the rest x BM25, both scores min-max
+    /// normalised per query; choose the weight on dev: `scripts/fusion_weight.sh`).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().fusion))]
     pub fusion: FusionKind,
     /// Reciprocal rank fusion's constant (> 0): each ranking adds 1 / (k + rank).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().rrf_k, value_parser = flags::positive))]
     pub rrf_k: f32,
-    /// Convex fusion: the dense score's weight (0-1; 1 is dense alone; 0.7 was best
-    /// of 0.1-0.9 on QASPER dev, `scripts/fusion_weight.sh`).
+    /// --fusion convex: the dense score's weight (0-1; 1 is dense alone; 0.7 was
+    /// best of 0.1-0.9 on QASPER dev for the base MiniLM, `scripts/fusion_weight.sh`).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().dense_weight, value_parser = flags::unit_interval))]
     pub dense_weight: f32,
     /// Bi-encoder folder for --retriever dense or hybrid.
@@ -67,10 +83,7 @@ impl Default for EvalOptions {
         let bm25 = Bm25Params::default();
         EvalOptions {
             retriever: RetrieverKind::Dense,
-            fusion: match Fusion::default() {
-                Fusion::Convex { .. } => FusionKind::Convex,
-                Fusion::Rrf { .. } => FusionKind::Rrf,
-            },
+            fusion: FusionKind::default(),
             rrf_k: uae_index::DEFAULT_RRF_K,
             dense_weight: uae_index::DEFAULT_DENSE_WEIGHT,
             model: PathBuf::from(crate::DEFAULT_ENCODER),
@@ -159,12 +172,7 @@ impl EvalOptions {
             RetrieverKind::Hybrid => Retriever::Hybrid {
                 dense,
                 bm25,
-                fusion: match self.fusion {
-                    FusionKind::Convex => Fusion::Convex {
-                        dense_weight: self.dense_weight,
-                    },
-                    FusionKind::Rrf => Fusion::Rrf { k: self.rrf_k },
-                },
+                fusion: self.fusion.with(Some(self.rrf_k), Some(self.dense_weight)),
             },
         }
     }
@@ -200,5 +208,28 @@ mod tests {
             .retriever(),
             Retriever::Bm25(Bm25Params { k1, .. }) if k1 == 0.9
         ));
+    }
+
+    #[test]
+    fn hybrid_fuses_by_rrf_at_60_unless_told() {
+        let h = EvalOptions {
+            retriever: RetrieverKind::Hybrid,
+            ..EvalOptions::default()
+        };
+        match h.retriever() {
+            Retriever::Hybrid { fusion, .. } => {
+                assert_eq!(fusion, Fusion::Rrf { k: 60.0 });
+                assert_eq!(fusion, Fusion::default());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            FusionKind::Convex.with(None, None),
+            Fusion::Convex { dense_weight: 0.7 }
+        );
+        assert_eq!(
+            FusionKind::Rrf.with(Some(10.0), Some(0.2)),
+            Fusion::Rrf { k: 10.0 }
+        );
     }
 }

@@ -14,11 +14,21 @@ pub struct SearchRequest {
     #[serde(default)]
     pub scope: Option<String>,
     /// `dense` (default), `bm25`, or `hybrid`: both rankings (top 100 each, or `k`
-    /// if more) fused as `uae eval --retriever hybrid` does by default (0.7 x the
-    /// dense score + 0.3 x BM25's, each min-max normalised over its list); a hit's
-    /// `score` is then its fused score.
+    /// if more) fused by `fusion`; a hit's `score` is then its fused score.
     #[serde(default)]
     pub mode: SearchMode,
+    /// Hybrid mode: `rrf` (default; reciprocal rank fusion, each ranking adds
+    /// 1 / (`rrf_k` + rank)) or `convex` (`dense_weight` x the dense score + the rest
+    /// x BM25's, each min-max normalised over its list), as `uae eval --fusion`.
+    #[serde(default)]
+    pub fusion: Option<uae_search::FusionKind>,
+    /// `"fusion": "rrf"`: its constant (> 0; default 60).
+    #[serde(default)]
+    pub rrf_k: Option<f32>,
+    /// `"fusion": "convex"`: the dense score's weight (0-1; default 0.7, QASPER
+    /// dev's best for the base MiniLM: choose yours on dev).
+    #[serde(default)]
+    pub dense_weight: Option<f32>,
     /// With a calibrated model (dense or hybrid mode; a hybrid hit is valued by the
     /// model's cosine for it): keep only hits whose expected utility
     /// is at least this many nats. An empty list is an answer: retrieval will not help.

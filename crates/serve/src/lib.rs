@@ -571,6 +571,7 @@ async fn search(
             app.cfg.max_k
         )));
     }
+    let fusion = fusion_of(&req)?;
     let calibration = calibration_for(&app, &req)?;
     let candidates = match &req.scope {
         Some(s) => {
@@ -614,7 +615,7 @@ async fn search(
     let mut hits = match req.mode {
         SearchMode::Dense => dense,
         SearchMode::Bm25 => lexical(),
-        SearchMode::Hybrid => uae_index::Fusion::default().fuse(&dense, &lexical(), None),
+        SearchMode::Hybrid => fusion.fuse(&dense, &lexical(), None),
     };
     hits.truncate(req.k);
     // The calibration maps the model's cosine of the query and the passage: a fused
@@ -652,6 +653,35 @@ async fn search(
             .collect(),
         took_ms: t.elapsed().as_secs_f64() * 1e3,
     }))
+}
+
+/// How a hybrid search fuses its rankings: the request's `fusion` with its one
+/// constant. A constant of the other fusion, or any of them outside hybrid mode,
+/// is refused rather than ignored.
+fn fusion_of(req: &SearchRequest) -> std::result::Result<uae_index::Fusion, ApiError> {
+    use uae_search::FusionKind;
+    let given = req.fusion.is_some() || req.rrf_k.is_some() || req.dense_weight.is_some();
+    if given && req.mode != SearchMode::Hybrid {
+        return Err(ApiError::validation(
+            "`fusion`, `rrf_k` and `dense_weight` apply to `\"mode\": \"hybrid\"` only",
+        ));
+    }
+    let kind = req.fusion.unwrap_or_default();
+    match (kind, req.rrf_k, req.dense_weight) {
+        (FusionKind::Rrf, _, Some(_)) => Err(ApiError::validation(
+            "`dense_weight` needs `\"fusion\": \"convex\"` (the default fusion, rrf, has no weight)",
+        )),
+        (FusionKind::Convex, Some(_), _) => Err(ApiError::validation(
+            "`rrf_k` applies to `\"fusion\": \"rrf\"`, not convex",
+        )),
+        (_, Some(k), _) if !(k.is_finite() && k > 0.0) => Err(ApiError::validation(
+            format!("`rrf_k` must be a positive number, not {k}"),
+        )),
+        (_, _, Some(w)) if !(0.0..=1.0).contains(&w) => Err(ApiError::validation(format!(
+            "`dense_weight` must be between 0 and 1, not {w}"
+        ))),
+        _ => Ok(kind.with(req.rrf_k, req.dense_weight)),
+    }
 }
 
 /// A hit and, with a calibration, its (expected utility, p(helps)).
