@@ -134,9 +134,17 @@ fn measure(
     for s in systems {
         let c = &s.calibration.calibrator;
         let per_query: Vec<_> = s.queries.iter().map(|q| c.for_query(q)).collect();
-        let value = |q: usize, h: &Hit| match per_query.get(q) {
-            Some(pq) => pq.predict(h.score),
-            None => c.predict(h.score),
+        let lexical = uae_search::select::lexical_ranks(coll, c);
+        let value = |q: usize, h: &Hit| {
+            // Without a question term no query was embedded.
+            let pq = per_query
+                .get(q)
+                .copied()
+                .unwrap_or_else(|| c.for_query(&[]));
+            match &lexical {
+                Some(l) => pq.predict_lexical(h.score, l.rank(q, h.passage)),
+                None => pq.predict(h.score),
+            }
         };
         let valued = Valued::new(coll, s.rankings, value, enc, DEPTH)?;
         for (_, rule) in &rules {

@@ -34,7 +34,7 @@ pub enum BenchCmd {
     /// Serving under load: the server on a loopback port, a fixed number of requests
     /// at each concurrency; p50/p95/p99 and requests/s for /v1/embeddings (one query;
     /// batches of passages) and /search, next to the offline embedding throughput.
-    Serve(Bench<uae_bench::serve::ServeBench>),
+    Serve(Box<Bench<uae_bench::serve::ServeBench>>),
     /// LLM scoring throughput: sequences of real QASPER text cut to a fixed length,
     /// the last `answer` tokens scored (LM head on those only), at several batch sizes.
     Label(Bench<LabelBench>),

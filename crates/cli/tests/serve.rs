@@ -1017,6 +1017,142 @@ fn p_helps_reads_how_hard_the_question_is() {
     );
 }
 
+/// A calibration whose p(helps) reads each hit's BM25 rank: per topic, one passage
+/// holds the questions' words and helps (3 nats), a paraphrase on the same topic in
+/// other words does not. The cosine ranks both near the top; BM25 tells them apart.
+/// `uae calibrate` ranks the labelled candidates in the corpus the labels' manifest
+/// names, keeps the lexical term (it holds out better), and dense `/search` reads it.
+#[test]
+fn p_helps_reads_the_bm25_rank_of_each_hit() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("model");
+    link_tree(&common::root().join("models/all-MiniLM-L6-v2"), &model);
+    let topics = [
+        (
+            "cat",
+            "The cat sat on the mat all afternoon.",
+            "A feline rested upon a rug for hours.",
+            [
+                "Where did the cat sit?",
+                "What did the cat sit on all afternoon?",
+            ],
+        ),
+        (
+            "rates",
+            "Interest rates rose in March.",
+            "Borrowing costs climbed early that spring.",
+            [
+                "When did interest rates rise?",
+                "Which rates rose in March?",
+            ],
+        ),
+        (
+            "leaf",
+            "Photosynthesis turns light into sugar.",
+            "Plants convert sunshine to glucose.",
+            [
+                "What does photosynthesis turn light into?",
+                "What turns light into sugar?",
+            ],
+        ),
+    ];
+    let corpus = d.path().join("corpus.jsonl");
+    let mut rows = String::new();
+    for (id, words, paraphrase, _) in &topics {
+        rows += &format!(
+            "{}\n",
+            serde_json::json!({"id": format!("{id}-words"), "text": words})
+        );
+        rows += &format!(
+            "{}\n",
+            serde_json::json!({"id": format!("{id}-para"), "text": paraphrase})
+        );
+    }
+    std::fs::write(&corpus, rows).unwrap();
+    let (mut questions, mut lines) = (String::new(), String::new());
+    for i in 0..60 {
+        let (topic, words, paraphrase, asked) = &topics[i % 3];
+        let question = format!("{} (case {i})", asked[(i / 3) % 2]);
+        questions += &format!(
+            "{}\n",
+            serde_json::json!({"id": format!("q{i}"), "question": question, "answers": ["a"]})
+        );
+        let mut candidates = Vec::new();
+        for (id, text, u) in [("words", words, 3.0), ("para", paraphrase, -0.2)] {
+            candidates.push(
+                serde_json::json!({"passage_id": format!("{topic}-{id}"), "text": text,
+                "is_gold": false, "source": "dense", "utility": u, "per_answer": [u]}),
+            );
+        }
+        for (other, words, paraphrase, _) in topics.iter().filter(|t| t.0 != *topic) {
+            for (id, text) in [("words", words), ("para", paraphrase)] {
+                candidates.push(serde_json::json!({"passage_id": format!("{other}-{id}"),
+                    "text": text, "is_gold": false, "source": "dense", "utility": -0.2,
+                    "per_answer": [-0.2]}));
+            }
+        }
+        lines += &format!(
+            "{}\n",
+            serde_json::json!({"question_id": format!("q{i}"), "paper_id": "", "question": question,
+                "answers": ["a"], "nll_without": [4.0], "candidates": candidates})
+        );
+    }
+    let questions_file = d.path().join("questions.jsonl");
+    std::fs::write(&questions_file, questions).unwrap();
+    let labels = d.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(labels.join("labels.jsonl"), lines).unwrap();
+    let manifest = serde_json::json!({"version": "0", "split": "questions.jsonl", "limit": null,
+        "data_file": questions_file, "corpus": corpus, "lm": "lm", "lm_sha256": "lm",
+        "encoder": "e", "config": {"candidates": "mined", "dense_negatives": 0,
+        "bm25_negatives": 0, "random_negatives": 0, "passage_tokens": 0, "template": "plain",
+        "seed": 0, "max_batch": 1, "max_batch_tokens": 1}});
+    std::fs::write(labels.join("manifest.json"), manifest.to_string()).unwrap();
+    let (m, l) = (model.to_str().unwrap(), labels.to_str().unwrap());
+    let report: serde_json::Value =
+        serde_json::from_str(&common::ok(&["calibrate", "--model", m, "--labels", l])).unwrap();
+    let term = &report["lexical_term"];
+    assert!(
+        term["held_out_log_loss"].as_f64().unwrap()
+            < term["held_out_log_loss_without_rank"].as_f64().unwrap() - 0.05,
+        "{report}"
+    );
+    assert!(term["rank_weight"].as_f64().unwrap() < 0.0, "{report}");
+    // --cosine-only fits neither term: the same model, its cosine alone.
+    let cos_model = d.path().join("cosine-only");
+    link_tree(&common::root().join("models/all-MiniLM-L6-v2"), &cos_model);
+    let c = cos_model.to_str().unwrap();
+    let out = common::ok(&["calibrate", "--model", c, "--labels", l, "--cosine-only"]);
+    assert!(!out.contains("lexical_term"), "{out}");
+    // Served over the same corpus: in dense and in hybrid mode the passage with the
+    // question's words is worth clearly more than its paraphrase, by far more than
+    // the cosine alone says.
+    let gap = |model: &str, mode: &str| {
+        let srv = start_on(&corpus, &["--model", model]);
+        let body =
+            serde_json::json!({"query": "Where did the cat sit on the mat?", "k": 6, "mode": mode});
+        let (s, r) = post(&srv.addr, "/search", &body.to_string());
+        assert_eq!(s, 200, "{r}");
+        let p = |id: &str| {
+            r["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["id"] == id)
+                .and_then(|h| h["p_helps"].as_f64())
+                .unwrap_or_else(|| panic!("{id} in {r}"))
+        };
+        p("cat-words") - p("cat-para")
+    };
+    for mode in ["dense", "hybrid"] {
+        let (lexical, cosine) = (gap(m, mode), gap(c, mode));
+        assert!(
+            lexical > 0.3 && lexical > cosine + 0.2,
+            "{mode}: {lexical} against {cosine}"
+        );
+    }
+}
+
 /// `uae eval` with a calibrated model: the sweep of selection rules, the requested
 /// rule (questions on a topic get their passage, one that no passage answers gets
 /// nothing), the calibration checked on labels with a reliability diagram; and the

@@ -13,11 +13,13 @@
 //!   and both losses are recorded.
 //!
 //! Optionally a third: p(helps) given the question as well ([`crate::question`]),
-//! kept only where it holds out better.
+//! and a fourth on top, given the passage's BM25 rank as well ([`crate::lexical`]),
+//! each kept only where it holds out better.
 //!
 //! ECE (expected calibration error over equal-width bins) and the Brier score
 //! measure how well probabilities match outcomes.
 
+use crate::lexical::LexicalTerm;
 use crate::question::QuestionTerm;
 use serde::{Deserialize, Serialize};
 
@@ -182,6 +184,12 @@ pub struct Calibrator {
     /// when it held out better than the cosine alone ([`QuestionTerm::fit`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question: Option<QuestionTerm>,
+    /// p(helps) given the passage's BM25 rank too (and the question's difficulty when
+    /// `question` is kept), kept when it held out better ([`LexicalTerm::fit`]).
+    /// Read where the caller ranks the query's candidates by BM25
+    /// ([`QueryCalibration::predict_lexical`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<LexicalTerm>,
 }
 
 /// A calibration applied to one query: its predicted difficulty computed once.
@@ -192,7 +200,21 @@ pub struct QueryCalibration<'a> {
 }
 
 impl QueryCalibration<'_> {
-    /// (expected utility in nats, p(helps)) of a passage scored `score` for this query.
+    /// (expected utility in nats, p(helps)) of a passage scored `score` at BM25 rank
+    /// `rank` for this query (from 1; `None`: not among the top
+    /// [`crate::lexical::LEXICAL_DEPTH`]). Without a lexical term, [`Self::predict`].
+    pub fn predict_lexical(&self, score: f32, rank: Option<usize>) -> (f64, f64) {
+        match &self.calibrator.lexical {
+            Some(l) => (
+                self.calibrator.expected_utility.predict(score),
+                l.p_helps(score, self.difficulty, rank),
+            ),
+            None => self.predict(score),
+        }
+    }
+
+    /// (expected utility in nats, p(helps)) of a passage scored `score` for this
+    /// query, its BM25 rank unknown.
     pub fn predict(&self, score: f32) -> (f64, f64) {
         let c = self.calibrator;
         let p = match (&c.question, self.difficulty) {
@@ -316,6 +338,7 @@ impl Calibrator {
             held_out_log_loss: (iso_loss, logi_loss),
             pairs: pairs.len(),
             question: None,
+            lexical: None,
         })
     }
 
@@ -340,6 +363,11 @@ impl Calibrator {
     /// Whether predictions read the query ([`Calibrator::for_query`]).
     pub fn reads_query(&self) -> bool {
         self.question.is_some()
+    }
+
+    /// Whether p(helps) reads each passage's BM25 rank for the query.
+    pub fn reads_lexical(&self) -> bool {
+        self.lexical.is_some()
     }
 }
 

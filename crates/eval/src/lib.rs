@@ -19,6 +19,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod f1;
 pub mod groups;
+pub mod lexical;
 pub mod question;
 pub mod select;
 

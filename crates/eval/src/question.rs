@@ -20,7 +20,7 @@ use crate::calibrate::{log_loss, sigmoid, Logistic};
 use serde::{Deserialize, Serialize};
 
 /// Folds of the cross-validation, by question.
-const FOLDS: usize = 5;
+pub(crate) const FOLDS: usize = 5;
 /// Ridge weights tried (on unit vectors; the intercept is not penalised).
 const LAMBDAS: [f64; 6] = [0.3, 1.0, 3.0, 10.0, 30.0, 100.0];
 
@@ -133,33 +133,39 @@ fn cholesky_solve(a: &mut [f64], b: &[f64], d: usize) -> Option<Vec<f64>> {
     Some(x)
 }
 
-/// `p = sigmoid(a * score + c * difficulty + b)`, by Newton's method with a small
-/// ridge (separable data stays finite).
+/// `p = sigmoid(a * score + c * difficulty + b)` as `[a, c, b]`.
 fn fit_logistic2(rows: &[(f64, f64, bool)]) -> Option<[f64; 3]> {
-    if rows.is_empty() {
-        return None;
-    }
+    let rows: Vec<(Vec<f64>, bool)> = rows.iter().map(|&(s, d, y)| (vec![s, d], y)).collect();
+    let t = fit_logistic(&rows)?;
+    Some([t[0], t[1], t[2]])
+}
+
+/// `p = sigmoid(w . x + b)` over rows of features `x` (all of one length), as `w`
+/// followed by `b`, by Newton's method with a small ridge (separable data stays
+/// finite). `None` without rows or when the features are degenerate.
+pub(crate) fn fit_logistic(rows: &[(Vec<f64>, bool)]) -> Option<Vec<f64>> {
+    let n = rows.first()?.0.len() + 1;
     let ridge = 1e-3;
-    let mut t = [0.0f64; 3];
+    let mut t = vec![0.0f64; n];
     for _ in 0..100 {
-        let mut g = [ridge * t[0], ridge * t[1], ridge * t[2]];
-        let mut h = [[0.0f64; 3]; 3];
-        (0..3).for_each(|i| h[i][i] = ridge);
-        for &(s, d, y) in rows {
-            let x = [s, d, 1.0];
-            let p = sigmoid(t[0] * s + t[1] * d + t[2]);
+        let mut g: Vec<f64> = t.iter().map(|v| ridge * v).collect();
+        let mut h = vec![0.0f64; n * n];
+        (0..n).for_each(|i| h[i * n + i] = ridge);
+        for (x, y) in rows {
+            let z: f64 = x.iter().zip(&t).map(|(a, w)| a * w).sum::<f64>() + t[n - 1];
+            let p = sigmoid(z);
             let w = (p * (1.0 - p)).max(1e-12);
-            let r = p - if y { 1.0 } else { 0.0 };
-            for i in 0..3 {
-                g[i] += r * x[i];
-                for j in 0..3 {
-                    h[i][j] += w * x[i] * x[j];
+            let r = p - if *y { 1.0 } else { 0.0 };
+            let xi = |i: usize| if i + 1 == n { 1.0 } else { x[i] };
+            for i in 0..n {
+                g[i] += r * xi(i);
+                for j in 0..n {
+                    h[i * n + j] += w * xi(i) * xi(j);
                 }
             }
         }
-        let mut flat: Vec<f64> = h.iter().flat_map(|r| r.iter().copied()).collect();
-        let step = cholesky_solve(&mut flat, &g, 3)?;
-        (0..3).for_each(|i| t[i] -= step[i]);
+        let step = cholesky_solve(&mut h, &g, n)?;
+        t.iter_mut().zip(&step).for_each(|(v, s)| *v -= s);
         if step.iter().map(|v| v.abs()).sum::<f64>() < 1e-10 {
             break;
         }
@@ -229,11 +235,8 @@ impl QuestionTerm {
         if questions.iter().filter(|q| usable(q)).count() < 2 * FOLDS {
             return None;
         }
+        let (lambda, oof) = difficulty_out_of_fold(questions, extra)?;
         let extra: Vec<&QuestionRow> = extra.iter().filter(|q| usable(q)).collect();
-        let (lambda, oof) = LAMBDAS
-            .iter()
-            .filter_map(|&l| out_of_fold(questions, &extra, l).map(|o| (l, o)))
-            .min_by(|a, b| mse(&a.1, questions).total_cmp(&mse(&b.1, questions)))?;
         let rows: Vec<Row> = pairs
             .iter()
             .filter(|p| p.score.is_finite() && oof.get(p.question).is_some_and(|d| d.is_finite()))
@@ -269,7 +272,22 @@ impl QuestionTerm {
     }
 }
 
-fn fold(question: usize) -> usize {
+/// Each calibration question's difficulty predicted out of fold (NaN where
+/// unusable), by the ridge weight that predicts it best, and that weight: what the
+/// question term is fitted on, and what a further term stacked on it reads.
+pub fn difficulty_out_of_fold(
+    questions: &[QuestionRow],
+    extra: &[QuestionRow],
+) -> Option<(f64, Vec<f64>)> {
+    let extra: Vec<&QuestionRow> = extra.iter().filter(|q| usable(q)).collect();
+    LAMBDAS
+        .iter()
+        .filter_map(|&l| out_of_fold(questions, &extra, l).map(|o| (l, o)))
+        .min_by(|a, b| mse(&a.1, questions).total_cmp(&mse(&b.1, questions)))
+}
+
+/// The fold of a calibration question (by its index), for every held-out check.
+pub(crate) fn fold(question: usize) -> usize {
     question % FOLDS
 }
 

@@ -9,7 +9,8 @@ use uae_artifacts::labels::{LabelManifest, LabeledGroup};
 use uae_core::Progress;
 use uae_encoder::Encoder;
 use uae_eval::calibrate::{brier, ece, Calibrator, QueryCalibration, HELPS_NATS};
-use uae_eval::question::{PairRow, QuestionRow, QuestionTerm};
+use uae_eval::lexical::{ranks_in, LexicalRow, LexicalTerm, LEXICAL_DEPTH};
+use uae_eval::question::{difficulty_out_of_fold, PairRow, QuestionRow, QuestionTerm};
 
 /// Why a calibration cannot be fitted.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,10 @@ pub struct ScoredPairs {
     /// no-context NLL of its answer (the smallest over its references; NaN without).
     pub queries: Vec<Vec<f32>>,
     pub difficulty: Vec<f64>,
+    /// Per pair: the candidate's BM25 rank for its question in the label folder's
+    /// corpus (`None` inside: below the top [`LEXICAL_DEPTH`]); `None` when that
+    /// corpus could not be ranked ([`label_ranks`]).
+    pub ranks: Option<Vec<Option<usize>>>,
 }
 
 /// The LLM's no-context NLL of a question's answer: the smallest over references.
@@ -42,6 +47,77 @@ fn difficulty(g: &LabeledGroup) -> f64 {
         .filter(|v| v.is_finite())
         .map(|&v| v as f64)
         .fold(f64::NAN, f64::min)
+}
+
+/// Where a label folder's questions and passages came from, by its manifest.
+fn label_source(labels: &Path) -> std::result::Result<uae_data::Source, String> {
+    let m = LabelManifest::read(labels)
+        .map_err(|e| e.to_string())?
+        .ok_or("no manifest.json")?;
+    let data = std::path::PathBuf::from(&m.data_file);
+    Ok(match m.corpus {
+        Some(corpus) => uae_data::Source::Files {
+            corpus: corpus.into(),
+            questions: data,
+        },
+        None => uae_data::Source::Qasper {
+            dir: data.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            split: m
+                .split
+                .parse()
+                .map_err(|e: uae_data::Error| e.to_string())?,
+        },
+    })
+}
+
+/// Each labelled candidate's BM25 rank for its question (its scope, or the corpus),
+/// in the corpus the label folder's manifest names, ranked as `uae eval` and
+/// `/search` rank: one entry per candidate of the groups with candidates, in order.
+/// `None`, with a warning, when the corpus cannot be read or does not hold every
+/// candidate: the lexical term is then left out.
+pub fn label_ranks(labels: &Path, groups: &[LabeledGroup]) -> Option<Vec<Option<usize>>> {
+    let warn = |why: String| {
+        tracing::warn!(labels = %labels.display(), "no BM25 ranks for the labelled candidates ({why}): p(helps) will not read them");
+    };
+    let coll = match label_source(labels).and_then(|s| s.collection().map_err(|e| e.to_string())) {
+        Ok(c) => c,
+        Err(e) => {
+            warn(e);
+            return None;
+        }
+    };
+    let at: std::collections::HashMap<&str, usize> = coll
+        .passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    let bm25 = uae_index::ScopedBm25::with_global(&coll.passages, uae_index::Bm25Params::default());
+    let mut out = Vec::new();
+    for g in groups.iter().filter(|g| !g.candidates.is_empty()) {
+        let mut idx = Vec::with_capacity(g.candidates.len());
+        for c in &g.candidates {
+            match at.get(c.passage_id.as_str()) {
+                Some(&i) => idx.push(i),
+                None => {
+                    warn(format!("passage `{}` is not in its corpus", c.passage_id));
+                    return None;
+                }
+            }
+        }
+        let query = uae_core::Query {
+            id: g.question_id.clone(),
+            text: g.question.clone(),
+            scope: (!g.paper_id.is_empty()).then(|| g.paper_id.clone()),
+            gold: Vec::new(),
+        };
+        out.extend(ranks_in(
+            &bm25.search(&query, Some(LEXICAL_DEPTH)),
+            &idx,
+            LEXICAL_DEPTH,
+        ));
+    }
+    Some(out)
 }
 
 fn embed_unit(
@@ -124,7 +200,8 @@ pub struct Calibration<'a> {
     pub difficulty: &'a [LabeledGroup],
     /// Where calibration.json goes (usually the model folder itself).
     pub out: &'a Path,
-    /// Try the question term (kept only when it holds out better).
+    /// Try the question term, then the lexical term (each kept only when it holds
+    /// out better).
     pub question_term: bool,
 }
 
@@ -134,7 +211,7 @@ pub fn calibrate(
     progress: &dyn Progress,
 ) -> std::result::Result<CalibrationFile, CalibrateError> {
     let enc = load_encoder(c.model, false)?;
-    let pairs = score_pairs(&enc, c.groups, progress)?;
+    let mut pairs = score_pairs(&enc, c.groups, progress)?;
     let mut fitted =
         Calibrator::fit(&pairs.scores, &pairs.utilities).ok_or_else(|| TooFewPairs {
             labels: c.labels.display().to_string(),
@@ -162,6 +239,15 @@ pub fn calibrate(
         .collect();
     if c.question_term {
         fitted.question = QuestionTerm::fit(&pair_rows(&pairs), &question_rows(&pairs), &extra);
+        pairs.ranks = label_ranks(c.labels, c.groups);
+        if let Some(ranks) = &pairs.ranks {
+            // Stacked on the question term when kept: its out-of-fold difficulty.
+            let oof = match fitted.question {
+                Some(_) => difficulty_out_of_fold(&question_rows(&pairs), &extra).map(|(_, o)| o),
+                None => None,
+            };
+            fitted.lexical = LexicalTerm::fit(&lexical_rows(&pairs, ranks), oof.as_deref());
+        }
     }
     let probs: Vec<f64> = predictions(&fitted, &pairs)
         .into_iter()
@@ -219,6 +305,19 @@ fn pair_rows(p: &ScoredPairs) -> Vec<PairRow> {
         .collect()
 }
 
+fn lexical_rows(p: &ScoredPairs, ranks: &[Option<usize>]) -> Vec<LexicalRow> {
+    pair_rows(p)
+        .into_iter()
+        .zip(ranks)
+        .map(|(r, &rank)| LexicalRow {
+            score: r.score,
+            rank,
+            helps: r.helps,
+            question: r.question,
+        })
+        .collect()
+}
+
 fn question_rows(p: &ScoredPairs) -> Vec<QuestionRow<'_>> {
     p.queries
         .iter()
@@ -230,13 +329,18 @@ fn question_rows(p: &ScoredPairs) -> Vec<QuestionRow<'_>> {
         .collect()
 }
 
-/// (expected utility, p(helps)) of every pair, each read with its question.
+/// (expected utility, p(helps)) of every pair, each read with its question (and its
+/// BM25 rank, where known).
 fn predictions(c: &Calibrator, p: &ScoredPairs) -> Vec<(f64, f64)> {
     let per_query: Vec<_> = p.queries.iter().map(|q| c.for_query(q)).collect();
     p.scores
         .iter()
         .zip(&p.question)
-        .map(|(&s, &q)| per_query[q].predict(s))
+        .enumerate()
+        .map(|(i, (&s, &q))| match &p.ranks {
+            Some(r) => per_query[q].predict_lexical(s, r[i]),
+            None => per_query[q].predict(s),
+        })
         .collect()
 }
 
@@ -295,8 +399,9 @@ pub struct CalibrateArgs {
     /// Where calibration.json goes (default: the model folder).
     #[cfg_attr(feature = "cli", arg(long))]
     pub out: Option<std::path::PathBuf>,
-    /// p(helps) from the cosine alone: no question term even where it would hold
-    /// out better (to measure what it adds).
+    /// p(helps) from the cosine alone: no question term and no lexical term (the
+    /// candidates' BM25 ranks in the corpus the labels name) even where they would
+    /// hold out better (to measure what they add).
     #[cfg_attr(feature = "cli", arg(long))]
     pub cosine_only: bool,
 }
@@ -337,6 +442,10 @@ pub struct CalibrationSummary {
     /// predicts the LLM's no-context NLL (out-of-fold correlation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub question_term: Option<QuestionSummary>,
+    /// The lexical term (the passage's BM25 rank), when kept: its log loss held
+    /// out by question against the same map without the rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical_term: Option<LexicalSummary>,
     pub ece: f64,
     pub brier: f64,
 }
@@ -361,6 +470,12 @@ impl CalibrationSummary {
                 difficulty_r: t.difficulty_r,
                 difficulty_questions: t.questions,
             }),
+            lexical_term: file.calibrator.lexical.as_ref().map(|t| LexicalSummary {
+                held_out_log_loss: t.held_out_log_loss.0,
+                held_out_log_loss_without_rank: t.held_out_log_loss.1,
+                rank_weight: t.e,
+                reads_difficulty: t.reads_difficulty,
+            }),
             ece: file.ece,
             brier: file.brier,
         }
@@ -374,6 +489,17 @@ pub struct QuestionSummary {
     pub held_out_log_loss_cosine_only: f64,
     pub difficulty_r: f64,
     pub difficulty_questions: usize,
+}
+
+/// The lexical term of a calibration, in [`CalibrationSummary`].
+#[derive(Debug, serde::Serialize)]
+pub struct LexicalSummary {
+    pub held_out_log_loss: f64,
+    pub held_out_log_loss_without_rank: f64,
+    /// The weight of ln(BM25 rank) in p(helps)'s logit (negative: a better-ranked
+    /// passage is likelier to help).
+    pub rank_weight: f64,
+    pub reads_difficulty: bool,
 }
 
 /// Why [`calibrate`] failed.
@@ -400,8 +526,8 @@ pub struct CalibrationCheck {
     pub ece: f64,
     pub brier: f64,
     pub log_loss: f64,
-    /// With a question term: the cosine-only map's ECE, Brier score and log loss
-    /// on the same pairs.
+    /// With a question or lexical term: the cosine-only map's ECE, Brier score and
+    /// log loss on the same pairs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosine_only: Option<[f64; 3]>,
     /// Mean |expected utility - utility| in nats.
@@ -420,7 +546,7 @@ impl std::fmt::Display for CalibrationCheck {
         match self.cosine_only {
             Some([e, b, l]) => write!(
                 f,
-                " (p(helps) reads the question; by the cosine alone: ECE {e:.4}, Brier {b:.4}, log loss {l:.4})"
+                " (p(helps) reads more than the cosine; by the cosine alone: ECE {e:.4}, Brier {b:.4}, log loss {l:.4})"
             ),
             None => Ok(()),
         }
@@ -443,7 +569,10 @@ pub fn check(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<CalibrationCheck> {
-    let pairs = score_pairs(enc, groups, progress)?;
+    let mut pairs = score_pairs(enc, groups, progress)?;
+    if file.calibrator.reads_lexical() {
+        pairs.ranks = label_ranks(labels, groups);
+    }
     let (mut probs, mut helps, mut abs_err) = (Vec::new(), Vec::new(), 0.0);
     let mut cosine_only = Vec::new();
     let predicted = predictions(&file.calibrator, &pairs);
@@ -470,13 +599,15 @@ pub fn check(
         ece: e,
         brier: brier(&probs, &helps),
         log_loss: uae_eval::calibrate::log_loss(&probs, &helps),
-        cosine_only: file.calibrator.reads_query().then(|| {
-            [
-                ece(&cosine_only, &helps, 10).0,
-                brier(&cosine_only, &helps),
-                uae_eval::calibrate::log_loss(&cosine_only, &helps),
-            ]
-        }),
+        cosine_only: (file.calibrator.reads_query() || file.calibrator.reads_lexical()).then(
+            || {
+                [
+                    ece(&cosine_only, &helps, 10).0,
+                    brier(&cosine_only, &helps),
+                    uae_eval::calibrate::log_loss(&cosine_only, &helps),
+                ]
+            },
+        ),
         utility_mae: abs_err / n.max(1) as f64,
         bins,
     })

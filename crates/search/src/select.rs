@@ -12,6 +12,7 @@ use uae_artifacts::calibration::CalibrationFile;
 use uae_core::Hit;
 use uae_data::Collection;
 use uae_encoder::Encoder;
+use uae_eval::lexical::LEXICAL_DEPTH;
 use uae_eval::select::{BudgetOrder, Selection, Value};
 
 /// How many top hits the rules look at unless told; also `/search`'s default `k`.
@@ -252,6 +253,41 @@ impl<'a> Valued<'a> {
     }
 }
 
+/// Each query's BM25 ranks (from 1) of its top [`LEXICAL_DEPTH`] passages, ranked as
+/// `uae calibrate` ranked the labelled candidates (default BM25 parameters): what a
+/// calibration's lexical term reads. `None` when `calibrator` has no such term.
+pub fn lexical_ranks(
+    coll: &Collection,
+    calibrator: &uae_eval::calibrate::Calibrator,
+) -> Option<LexicalRanks> {
+    calibrator.reads_lexical().then(|| {
+        let index = uae_index::ScopedBm25::with_global(&coll.passages, Default::default());
+        LexicalRanks(
+            coll.queries
+                .iter()
+                .map(|q| {
+                    index
+                        .search(q, Some(LEXICAL_DEPTH))
+                        .iter()
+                        .enumerate()
+                        .map(|(r, h)| (h.passage, r + 1))
+                        .collect()
+                })
+                .collect(),
+        )
+    })
+}
+
+/// Per query: passage -> BM25 rank, for its top [`LEXICAL_DEPTH`] passages.
+pub struct LexicalRanks(Vec<HashMap<usize, usize>>);
+
+impl LexicalRanks {
+    /// Passage `passage`'s rank for query `q` (`None`: past the depth).
+    pub fn rank(&self, q: usize, passage: usize) -> Option<usize> {
+        self.0.get(q).and_then(|m| m.get(&passage).copied())
+    }
+}
+
 /// What `uae eval` measures of selection over `rankings` (ranked with `enc`; a
 /// hybrid's `dense` rankings give each fused hit its cosine): with a calibration
 /// `file`, the whole sweep; without one, only rules that read no value, and only
@@ -293,9 +329,11 @@ pub fn measure(
         }
         None => Vec::new(),
     };
-    let value = |q: usize, h: &Hit| match per_query.get(q) {
-        Some(c) => c.predict(cosine(q, h)),
-        None => (0.0, 0.0),
+    let lexical = file.and_then(|f| lexical_ranks(coll, &f.calibrator));
+    let value = |q: usize, h: &Hit| match (per_query.get(q), &lexical) {
+        (Some(c), Some(l)) => c.predict_lexical(cosine(q, h), l.rank(q, h.passage)),
+        (Some(c), None) => c.predict(cosine(q, h)),
+        (None, _) => (0.0, 0.0),
     };
     let valued = Valued::new(coll, rankings, value, enc, depth)?;
     let calibrated_on = file.map(|f| f.labels.as_str());

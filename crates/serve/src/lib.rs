@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use uae_core::flags;
 use uae_core::Passage;
 use uae_encoder::Encoder;
+use uae_eval::lexical::LEXICAL_DEPTH;
 use uae_search::DenseSearcher;
 
 #[derive(Debug, thiserror::Error)]
@@ -609,13 +610,28 @@ async fn search(
                 scope: req.scope.clone(),
                 gold: Vec::new(),
             },
-            Some(depth),
+            Some(depth.max(LEXICAL_DEPTH)),
         )
+    };
+    // A calibration whose p(helps) reads each hit's BM25 rank gets it in dense mode
+    // too.
+    let reads_lexical =
+        req.mode != SearchMode::Bm25 && calibration.is_some_and(|c| c.reads_lexical());
+    let bm25_hits = (req.mode != SearchMode::Dense || reads_lexical).then(lexical);
+    let ranks: Option<std::collections::HashMap<usize, usize>> = match &bm25_hits {
+        Some(l) if reads_lexical => Some(
+            l.iter()
+                .take(LEXICAL_DEPTH)
+                .enumerate()
+                .map(|(r, h)| (h.passage, r + 1))
+                .collect(),
+        ),
+        _ => None,
     };
     let mut hits = match req.mode {
         SearchMode::Dense => dense,
-        SearchMode::Bm25 => lexical(),
-        SearchMode::Hybrid => fusion.fuse(&dense, &lexical(), None),
+        SearchMode::Bm25 => bm25_hits.unwrap_or_default(),
+        SearchMode::Hybrid => fusion.fuse(&dense, bm25_hits.as_deref().unwrap_or_default(), None),
     };
     hits.truncate(req.k);
     // The calibration maps the model's cosine of the query and the passage: a fused
@@ -634,7 +650,7 @@ async fn search(
         &req,
         hits,
         &cosines,
-        calibration.map(|c| c.for_query(&qvec)),
+        calibration.map(|c| (c.for_query(&qvec), ranks.as_ref())),
     )?;
     Ok(Json(SearchResponse {
         hits: hits
@@ -717,12 +733,26 @@ fn value_hits(
     req: &SearchRequest,
     hits: Vec<uae_core::Hit>,
     cosines: &[f32],
-    calibration: Option<uae_eval::calibrate::QueryCalibration>,
+    calibration: Option<(
+        uae_eval::calibrate::QueryCalibration,
+        Option<&std::collections::HashMap<usize, usize>>,
+    )>,
 ) -> std::result::Result<Vec<Valued>, ApiError> {
+    // Each hit's value: from its cosine, and its BM25 rank where the calibration
+    // reads it (`ranks`: the query's top LEXICAL_DEPTH by BM25).
+    let value = |h: &uae_core::Hit, cos: f32| {
+        calibration.map(|(c, ranks)| match ranks {
+            Some(r) => c.predict_lexical(cos, r.get(&h.passage).copied()),
+            None => c.predict(cos),
+        })
+    };
     let valued: Vec<Valued> = hits
         .into_iter()
         .zip(cosines.iter().map(Some).chain(std::iter::repeat(None)))
-        .map(|(h, cos)| (h, calibration.zip(cos).map(|(c, &cos)| c.predict(cos))))
+        .map(|(h, cos)| {
+            let v = cos.and_then(|&c| value(&h, c));
+            (h, v)
+        })
         .collect();
     let selection = uae_eval::select::Selection {
         k: valued.len(),
