@@ -13,6 +13,7 @@ question is for the LLM).
 
     scripts/calibration_features.py FIT_LABELS FIT_RUN [CHECK_LABELS CHECK_RUN]
     QUESTION_VECTORS=q.jsonl DIFFICULTY_LABELS=DIR[,DIR...] scripts/calibration_features.py ...
+    BM25_RUNS=FIT_BM25_RUN[,CHECK_BM25_RUN] scripts/calibration_features.py ...
 
 With one pair, two-fold cross-validation by question (even and odd question ids in
 sorted order). With QUESTION_VECTORS (`uae embed` output over the questions: one
@@ -20,23 +21,48 @@ sorted order). With QUESTION_VECTORS (`uae embed` output over the questions: one
 questions), one more feature that a server could compute: the no-context NLL
 predicted from the question's embedding alone, by ridge regression (lambda 10)
 fitted on the DIFFICULTY_LABELS questions and FIT_LABELS' (never the checked ones).
+With BM25_RUNS (`uae eval --retriever bm25` run.trec over the same questions, every
+passage of each question's scope), what a hybrid search knows beside the cosine: the
+passage's BM25 score as a share of its question's best, and its BM25 rank.
 numpy only; prints a markdown table.
 """
 import os
 import json
 import math
+import re
 import sys
 
 import numpy as np
 
 HELPS = 1.0
+# Words too common to say a passage answers a question (for the corpus-free overlap).
+STOP = set(
+    "a an the of in on for to and or is are was were be by with what which who how do does did "
+    "they their this that these those it its from as at we our us whose why when where there "
+    "than then can could would should has have had not no yes any all".split()
+)
 
 
-def load(labels_dir, run_path):
+def words(text):
+    """`uae`'s BM25 tokens: lowercase alphanumeric runs."""
+    return set(re.findall(r"[^\W_]+", text.lower()))
+
+
+def read_run(path):
     run = {}
-    for line in open(run_path):
+    for line in open(path):
         q, _, p, rank, score, _ = line.split()
         run[(q, p)] = (int(rank), float(score))
+    return run
+
+
+def load(labels_dir, run_path, bm25_path=None):
+    run = read_run(run_path)
+    bm25 = read_run(bm25_path) if bm25_path else {}
+    best, ranked = {}, {}
+    for (q, _), (_, s) in bm25.items():
+        best[q] = max(best.get(q, 0.0), s)
+        ranked[q] = ranked.get(q, 0) + 1
     rows = []
     for line in open(f"{labels_dir}/labels.jsonl"):
         g = json.loads(line)
@@ -46,9 +72,16 @@ def load(labels_dir, run_path):
         hits = [(run[(q, c["passage_id"])], c["utility"]) for c in g["candidates"]]
         top = max(s for (_, s), _ in hits)
         hard = min(g["nll_without"])
-        for (rank, score), u in hits:
+        content = words(g["question"]) - STOP
+        for c, ((rank, score), u) in zip(g["candidates"], hits):
+            # A passage BM25 did not rank shares no word with the question: below
+            # every one it ranked.
+            b_rank, b = bm25.get((q, c["passage_id"]), (ranked.get(q, 0) + 1, 0.0))
             rows.append(
                 {"q": q, "cos": score, "rank": rank, "margin": top - score, "top": top,
+                 "bm25": b / best[q] if best.get(q, 0.0) > 0 else 0.0,
+                 "bm25_log_rank": math.log(b_rank),
+                 "overlap": len(content & words(c["text"])) / max(1, len(content)),
                  "nll_without": hard, "y": float(u >= HELPS)}
             )
     return rows
@@ -61,6 +94,7 @@ FEATURES = {
     "cosine + top cosine": ["cos", "top"],
     "cosine + margin + log rank": ["cos", "margin", "log_rank"],
     "oracle: cosine + NLL without context": ["cos", "nll_without"],
+    "cosine + share of the question's non-stop words in the passage (word share)": ["cos", "overlap"],
 }
 
 
@@ -145,14 +179,26 @@ def question_difficulty(rows_sets, fit_dirs):
 def main():
     if len(sys.argv) not in (3, 5):
         sys.exit(__doc__)
-    fit_rows = load(sys.argv[1], sys.argv[2])
+    bm25 = [r for r in os.environ.get("BM25_RUNS", "").split(",") if r]
+    if bm25:
+        # Over the whole scope, the passage's BM25 rank.
+        if len(bm25) != (len(sys.argv) - 1) // 2:
+            sys.exit("BM25_RUNS needs one run per labels folder given, in the same order")
+        FEATURES["cosine + BM25 share of the best"] = ["cos", "bm25"]
+        FEATURES["cosine + BM25 log rank"] = ["cos", "bm25_log_rank"]
+        FEATURES["cosine + BM25 share + BM25 log rank"] = ["cos", "bm25", "bm25_log_rank"]
+    bm25 += [None, None]
+    fit_rows = load(sys.argv[1], sys.argv[2], bm25[0])
     if os.environ.get("QUESTION_VECTORS"):
         if len(sys.argv) != 5:
             sys.exit("QUESTION_VECTORS needs CHECK_LABELS CHECK_RUN (the difficulty fit must not see them)")
         FEATURES["cosine + predicted NLL without context (from the question)"] = ["cos", "predicted_nll"]
+        FEATURES["cosine + predicted NLL + word share"] = ["cos", "predicted_nll", "overlap"]
+        if os.environ.get("BM25_RUNS"):
+            FEATURES["cosine + predicted NLL + BM25 log rank"] = ["cos", "predicted_nll", "bm25_log_rank"]
         dirs = [d for d in os.environ.get("DIFFICULTY_LABELS", "").split(",") if d] + [sys.argv[1]]
     if len(sys.argv) == 5:
-        check = load(sys.argv[3], sys.argv[4])
+        check = load(sys.argv[3], sys.argv[4], bm25[1])
         if os.environ.get("QUESTION_VECTORS"):
             question_difficulty([fit_rows, check], dirs)
         folds = [(fit_rows, check)]
