@@ -1225,6 +1225,9 @@ fn eval_selects_what_helps(
     let cal = &report["calibration"];
     assert_eq!(cal["pairs"], 72, "{report}");
     assert!(cal["ece"].as_f64().unwrap() < 0.2, "{report}");
+    // Its interval, resampling the questions: ordered, within [0, 1].
+    let [lo, hi] = [0, 1].map(|i| cal["ece_interval"][i].as_f64().unwrap());
+    assert!((0.0..=hi).contains(&lo) && hi <= 1.0, "{report}");
     let sweep: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
             .unwrap();

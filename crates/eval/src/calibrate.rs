@@ -289,6 +289,48 @@ pub fn ece(p: &[f64], outcomes: &[bool], bins: usize) -> (f64, Vec<Bin>) {
     (e, out)
 }
 
+/// A 95% interval of [`ece`] by resampling questions (each pair belongs to
+/// `question[i]`), so the error of a check on a few hundred pairs is read with its
+/// noise: the 2.5th and 97.5th percentiles of `rounds` resamples.
+pub fn ece_interval(
+    p: &[f64],
+    outcomes: &[bool],
+    question: &[usize],
+    bins: usize,
+    rounds: usize,
+) -> [f64; 2] {
+    let mut by_question: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, &q) in question
+        .iter()
+        .enumerate()
+        .take(p.len().min(outcomes.len()))
+    {
+        by_question.entry(q).or_default().push(i);
+    }
+    let groups: Vec<Vec<usize>> = by_question.into_values().collect();
+    if groups.is_empty() {
+        return [f64::NAN, f64::NAN];
+    }
+    let mut rng = uae_core::SplitMix64::new(0x0ECE);
+    let (mut sp, mut so) = (Vec::new(), Vec::new());
+    let eces: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            sp.clear();
+            so.clear();
+            for _ in 0..groups.len() {
+                let g = &groups[(rng.next_u64() % groups.len() as u64) as usize];
+                sp.extend(g.iter().map(|&i| p[i]));
+                so.extend(g.iter().map(|&i| outcomes[i]));
+            }
+            ece(&sp, &so, bins).0
+        })
+        .collect();
+    [
+        crate::percentile(&eces, 2.5),
+        crate::percentile(&eces, 97.5),
+    ]
+}
+
 impl Calibrator {
     /// Fits both maps on (score, utility) pairs. Every fifth pair (by position)
     /// is held out to choose the p(helps) map, which is then refitted on all pairs.
@@ -378,6 +420,36 @@ mod tests {
 
     fn uniform(rng: &mut SplitMix64) -> f64 {
         (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Perfectly calibrated probabilities: the ECE interval holds the sample's own
+    /// ECE and shrinks with more questions; miscalibrated ones sit clear of 0.
+    #[test]
+    fn ece_interval_resamples_questions() {
+        let mut rng = SplitMix64::new(9);
+        let make = |rng: &mut SplitMix64, questions: usize, shift: f64| {
+            let (mut p, mut o, mut q) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..questions {
+                for _ in 0..5 {
+                    let truth = uniform(rng) * 0.6;
+                    p.push((truth + shift).clamp(0.0, 1.0));
+                    o.push(uniform(rng) < truth);
+                    q.push(i);
+                }
+            }
+            (p, o, q)
+        };
+        let (p, o, q) = make(&mut rng, 150, 0.0);
+        let [lo, hi] = ece_interval(&p, &o, &q, 10, 500);
+        let e = ece(&p, &o, 10).0;
+        assert!(lo <= e && e <= hi && hi < 0.1, "{lo} {e} {hi}");
+        let (p, o, q) = make(&mut rng, 3_000, 0.0);
+        let [lo2, hi2] = ece_interval(&p, &o, &q, 10, 200);
+        assert!(hi2 - lo2 < (hi - lo) / 2.0, "{lo2} {hi2} against {lo} {hi}");
+        let (p, o, q) = make(&mut rng, 150, 0.15);
+        let [lo, _] = ece_interval(&p, &o, &q, 10, 500);
+        assert!(lo > 0.08, "{lo}");
+        assert!(ece_interval(&[], &[], &[], 10, 10)[0].is_nan());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use uae_artifacts::calibration::CalibrationFile;
 use uae_artifacts::labels::{LabelManifest, LabeledGroup};
 use uae_core::Progress;
 use uae_encoder::Encoder;
-use uae_eval::calibrate::{brier, ece, Calibrator, QueryCalibration, HELPS_NATS};
+use uae_eval::calibrate::{brier, ece, ece_interval, Calibrator, QueryCalibration, HELPS_NATS};
 use uae_eval::lexical::{ranks_in, LexicalRow, LexicalTerm, LEXICAL_DEPTH};
 use uae_eval::question::{difficulty_out_of_fold, PairRow, QuestionRow, QuestionTerm};
 
@@ -524,6 +524,9 @@ pub struct CalibrationCheck {
     pub helped: f64,
     /// p(helps): expected calibration error (10 equal bins), Brier score, log loss.
     pub ece: f64,
+    /// A 95% interval of the ECE, resampling the questions (1,000 rounds).
+    #[serde(default)]
+    pub ece_interval: [f64; 2],
     pub brier: f64,
     pub log_loss: f64,
     /// With a question or lexical term: the cosine-only map's ECE, Brier score and
@@ -540,8 +543,16 @@ impl std::fmt::Display for CalibrationCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "calibration (fitted on {}) on {}: {} pairs, ECE {:.4}, Brier {:.4}, log loss {:.4}, expected utility off by {:.3} nats on average",
-            self.calibrated_on, self.labels, self.pairs, self.ece, self.brier, self.log_loss, self.utility_mae
+            "calibration (fitted on {}) on {}: {} pairs, ECE {:.4} [{:.4}, {:.4}], Brier {:.4}, log loss {:.4}, expected utility off by {:.3} nats on average",
+            self.calibrated_on,
+            self.labels,
+            self.pairs,
+            self.ece,
+            self.ece_interval[0],
+            self.ece_interval[1],
+            self.brier,
+            self.log_loss,
+            self.utility_mae
         )?;
         match self.cosine_only {
             Some([e, b, l]) => write!(
@@ -574,13 +585,19 @@ pub fn check(
         pairs.ranks = label_ranks(labels, groups);
     }
     let (mut probs, mut helps, mut abs_err) = (Vec::new(), Vec::new(), 0.0);
-    let mut cosine_only = Vec::new();
+    let (mut cosine_only, mut question) = (Vec::new(), Vec::new());
     let predicted = predictions(&file.calibrator, &pairs);
-    for ((&s, &u), (expected, p)) in pairs.scores.iter().zip(&pairs.utilities).zip(predicted) {
+    let each = pairs
+        .scores
+        .iter()
+        .zip(&pairs.utilities)
+        .zip(&pairs.question);
+    for (((&s, &u), &q), (expected, p)) in each.zip(predicted) {
         if !(s.is_finite() && u.is_finite()) {
             continue;
         }
         probs.push(p);
+        question.push(q);
         cosine_only.push(file.calibrator.p_helps.predict(s));
         helps.push(u >= file.helps_nats);
         abs_err += (expected - u as f64).abs();
@@ -597,6 +614,7 @@ pub fn check(
         pairs: n,
         helped: helps.iter().filter(|&&h| h).count() as f64 / n.max(1) as f64,
         ece: e,
+        ece_interval: ece_interval(&probs, &helps, &question, 10, 1000),
         brier: brier(&probs, &helps),
         log_loss: uae_eval::calibrate::log_loss(&probs, &helps),
         cosine_only: (file.calibrator.reads_query() || file.calibrator.reads_lexical()).then(
