@@ -30,8 +30,8 @@ pub struct SearchRequest {
     #[serde(default)]
     pub dense_weight: Option<f32>,
     /// With a calibrated model (dense or hybrid mode; a hybrid hit is valued by the
-    /// model's cosine for it): keep only hits whose expected utility
-    /// is at least this many nats. An empty list is an answer: retrieval will not help.
+    /// model's cosine for it, and p(helps) by its BM25 rank too where the calibration
+    /// reads one): keep only hits whose expected utility is at least this many nats. An empty list is an answer: retrieval will not help.
     #[serde(default)]
     pub min_utility: Option<f64>,
     /// With a calibrated model: keep only hits at least this likely to help (0-1).
