@@ -283,11 +283,13 @@ fn evidence_free(dir: &Path, groups: &[LabeledGroup]) -> bool {
     }
 }
 
-/// Marks as positives (`is_gold`) the candidates that contain a reference answer.
-pub fn answer_match(groups: &mut [LabeledGroup]) {
+/// Marks as positives (`is_gold`) the candidates that contain a reference answer
+/// and, with `min_utility`, lower the answer's NLL by at least that many nats.
+pub fn answer_match(groups: &mut [LabeledGroup], min_utility: Option<f32>) {
     for g in groups {
         for c in &mut g.candidates {
-            c.is_gold = uae_eval::f1::contains_answer(&c.text, &g.answers);
+            c.is_gold = uae_eval::f1::contains_answer(&c.text, &g.answers)
+                && min_utility.is_none_or(|m| c.utility >= m);
         }
     }
 }
@@ -306,7 +308,7 @@ fn training_labels(
     let uses_positives = matches!(config.loss, LossKind::Infonce | LossKind::Hybrid);
     let answer_matched = uses_positives && config.positives == Positives::AnswerMatch;
     if answer_matched {
-        answer_match(&mut groups);
+        answer_match(&mut groups, config.min_match_utility);
     }
     if !groups.iter().any(|g| !g.candidates.is_empty()) {
         return Err(RunError::NoCandidates {
@@ -488,4 +490,50 @@ pub fn write_curves(out: &Path) -> uae_core::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uae_artifacts::labels::LabeledCandidate;
+
+    fn candidate(text: &str, utility: f32) -> LabeledCandidate {
+        LabeledCandidate {
+            passage_id: text.into(),
+            text: text.into(),
+            is_gold: false,
+            source: "mined".into(),
+            utility,
+            per_answer: vec![utility],
+        }
+    }
+
+    /// A candidate holding the answer is a positive; with a bar, only where the LLM
+    /// gains at least that much from it.
+    #[test]
+    fn answer_match_can_ask_the_llm_to_agree() {
+        let group = LabeledGroup {
+            question_id: "q".into(),
+            paper_id: String::new(),
+            question: "Which dataset?".into(),
+            answers: vec!["SQuAD".into()],
+            nll_without: vec![3.0],
+            candidates: vec![
+                candidate("We train on SQuAD.", 1.5),
+                candidate("SQuAD is mentioned in passing.", -0.3),
+                candidate("Nothing here.", 2.0),
+            ],
+        };
+        let marks = |min: Option<f32>| {
+            let mut g = vec![group.clone()];
+            answer_match(&mut g, min);
+            g[0].candidates
+                .iter()
+                .map(|c| c.is_gold)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(marks(None), [true, true, false]);
+        assert_eq!(marks(Some(0.5)), [true, false, false]);
+        assert_eq!(marks(Some(-1.0)), [true, true, false]);
+    }
 }
