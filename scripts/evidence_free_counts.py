@@ -72,7 +72,32 @@ def main():
             r["sure_and_gold"] += sure and best["is_gold"]
             r["either_signal"] += sure or bool(am)
             r["gold_mined"] += any(c["is_gold"] for c in cands)
-    print(json.dumps({"bar": bar, "by_answer_type": rows}, indent=1))
+    print(json.dumps({"bar": bar, "by_answer_type": rows,
+                      "below_bar_answer_match": below_bar_answer_match(labels, bar)}, indent=1))
+
+
+def below_bar_answer_match(labels, bar):
+    """Questions under the bar with an answer-match candidate, by the utility of their
+    best such candidate (what `--min-match-utility` cuts): how many, and how many of
+    them have the evidence among their answer-match candidates."""
+    bins = [(-1e9, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, bar)]
+    out = {f"{lo:g}..{hi:g}" if lo > -1e9 else f"<{hi:g}": {"questions": 0, "has_gold": 0}
+           for lo, hi in bins}
+    for line in open(f"{labels}/labels.jsonl", encoding="utf-8"):
+        g = json.loads(line)
+        cands = g["candidates"]
+        if not cands or max(c["utility"] for c in cands) >= bar:
+            continue
+        answers = [normalise(a) for a in g["answers"] if normalise(a)]
+        am = [c for c in cands if any(a in normalise(c["text"]) for a in answers)]
+        if not am:
+            continue
+        u = max(c["utility"] for c in am)
+        for (lo, hi), key in zip(bins, out):
+            if lo <= u < hi:
+                out[key]["questions"] += 1
+                out[key]["has_gold"] += any(c["is_gold"] for c in am)
+    return out
 
 
 if __name__ == "__main__":
