@@ -12,6 +12,8 @@
 #
 #   scripts/extractive_check.sh [N=300] [TEST=200] [OUT=runs/extractive]
 #   BASE=0 scripts/extractive_check.sh    # without the base model's evaluation
+#   EXTRA="name|flags;name|flags" scripts/extractive_check.sh   # more configurations,
+#                                          # each compared with answer-match too
 #
 # Every step resumes or is skipped when its output exists.
 set -euo pipefail
@@ -38,6 +40,8 @@ configs=(
   "uae-mu2|--loss uae --min-utility 2"
   "auto|--loss auto"
 )
+IFS=';' read -r -a extra <<< "${EXTRA:-}"
+configs+=("${extra[@]}")
 for c in "${configs[@]}"; do
   name="${c%%|*}"
   [[ -f "$out/$name/model/config.json" && -f "$out/$name.json" ]] && continue
@@ -54,6 +58,7 @@ evaluate() { # name model
 }
 for c in "${configs[@]}"; do evaluate "${c%%|*}" "$out/${c%%|*}/model"; done
 compared=(uae-mu2 auto)
+for c in "${extra[@]}"; do compared+=("${c%%|*}"); done
 if [[ "${BASE:-1}" == 1 ]]; then
   evaluate base models/all-MiniLM-L6-v2
   compared+=(base)
