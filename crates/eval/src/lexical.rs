@@ -30,15 +30,20 @@ pub fn rank_feature(rank: Option<usize>, depth: usize) -> f64 {
     (rank.unwrap_or(cap).clamp(1, cap) as f64).ln()
 }
 
-/// Each passage's BM25 rank (from 1) in `bm25`, a ranking best first, or `None`
-/// when it is not among its first `depth`.
-pub fn ranks_in(bm25: &[uae_core::Hit], passages: &[usize], depth: usize) -> Vec<Option<usize>> {
-    let at: std::collections::HashMap<usize, usize> = bm25
-        .iter()
+/// Passage -> its BM25 rank (from 1) for the first `depth` hits of `bm25`, a ranking
+/// best first.
+pub fn rank_map(bm25: &[uae_core::Hit], depth: usize) -> std::collections::HashMap<usize, usize> {
+    bm25.iter()
         .take(depth)
         .enumerate()
         .map(|(r, h)| (h.passage, r + 1))
-        .collect();
+        .collect()
+}
+
+/// Each passage's BM25 rank (from 1) in `bm25`, a ranking best first, or `None`
+/// when it is not among its first `depth`.
+pub fn ranks_in(bm25: &[uae_core::Hit], passages: &[usize], depth: usize) -> Vec<Option<usize>> {
+    let at = rank_map(bm25, depth);
     passages.iter().map(|p| at.get(p).copied()).collect()
 }
 

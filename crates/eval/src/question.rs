@@ -232,6 +232,16 @@ impl QuestionTerm {
         questions: &[QuestionRow],
         extra: &[QuestionRow],
     ) -> Option<QuestionTerm> {
+        Self::fit_stacked(pairs, questions, extra).map(|(t, _)| t)
+    }
+
+    /// [`QuestionTerm::fit`], with each calibration question's difficulty predicted
+    /// out of fold (what the term was fitted on, and what a term stacked on it reads).
+    pub fn fit_stacked(
+        pairs: &[PairRow],
+        questions: &[QuestionRow],
+        extra: &[QuestionRow],
+    ) -> Option<(QuestionTerm, Vec<f64>)> {
         if questions.iter().filter(|q| usable(q)).count() < 2 * FOLDS {
             return None;
         }
@@ -260,7 +270,7 @@ impl QuestionTerm {
             .filter(|(p, _)| p.is_finite())
             .map(|(&p, q)| (p, q.difficulty))
             .collect();
-        Some(QuestionTerm {
+        let term = QuestionTerm {
             difficulty,
             a: t[0],
             c: t[1],
@@ -268,14 +278,15 @@ impl QuestionTerm {
             held_out_log_loss,
             questions: xs.len(),
             difficulty_r: pearson(&truth),
-        })
+        };
+        Some((term, oof))
     }
 }
 
 /// Each calibration question's difficulty predicted out of fold (NaN where
 /// unusable), by the ridge weight that predicts it best, and that weight: what the
 /// question term is fitted on, and what a further term stacked on it reads.
-pub fn difficulty_out_of_fold(
+fn difficulty_out_of_fold(
     questions: &[QuestionRow],
     extra: &[QuestionRow],
 ) -> Option<(f64, Vec<f64>)> {

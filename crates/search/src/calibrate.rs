@@ -10,7 +10,7 @@ use uae_core::Progress;
 use uae_encoder::Encoder;
 use uae_eval::calibrate::{brier, ece, ece_interval, Calibrator, QueryCalibration, HELPS_NATS};
 use uae_eval::lexical::{ranks_in, LexicalRow, LexicalTerm, LEXICAL_DEPTH};
-use uae_eval::question::{difficulty_out_of_fold, PairRow, QuestionRow, QuestionTerm};
+use uae_eval::question::{PairRow, QuestionRow, QuestionTerm};
 
 /// Why a calibration cannot be fitted.
 #[derive(Debug, thiserror::Error)]
@@ -238,14 +238,12 @@ pub fn calibrate(
         })
         .collect();
     if c.question_term {
-        fitted.question = QuestionTerm::fit(&pair_rows(&pairs), &question_rows(&pairs), &extra);
+        let (question, oof) =
+            QuestionTerm::fit_stacked(&pair_rows(&pairs), &question_rows(&pairs), &extra).unzip();
+        fitted.question = question;
         pairs.ranks = label_ranks(c.labels, c.groups);
         if let Some(ranks) = &pairs.ranks {
             // Stacked on the question term when kept: its out-of-fold difficulty.
-            let oof = match fitted.question {
-                Some(_) => difficulty_out_of_fold(&question_rows(&pairs), &extra).map(|(_, o)| o),
-                None => None,
-            };
             fitted.lexical = LexicalTerm::fit(&lexical_rows(&pairs, ranks), oof.as_deref());
         }
     }

@@ -12,7 +12,7 @@ use uae_artifacts::calibration::CalibrationFile;
 use uae_core::Hit;
 use uae_data::Collection;
 use uae_encoder::Encoder;
-use uae_eval::lexical::LEXICAL_DEPTH;
+use uae_eval::lexical::{rank_map, LEXICAL_DEPTH};
 use uae_eval::select::{BudgetOrder, Selection, Value};
 
 /// How many top hits the rules look at unless told; also `/search`'s default `k`.
@@ -265,14 +265,7 @@ pub fn lexical_ranks(
         LexicalRanks(
             coll.queries
                 .iter()
-                .map(|q| {
-                    index
-                        .search(q, Some(LEXICAL_DEPTH))
-                        .iter()
-                        .enumerate()
-                        .map(|(r, h)| (h.passage, r + 1))
-                        .collect()
-                })
+                .map(|q| rank_map(&index.search(q, Some(LEXICAL_DEPTH)), LEXICAL_DEPTH))
                 .collect(),
         )
     })

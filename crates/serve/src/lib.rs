@@ -618,14 +618,8 @@ async fn search(
     let reads_lexical =
         req.mode != SearchMode::Bm25 && calibration.is_some_and(|c| c.reads_lexical());
     let bm25_hits = (req.mode != SearchMode::Dense || reads_lexical).then(lexical);
-    let ranks: Option<std::collections::HashMap<usize, usize>> = match &bm25_hits {
-        Some(l) if reads_lexical => Some(
-            l.iter()
-                .take(LEXICAL_DEPTH)
-                .enumerate()
-                .map(|(r, h)| (h.passage, r + 1))
-                .collect(),
-        ),
+    let ranks = match &bm25_hits {
+        Some(l) if reads_lexical => Some(uae_eval::lexical::rank_map(l, LEXICAL_DEPTH)),
         _ => None,
     };
     let mut hits = match req.mode {
