@@ -141,10 +141,7 @@ fn measure(
                 .get(q)
                 .copied()
                 .unwrap_or_else(|| c.for_query(&[]));
-            match &lexical {
-                Some(l) => pq.predict_lexical(h.score, l.rank(q, h.passage)),
-                None => pq.predict(h.score),
-            }
+            uae_search::select::hit_value(&pq, lexical.as_ref(), q, h, h.score)
         };
         let valued = Valued::new(coll, s.rankings, value, enc, DEPTH)?;
         for (_, rule) in &rules {

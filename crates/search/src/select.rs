@@ -281,6 +281,21 @@ impl LexicalRanks {
     }
 }
 
+/// The value of hit `h` of query `q` scored `score` under the query's calibration
+/// `c`, reading its BM25 rank where `lexical` holds the ranks ([`lexical_ranks`]).
+pub fn hit_value(
+    c: &uae_eval::calibrate::QueryCalibration,
+    lexical: Option<&LexicalRanks>,
+    q: usize,
+    h: &Hit,
+    score: f32,
+) -> Value {
+    match lexical {
+        Some(l) => c.predict_lexical(score, l.rank(q, h.passage)),
+        None => c.predict(score),
+    }
+}
+
 /// What `uae eval` measures of selection over `rankings` (ranked with `enc`; a
 /// hybrid's `dense` rankings give each fused hit its cosine): with a calibration
 /// `file`, the whole sweep; without one, only rules that read no value, and only
@@ -323,10 +338,9 @@ pub fn measure(
         None => Vec::new(),
     };
     let lexical = file.and_then(|f| lexical_ranks(coll, &f.calibrator));
-    let value = |q: usize, h: &Hit| match (per_query.get(q), &lexical) {
-        (Some(c), Some(l)) => c.predict_lexical(cosine(q, h), l.rank(q, h.passage)),
-        (Some(c), None) => c.predict(cosine(q, h)),
-        (None, _) => (0.0, 0.0),
+    let value = |q: usize, h: &Hit| match per_query.get(q) {
+        Some(c) => hit_value(c, lexical.as_ref(), q, h, cosine(q, h)),
+        None => (0.0, 0.0),
     };
     let valued = Valued::new(coll, rankings, value, enc, depth)?;
     let calibrated_on = file.map(|f| f.labels.as_str());
