@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What each evidence-free training signal covers, per QASPER answer type: for a label
 folder of mined candidates, how many questions have an answer-match candidate (one
-that contains a reference answer, normalised as Token F1 normalises), how many clear
+that contains a reference answer as the trainer matches it: whole tokens after Token
+F1's normalisation, "yes" and "no" matching nothing), how many clear
 the utility bar, and how often each signal's pick is the gold evidence.
 
     scripts/evidence_free_counts.py LABELS_DIR [SPLIT=train] [BAR=2] [DATA=../shared/data/qasper]
@@ -21,6 +22,20 @@ def normalise(s):
     s = "".join(c for c in s if c not in set(string.punctuation))
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
+
+
+def contains_answer(passage, answers):
+    """The trainer's answer-match (`uae_eval::f1::contains_answer`): a reference answer
+    as a run of whole tokens of the passage after normalisation; answers that
+    normalise to nothing, "yes" or "no" match nothing."""
+    pt = normalise(passage).split()
+    for a in answers:
+        at = normalise(a).split()
+        if not at or at in (["yes"], ["no"]):
+            continue
+        if any(pt[i:i + len(at)] == at for i in range(len(pt) - len(at) + 1)):
+            return True
+    return False
 
 
 def answer_types(data_dir, split):
@@ -58,8 +73,7 @@ def main():
         cands = g["candidates"]
         if not cands:
             continue
-        answers = [normalise(a) for a in g["answers"] if normalise(a)]
-        am = [c for c in cands if any(a in normalise(c["text"]) for a in answers)]
+        am = [c for c in cands if contains_answer(c["text"], g["answers"])]
         best = max(cands, key=lambda c: c["utility"])
         sure = best["utility"] >= bar
         for t in types.get(g["question_id"], ["(none)"]) + ["all"]:
@@ -88,8 +102,7 @@ def below_bar_answer_match(labels, bar):
         cands = g["candidates"]
         if not cands or max(c["utility"] for c in cands) >= bar:
             continue
-        answers = [normalise(a) for a in g["answers"] if normalise(a)]
-        am = [c for c in cands if any(a in normalise(c["text"]) for a in answers)]
+        am = [c for c in cands if contains_answer(c["text"], g["answers"])]
         if not am:
             continue
         u = max(c["utility"] for c in am)

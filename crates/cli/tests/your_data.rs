@@ -507,7 +507,7 @@ fn every_file_of_a_run_has_an_owner() {
         ],
     ]
     .concat());
-    ok(&[
+    let summary = ok(&[
         "train",
         "--labels",
         s(&labels),
@@ -516,6 +516,12 @@ fn every_file_of_a_run_has_an_owner() {
         "--out",
         s(&run),
     ]);
+    // The summary says what each of the two questions trained on.
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let targets = &summary["targets"];
+    let kinds = ["utility", "positives", "none"].map(|k| targets[k].as_u64().unwrap());
+    assert_eq!(targets["questions"], 2, "{summary}");
+    assert_eq!(kinds.iter().sum::<u64>(), 2, "{summary}");
     ok(&[&["eval"][..], &files, &["--out", s(&eval)]].concat());
 
     let mut read = 0;

@@ -7,13 +7,13 @@ pub mod run;
 pub mod step;
 pub mod trainer;
 
-pub use loss::{batch_loss, Batch, LossKind, LossParams, UtilityNorm};
+pub use loss::{batch_loss, Batch, LossKind, LossParams, Target, UtilityNorm};
 pub use optim::{linear_schedule, AdamW, AdamWConfig};
 pub use run::{
     answer_match, dev_metrics, run, utility_ndcg, write_curves, DevChoice, DevSet, RunError,
     TrainRun,
 };
 pub use trainer::{
-    epoch_order, export, interpolate, train, EvidenceFree, Hooks, Positives, StepLog, TrainConfig,
-    TrainState, EVIDENCE_FREE,
+    epoch_order, export, interpolate, train, EvidenceFree, Hooks, Positives, StepLog, TargetCounts,
+    TrainConfig, TrainState, EVIDENCE_FREE,
 };

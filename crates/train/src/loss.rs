@@ -103,6 +103,11 @@ pub struct LossParams {
     pub utility_norm: UtilityNorm,
 }
 
+/// Whether a question whose best own candidate has utility `best` clears the bar.
+fn sure(best: f32, min_utility: Option<f32>) -> bool {
+    min_utility.is_none_or(|m| best >= m)
+}
+
 /// Whether each question's best own candidate reaches `min_utility` (all true
 /// without a bar; false for a question with no candidates).
 fn confident(b: &Batch, questions: usize, min_utility: Option<f32>) -> Vec<bool> {
@@ -113,8 +118,39 @@ fn confident(b: &Batch, questions: usize, min_utility: Option<f32>) -> Vec<bool>
         any[i] = true;
     }
     (0..questions)
-        .map(|i| any[i] && min_utility.is_none_or(|m| best[i] >= m))
+        .map(|i| any[i] && sure(best[i], min_utility))
         .collect()
+}
+
+/// What a question trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The utility softmax over its candidates (`hybrid`: with `gold_weight` of it on
+    /// the positives).
+    Utility,
+    /// Its positives alone (`infonce`; `hybrid` under the bar).
+    Positives,
+    /// Nothing: its candidates are only negatives for the other questions.
+    None,
+}
+
+impl LossParams {
+    /// What a question with these own candidates (utilities, positive marks) trains
+    /// on under this loss: the rule [`batch_loss`] applies to each question.
+    pub fn target(&self, utility: &[f32], gold: &[bool]) -> Target {
+        let positives = gold.iter().any(|&g| g);
+        let best = utility.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let confident = !utility.is_empty() && sure(best, self.min_utility);
+        match self.kind {
+            LossKind::Infonce if positives => Target::Positives,
+            LossKind::Infonce => Target::None,
+            // A question needs a pair of candidates for a margin.
+            LossKind::MarginMse if utility.len() < 2 => Target::None,
+            _ if confident => Target::Utility,
+            LossKind::Hybrid if positives => Target::Positives,
+            _ => Target::None,
+        }
+    }
 }
 
 /// Each passage's utility, scaled per question by `norm` (see [`UtilityNorm`]).
@@ -584,6 +620,62 @@ mod tests {
         assert_eq!(
             gated(LossKind::Infonce, Some(5.0)),
             gated(LossKind::Infonce, None)
+        );
+    }
+
+    /// [`LossParams::target`] says what [`batch_loss`] does with a question: no loss
+    /// where it says `None`, a loss elsewhere, and `hybrid` under the bar trains the
+    /// positives alone (the `infonce` loss). Every loss, with and without a bar
+    /// between the question's two utilities, with and without a positive.
+    #[test]
+    fn target_says_what_batch_loss_trains() {
+        let (q, p) = one_question();
+        let kinds = [
+            LossKind::Uae,
+            LossKind::UaeListwise,
+            LossKind::Kl,
+            LossKind::Infonce,
+            LossKind::Hybrid,
+            LossKind::MarginMse,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for kind in kinds {
+            for bar in [None, Some(0.5), Some(5.0)] {
+                for gold in [[true, false], [false, false]] {
+                    let params = LossParams {
+                        min_utility: bar,
+                        ..lp(kind, 1.0, 0.5, 0.5)
+                    };
+                    let b = Batch {
+                        owner: &[0, 0],
+                        utility: &[1.0, 0.0],
+                        gold: &gold,
+                    };
+                    let target = params.target(b.utility, b.gold);
+                    let loss = val(batch_loss(&params, &q, &p, &b).unwrap());
+                    let case = format!("{kind:?}, bar {bar:?}, gold {gold:?}: {target:?}");
+                    assert_eq!(loss == 0.0, target == Target::None, "{case}, loss {loss}");
+                    if kind == LossKind::Hybrid && target == Target::Positives {
+                        let infonce = LossParams {
+                            kind: LossKind::Infonce,
+                            ..params
+                        };
+                        let want = val(batch_loss(&infonce, &q, &p, &b).unwrap());
+                        assert_near(loss, want);
+                    }
+                    seen.insert(format!("{target:?}"));
+                }
+            }
+        }
+        assert_eq!(seen.len(), 3, "every kind of target was reached");
+        // A question with no candidates trains nothing; margins need two.
+        assert_eq!(
+            lp(LossKind::Uae, 1.0, 1.0, 0.0).target(&[], &[]),
+            Target::None
+        );
+        assert_eq!(
+            lp(LossKind::MarginMse, 1.0, 1.0, 0.0).target(&[3.0], &[false]),
+            Target::None
         );
     }
 

@@ -3,7 +3,9 @@
 //! on an inference copy of the model in memory, and the curves drawn from
 //! `metrics.jsonl` at the end.
 
-use crate::trainer::{train, Error, Hooks, Positives, Result, StepLog, TrainConfig, TrainState};
+use crate::trainer::{
+    train, Error, Hooks, Positives, Result, StepLog, TargetCounts, TrainConfig, TrainState,
+};
 use crate::LossKind;
 use std::path::{Path, PathBuf};
 use uae_artifacts::labels::{fingerprint, CandidateMode, LabelManifest, LabeledGroup};
@@ -391,7 +393,17 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             "--loss auto"
         );
     }
-    let state = train(&enc, &r.base, &groups, &config, &r.out, &mut hooks)?;
+    // What the bar and the positives leave to learn from, before the first step.
+    let targets = TargetCounts::of(&groups, &config);
+    tracing::info!(
+        questions = targets.questions,
+        utility = targets.utility,
+        positives = targets.positives,
+        none = targets.none,
+        "targets (none: only negatives for the others)"
+    );
+    let mut state = train(&enc, &r.base, &groups, &config, &r.out, &mut hooks)?;
+    state.targets = Some(targets);
     progress.finish();
     write_curves(&r.out)?;
     // Held-out labels say what the trained model's scores are worth: calibrate it.
@@ -535,5 +547,68 @@ mod tests {
         assert_eq!(marks(None), [true, true, false]);
         assert_eq!(marks(Some(0.5)), [true, false, false]);
         assert_eq!(marks(Some(-1.0)), [true, true, false]);
+    }
+
+    /// What each evidence-free recipe trains on mined labels: the LLM is sure of one
+    /// question (best 2.5 nats), a second has a candidate holding its answer but
+    /// gains under the bar, a third has neither; a fourth has no candidates.
+    #[test]
+    fn target_counts_say_what_the_bar_leaves() {
+        let group = |id: &str, answer: &str, cands: Vec<LabeledCandidate>| LabeledGroup {
+            question_id: id.into(),
+            paper_id: String::new(),
+            question: format!("{id}?"),
+            answers: vec![answer.into()],
+            nll_without: vec![3.0],
+            candidates: cands,
+        };
+        let mut groups = vec![
+            group(
+                "sure",
+                "BLEU",
+                vec![candidate("We report BLEU.", 2.5), candidate("x", 0.1)],
+            ),
+            group(
+                "match",
+                "SQuAD",
+                vec![candidate("On SQuAD.", 0.7), candidate("y", 0.9)],
+            ),
+            group(
+                "none",
+                "42",
+                vec![candidate("z", 1.2), candidate("w", -0.4)],
+            ),
+            group("empty", "a", vec![]),
+        ];
+        answer_match(&mut groups, None);
+        let counts = |c: TrainConfig| TargetCounts::of(&groups, &c.resolve(true));
+        let n = |questions, utility, positives, none| TargetCounts {
+            questions,
+            utility,
+            positives,
+            none,
+        };
+        assert_eq!(counts(TrainConfig::default()), n(3, 1, 1, 1), "auto");
+        let uae = TrainConfig {
+            loss: LossKind::Uae,
+            min_utility: Some(2.0),
+            ..TrainConfig::default()
+        };
+        assert_eq!(counts(uae.clone()), n(3, 1, 0, 2), "uae --min-utility 2");
+        let all = TrainConfig {
+            min_utility: Some(0.5),
+            ..uae
+        };
+        assert_eq!(counts(all), n(3, 3, 0, 0), "uae --min-utility 0.5");
+        let am = TrainConfig {
+            loss: LossKind::Infonce,
+            positives: Positives::AnswerMatch,
+            ..TrainConfig::default()
+        };
+        assert_eq!(
+            counts(am),
+            n(3, 0, 2, 1),
+            "infonce --positives answer-match"
+        );
     }
 }

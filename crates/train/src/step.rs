@@ -7,7 +7,7 @@
 use crate::trainer::{graph_bytes_per_token, mix, Error, Result, TrainConfig};
 use crate::{batch_loss, AdamW, Batch};
 use candle_core::{Tensor, Var};
-use uae_artifacts::labels::LabeledGroup;
+use uae_artifacts::labels::{LabeledCandidate, LabeledGroup};
 use uae_encoder::Encoder;
 
 /// What one optimizer step did.
@@ -79,14 +79,20 @@ impl Flat {
     }
 }
 
+/// The candidates of `g` a batch holds: its `max` of highest utility, best first.
+pub fn trained_candidates(g: &LabeledGroup, max: usize) -> Vec<&LabeledCandidate> {
+    let mut cands: Vec<_> = g.candidates.iter().collect();
+    cands.sort_by(|a, b| b.utility.total_cmp(&a.utility));
+    cands.truncate(max);
+    cands
+}
+
 /// Each question's highest-utility candidates (at most `max_candidates`), tokenised;
 /// passages cut to `max_passage_tokens`, their last id (\[SEP\]) kept.
 pub fn flatten(enc: &Encoder, batch: &[&LabeledGroup], cfg: &TrainConfig) -> Result<Flat> {
     let (mut owner, mut utility, mut gold, mut texts) = (vec![], vec![], vec![], vec![]);
     for (i, g) in batch.iter().enumerate() {
-        let mut cands: Vec<_> = g.candidates.iter().collect();
-        cands.sort_by(|a, b| b.utility.total_cmp(&a.utility));
-        for c in cands.into_iter().take(cfg.max_candidates) {
+        for c in trained_candidates(g, cfg.max_candidates) {
             owner.push(i);
             utility.push(c.utility);
             gold.push(c.is_gold);
