@@ -138,6 +138,41 @@ fn bad_inputs_exit_non_zero_with_a_clear_error() {
         ],
         &["emptylabels", "no labeled question"],
     );
+    // A bar no question reaches leaves nothing to train on: said before any step.
+    std::fs::create_dir_all(p.join("lowlabels")).unwrap();
+    std::fs::write(
+        p.join("lowlabels/labels.jsonl"),
+        concat!(
+            r#"{"question_id": "q1", "paper_id": "", "question": "Which?", "answers": ["x"], "#,
+            r#""nll_without": [2.0], "candidates": [{"passage_id": "a", "text": "a", "#,
+            r#""is_gold": false, "source": "mined", "utility": 0.4, "per_answer": [0.4]}]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("crates/cli/tests/data/label-manifest.json"),
+        p.join("lowlabels/manifest.json"),
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "train",
+            "--labels",
+            p.join("lowlabels").to_str().unwrap(),
+            "--loss",
+            "uae",
+            "--min-utility",
+            "3",
+            "--out",
+            p.join("t3").to_str().unwrap(),
+        ],
+        &["no question has a target", "--min-utility 3", "0.40"],
+    );
+    assert!(
+        !p.join("t3").exists(),
+        "nothing written for a run that cannot train"
+    );
     // A model folder without tokenizer.json.
     std::fs::create_dir_all(p.join("model")).unwrap();
     std::fs::copy(

@@ -161,6 +161,8 @@ pub enum RunError {
     NoGold { path: PathBuf },
     #[error("{path}: no candidate contains a reference answer, so answer-match gives infonce no positive")]
     NoAnswerMatch { path: PathBuf },
+    #[error("{path}: no question has a target, so training would change nothing: {why}")]
+    NoTargets { path: PathBuf, why: String },
     #[error("{out}: this run was trained on other labels (LLM {old_lm}, from {old_labels}); these come from LLM {new_lm} in {new_labels}. Use another --out")]
     OtherLabels {
         out: PathBuf,
@@ -335,9 +337,55 @@ fn training_labels(
     Ok((config, groups))
 }
 
+/// Why no question of `groups` has a target under `config` (see [`TargetCounts`]).
+fn no_target_why(groups: &[LabeledGroup], config: &TrainConfig) -> String {
+    let best = groups
+        .iter()
+        .flat_map(|g| g.candidates.iter().map(|c| c.utility))
+        .fold(f32::NEG_INFINITY, f32::max);
+    match config.min_utility {
+        Some(bar) if config.loss != LossKind::Infonce => format!(
+            "no question's best candidate reaches --min-utility {bar} nats (the highest is \
+             {best:.2}){}; lower the bar (`summary.json`'s questions_best_utility_at_least \
+             says how many questions each bar keeps)",
+            if config.loss == LossKind::Hybrid {
+                " and none has a positive"
+            } else {
+                ""
+            }
+        ),
+        _ => format!(
+            "--loss {} needs {}",
+            serde_json::to_value(config.loss)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            match config.loss {
+                LossKind::MarginMse => "two candidates for a question",
+                _ => "a positive for a question",
+            }
+        ),
+    }
+}
+
 /// Runs (or resumes) a training run; returns where it ended.
 pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainState, RunError> {
     let (config, groups) = training_labels(r)?;
+    // What the bar and the positives leave to learn from, before the first step.
+    let targets = TargetCounts::of(&groups, &config);
+    tracing::info!(
+        questions = targets.questions,
+        utility = targets.utility,
+        positives = targets.positives,
+        none = targets.none,
+        "targets (none: only negatives for the others)"
+    );
+    if targets.utility + targets.positives == 0 {
+        return Err(RunError::NoTargets {
+            path: r.labels.clone(),
+            why: no_target_why(&groups, &config),
+        });
+    }
     let (labels_lm, labels_fp) = fingerprint(&r.labels, &groups);
     let base_error = |source| RunError::Base {
         path: r.base.clone(),
@@ -393,15 +441,6 @@ pub fn run(r: &TrainRun, progress: &dyn Progress) -> std::result::Result<TrainSt
             "--loss auto"
         );
     }
-    // What the bar and the positives leave to learn from, before the first step.
-    let targets = TargetCounts::of(&groups, &config);
-    tracing::info!(
-        questions = targets.questions,
-        utility = targets.utility,
-        positives = targets.positives,
-        none = targets.none,
-        "targets (none: only negatives for the others)"
-    );
     let mut state = train(&enc, &r.base, &groups, &config, &r.out, &mut hooks)?;
     state.targets = Some(targets);
     progress.finish();
