@@ -474,6 +474,16 @@ mod tests {
         Tensor::from_vec(flat, (v.len(), 2), &Device::Cpu).unwrap()
     }
 
+    /// Every loss `auto` can resolve to and every one named.
+    const EVERY_LOSS: [LossKind; 6] = [
+        LossKind::Uae,
+        LossKind::UaeListwise,
+        LossKind::Kl,
+        LossKind::Infonce,
+        LossKind::Hybrid,
+        LossKind::MarginMse,
+    ];
+
     fn lp(kind: LossKind, tau: f32, tau_u: f32, gold_weight: f32) -> LossParams {
         LossParams {
             kind,
@@ -630,16 +640,8 @@ mod tests {
     #[test]
     fn target_says_what_batch_loss_trains() {
         let (q, p) = one_question();
-        let kinds = [
-            LossKind::Uae,
-            LossKind::UaeListwise,
-            LossKind::Kl,
-            LossKind::Infonce,
-            LossKind::Hybrid,
-            LossKind::MarginMse,
-        ];
         let mut seen = std::collections::HashSet::new();
-        for kind in kinds {
+        for kind in EVERY_LOSS {
             for bar in [None, Some(0.5), Some(5.0)] {
                 for gold in [[true, false], [false, false]] {
                     let params = LossParams {
@@ -803,14 +805,7 @@ mod tests {
             utility: &[2.0, 0.5, 1.0, -0.5],
             gold: &[true, false, true, false],
         };
-        for kind in [
-            LossKind::Uae,
-            LossKind::UaeListwise,
-            LossKind::Kl,
-            LossKind::Infonce,
-            LossKind::Hybrid,
-            LossKind::MarginMse,
-        ] {
+        for kind in EVERY_LOSS {
             let l = batch_loss(&lp(kind, 0.05, 1.0, 0.5), &q, &p, &b).unwrap();
             let g = l.backward().unwrap();
             for v in [&q, &p] {
