@@ -334,7 +334,36 @@ fn training_labels(
             RunError::NoGold { path }
         });
     }
-    Ok((config, groups))
+    Ok((fit_auto(r, config, &groups), groups))
+}
+
+/// `--loss auto` on evidence-free labels: the answer-match positives stay only where
+/// the utility bar reaches fewer questions than they do ([`TrainConfig::fit_to_reach`]).
+fn fit_auto(r: &TrainRun, config: TrainConfig, groups: &[LabeledGroup]) -> TrainConfig {
+    if r.config.loss != LossKind::Auto || config.loss != LossKind::Hybrid {
+        return config;
+    }
+    let with = |f: &dyn Fn(&LabeledGroup) -> bool| groups.iter().filter(|g| f(g)).count();
+    let sure = with(&|g| {
+        let best = g.candidates.iter().map(|c| c.utility);
+        !g.candidates.is_empty()
+            && config
+                .min_utility
+                .is_none_or(|m| best.fold(f32::NEG_INFINITY, f32::max) >= m)
+    });
+    let matched = with(&|g| g.candidates.iter().any(|c| c.is_gold));
+    let fitted = config.fit_to_reach(&r.config, sure, matched);
+    tracing::info!(
+        bar_reaches = sure,
+        answer_match_reaches = matched,
+        "--loss auto: {}",
+        if fitted.loss == LossKind::Uae {
+            "the utility bar reaches at least as many questions as answer-match: the bar alone"
+        } else {
+            "the utility bar reaches fewer questions than answer-match: answer-match positives where it drops them"
+        }
+    );
+    fitted
 }
 
 /// Why no question of `groups` has a target under `config` (see [`TargetCounts`]).
