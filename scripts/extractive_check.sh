@@ -6,7 +6,10 @@
 # such train questions, labelled by SmolLM2, with everything else equal:
 #   am       `--loss infonce --positives answer-match` (distant supervision)
 #   uae-mu2  `--loss uae --min-utility 2` (the previous evidence-free recipe)
-#   auto     the default (`--loss auto`)
+#   auto     `hybrid --positives answer-match --min-utility 2 --gold-weight 0`: what
+#            `--loss auto` trained before it compared the two signals' reach (it now
+#            trains this where the bar reaches fewer questions than answer-match,
+#            `uae-mu2` elsewhere; `uae train` logs which)
 # then each, and the base, on the first TEST test questions of the same kind, and
 # `uae compare` against answer-match. One epoch, seed 0; nothing is tuned here.
 #
@@ -38,7 +41,7 @@ $uae label --corpus "$out/export-train/corpus.jsonl" --questions "$out/questions
 configs=(
   "am|--loss infonce --positives answer-match"
   "uae-mu2|--loss uae --min-utility 2"
-  "auto|--loss auto"
+  "auto|--loss hybrid --positives answer-match --min-utility 2 --gold-weight 0"
 )
 IFS=';' read -r -a extra <<< "${EXTRA:-}"
 configs+=("${extra[@]}")
