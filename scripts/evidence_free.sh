@@ -34,8 +34,8 @@
 # model whichever LLM labelled (the script checks the candidates are the same file).
 # MEAN_WITH=DIR (another labeller's run on the same candidates) averages the two
 # labellers' utilities (scripts/compare-labels.py --mean: OUT/labels-mean, their
-# agreement in OUT/agreement.json) and trains `auto-mean`: the default (`--loss auto`,
-# the mean folder's manifest saying its candidates were mined) on the ensemble.
+# agreement in OUT/agreement.json) and trains `auto-mean`: the `hybrid` target of
+# `auto` above on the ensemble.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-400}"
@@ -79,7 +79,7 @@ configs=(
 # and compared with answer-match there; on test only if named in TEST).
 IFS=';' read -r -a extra <<< "${EXTRA:-}"
 configs+=("${extra[@]}")
-[[ -n "${MEAN_WITH:-}" ]] && configs+=("auto-mean|--loss auto")
+[[ -n "${MEAN_WITH:-}" ]] && configs+=("auto-mean|--loss hybrid --positives answer-match --min-utility 2 --gold-weight 0")
 for c in "${configs[@]}"; do
   name="${c%%|*}"
   # shellcheck disable=SC2086
