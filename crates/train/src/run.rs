@@ -334,25 +334,28 @@ fn training_labels(
             RunError::NoGold { path }
         });
     }
-    Ok((fit_auto(r, config, &groups), groups))
+    Ok((fit_auto(&r.config, config, &groups), groups))
 }
 
 /// `--loss auto` on evidence-free labels: the answer-match positives stay only where
 /// the utility bar reaches fewer questions than they do ([`TrainConfig::fit_to_reach`]).
-fn fit_auto(r: &TrainRun, config: TrainConfig, groups: &[LabeledGroup]) -> TrainConfig {
-    if r.config.loss != LossKind::Auto || config.loss != LossKind::Hybrid {
+fn fit_auto(asked: &TrainConfig, config: TrainConfig, groups: &[LabeledGroup]) -> TrainConfig {
+    if asked.loss != LossKind::Auto || config.loss != LossKind::Hybrid {
         return config;
     }
-    let with = |f: &dyn Fn(&LabeledGroup) -> bool| groups.iter().filter(|g| f(g)).count();
-    let sure = with(&|g| {
-        let best = g.candidates.iter().map(|c| c.utility);
-        !g.candidates.is_empty()
-            && config
-                .min_utility
-                .is_none_or(|m| best.fold(f32::NEG_INFINITY, f32::max) >= m)
-    });
-    let matched = with(&|g| g.candidates.iter().any(|c| c.is_gold));
-    let fitted = config.fit_to_reach(&r.config, sure, matched);
+    // Each signal's reach, by the rule the loss applies (the candidates a batch holds).
+    let reach = |loss| {
+        TargetCounts::of(
+            groups,
+            &TrainConfig {
+                loss,
+                ..config.clone()
+            },
+        )
+    };
+    let sure = reach(LossKind::Uae).utility;
+    let matched = reach(LossKind::Infonce).positives;
+    let fitted = config.fit_to_reach(asked, sure, matched);
     tracing::info!(
         bar_reaches = sure,
         answer_match_reaches = matched,
@@ -678,5 +681,14 @@ mod tests {
             n(3, 0, 2, 1),
             "infonce --positives answer-match"
         );
+        // `auto` counts each signal's reach: the bar reaches 1 question, answer-match
+        // 2, so the positives stay; a bar of 0.5 reaches all 3: the bar alone.
+        let fitted = |asked: TrainConfig| fit_auto(&asked, asked.resolve(true), &groups).loss;
+        assert_eq!(fitted(TrainConfig::default()), LossKind::Hybrid);
+        let low = TrainConfig {
+            min_utility: Some(0.5),
+            ..TrainConfig::default()
+        };
+        assert_eq!(fitted(low), LossKind::Uae);
     }
 }
