@@ -386,17 +386,10 @@ fn no_target_why(groups: &[LabeledGroup], config: &TrainConfig) -> String {
                 ""
             }
         ),
-        _ => format!(
-            "--loss {} needs {}",
-            serde_json::to_value(config.loss)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            match config.loss {
-                LossKind::MarginMse => "two candidates for a question",
-                _ => "a positive for a question",
-            }
-        ),
+        // Without a bar every question with a candidate has a utility target, and a
+        // loss that needs positives was refused before; what is left is margin-mse,
+        // whose margins need two candidates.
+        _ => "--loss margin-mse needs two candidates for a question".to_string(),
     }
 }
 
