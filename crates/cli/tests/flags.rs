@@ -157,3 +157,17 @@ fn utility_bars_take_any_finite_number() {
         }
     }
 }
+
+/// `--min-gap` is a difference of nats between a question's two best candidates: a
+/// finite number, never negative.
+#[test]
+fn min_gap_takes_a_non_negative_number() {
+    let argv = "uae train --labels l --out o --min-gap".split(' ');
+    let parse = |v: &'static str| Cli::try_parse_from(argv.clone().chain([v]));
+    for ok in ["0", "0.5", "2"] {
+        assert!(parse(ok).is_ok(), "--min-gap {ok} was refused");
+    }
+    for bad in ["-0.5", "nan", "inf", "x"] {
+        assert!(parse(bad).is_err(), "--min-gap {bad} was accepted");
+    }
+}

@@ -94,6 +94,11 @@ pub struct LossParams {
     /// the batch as negatives for the others. `hybrid` trains such a question on its
     /// positives alone, if it has any. `None`: every question has a target.
     pub min_utility: Option<f32>,
+    /// Utility losses: a question whose best candidate is ahead of its second best by
+    /// less than this (nats) gives no utility target either: a bar on each question's
+    /// own scale, where the LLM prefers one passage clearly over the rest. Together
+    /// with `min_utility` a question must clear both. `None`: no such bar.
+    pub min_gap: Option<f32>,
     /// `infonce`: a question's own non-positive candidates whose utility is at least
     /// this (nats) are spared: left out of that question's softmax, neither pulled
     /// up nor pushed down. The LLM says they help answer it, so they are likely
@@ -104,22 +109,39 @@ pub struct LossParams {
     pub utility_norm: UtilityNorm,
 }
 
-/// Whether a question whose best own candidate has utility `best` clears the bar.
-fn sure(best: f32, min_utility: Option<f32>) -> bool {
-    min_utility.is_none_or(|m| best >= m)
+/// Whether a question whose best own candidate has utility `best`, and second best
+/// `second` (minus infinity for a single candidate), clears the bars.
+fn sure(best: f32, second: f32, lp: &LossParams) -> bool {
+    lp.min_utility.is_none_or(|m| best >= m) && lp.min_gap.is_none_or(|g| best - second >= g)
 }
 
-/// Whether each question's best own candidate reaches `min_utility` (all true
-/// without a bar; false for a question with no candidates).
-fn confident(b: &Batch, questions: usize, min_utility: Option<f32>) -> Vec<bool> {
-    let mut best = vec![f32::NEG_INFINITY; questions];
-    let mut any = vec![false; questions];
-    for (j, &i) in b.owner.iter().enumerate() {
-        best[i] = best[i].max(b.utility[j]);
-        any[i] = true;
-    }
+/// The best and second-best of some utilities (minus infinity where there are none).
+fn top_two(utility: impl IntoIterator<Item = f32>) -> (f32, f32) {
+    utility
+        .into_iter()
+        .fold((f32::NEG_INFINITY, f32::NEG_INFINITY), |(a, b), u| {
+            if u > a {
+                (u, a)
+            } else {
+                (a, b.max(u))
+            }
+        })
+}
+
+/// Whether each question's own candidates clear the bars of `lp` (all true without
+/// a bar; false for a question with no candidates).
+fn confident(b: &Batch, questions: usize, lp: &LossParams) -> Vec<bool> {
     (0..questions)
-        .map(|i| any[i] && sure(best[i], min_utility))
+        .map(|i| {
+            let own = b
+                .owner
+                .iter()
+                .zip(b.utility)
+                .filter(|(&o, _)| o == i)
+                .map(|(_, &u)| u);
+            let (best, second) = top_two(own);
+            best > f32::NEG_INFINITY && sure(best, second, lp)
+        })
         .collect()
 }
 
@@ -140,8 +162,8 @@ impl LossParams {
     /// on under this loss: the rule [`batch_loss`] applies to each question.
     pub fn target(&self, utility: &[f32], gold: &[bool]) -> Target {
         let positives = gold.iter().any(|&g| g);
-        let best = utility.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let confident = !utility.is_empty() && sure(best, self.min_utility);
+        let (best, second) = top_two(utility.iter().copied());
+        let confident = !utility.is_empty() && sure(best, second, self);
         match self.kind {
             LossKind::Infonce if positives => Target::Positives,
             LossKind::Infonce => Target::None,
@@ -227,7 +249,7 @@ pub fn batch_loss(lp: &LossParams, q: &Tensor, p: &Tensor, b: &Batch) -> Result<
         s: (q.matmul(&p.t()?)? / lp.tau as f64)?, // [Q, P]
         nq,
         np: b.owner.len(),
-        has: confident(b, nq, lp.min_utility),
+        has: confident(b, nq, lp),
         v: normalized(b, nq, lp.utility_norm),
     };
     match lp.kind {
@@ -492,6 +514,7 @@ mod tests {
             tau_u,
             gold_weight,
             min_utility: None,
+            min_gap: None,
             spare_utility: None,
             utility_norm: UtilityNorm::None,
         }
@@ -634,6 +657,45 @@ mod tests {
         );
     }
 
+    /// `min_gap` is a bar on each question's own scale: the batch of
+    /// `min_utility_gates_the_utility_target`, where q0's best is 1.0 ahead of its
+    /// second and q1's 0.7 ahead. A gap of 0.8 keeps q0 alone (the loss of the 0.5
+    /// bar, 1.275350) though q1's best is positive; 0.5 keeps both (no bar); 2 keeps
+    /// neither. With both bars a question must clear each.
+    #[test]
+    fn min_gap_gates_on_each_question_scale() {
+        let q = unit(&[[1.0, 0.0], [0.0, 1.0]]);
+        let p = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]);
+        let b = Batch {
+            owner: &[0, 0, 1, 1],
+            utility: &[1.0, 0.0, 0.2, -0.5],
+            gold: &[true, false, false, false],
+        };
+        let gated = |bar, gap| {
+            let params = LossParams {
+                min_utility: bar,
+                min_gap: gap,
+                ..lp(LossKind::Uae, 1.0, 1.0, 0.5)
+            };
+            val(batch_loss(&params, &q, &p, &b).unwrap())
+        };
+        assert_near(gated(None, Some(0.8)), 1.275350);
+        assert_eq!(gated(None, Some(0.5)), gated(None, None));
+        assert_eq!(gated(None, Some(2.0)), 0.0);
+        assert_near(gated(Some(0.1), Some(0.8)), 1.275350);
+        assert_eq!(gated(Some(1.5), Some(0.1)), 0.0);
+        // A lone candidate has no second: only `min_utility` can drop it.
+        let only = |gap| LossParams {
+            min_gap: gap,
+            ..lp(LossKind::Uae, 1.0, 1.0, 0.0)
+        };
+        assert_eq!(only(Some(9.0)).target(&[0.3], &[false]), Target::Utility);
+        assert_eq!(
+            only(Some(9.0)).target(&[0.3, 0.2], &[false, false]),
+            Target::None
+        );
+    }
+
     /// [`LossParams::target`] says what [`batch_loss`] does with a question: no loss
     /// where it says `None`, a loss elsewhere, and `hybrid` under the bar trains the
     /// positives alone (the `infonce` loss). Every loss, with and without a bar
@@ -643,10 +705,17 @@ mod tests {
         let (q, p) = one_question();
         let mut seen = std::collections::HashSet::new();
         for kind in EVERY_LOSS {
-            for bar in [None, Some(0.5), Some(5.0)] {
+            for (bar, gap) in [
+                (None, None),
+                (Some(0.5), None),
+                (Some(5.0), None),
+                (None, Some(0.5)),
+                (None, Some(5.0)),
+            ] {
                 for gold in [[true, false], [false, false]] {
                     let params = LossParams {
                         min_utility: bar,
+                        min_gap: gap,
                         ..lp(kind, 1.0, 0.5, 0.5)
                     };
                     let b = Batch {
@@ -656,7 +725,8 @@ mod tests {
                     };
                     let target = params.target(b.utility, b.gold);
                     let loss = val(batch_loss(&params, &q, &p, &b).unwrap());
-                    let case = format!("{kind:?}, bar {bar:?}, gold {gold:?}: {target:?}");
+                    let case =
+                        format!("{kind:?}, bar {bar:?}, gap {gap:?}, gold {gold:?}: {target:?}");
                     assert_eq!(loss == 0.0, target == Target::None, "{case}, loss {loss}");
                     if kind == LossKind::Hybrid && target == Target::Positives {
                         let infonce = LossParams {

@@ -375,22 +375,36 @@ fn no_target_why(groups: &[LabeledGroup], config: &TrainConfig) -> String {
         .iter()
         .flat_map(|g| g.candidates.iter().map(|c| c.utility))
         .fold(f32::NEG_INFINITY, f32::max);
-    match config.min_utility {
-        Some(bar) if config.loss != LossKind::Infonce => format!(
-            "no question's best candidate reaches --min-utility {bar} nats (the highest is \
-             {best:.2}){}; lower the bar (`summary.json`'s questions_best_utility_at_least \
-             says how many questions each bar keeps)",
-            if config.loss == LossKind::Hybrid {
-                " and none has a positive"
-            } else {
-                ""
+    let positives = if config.loss == LossKind::Hybrid {
+        " and none has a positive"
+    } else {
+        ""
+    };
+    if config.loss != LossKind::Infonce {
+        match (config.min_utility, config.min_gap) {
+            (Some(bar), None) => {
+                return format!(
+                    "no question's best candidate reaches --min-utility {bar} nats (the \
+                     highest is {best:.2}){positives}; lower the bar (`summary.json`'s \
+                     questions_best_utility_at_least says how many questions each bar keeps)"
+                )
             }
-        ),
-        // Without a bar every question with a candidate has a utility target, and a
-        // loss that needs positives was refused before; what is left is margin-mse,
-        // whose margins need two candidates.
-        _ => "--loss margin-mse needs two candidates for a question".to_string(),
+            (bar, Some(gap)) => {
+                let both = bar
+                    .map(|b| format!(" and reaches --min-utility {b}"))
+                    .unwrap_or_default();
+                return format!(
+                    "no question's best candidate is --min-gap {gap} nats ahead of its \
+                     second{both}{positives}; lower the bars"
+                );
+            }
+            (None, None) => {}
+        }
     }
+    // Without a bar every question with a candidate has a utility target, and a loss
+    // that needs positives was refused before; what is left is margin-mse, whose
+    // margins need two candidates.
+    "--loss margin-mse needs two candidates for a question".to_string()
 }
 
 /// Runs (or resumes) a training run; returns where it ended.

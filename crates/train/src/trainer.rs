@@ -154,6 +154,15 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::finite, allow_negative_numbers = true))]
     pub min_utility: Option<f32>,
+    /// Utility losses: a question whose best candidate lowers the answer's NLL by
+    /// less than this many nats more than its second best does gets no utility target
+    /// either: a bar on each question's own scale (the LLM must prefer one passage
+    /// clearly), for labellers or answers whose utilities run on another scale than
+    /// the fixed `--min-utility`. With both, a question must clear each; a question
+    /// with one candidate has no second and passes. Default: no such bar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(long, value_parser = flags::non_negative))]
+    pub min_gap: Option<f32>,
     /// `--positives answer-match`: a candidate that contains a reference answer is a
     /// positive only when the LLM agrees it helps: its utility is at least this many
     /// nats. Below the utility bar answer-match is least reliable where the LLM
@@ -203,6 +212,7 @@ impl TrainConfig {
             tau_u: self.tau_u,
             gold_weight: self.gold_weight,
             min_utility: self.min_utility,
+            min_gap: self.min_gap,
             spare_utility: self.spare_utility,
             utility_norm: self.utility_norm,
         }
@@ -265,6 +275,7 @@ impl Default for TrainConfig {
             positives: Positives::Gold,
             gold_weight: default_gold_weight(),
             min_utility: None,
+            min_gap: None,
             min_match_utility: None,
             spare_utility: None,
             utility_norm: UtilityNorm::None,
@@ -369,6 +380,9 @@ impl TrainConfig {
         }
         if let Some(m) = self.min_utility.filter(|m| !m.is_finite()) {
             return Err(format!("min_utility must be a finite number, not {m}"));
+        }
+        if let Some(g) = self.min_gap.filter(|g| !(g.is_finite() && *g >= 0.0)) {
+            return Err(format!("min_gap must be a finite number >= 0, not {g}"));
         }
         if let Some(m) = self.spare_utility {
             if !m.is_finite() {
