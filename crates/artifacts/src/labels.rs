@@ -517,10 +517,18 @@ pub struct LabelSummary {
     /// (keys as written): what `uae train --min-utility` would keep.
     #[serde(default)]
     pub questions_best_utility_at_least: std::collections::BTreeMap<String, usize>,
+    /// How many questions have a best candidate at least 0.5, 1 and 2 nats ahead of
+    /// their second best (keys as written; a lone candidate counts under each): what
+    /// `uae train --min-gap` would keep.
+    #[serde(default)]
+    pub questions_best_gap_at_least: std::collections::BTreeMap<String, usize>,
 }
 
 /// The bars [`LabelSummary::questions_best_utility_at_least`] counts, in nats.
 pub const BEST_UTILITY_BARS: [f32; 4] = [0.5, 1.0, 2.0, 3.0];
+
+/// The gaps [`LabelSummary::questions_best_gap_at_least`] counts, in nats.
+pub const BEST_GAP_BARS: [f32; 3] = [0.5, 1.0, 2.0];
 
 impl LabelSummary {
     pub const FILE: &'static str = "summary.json";

@@ -649,6 +649,7 @@ pub(crate) fn utility_stats(summary: &mut LabelSummary, groups: &[LabeledGroup])
     summary.gold_candidates = 0;
     summary.non_gold_candidates = 0;
     summary.questions_best_utility_at_least.clear();
+    summary.questions_best_gap_at_least.clear();
     for g in groups {
         for c in &g.candidates {
             if c.is_gold {
@@ -673,6 +674,16 @@ pub(crate) fn utility_stats(summary: &mut LabelSummary, groups: &[LabeledGroup])
                     .questions_best_utility_at_least
                     .entry(bar.to_string())
                     .or_default() += (best >= bar) as usize;
+            }
+            // The second best: the largest utility once the best is set aside.
+            let mut rest: Vec<f32> = cands.iter().map(|c| c.utility).collect();
+            rest.sort_by(|a, b| b.total_cmp(a));
+            let gap = rest.get(1).map_or(f32::INFINITY, |second| best - second);
+            for bar in uae_artifacts::labels::BEST_GAP_BARS {
+                *summary
+                    .questions_best_gap_at_least
+                    .entry(bar.to_string())
+                    .or_default() += (gap >= bar) as usize;
             }
         }
     }
@@ -742,6 +753,10 @@ mod stats_tests {
         utility_stats(&mut s, &groups);
         let at = |k: &str| s.questions_best_utility_at_least[k];
         assert_eq!((at("0.5"), at("1"), at("2"), at("3")), (2, 1, 1, 0));
+        // Gaps 2.4, 0.5 (on the 0.5 bar's edge in f32) and a lone candidate's (every
+        // bar).
+        let gap = |k: &str| s.questions_best_gap_at_least[k];
+        assert_eq!((gap("1"), gap("2")), (2, 2));
         assert_eq!((s.questions, s.candidates, s.gold_candidates), (4, 5, 2));
         assert!((s.mean_utility_gold - 1.35).abs() < 1e-6);
         assert!((s.best_is_gold_fraction - 0.5).abs() < 1e-12);
@@ -749,6 +764,7 @@ mod stats_tests {
         utility_stats(&mut s, &groups[..1]);
         assert_eq!(s.questions_best_utility_at_least["2"], 1);
         assert_eq!(s.questions_best_utility_at_least["0.5"], 1);
+        assert_eq!(s.questions_best_gap_at_least["0.5"], 1);
     }
 }
 
