@@ -617,6 +617,19 @@ mod tests {
         assert_near(h, uae);
     }
 
+    /// q0 = (1, 0) owns p0 = (1, 0) (gold) and p1 = (0, 1) with u = [1, 0]; q1 = (0, 1)
+    /// owns p2 = (0, 1), p3 = (1, 0) with u = [0.2, -0.5].
+    fn two_questions() -> (Tensor, Tensor, Batch<'static>) {
+        let q = unit(&[[1.0, 0.0], [0.0, 1.0]]);
+        let p = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]);
+        let b = Batch {
+            owner: &[0, 0, 1, 1],
+            utility: &[1.0, 0.0, 0.2, -0.5],
+            gold: &[true, false, false, false],
+        };
+        (q, p, b)
+    }
+
     /// `min_utility` drops the target of a question whose best candidate is below it;
     /// its candidates stay as in-batch negatives. q0 = (1, 0) owns p0 = (1, 0) and
     /// p1 = (0, 1) with u = [1, 0]; q1 = (0, 1) owns p2 = (0, 1), p3 = (1, 0) with
@@ -628,13 +641,7 @@ mod tests {
     /// [0.865529, 0.134471]: 1.140880.
     #[test]
     fn min_utility_gates_the_utility_target() {
-        let q = unit(&[[1.0, 0.0], [0.0, 1.0]]);
-        let p = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]);
-        let b = Batch {
-            owner: &[0, 0, 1, 1],
-            utility: &[1.0, 0.0, 0.2, -0.5],
-            gold: &[true, false, false, false],
-        };
+        let (q, p, b) = two_questions();
         let gated = |kind, bar| {
             let params = LossParams {
                 min_utility: bar,
@@ -664,13 +671,7 @@ mod tests {
     /// neither. With both bars a question must clear each.
     #[test]
     fn min_gap_gates_on_each_question_scale() {
-        let q = unit(&[[1.0, 0.0], [0.0, 1.0]]);
-        let p = unit(&[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]);
-        let b = Batch {
-            owner: &[0, 0, 1, 1],
-            utility: &[1.0, 0.0, 0.2, -0.5],
-            gold: &[true, false, false, false],
-        };
+        let (q, p, b) = two_questions();
         let gated = |bar, gap| {
             let params = LossParams {
                 min_utility: bar,
