@@ -159,7 +159,8 @@ pub struct TrainConfig {
     /// either: a bar on each question's own scale (the LLM must prefer one passage
     /// clearly), for labellers or answers whose utilities run on another scale than
     /// the fixed `--min-utility`. With both, a question must clear each; a question
-    /// with one candidate has no second and passes. Default: no such bar.
+    /// with one candidate has no second and passes; under `--loss auto` it replaces
+    /// the default `--min-utility` unless that is given too. Default: no such bar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::non_negative))]
     pub min_gap: Option<f32>,
@@ -302,8 +303,8 @@ pub const EVIDENCE_FREE: EvidenceFree = EvidenceFree {
 impl TrainConfig {
     /// The config with `--loss auto` made concrete for labels whose candidates were
     /// (`evidence_free == false`) or were not chosen around the evidence: `uae`, or
-    /// [`EVIDENCE_FREE`] (`hybrid` with answer-match positives; a `--min-utility`
-    /// given keeps its value). Any other loss is returned as it is.
+    /// [`EVIDENCE_FREE`] (`hybrid` with answer-match positives; a `--min-utility` or
+    /// `--min-gap` given replaces the default bar). Any other loss is returned as it is.
     pub fn resolve(&self, evidence_free: bool) -> TrainConfig {
         let mut c = self.clone();
         if c.loss != LossKind::Auto {
@@ -312,7 +313,10 @@ impl TrainConfig {
         if evidence_free {
             c.loss = LossKind::Hybrid;
             c.positives = Positives::AnswerMatch;
-            c.min_utility = Some(c.min_utility.unwrap_or(EVIDENCE_FREE.min_utility));
+            // A bar given (either kind) replaces the default bar.
+            if c.min_gap.is_none() {
+                c.min_utility = Some(c.min_utility.unwrap_or(EVIDENCE_FREE.min_utility));
+            }
             c.gold_weight = EVIDENCE_FREE.gold_weight;
         } else {
             c.loss = LossKind::Uae;
@@ -878,6 +882,12 @@ mod config_tests {
             ..d.clone()
         };
         assert_eq!(bar.resolve(true).min_utility, Some(1.0));
+        let gap = TrainConfig {
+            min_gap: Some(1.0),
+            ..d.clone()
+        };
+        assert_eq!(gap.resolve(true).min_utility, None);
+        assert_eq!(gap.resolve(true).min_gap, Some(1.0));
         let infonce = TrainConfig {
             loss: LossKind::Infonce,
             ..d
