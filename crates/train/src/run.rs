@@ -697,5 +697,20 @@ mod tests {
             ..TrainConfig::default()
         };
         assert_eq!(fitted(low), LossKind::Uae);
+        // A bar on each question's scale: best ahead of second by 2.4, 0.2 and 1.6.
+        let gap = |g| TrainConfig {
+            loss: LossKind::Uae,
+            min_gap: Some(g),
+            ..TrainConfig::default()
+        };
+        assert_eq!(counts(gap(1.0)), n(3, 2, 0, 1), "uae --min-gap 1");
+        assert_eq!(counts(gap(3.0)), n(3, 0, 0, 3), "uae --min-gap 3");
+        assert!(no_target_why(&groups, &gap(3.0)).contains("--min-gap 3 nats ahead"));
+        // `auto --min-gap 1`: the gap alone reaches 2, as answer-match does.
+        let auto_gap = TrainConfig {
+            min_gap: Some(1.0),
+            ..TrainConfig::default()
+        };
+        assert_eq!(fitted(auto_gap), LossKind::Uae);
     }
 }
