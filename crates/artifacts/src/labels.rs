@@ -530,6 +530,21 @@ pub const BEST_UTILITY_BARS: [f32; 4] = [0.5, 1.0, 2.0, 3.0];
 /// The gaps [`LabelSummary::questions_best_gap_at_least`] counts, in nats.
 pub const BEST_GAP_BARS: [f32; 3] = [0.5, 1.0, 2.0];
 
+/// A question's best utility and its lead over its second best (infinite for a lone
+/// candidate; 0 when two tie); `None` without candidates. What `uae train`'s
+/// `--min-utility` and `--min-gap` read, and what the summary counts for them.
+pub fn best_and_gap(utility: impl IntoIterator<Item = f32>) -> Option<(f32, f32)> {
+    let mut top: Option<(f32, f32)> = None;
+    for u in utility {
+        top = Some(match top {
+            None => (u, f32::NEG_INFINITY),
+            Some((best, _)) if u > best => (u, best),
+            Some((best, second)) => (best, second.max(u)),
+        });
+    }
+    top.map(|(best, second)| (best, best - second))
+}
+
 impl LabelSummary {
     pub const FILE: &'static str = "summary.json";
 
@@ -595,6 +610,17 @@ pub(crate) fn read_jsonl_lines<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The best utility and its lead: over the second best in any order, 0 on a tie,
+    /// infinite alone, nothing without candidates.
+    #[test]
+    fn best_and_gap_reads_the_two_best() {
+        assert_eq!(best_and_gap([0.1, 2.5, 1.0]), Some((2.5, 1.5)));
+        assert_eq!(best_and_gap([2.5, 0.1, 1.0]), Some((2.5, 1.5)));
+        assert_eq!(best_and_gap([1.0, 1.0, -3.0]), Some((1.0, 0.0)));
+        assert_eq!(best_and_gap([-0.4]), Some((-0.4, f32::INFINITY)));
+        assert_eq!(best_and_gap([]), None);
+    }
 
     fn group(id: &str, utilities: &[f32]) -> LabeledGroup {
         LabeledGroup {

@@ -668,17 +668,15 @@ pub(crate) fn utility_stats(summary: &mut LabelSummary, groups: &[LabeledGroup])
             }
         }
         summary.candidates += cands.len();
-        if let Some(best) = cands.iter().map(|c| c.utility).reduce(f32::max) {
+        if let Some((best, gap)) =
+            uae_artifacts::labels::best_and_gap(cands.iter().map(|c| c.utility))
+        {
             for bar in uae_artifacts::labels::BEST_UTILITY_BARS {
                 *summary
                     .questions_best_utility_at_least
                     .entry(bar.to_string())
                     .or_default() += (best >= bar) as usize;
             }
-            // The second best: the largest utility once the best is set aside.
-            let mut rest: Vec<f32> = cands.iter().map(|c| c.utility).collect();
-            rest.sort_by(|a, b| b.total_cmp(a));
-            let gap = rest.get(1).map_or(f32::INFINITY, |second| best - second);
             for bar in uae_artifacts::labels::BEST_GAP_BARS {
                 *summary
                     .questions_best_gap_at_least

@@ -109,40 +109,14 @@ pub struct LossParams {
     pub utility_norm: UtilityNorm,
 }
 
-/// Whether a question whose best own candidate has utility `best`, and second best
-/// `second` (minus infinity for a single candidate), clears the bars.
-fn sure(best: f32, second: f32, lp: &LossParams) -> bool {
-    lp.min_utility.is_none_or(|m| best >= m) && lp.min_gap.is_none_or(|g| best - second >= g)
-}
-
-/// The best and second-best of some utilities (minus infinity where there are none).
-fn top_two(utility: impl IntoIterator<Item = f32>) -> (f32, f32) {
-    utility
-        .into_iter()
-        .fold((f32::NEG_INFINITY, f32::NEG_INFINITY), |(a, b), u| {
-            if u > a {
-                (u, a)
-            } else {
-                (a, b.max(u))
-            }
-        })
-}
-
 /// Whether each question's own candidates clear the bars of `lp` (all true without
 /// a bar; false for a question with no candidates).
 fn confident(b: &Batch, questions: usize, lp: &LossParams) -> Vec<bool> {
-    (0..questions)
-        .map(|i| {
-            let own = b
-                .owner
-                .iter()
-                .zip(b.utility)
-                .filter(|(&o, _)| o == i)
-                .map(|(_, &u)| u);
-            let (best, second) = top_two(own);
-            best > f32::NEG_INFINITY && sure(best, second, lp)
-        })
-        .collect()
+    let mut own = vec![Vec::new(); questions];
+    for (&i, &u) in b.owner.iter().zip(b.utility) {
+        own[i].push(u);
+    }
+    own.iter().map(|u| lp.clears(u)).collect()
 }
 
 /// What a question trains on.
@@ -158,12 +132,20 @@ pub enum Target {
 }
 
 impl LossParams {
+    /// Whether a question with these own utilities clears the bars: its best at least
+    /// `min_utility`, ahead of its second best by at least `min_gap` (a lone candidate
+    /// has no second). False without candidates.
+    fn clears(&self, utility: &[f32]) -> bool {
+        uae_artifacts::labels::best_and_gap(utility.iter().copied()).is_some_and(|(best, gap)| {
+            self.min_utility.is_none_or(|m| best >= m) && self.min_gap.is_none_or(|g| gap >= g)
+        })
+    }
+
     /// What a question with these own candidates (utilities, positive marks) trains
     /// on under this loss: the rule [`batch_loss`] applies to each question.
     pub fn target(&self, utility: &[f32], gold: &[bool]) -> Target {
         let positives = gold.iter().any(|&g| g);
-        let (best, second) = top_two(utility.iter().copied());
-        let confident = !utility.is_empty() && sure(best, second, self);
+        let confident = self.clears(utility);
         match self.kind {
             LossKind::Infonce if positives => Target::Positives,
             LossKind::Infonce => Target::None,
