@@ -171,3 +171,20 @@ fn min_gap_takes_a_non_negative_number() {
         assert!(parse(bad).is_err(), "--min-gap {bad} was accepted");
     }
 }
+
+/// `--min-answer-overlap` is a share of an answer's weighted words: 0 to 1.
+#[test]
+fn min_answer_overlap_is_a_share() {
+    let argv =
+        "uae train --labels l --out o --positives answer-overlap --min-answer-overlap".split(' ');
+    let parse = |v: &'static str| Cli::try_parse_from(argv.clone().chain([v]));
+    for ok in ["0", "0.5", "1"] {
+        assert!(parse(ok).is_ok(), "--min-answer-overlap {ok} was refused");
+    }
+    for bad in ["-0.1", "1.5", "nan", "x"] {
+        assert!(
+            parse(bad).is_err(),
+            "--min-answer-overlap {bad} was accepted"
+        );
+    }
+}

@@ -33,6 +33,78 @@ pub fn contains_answer(passage: &str, answers: &[String]) -> bool {
     })
 }
 
+/// The tokens an answer says something with: [`normalize_answer`]'s, each once;
+/// none for an answer that normalises to nothing, "yes" or "no" (they say what the
+/// answer is, not where).
+fn answer_tokens(answer: &str) -> Vec<String> {
+    let a = normalize_answer(answer);
+    if matches!(a.as_str(), "yes" | "no") {
+        return Vec::new();
+    }
+    let mut t: Vec<String> = a.split_whitespace().map(str::to_string).collect();
+    t.sort_unstable();
+    t.dedup();
+    t
+}
+
+/// Inverse document frequencies of [`normalize_answer`]'s tokens over a set of
+/// passages, `ln(1 + N / (1 + df))`: the weights of [`answer_overlap`], so a rare
+/// term of the answer counts for more than a common word, in any language.
+#[derive(Debug, Clone, Default)]
+pub struct TokenIdf {
+    df: HashMap<String, u32>,
+    n: usize,
+}
+
+impl TokenIdf {
+    /// Counts each passage once (pass each distinct passage once).
+    pub fn new<'a>(passages: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut idf = TokenIdf::default();
+        for p in passages {
+            idf.n += 1;
+            let p = normalize_answer(p);
+            let mut seen: Vec<&str> = p.split_whitespace().collect();
+            seen.sort_unstable();
+            seen.dedup();
+            for t in seen {
+                *idf.df.entry(t.to_string()).or_default() += 1;
+            }
+        }
+        idf
+    }
+
+    pub fn idf(&self, token: &str) -> f64 {
+        let df = self.df.get(token).copied().unwrap_or(0) as f64;
+        (1.0 + self.n as f64 / (1.0 + df)).ln()
+    }
+}
+
+/// How much of a reference answer `passage` holds: the IDF-weighted share of the
+/// answer's distinct tokens ([`normalize_answer`]) found among the passage's, the
+/// best over `answers`; 1 for a passage that [`contains_answer`]. Unlike answer-match
+/// it credits an answer whose words the passage holds in another order or apart (a
+/// list of spans joined by commas, a paraphrase). `None` where no answer has a token
+/// to look for (empty, "yes" or "no").
+pub fn answer_overlap(passage: &str, answers: &[String], idf: &TokenIdf) -> Option<f64> {
+    let p = normalize_answer(passage);
+    let pt: std::collections::HashSet<&str> = p.split_whitespace().collect();
+    answers
+        .iter()
+        .map(|a| answer_tokens(a))
+        .filter(|at| !at.is_empty())
+        .map(|at| {
+            let w = |t: &String| idf.idf(t);
+            let total: f64 = at.iter().map(w).sum();
+            let found: f64 = at.iter().filter(|t| pt.contains(t.as_str())).map(w).sum();
+            if total > 0.0 {
+                found / total
+            } else {
+                0.0
+            }
+        })
+        .reduce(f64::max)
+}
+
 /// Bag-of-tokens F1 between a prediction and one reference, after normalisation.
 pub fn token_f1(prediction: &str, reference: &str) -> f64 {
     let p = normalize_answer(prediction);
@@ -91,6 +163,41 @@ mod tests {
         assert!(!contains_answer(p, &a(&["Yes", "no", "the", ""])));
         assert!(!contains_answer(p, &a(&[])));
         assert!(contains_answer("Yes, we do.", &a(&["we do"])));
+    }
+
+    /// Three passages; "penn" in one, "treebank" in two, "parser" in all three:
+    /// idf(t) = ln(1 + 3 / (1 + df)). Overlap is the IDF share of the answer's
+    /// distinct tokens the passage holds, best over answers.
+    #[test]
+    fn answer_overlap_by_hand() {
+        let ps = [
+            "the Penn Treebank parser",
+            "a treebank parser",
+            "parser parser",
+        ];
+        let idf = TokenIdf::new(ps);
+        let w = |df: f64| (1.0 + 3.0 / (1.0 + df)).ln();
+        assert!((idf.idf("penn") - w(1.0)).abs() < 1e-12);
+        assert!((idf.idf("treebank") - w(2.0)).abs() < 1e-12);
+        assert!((idf.idf("unseen") - w(0.0)).abs() < 1e-12);
+        let a = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Words apart and out of order still count; a repeated word counts once.
+        assert_eq!(
+            answer_overlap(ps[0], &a(&["treebank, Penn penn"]), &idf),
+            Some(1.0)
+        );
+        let want = w(2.0) / (w(1.0) + w(2.0));
+        let got = answer_overlap(ps[1], &a(&["Penn Treebank"]), &idf).unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        // The best reference answer counts.
+        assert_eq!(
+            answer_overlap(ps[1], &a(&["Penn Treebank", "parser"]), &idf),
+            Some(1.0)
+        );
+        assert_eq!(answer_overlap(ps[2], &a(&["penn"]), &idf), Some(0.0));
+        // Answers that say nothing of where: no overlap at all.
+        assert_eq!(answer_overlap(ps[0], &a(&["Yes", "the", ""]), &idf), None);
+        assert_eq!(answer_overlap(ps[0], &a(&[]), &idf), None);
     }
 
     #[test]

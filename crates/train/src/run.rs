@@ -159,7 +159,7 @@ pub enum RunError {
     NoDevPositives { name: String },
     #[error("{path}: infonce needs gold candidates; these labels have none (mined? try --positives answer-match)")]
     NoGold { path: PathBuf },
-    #[error("{path}: no candidate contains a reference answer, so answer-match gives infonce no positive")]
+    #[error("{path}: no candidate contains a reference answer (answer-match) or enough of its words (answer-overlap, --min-answer-overlap), so infonce has no positive")]
     NoAnswerMatch { path: PathBuf },
     #[error("{path}: no question has a target, so training would change nothing: {why}")]
     NoTargets { path: PathBuf, why: String },
@@ -298,6 +298,34 @@ pub fn answer_match(groups: &mut [LabeledGroup], min_utility: Option<f32>) {
     }
 }
 
+/// Marks as positives each question's candidates with the highest
+/// [`uae_eval::f1::answer_overlap`] (IDF over every distinct candidate passage), where
+/// it is at least `min_overlap` and, with `min_utility`, the candidate lowers the
+/// answer's NLL by at least that many nats.
+pub fn answer_overlap(groups: &mut [LabeledGroup], min_overlap: f32, min_utility: Option<f32>) {
+    let mut texts: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g.candidates.iter().map(|c| c.text.as_str()))
+        .collect();
+    texts.sort_unstable();
+    texts.dedup();
+    let idf = uae_eval::f1::TokenIdf::new(texts);
+    for g in groups {
+        let overlap: Vec<f64> = g
+            .candidates
+            .iter()
+            .map(|c| uae_eval::f1::answer_overlap(&c.text, &g.answers, &idf).unwrap_or(0.0))
+            .collect();
+        let best = overlap.iter().copied().fold(0.0, f64::max);
+        for (c, o) in g.candidates.iter_mut().zip(overlap) {
+            c.is_gold = best > 0.0
+                && o >= best
+                && o >= min_overlap as f64
+                && min_utility.is_none_or(|m| c.utility >= m);
+        }
+    }
+}
+
 /// The labels to train on and the config made concrete for them (`--loss auto`),
 /// positives marked where the loss wants answer-match; an error when they hold
 /// nothing to train on.
@@ -310,9 +338,16 @@ fn training_labels(
     })?;
     let config = r.config.resolve(evidence_free(&r.labels, &groups));
     let uses_positives = matches!(config.loss, LossKind::Infonce | LossKind::Hybrid);
-    let answer_matched = uses_positives && config.positives == Positives::AnswerMatch;
-    if answer_matched {
-        answer_match(&mut groups, config.min_match_utility);
+    let answer_matched = uses_positives && config.positives.from_answers();
+    match config.positives {
+        _ if !uses_positives => {}
+        Positives::Gold => {}
+        Positives::AnswerMatch => answer_match(&mut groups, config.min_match_utility),
+        Positives::AnswerOverlap => answer_overlap(
+            &mut groups,
+            config.min_answer_overlap,
+            config.min_match_utility,
+        ),
     }
     if !groups.iter().any(|g| !g.candidates.is_empty()) {
         return Err(RunError::NoCandidates {
@@ -395,7 +430,8 @@ fn no_target_why(groups: &[LabeledGroup], config: &TrainConfig) -> String {
                     .unwrap_or_default();
                 return format!(
                     "no question's best candidate is --min-gap {gap} nats ahead of its \
-                     second{both}{positives}; lower the bars"
+                     second{both}{positives}; lower the bars (`summary.json`'s \
+                     questions_best_gap_at_least says how many questions each gap keeps)"
                 );
             }
             (None, None) => {}
@@ -627,6 +663,52 @@ mod tests {
         assert_eq!(marks(Some(-1.0)), [true, true, false]);
     }
 
+    /// Answer-overlap: the candidate(s) holding the most of the answer's weighted
+    /// words, where that reaches the bar; a list answer found apart counts, where
+    /// answer-match finds nothing. With `min_utility`, the LLM must agree.
+    #[test]
+    fn answer_overlap_marks_the_best_overlap() {
+        let group = LabeledGroup {
+            question_id: "q".into(),
+            paper_id: String::new(),
+            question: "Which datasets?".into(),
+            answers: vec!["SQuAD, TriviaQA".into()],
+            nll_without: vec![3.0],
+            candidates: vec![
+                candidate("We use TriviaQA and, later, SQuAD.", 1.5),
+                candidate("SQuAD is mentioned in passing.", -0.3),
+                candidate("Nothing here.", 2.0),
+                candidate("TriviaQA then SQuAD, again.", 0.2),
+            ],
+        };
+        let marks = |min_overlap: f32, min_utility: Option<f32>| {
+            let mut g = vec![group.clone()];
+            answer_overlap(&mut g, min_overlap, min_utility);
+            g[0].candidates
+                .iter()
+                .map(|c| c.is_gold)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(marks(0.5, None), [true, false, false, true]);
+        assert_eq!(marks(1.0, None), [true, false, false, true]);
+        assert_eq!(marks(0.5, Some(1.0)), [true, false, false, false]);
+        let mut none = vec![group.clone()];
+        answer_match(&mut none, None);
+        assert!(
+            none[0].candidates.iter().all(|c| !c.is_gold),
+            "the joined list is in no passage"
+        );
+        // Where no candidate holds all of it, the best share must clear the bar.
+        let mut half = vec![LabeledGroup {
+            candidates: vec![group.candidates[1].clone(), group.candidates[2].clone()],
+            ..group.clone()
+        }];
+        answer_overlap(&mut half, 0.9, None);
+        assert!(half[0].candidates.iter().all(|c| !c.is_gold));
+        answer_overlap(&mut half, 0.1, None);
+        assert!(half[0].candidates[0].is_gold && !half[0].candidates[1].is_gold);
+    }
+
     /// What each evidence-free recipe trains on mined labels: the LLM is sure of one
     /// question (best 2.5 nats), a second has a candidate holding its answer but
     /// gains under the bar, a third has neither; a fourth has no candidates.
@@ -706,6 +788,7 @@ mod tests {
         assert_eq!(counts(gap(1.0)), n(3, 2, 0, 1), "uae --min-gap 1");
         assert_eq!(counts(gap(3.0)), n(3, 0, 0, 3), "uae --min-gap 3");
         assert!(no_target_why(&groups, &gap(3.0)).contains("--min-gap 3 nats ahead"));
+        assert!(no_target_why(&groups, &gap(3.0)).contains("questions_best_gap_at_least"));
         // `auto --min-gap 1`: the gap alone reaches 2, as answer-match does.
         let auto_gap = TrainConfig {
             min_gap: Some(1.0),

@@ -132,9 +132,12 @@ pub struct TrainConfig {
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(long, default_value_t = d().graph_memory_mb, value_parser = flags::count_in(0, 1 << 30)))]
     pub graph_memory_mb: usize,
-    /// Positives for `--loss infonce` and `hybrid`: `gold` (the evidence annotation) or
+    /// Positives for `--loss infonce` and `hybrid`: `gold` (the evidence annotation),
     /// `answer-match` (candidates containing a reference answer, for data without
-    /// evidence). The other losses use utilities only.
+    /// evidence) or `answer-overlap` (each question's candidates holding the most of a
+    /// reference answer's words, weighted by rarity, at least --min-answer-overlap:
+    /// also finds lists of spans and paraphrases). The other losses use utilities
+    /// only.
     #[serde(default)]
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = d().positives))]
     pub positives: Positives,
@@ -164,15 +167,21 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::non_negative))]
     pub min_gap: Option<f32>,
-    /// `--positives answer-match`: a candidate that contains a reference answer is a
-    /// positive only when the LLM agrees it helps: its utility is at least this many
-    /// nats. Below the utility bar answer-match is least reliable where the LLM
+    /// `--positives answer-match` (or `answer-overlap`): a candidate that contains a
+    /// reference answer is a positive only when the LLM agrees it helps: its utility
+    /// is at least this many nats. Below the utility bar answer-match is least reliable where the LLM
     /// gains little from the match (QASPER's mined labels: of the 58 questions under
     /// the 2-nat bar with a match, the evidence is among the matches for 4 of the 7
     /// under 0.5 nats, 26 of the 39 at 1-2). Default: every match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::finite, allow_negative_numbers = true))]
     pub min_match_utility: Option<f32>,
+    /// `--positives answer-overlap`: the least share (0-1) of a reference answer's
+    /// IDF-weighted words a question's best-overlapping candidate must hold to be its
+    /// positive; a question whose best holds less has none.
+    #[serde(default = "default_min_answer_overlap")]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = d().min_answer_overlap, value_parser = flags::unit_interval))]
+    pub min_answer_overlap: f32,
     /// `--loss infonce`: a question's own non-positive candidates whose utility is at
     /// least this many nats are spared: left out of that question's softmax instead
     /// of pushed away, since the LLM says they help answer it (evidence the annotation
@@ -238,6 +247,10 @@ fn default_gold_weight() -> f32 {
     0.5
 }
 
+fn default_min_answer_overlap() -> f32 {
+    0.5
+}
+
 /// Where `infonce`'s positives come from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -249,6 +262,18 @@ pub enum Positives {
     /// Candidates that contain a reference answer (Token F1's normalisation): DPR's
     /// distant supervision, for data without evidence labels.
     AnswerMatch,
+    /// Each question's candidate(s) holding the most of a reference answer's words,
+    /// weighted by their rarity among the candidates, where that share is at least
+    /// `--min-answer-overlap`: answer-match that also finds answers whose words the
+    /// passage holds apart or reordered (lists of spans, paraphrases).
+    AnswerOverlap,
+}
+
+impl Positives {
+    /// Whether the positives are found from the reference answers.
+    pub fn from_answers(self) -> bool {
+        self != Positives::Gold
+    }
 }
 
 impl Default for TrainConfig {
@@ -278,6 +303,7 @@ impl Default for TrainConfig {
             min_utility: None,
             min_gap: None,
             min_match_utility: None,
+            min_answer_overlap: default_min_answer_overlap(),
             spare_utility: None,
             utility_norm: UtilityNorm::None,
             mixed_precision: false,
@@ -376,6 +402,9 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.gold_weight) {
             return Err("gold_weight must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.min_answer_overlap) {
+            return Err("min_answer_overlap must be between 0 and 1".into());
         }
         if let Some(m) = self.min_match_utility.filter(|m| !m.is_finite()) {
             return Err(format!(
