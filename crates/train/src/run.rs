@@ -634,6 +634,13 @@ mod tests {
         }
     }
 
+    /// Which of `group`'s candidates `mark` makes positives.
+    fn marked(group: &LabeledGroup, mark: impl FnOnce(&mut [LabeledGroup])) -> Vec<bool> {
+        let mut g = vec![group.clone()];
+        mark(&mut g);
+        g[0].candidates.iter().map(|c| c.is_gold).collect()
+    }
+
     /// A candidate holding the answer is a positive; with a bar, only where the LLM
     /// gains at least that much from it.
     #[test]
@@ -650,14 +657,7 @@ mod tests {
                 candidate("Nothing here.", 2.0),
             ],
         };
-        let marks = |min: Option<f32>| {
-            let mut g = vec![group.clone()];
-            answer_match(&mut g, min);
-            g[0].candidates
-                .iter()
-                .map(|c| c.is_gold)
-                .collect::<Vec<_>>()
-        };
+        let marks = |min: Option<f32>| marked(&group, |g| answer_match(g, min));
         assert_eq!(marks(None), [true, true, false]);
         assert_eq!(marks(Some(0.5)), [true, false, false]);
         assert_eq!(marks(Some(-1.0)), [true, true, false]);
@@ -682,31 +682,26 @@ mod tests {
             ],
         };
         let marks = |min_overlap: f32, min_utility: Option<f32>| {
-            let mut g = vec![group.clone()];
-            answer_overlap(&mut g, min_overlap, min_utility);
-            g[0].candidates
-                .iter()
-                .map(|c| c.is_gold)
-                .collect::<Vec<_>>()
+            marked(&group, |g| answer_overlap(g, min_overlap, min_utility))
         };
         assert_eq!(marks(0.5, None), [true, false, false, true]);
         assert_eq!(marks(1.0, None), [true, false, false, true]);
         assert_eq!(marks(0.5, Some(1.0)), [true, false, false, false]);
-        let mut none = vec![group.clone()];
-        answer_match(&mut none, None);
-        assert!(
-            none[0].candidates.iter().all(|c| !c.is_gold),
+        assert_eq!(
+            marked(&group, |g| answer_match(g, None)),
+            [false; 4],
             "the joined list is in no passage"
         );
         // Where no candidate holds all of it, the best share must clear the bar.
-        let mut half = vec![LabeledGroup {
+        let half = LabeledGroup {
             candidates: vec![group.candidates[1].clone(), group.candidates[2].clone()],
             ..group.clone()
-        }];
-        answer_overlap(&mut half, 0.9, None);
-        assert!(half[0].candidates.iter().all(|c| !c.is_gold));
-        answer_overlap(&mut half, 0.1, None);
-        assert!(half[0].candidates[0].is_gold && !half[0].candidates[1].is_gold);
+        };
+        assert_eq!(marked(&half, |g| answer_overlap(g, 0.9, None)), [false; 2]);
+        assert_eq!(
+            marked(&half, |g| answer_overlap(g, 0.1, None)),
+            [true, false]
+        );
     }
 
     /// What each evidence-free recipe trains on mined labels: the LLM is sure of one
