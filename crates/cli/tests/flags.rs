@@ -16,13 +16,23 @@ const ZERO_OK: &[&str] = &[
     "b",
     "lm_retries",
     "gold_weight",
+    "min_answer_overlap",
     "model_weight",
     "graph_memory_mb",
     "shutdown_timeout",
     "dense_weight",
 ];
 /// Real-valued flags (a huge finite value is a legal, if odd, setting).
-const FLOATS: &[&str] = &["k1", "b", "lr", "tau", "tau_u", "rrf_k", "dense_weight"];
+const FLOATS: &[&str] = &[
+    "k1",
+    "b",
+    "lr",
+    "tau",
+    "tau_u",
+    "rrf_k",
+    "dense_weight",
+    "min_answer_overlap",
+];
 /// Numeric flags without a default (so not found by their default's shape).
 const OPTIONAL: &[(&str, &str)] = &[
     ("uae", "threads"),
