@@ -24,23 +24,24 @@ pub fn normalize_answer(s: &str) -> String {
 pub fn contains_answer(passage: &str, answers: &[String]) -> bool {
     let p = normalize_answer(passage);
     let pt: Vec<&str> = p.split_whitespace().collect();
-    answers.iter().any(|a| {
-        let a = normalize_answer(a);
+    answers.iter().filter_map(|a| locating(a)).any(|a| {
         let at: Vec<&str> = a.split_whitespace().collect();
-        !at.is_empty()
-            && !matches!(a.as_str(), "yes" | "no")
-            && pt.windows(at.len()).any(|w| w == at.as_slice())
+        pt.windows(at.len()).any(|w| w == at.as_slice())
     })
 }
 
-/// The tokens an answer says something with: [`normalize_answer`]'s, each once;
-/// none for an answer that normalises to nothing, "yes" or "no" (they say what the
-/// answer is, not where).
-fn answer_tokens(answer: &str) -> Vec<String> {
+/// An answer, normalised, that can say where it is found: `None` for one that
+/// normalises to nothing, "yes" or "no" (they say what the answer is, not where).
+fn locating(answer: &str) -> Option<String> {
     let a = normalize_answer(answer);
-    if matches!(a.as_str(), "yes" | "no") {
+    (!a.is_empty() && !matches!(a.as_str(), "yes" | "no")).then_some(a)
+}
+
+/// The tokens of a [`locating`] answer, each once (none for the others).
+fn answer_tokens(answer: &str) -> Vec<String> {
+    let Some(a) = locating(answer) else {
         return Vec::new();
-    }
+    };
     let mut t: Vec<String> = a.split_whitespace().map(str::to_string).collect();
     t.sort_unstable();
     t.dedup();
