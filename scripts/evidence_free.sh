@@ -7,9 +7,10 @@
 #   auto       `hybrid --positives answer-match --min-utility 2 --gold-weight 0`
 #              (utility where the LLM is sure, answer-match positives where it is
 #              not): what `--loss auto` trained on mined candidates before it
-#              compared the two signals' reach; it now trains this only where the
-#              bar reaches fewer questions than answer-match, and `uae-mu2` elsewhere
-#              (QASPER's mined labels). The name is kept for the runs already made.
+#              compared the two signals' reach. The name is kept for the runs already
+#              made; `--loss auto` now trains `infonce --positives answer-overlap`
+#              (`ao` in BENCHMARKS.md's EXTRA line), and this or `uae-mu2` only when
+#              a utility bar is given.
 # each evaluated on the first DEV dev questions, split by answer type (`uae eval --by
 # answer_type`), and compared with `uae compare --by answer_type` against answer-match.
 # Then on test, once, the models named in TEST (default: base, uae-mu2, am, auto), on

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The tables of scripts/evidence_free.sh's folder: R@1 / MAP / nDCG@10 per answer type
-for each model (dev and test), and the paired comparisons against answer-match.
+for each model (dev: the first DEV questions; devall: every dev question, folders
+`eval-NAME-devall`; test), and the paired comparisons against answer-match.
 
     scripts/evidence_free_table.py [OUT=runs/evidence-free]
 """
@@ -16,7 +17,7 @@ models += sorted(found - set(models))
 types = ["all", "extractive", "abstractive", "yes_no"]
 names = {"recall@1": "R@1", "map": "MAP", "ndcg@10": "nDCG@10"}
 
-for split in ["dev", "test"]:
+for split in ["dev", "devall", "test"]:
     rows = []
     for m in models:
         p = f"{out}/eval-{m}-{split}/report.json"

@@ -7,9 +7,10 @@
 #   am       `--loss infonce --positives answer-match` (distant supervision)
 #   uae-mu2  `--loss uae --min-utility 2` (the previous evidence-free recipe)
 #   auto     `hybrid --positives answer-match --min-utility 2 --gold-weight 0`: what
-#            `--loss auto` trained before it compared the two signals' reach (it now
-#            trains this where the bar reaches fewer questions than answer-match,
-#            `uae-mu2` elsewhere; `uae train` logs which)
+#            `--loss auto` trained before it compared the two signals' reach (with a
+#            bar given it now trains this where the bar reaches fewer questions than
+#            answer-match, `uae-mu2` elsewhere; without one, answer-overlap
+#            positives: EXTRA="ao|--loss infonce --positives answer-overlap")
 # then each, and the base, on the first TEST test questions of the same kind, and
 # `uae compare` against answer-match. One epoch, seed 0; nothing is tuned here.
 #

@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 pub enum LossKind {
     /// The default, chosen by the labels ([`crate::TrainConfig::resolve`]): `uae` on
     /// candidates chosen around the evidence (`uae label --candidates gold`); on mined
-    /// or retrieved candidates (no evidence needed), the utility target where the LLM
-    /// is sure (best candidate at least `--min-utility`, default 2 nats), and, where
-    /// that bar reaches fewer questions than answer-match positives do, those
-    /// positives for the questions it drops (`hybrid`, [`crate::EVIDENCE_FREE`];
-    /// [`crate::TrainConfig::fit_to_reach`]).
+    /// or retrieved candidates (no evidence needed), `infonce` on answer-overlap
+    /// positives ([`crate::EVIDENCE_FREE`]), or, with a utility bar given, the utility
+    /// target where the LLM is sure and, where that bar reaches fewer questions than
+    /// answer-match positives do, those positives for the questions it drops
+    /// (`hybrid`; [`crate::TrainConfig::fit_to_reach`]).
     Auto,
     /// Utility-modulated InfoNCE: -sum_{j in C_i} pi_ij log softmax_{C_i u B_i}(s_i)_j.
     Uae,

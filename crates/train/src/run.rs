@@ -372,10 +372,32 @@ fn training_labels(
     Ok((fit_auto(&r.config, config, &groups), groups))
 }
 
-/// `--loss auto` on evidence-free labels: the answer-match positives stay only where
-/// the utility bar reaches fewer questions than they do ([`TrainConfig::fit_to_reach`]).
+/// `--loss auto` on evidence-free labels: answer-overlap positives, or the utility bar
+/// alone where no question has one ([`TrainConfig::utility_only`]); with a bar given,
+/// the answer-match positives stay only where the bar reaches fewer questions than
+/// they do ([`TrainConfig::fit_to_reach`]).
 fn fit_auto(asked: &TrainConfig, config: TrainConfig, groups: &[LabeledGroup]) -> TrainConfig {
-    if asked.loss != LossKind::Auto || config.loss != LossKind::Hybrid {
+    if asked.loss != LossKind::Auto {
+        return config;
+    }
+    if config.loss == LossKind::Infonce {
+        if groups
+            .iter()
+            .any(|g| g.candidates.iter().any(|c| c.is_gold))
+        {
+            tracing::info!("--loss auto: answer-overlap positives (infonce)");
+            return config;
+        }
+        tracing::info!(
+            "--loss auto: no candidate holds enough of a reference answer to be a \
+             positive: the utility bar alone"
+        );
+        return TrainConfig {
+            positives: asked.positives,
+            ..config.utility_only()
+        };
+    }
+    if config.loss != LossKind::Hybrid {
         return config;
     }
     // Each signal's reach, by the rule the loss applies (the candidates a batch holds).
@@ -743,7 +765,14 @@ mod tests {
             positives,
             none,
         };
-        assert_eq!(counts(TrainConfig::default()), n(3, 1, 1, 1), "auto");
+        // `auto` trains on the positives marked (here answer-match's: "sure" holds
+        // BLEU, "match" SQuAD); with a bar given, the utility recipe.
+        assert_eq!(counts(TrainConfig::default()), n(3, 0, 2, 1), "auto");
+        let bar2 = TrainConfig {
+            min_utility: Some(2.0),
+            ..TrainConfig::default()
+        };
+        assert_eq!(counts(bar2.clone()), n(3, 1, 1, 1), "auto --min-utility 2");
         let uae = TrainConfig {
             loss: LossKind::Uae,
             min_utility: Some(2.0),
@@ -765,15 +794,31 @@ mod tests {
             n(3, 0, 2, 1),
             "infonce --positives answer-match"
         );
-        // `auto` counts each signal's reach: the bar reaches 1 question, answer-match
-        // 2, so the positives stay; a bar of 0.5 reaches all 3: the bar alone.
+        // `auto` with a bar counts each signal's reach: the bar reaches 1 question,
+        // answer-match 2, so the positives stay; a bar of 0.5 reaches all 3: the bar
+        // alone.
         let fitted = |asked: TrainConfig| fit_auto(&asked, asked.resolve(true), &groups).loss;
-        assert_eq!(fitted(TrainConfig::default()), LossKind::Hybrid);
+        assert_eq!(fitted(TrainConfig::default()), LossKind::Infonce);
+        assert_eq!(fitted(bar2), LossKind::Hybrid);
         let low = TrainConfig {
             min_utility: Some(0.5),
             ..TrainConfig::default()
         };
         assert_eq!(fitted(low), LossKind::Uae);
+        // Without a single positive (every answer yes or no), `auto` falls back to
+        // the utility bar alone.
+        let mut yes_no = groups.clone();
+        for g in &mut yes_no {
+            g.answers = vec!["Yes".into()];
+        }
+        answer_overlap(&mut yes_no, 0.5, None);
+        let alone = fit_auto(
+            &TrainConfig::default(),
+            TrainConfig::default().resolve(true),
+            &yes_no,
+        );
+        assert_eq!(alone, TrainConfig::default().utility_only());
+        assert_eq!(TargetCounts::of(&yes_no, &alone), n(3, 1, 0, 2));
         // A bar on each question's scale: best ahead of second by 2.4, 0.2 and 1.6.
         let gap = |g| TrainConfig {
             loss: LossKind::Uae,

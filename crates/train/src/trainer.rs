@@ -59,10 +59,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainConfig {
     /// `auto` (the default: `uae` on gold candidates; on mined or retrieved ones,
-    /// `uae --min-utility 2` (utility where the LLM is sure) where that bar reaches at
-    /// least as many questions as answer-match does, else `hybrid --positives
-    /// answer-match --min-utility 2 --gold-weight 0` (answer-match where the bar
-    /// drops a question); `uae train` logs which and why),
+    /// `infonce --positives answer-overlap`, ahead of every utility target on QASPER
+    /// dev with SmolLM2-135M labels (BENCHMARKS.md); with a --min-utility or --min-gap
+    /// given, `uae` with that bar where it reaches at least as many questions as
+    /// answer-match does, else `hybrid --positives answer-match --gold-weight 0`;
+    /// `uae train` logs which and why),
     /// `uae` (utility-modulated InfoNCE: the utility softmax as soft targets,
     /// in-batch negatives), `uae-listwise` (each candidate a positive weighted by its
     /// utility share, against lower-utility ones), `kl` (KL of the utility and
@@ -152,8 +153,9 @@ pub struct TrainConfig {
     /// softmax would rank noise. Its candidates stay in the batch as negatives for the
     /// others, and `hybrid` trains it on its positives alone. For mined candidates
     /// without evidence (QASPER: the best candidate is the evidence for 9-17% of
-    /// questions below 1 nat, 77% above 2; 2 was best on dev). Default: every
-    /// question trains.
+    /// questions below 1 nat, 77% above 2; 2 was best on dev). Under `--loss auto` on
+    /// mined candidates, giving a bar asks for the utility recipe instead of
+    /// answer-overlap positives. Default: every question trains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::finite, allow_negative_numbers = true))]
     pub min_utility: Option<f32>,
@@ -162,8 +164,8 @@ pub struct TrainConfig {
     /// either: a bar on each question's own scale (the LLM must prefer one passage
     /// clearly), for labellers or answers whose utilities run on another scale than
     /// the fixed `--min-utility`. With both, a question must clear each; a question
-    /// with one candidate has no second and passes; under `--loss auto` it replaces
-    /// the default `--min-utility` unless that is given too. Default: no such bar.
+    /// with one candidate has no second and passes; under `--loss auto` on mined
+    /// candidates it asks for the utility recipe with this bar. Default: no such bar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(long, value_parser = flags::non_negative))]
     pub min_gap: Option<f32>,
@@ -311,17 +313,22 @@ impl Default for TrainConfig {
     }
 }
 
-/// The evidence-free target `--loss auto` resolves to on mined or retrieved
-/// candidates: the bar and the share of the target on the answer-match positives of a
-/// question above it (below it, the positives are the whole target), where the bar
-/// reaches fewer questions than answer-match ([`TrainConfig::fit_to_reach`]).
+/// What `--loss auto` trains on mined or retrieved candidates (no evidence used):
+/// InfoNCE on `positives` (answer-overlap). With a utility bar given (`--min-utility`
+/// or `--min-gap`), the utility recipe instead: `uae` with the bar, or, where the bar
+/// reaches fewer questions than answer-match does, `hybrid` with answer-match
+/// positives and `gold_weight` of the target on them ([`TrainConfig::fit_to_reach`]).
+/// Where no candidate holds enough of any answer (yes/no answers only), `uae` with
+/// `min_utility`.
 pub struct EvidenceFree {
+    pub positives: Positives,
     pub min_utility: f32,
     pub gold_weight: f32,
 }
 
-/// Chosen on QASPER dev (BENCHMARKS.md, Evidence-free training).
+/// Chosen on QASPER dev, every question (BENCHMARKS.md, Evidence-free training).
 pub const EVIDENCE_FREE: EvidenceFree = EvidenceFree {
+    positives: Positives::AnswerOverlap,
     min_utility: 2.0,
     gold_weight: 0.0,
 };
@@ -329,29 +336,42 @@ pub const EVIDENCE_FREE: EvidenceFree = EvidenceFree {
 impl TrainConfig {
     /// The config with `--loss auto` made concrete for labels whose candidates were
     /// (`evidence_free == false`) or were not chosen around the evidence: `uae`, or
-    /// [`EVIDENCE_FREE`] (`hybrid` with answer-match positives; a `--min-utility` or
-    /// `--min-gap` given replaces the default bar). Any other loss is returned as it is.
+    /// [`EVIDENCE_FREE`]: `infonce` on answer-overlap positives (with
+    /// `--min-match-utility`, those the LLM confirms), or, where a `--min-utility` or
+    /// `--min-gap` is given, the utility recipe with that bar (`hybrid` with
+    /// answer-match positives until [`Self::fit_to_reach`] has counted). Any other
+    /// loss is returned as it is.
     pub fn resolve(&self, evidence_free: bool) -> TrainConfig {
         let mut c = self.clone();
         if c.loss != LossKind::Auto {
             return c;
         }
-        if evidence_free {
+        if !evidence_free {
+            c.loss = LossKind::Uae;
+        } else if c.min_utility.is_none() && c.min_gap.is_none() {
+            c.loss = LossKind::Infonce;
+            c.positives = EVIDENCE_FREE.positives;
+        } else {
             c.loss = LossKind::Hybrid;
             c.positives = Positives::AnswerMatch;
-            // A bar given (either kind) replaces the default bar.
-            if c.min_gap.is_none() {
-                c.min_utility = Some(c.min_utility.unwrap_or(EVIDENCE_FREE.min_utility));
-            }
             c.gold_weight = EVIDENCE_FREE.gold_weight;
-        } else {
-            c.loss = LossKind::Uae;
         }
         c
     }
 
-    /// `--loss auto` on evidence-free labels, once the reach of each signal is
-    /// counted: `sure` questions whose best candidate clears the utility bar,
+    /// `--loss auto` on evidence-free labels where no candidate holds enough of any
+    /// reference answer to be a positive (every answer yes or no, say): the LLM's
+    /// signal alone, `uae --min-utility` with the default bar.
+    pub fn utility_only(&self) -> TrainConfig {
+        TrainConfig {
+            loss: LossKind::Uae,
+            min_utility: Some(EVIDENCE_FREE.min_utility),
+            ..self.clone()
+        }
+    }
+
+    /// `--loss auto` on evidence-free labels with a utility bar given, once the reach
+    /// of each signal is counted: `sure` questions whose best candidate clears the utility bar,
     /// `matched` with an answer-match positive. Where the bar reaches at least as
     /// many (`sure >= matched`) it fits the data, and the answer-match positives
     /// under it add little but noise (QASPER's mined labels: 780 against 474, and the
@@ -893,28 +913,39 @@ mod config_tests {
     /// The defaults train; bad numbers and a spare bar on a loss without positives
     /// are refused with the field's name.
     #[test]
-    fn auto_is_uae_on_gold_candidates_and_the_evidence_free_target_elsewhere() {
+    fn auto_is_uae_on_gold_candidates_and_answer_overlap_elsewhere() {
         let d = TrainConfig::default();
         assert_eq!(d.loss, LossKind::Auto);
         let gold = d.resolve(false);
         assert_eq!(gold.loss, LossKind::Uae);
         assert_eq!(gold.min_utility, None);
         let free = d.resolve(true);
-        assert_eq!(free.loss, LossKind::Hybrid);
-        assert_eq!(free.positives, Positives::AnswerMatch);
-        assert_eq!(free.min_utility, Some(EVIDENCE_FREE.min_utility));
-        assert_eq!(free.gold_weight, EVIDENCE_FREE.gold_weight);
+        assert_eq!(free.loss, LossKind::Infonce);
+        assert_eq!(free.positives, EVIDENCE_FREE.positives);
+        assert_eq!(free.positives, Positives::AnswerOverlap);
+        assert_eq!(free.min_utility, None);
         assert_eq!(free.check(), Ok(()));
-        // A bar given keeps its value; an explicit loss is never changed.
+        let alone = free.utility_only();
+        assert_eq!(alone.loss, LossKind::Uae);
+        assert_eq!(alone.min_utility, Some(EVIDENCE_FREE.min_utility));
+        assert_eq!(alone.check(), Ok(()));
+        // A bar given asks for the utility recipe with it; an explicit loss is never
+        // changed.
         let bar = TrainConfig {
             min_utility: Some(1.0),
             ..d.clone()
         };
-        assert_eq!(bar.resolve(true).min_utility, Some(1.0));
+        let recipe = bar.resolve(true);
+        assert_eq!(recipe.loss, LossKind::Hybrid);
+        assert_eq!(recipe.positives, Positives::AnswerMatch);
+        assert_eq!(recipe.min_utility, Some(1.0));
+        assert_eq!(recipe.gold_weight, EVIDENCE_FREE.gold_weight);
+        assert_eq!(recipe.check(), Ok(()));
         let gap = TrainConfig {
             min_gap: Some(1.0),
             ..d.clone()
         };
+        assert_eq!(gap.resolve(true).loss, LossKind::Hybrid);
         assert_eq!(gap.resolve(true).min_utility, None);
         assert_eq!(gap.resolve(true).min_gap, Some(1.0));
         let infonce = TrainConfig {
@@ -924,16 +955,18 @@ mod config_tests {
         assert_eq!(infonce.resolve(true), infonce);
     }
 
-    /// Evidence-free `auto` keeps the answer-match positives only where the bar
-    /// reaches fewer questions than they do; then it is `uae --min-utility` exactly.
+    /// Evidence-free `auto` with a bar keeps the answer-match positives only where the
+    /// bar reaches fewer questions than they do; then it is `uae --min-utility` exactly.
     #[test]
     fn auto_drops_answer_match_where_the_bar_reaches_as_far() {
-        let d = TrainConfig::default();
+        let d = TrainConfig {
+            min_utility: Some(2.0),
+            ..TrainConfig::default()
+        };
         let free = d.resolve(true);
         let fitted = free.fit_to_reach(&d, 780, 474);
         let uae = TrainConfig {
             loss: LossKind::Uae,
-            min_utility: Some(EVIDENCE_FREE.min_utility),
             ..d.clone()
         };
         assert_eq!(
