@@ -59,9 +59,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainConfig {
     /// `auto` (the default: `uae` on gold candidates; on mined or retrieved ones,
-    /// `infonce --positives answer-overlap`, ahead of every utility target on QASPER
-    /// dev with SmolLM2-135M labels (BENCHMARKS.md); with a --min-utility or --min-gap
-    /// given, `uae` with that bar where it reaches at least as many questions as
+    /// `infonce --positives answer-overlap`, ahead of the utility recipe on QASPER's
+    /// whole dev split with SmolLM2-135M labels (BENCHMARKS.md), or `uae --min-utility
+    /// 2` where no candidate holds enough of any answer; with a --min-utility or
+    /// --min-gap given, `uae` with that bar where it reaches at least as many questions as
     /// answer-match does, else `hybrid --positives answer-match --gold-weight 0`;
     /// `uae train` logs which and why),
     /// `uae` (utility-modulated InfoNCE: the utility softmax as soft targets,
