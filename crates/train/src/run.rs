@@ -281,10 +281,15 @@ pub fn utility_ndcg(enc: &Encoder, groups: &[LabeledGroup]) -> Result<f64> {
 fn evidence_free(dir: &Path, groups: &[LabeledGroup]) -> bool {
     match LabelManifest::read(dir) {
         Ok(Some(m)) => m.config.candidates != CandidateMode::Gold,
-        _ => !groups
-            .iter()
-            .any(|g| g.candidates.iter().any(|c| c.is_gold)),
+        _ => !any_positive(groups),
     }
+}
+
+/// Whether any candidate of `groups` is marked as a positive (`is_gold`).
+fn any_positive(groups: &[LabeledGroup]) -> bool {
+    groups
+        .iter()
+        .any(|g| g.candidates.iter().any(|c| c.is_gold))
 }
 
 /// Marks as positives (`is_gold`) the candidates that contain a reference answer
@@ -338,7 +343,7 @@ fn training_labels(
     })?;
     let config = r.config.resolve(evidence_free(&r.labels, &groups));
     let uses_positives = matches!(config.loss, LossKind::Infonce | LossKind::Hybrid);
-    let answer_matched = uses_positives && config.positives.from_answers();
+    let from_answers = uses_positives && config.positives.from_answers();
     match config.positives {
         _ if !uses_positives => {}
         Positives::Gold => {}
@@ -354,16 +359,11 @@ fn training_labels(
             path: r.labels.clone(),
         });
     }
-    // `auto` trains questions without a positive on their utilities: only a loss
-    // asked for by name needs positives somewhere.
-    if uses_positives
-        && r.config.loss != LossKind::Auto
-        && !groups
-            .iter()
-            .any(|g| g.candidates.iter().any(|c| c.is_gold))
-    {
+    // `auto` without a single positive falls back to the utility bar (`fit_auto`):
+    // only a loss asked for by name needs positives somewhere.
+    if uses_positives && r.config.loss != LossKind::Auto && !any_positive(&groups) {
         let path = r.labels.clone();
-        return Err(if answer_matched {
+        return Err(if from_answers {
             RunError::NoAnswerMatch { path }
         } else {
             RunError::NoGold { path }
@@ -381,10 +381,7 @@ fn fit_auto(asked: &TrainConfig, config: TrainConfig, groups: &[LabeledGroup]) -
         return config;
     }
     if config.loss == LossKind::Infonce {
-        if groups
-            .iter()
-            .any(|g| g.candidates.iter().any(|c| c.is_gold))
-        {
+        if any_positive(groups) {
             tracing::info!("--loss auto: answer-overlap positives (infonce)");
             return config;
         }
@@ -656,6 +653,18 @@ mod tests {
         }
     }
 
+    /// A question `id` ("id?") with one reference answer and these candidates.
+    fn group(id: &str, answer: &str, candidates: Vec<LabeledCandidate>) -> LabeledGroup {
+        LabeledGroup {
+            question_id: id.into(),
+            paper_id: String::new(),
+            question: format!("{id}?"),
+            answers: vec![answer.into()],
+            nll_without: vec![3.0],
+            candidates,
+        }
+    }
+
     /// Which of `group`'s candidates `mark` makes positives.
     fn marked(group: &LabeledGroup, mark: impl FnOnce(&mut [LabeledGroup])) -> Vec<bool> {
         let mut g = vec![group.clone()];
@@ -667,18 +676,15 @@ mod tests {
     /// gains at least that much from it.
     #[test]
     fn answer_match_can_ask_the_llm_to_agree() {
-        let group = LabeledGroup {
-            question_id: "q".into(),
-            paper_id: String::new(),
-            question: "Which dataset?".into(),
-            answers: vec!["SQuAD".into()],
-            nll_without: vec![3.0],
-            candidates: vec![
+        let group = group(
+            "Which dataset",
+            "SQuAD",
+            vec![
                 candidate("We train on SQuAD.", 1.5),
                 candidate("SQuAD is mentioned in passing.", -0.3),
                 candidate("Nothing here.", 2.0),
             ],
-        };
+        );
         let marks = |min: Option<f32>| marked(&group, |g| answer_match(g, min));
         assert_eq!(marks(None), [true, true, false]);
         assert_eq!(marks(Some(0.5)), [true, false, false]);
@@ -690,19 +696,16 @@ mod tests {
     /// answer-match finds nothing. With `min_utility`, the LLM must agree.
     #[test]
     fn answer_overlap_marks_the_best_overlap() {
-        let group = LabeledGroup {
-            question_id: "q".into(),
-            paper_id: String::new(),
-            question: "Which datasets?".into(),
-            answers: vec!["SQuAD, TriviaQA".into()],
-            nll_without: vec![3.0],
-            candidates: vec![
+        let group = group(
+            "Which datasets",
+            "SQuAD, TriviaQA",
+            vec![
                 candidate("We use TriviaQA and, later, SQuAD.", 1.5),
                 candidate("SQuAD is mentioned in passing.", -0.3),
                 candidate("Nothing here.", 2.0),
                 candidate("TriviaQA then SQuAD, again.", 0.2),
             ],
-        };
+        );
         let marks = |min_overlap: f32, min_utility: Option<f32>| {
             marked(&group, |g| answer_overlap(g, min_overlap, min_utility))
         };
@@ -731,14 +734,6 @@ mod tests {
     /// gains under the bar, a third has neither; a fourth has no candidates.
     #[test]
     fn target_counts_say_what_the_bar_leaves() {
-        let group = |id: &str, answer: &str, cands: Vec<LabeledCandidate>| LabeledGroup {
-            question_id: id.into(),
-            paper_id: String::new(),
-            question: format!("{id}?"),
-            answers: vec![answer.into()],
-            nll_without: vec![3.0],
-            candidates: cands,
-        };
         let mut groups = vec![
             group(
                 "sure",
